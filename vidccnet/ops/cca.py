@@ -1,0 +1,195 @@
+"""Public criss-cross attention operator: input checks, backend choice, torch.library custom op.
+
+`criss_cross_attention(q, k, v)` attends, for every position (t, h, w), over the union of its
+time line, its row and its column (the centre once): T + H + W - 2 keys, one softmax.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from .reference import cca_reference
+
+BACKENDS = ("auto", "reference", "triton")
+ENV_VAR = "VIDCCNET_CCA_BACKEND"
+
+
+def _triton_module():
+    from . import triton_cca  # imported lazily: triton is optional
+
+    return triton_cca
+
+
+def triton_status(device: torch.device) -> tuple[bool, str]:
+    """Whether the Triton backend can run on `device`, and why not."""
+    try:
+        mod = _triton_module()
+    except ImportError as exc:  # triton missing or broken
+        return False, f"the Triton kernels could not be imported ({exc})"
+    return mod.triton_available(device)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn "auto" (or the env var) into a concrete backend for tensors on `device`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"${ENV_VAR}={backend!r} is not a backend; set it to one of {', '.join(BACKENDS)}"
+            )
+    if backend == "auto":
+        if device.type == "cuda" and triton_status(device)[0]:
+            return "triton"
+        return "reference"
+    if backend == "triton":
+        ok, why = triton_status(device)
+        if not ok:
+            raise RuntimeError(f"the triton backend cannot run here: {why}; use backend='reference'")
+    return backend
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.dim() not in (4, 5) or k.dim() != q.dim() or v.dim() != q.dim():
+        raise ValueError(
+            f"expected q, k, v of shape (B, C, T, H, W) or (B, C, H, W), all the same rank; "
+            f"got {shapes}"
+        )
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (B, Cqk, ...); got {shapes}")
+    if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
+        raise ValueError(f"v must match q in batch and in (T, H, W); got {shapes}")
+    if min(q.shape) == 0:
+        raise ValueError(f"empty input: {shapes}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+
+
+def criss_cross_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, scale: float = 1.0, backend: str = "auto"
+) -> Tensor:
+    """3D criss-cross attention (2D CCNet for 4-D inputs).
+
+    Args:
+        q, k: (B, Cqk, T, H, W) or (B, Cqk, H, W).
+        v: (B, Cv, T, H, W) or (B, Cv, H, W).
+        scale: factor on the dot products (1.0 as in CCNet).
+        backend: "auto", "reference" or "triton"; ${VIDCCNET_CCA_BACKEND} overrides "auto".
+
+    Returns:
+        (B, Cv, T, H, W) (or (B, Cv, H, W)), the dtype of the inputs.
+    """
+    _check_inputs(q, k, v)
+    two_d = q.dim() == 4
+    if two_d:
+        q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
+    name = resolve_backend(backend, q.device)
+    out, _ = cca_op(q, k, v, float(scale), name)
+    return out.squeeze(2) if two_d else out
+
+
+# --- torch.library custom op -------------------------------------------------------------------
+
+
+@torch.library.custom_op("vidccnet::cca_fwd", mutates_args=())
+def cca_op(q: Tensor, k: Tensor, v: Tensor, scale: float, backend: str) -> tuple[Tensor, Tensor]:
+    """Forward of the op: (out (B, Cv, T, H, W), lse (B, T, H, W) float32/float64)."""
+    if backend == "triton":
+        return _triton_module().cca_forward(q.contiguous(), k.contiguous(), v.contiguous(), scale)
+    with torch.no_grad():
+        out, lse = cca_reference(q, k, v, scale)
+    return out.contiguous(), lse.contiguous()
+
+
+@cca_op.register_fake
+def _(q, k, v, scale, backend):
+    B, _, T, H, W = q.shape
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return v.new_empty(v.shape), q.new_empty((B, T, H, W), dtype=lse_dtype)
+
+
+@torch.library.custom_op("vidccnet::cca_bwd", mutates_args=())
+def cca_bwd_op(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor,
+    scale: float, backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of the op: (dq, dk, dv), recomputing probabilities from the saved lse."""
+    if backend == "triton":
+        c = [x.contiguous() for x in (q, k, v, out, lse, grad_out)]
+        return _triton_module().cca_backward(*c, scale)
+    grads = reference_backward(q, k, v, out, lse, grad_out, scale)
+    return tuple(g.contiguous() for g in grads)
+
+
+@cca_bwd_op.register_fake
+def _(q, k, v, out, lse, grad_out, scale, backend):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, scale, backend = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.scale, ctx.backend = scale, backend
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend)
+    return dq, dk, dv, None, None
+
+
+cca_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def reference_backward(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Analytic gradients of criss-cross attention, pass by pass (the kernel's math in PyTorch).
+
+    P = exp(scale * <q, k_j> - lse); dP_j = <dO, v_j>; dS = P * (dP - Delta), Delta = <dO, O>;
+    dq = scale * sum_j dS_j k_j; dk_j = scale * sum_p dS_pj q_p; dv_j = sum_p P_pj dO_p.
+    """
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qf, kf, vf, of, dof = (x.to(acc) for x in (q, k, v, out, grad_out))
+    lse = lse.to(acc)
+    _, _, T, H, W = q.shape
+    dev = q.device
+    delta = (dof * of).sum(1)  # (B, T, H, W)
+    eye_h = torch.eye(H, dtype=torch.bool, device=dev).view(1, 1, H, 1, H)
+    eye_t = torch.eye(T, dtype=torch.bool, device=dev).view(1, T, 1, 1, T)
+
+    # Row pass: key x along W.
+    p = torch.exp(torch.einsum("bcthw,bcthx->bthwx", qf, kf) * scale - lse[..., None])
+    ds = p * (torch.einsum("bcthw,bcthx->bthwx", dof, vf) - delta[..., None])
+    dq = torch.einsum("bthwx,bcthx->bcthw", ds, kf)
+    dk = torch.einsum("bthwx,bcthw->bcthx", ds, qf)
+    dv = torch.einsum("bthwx,bcthw->bcthx", p, dof)
+    # Column pass: key y along H, centre excluded.
+    p = torch.exp(torch.einsum("bcthw,bctyw->bthwy", qf, kf) * scale - lse[..., None])
+    p = p.masked_fill(eye_h, 0.0)
+    ds = p * (torch.einsum("bcthw,bctyw->bthwy", dof, vf) - delta[..., None])
+    dq = dq + torch.einsum("bthwy,bctyw->bcthw", ds, kf)
+    dk = dk + torch.einsum("bthwy,bcthw->bctyw", ds, qf)
+    dv = dv + torch.einsum("bthwy,bcthw->bctyw", p, dof)
+    # Time pass: key s along T, centre excluded.
+    p = torch.exp(torch.einsum("bcthw,bcshw->bthws", qf, kf) * scale - lse[..., None])
+    p = p.masked_fill(eye_t, 0.0)
+    ds = p * (torch.einsum("bcthw,bcshw->bthws", dof, vf) - delta[..., None])
+    dq = dq + torch.einsum("bthws,bcshw->bcthw", ds, kf)
+    dk = dk + torch.einsum("bthws,bcthw->bcshw", ds, qf)
+    dv = dv + torch.einsum("bthws,bcthw->bcshw", p, dof)
+    return (dq * scale).to(q.dtype), (dk * scale).to(k.dtype), dv.to(v.dtype)
