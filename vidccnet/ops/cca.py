@@ -49,7 +49,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "triton":
         ok, why = triton_status(device)
         if not ok:
-            raise RuntimeError(f"the triton backend cannot run here: {why}; use backend='reference'")
+            raise RuntimeError(
+                f"the triton backend cannot run here: {why}; use backend='reference'"
+            )
     return backend
 
 

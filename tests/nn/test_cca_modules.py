@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from vidccnet.nn import CrissCrossAttention3d, RecurrentCrissCrossAttention
+from vidccnet.ops import cca_reference
+
+
+def test_shapes_and_projection_sizes():
+    m = CrissCrossAttention3d(32, reduction=8)
+    assert m.query.out_channels == m.key.out_channels == 4 and m.value.out_channels == 32
+    assert m.query.bias is not None
+    for shape in [(2, 32, 5, 7, 13), (1, 32, 1, 1, 9), (1, 32, 3, 1, 1)]:
+        assert m(torch.randn(shape)).shape == shape
+
+
+def test_identity_at_init():
+    x = torch.randn(2, 16, 3, 5, 6)
+    m = RecurrentCrissCrossAttention(16, recurrence=3, reduction=4)
+    assert m.cca.gamma.item() == 0.0
+    assert torch.equal(m(x), x)
+
+
+def test_block_matches_formula():
+    torch.manual_seed(0)
+    m = CrissCrossAttention3d(16, reduction=4).double()
+    torch.nn.init.constant_(m.gamma, 0.3)
+    x = torch.randn(2, 16, 3, 4, 5, dtype=torch.float64)
+    out, _ = cca_reference(m.query(x), m.key(x), m.value(x))
+    torch.testing.assert_close(m(x), 0.3 * out + x)
+
+
+def test_recurrence_shares_parameters():
+    m1 = RecurrentCrissCrossAttention(16, recurrence=1, reduction=4)
+    m3 = RecurrentCrissCrossAttention(16, recurrence=3, reduction=4)
+    n = sum(p.numel() for p in m1.parameters())
+    assert n == sum(p.numel() for p in m3.parameters())
+    m3.load_state_dict(m1.state_dict())
+    torch.nn.init.constant_(m3.cca.gamma, 0.5)
+    x = torch.randn(1, 16, 2, 4, 4)
+    y = x
+    for _ in range(3):
+        y = m3.cca(y)
+    torch.testing.assert_close(m3(x), y)
+
+
+def test_per_frame_mode_uses_same_parameters_and_isolates_frames():
+    torch.manual_seed(0)
+    m3d = RecurrentCrissCrossAttention(16, recurrence=2, reduction=4, temporal=True)
+    m2d = RecurrentCrissCrossAttention(16, recurrence=2, reduction=4, temporal=False)
+    m2d.load_state_dict(m3d.state_dict())
+    for m in (m3d, m2d):
+        torch.nn.init.constant_(m.cca.gamma, 0.5)
+    x = torch.randn(1, 16, 4, 5, 6)
+    x2 = x.clone()
+    x2[:, :, 2] += 1.0
+    # 2D: other frames untouched; 3D: they change.
+    d2 = (m2d(x2) - m2d(x)).abs().amax(dim=(0, 1, 3, 4))
+    d3 = (m3d(x2) - m3d(x)).abs().amax(dim=(0, 1, 3, 4))
+    assert d2[[0, 1, 3]].max() == 0 and d2[2] > 0
+    assert d3[[0, 1, 3]].min() > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="multiple of reduction"):
+        CrissCrossAttention3d(12, reduction=8)
+    with pytest.raises(ValueError, match="recurrence"):
+        RecurrentCrissCrossAttention(16, recurrence=-1)
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
+        CrissCrossAttention3d(16)(torch.randn(1, 16, 4, 4))
+
+
+def test_gradients_reach_all_parameters():
+    m = RecurrentCrissCrossAttention(16, recurrence=2, reduction=4)
+    torch.nn.init.constant_(m.cca.gamma, 0.1)
+    m(torch.randn(1, 16, 2, 3, 4)).square().sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
