@@ -1,0 +1,341 @@
+"""Metrics against direct float64 numpy implementations written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency, flicker_rate
+
+IGN = 255
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+
+def np_iou_figures(preds, gts, k, ignore=IGN):
+    """Per-class IoU by direct counting (no confusion matrix), mIoU, fwIoU, pixel acc."""
+    p = np.concatenate([np.asarray(x).ravel() for x in preds]).astype(np.int64)
+    g = np.concatenate([np.asarray(x).ravel() for x in gts]).astype(np.int64)
+    keep = g != ignore
+    p, g = p[keep], g[keep]
+    iou = np.full(k, np.nan, dtype=np.float64)
+    for c in range(k):
+        inter = np.sum((p == c) & (g == c))
+        union = np.sum((p == c) | (g == c))
+        if union > 0:
+            iou[c] = inter / union
+    miou = np.nanmean(iou) if np.any(~np.isnan(iou)) else np.nan
+    fw = sum(np.mean(g == c) * iou[c] for c in range(k) if np.any(g == c)) if g.size else np.nan
+    acc = np.mean(p == g) if g.size else np.nan
+    return iou, miou, fw, acc
+
+
+def np_vc_ratios(pred, gt, n, ignore=IGN):
+    """VSPW's loop, literally: windows i in range(L - n), skip empty g."""
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    ratios = []
+    for i in range(len(gt) - n):
+        g = np.ones(gt.shape[1:], dtype=bool)
+        p = np.ones(gt.shape[1:], dtype=bool)
+        for j in range(1, n):
+            g &= gt[i] == gt[i + j]
+            p &= pred[i] == pred[i + j]
+        g &= gt[i] != ignore
+        if g.sum() == 0:
+            continue
+        ratios.append(float((g & p).sum()) / float(g.sum()))
+    return ratios
+
+
+def np_flicker(pred):
+    pred = np.asarray(pred)
+    if len(pred) < 2:
+        return 0.0
+    return float(np.mean([np.mean(pred[t] != pred[t - 1]) for t in range(1, len(pred))]))
+
+
+# ----------------------------------------------------------------------------- ConfusionMatrix
+
+
+def test_all_correct_gives_one():
+    gt = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    cm = ConfusionMatrix(3)
+    cm.update(gt.clone(), gt)
+    r = cm.compute()
+    assert r["mIoU"] == 1.0 and r["pixel_acc"] == 1.0 and r["fwIoU"] == 1.0
+    assert r["IoU"] == [1.0, 1.0, 1.0]
+
+
+def test_all_wrong_gives_zero():
+    gt = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    cm = ConfusionMatrix(3)
+    cm.update((gt + 1) % 3, gt)
+    r = cm.compute()
+    assert r["mIoU"] == 0.0 and r["pixel_acc"] == 0.0 and r["fwIoU"] == 0.0
+
+
+def test_absent_class_is_nan_and_excluded_from_mean():
+    gt = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 1, 1, 1])
+    cm = ConfusionMatrix(4)
+    cm.update(pred, gt)
+    r = cm.compute()
+    # class 0: inter 1, union 2; class 1: inter 2, union 3; classes 2, 3 absent
+    assert r["IoU"][0] == pytest.approx(0.5)
+    assert r["IoU"][1] == pytest.approx(2 / 3)
+    assert math.isnan(r["IoU"][2]) and math.isnan(r["IoU"][3])
+    assert r["mIoU"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert r["fwIoU"] == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    assert r["pixel_acc"] == pytest.approx(0.75)
+    assert r["mAcc"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_class_only_in_prediction_gets_zero_iou():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([2, 0]), torch.tensor([0, 0]))
+    r = cm.compute()
+    assert r["IoU"][2] == 0.0 and r["IoU"][0] == 0.5 and math.isnan(r["IoU"][1])
+
+
+def test_ignore_pixels_are_not_counted():
+    gt = torch.tensor([0, IGN, 1, IGN])
+    pred = torch.tensor([0, 1, 1, 2])  # predictions under ignore are wrong but must not count
+    cm = ConfusionMatrix(3)
+    cm.update(pred, gt)
+    r = cm.compute()
+    assert r["mIoU"] == 1.0 and r["pixels"] == 2
+    assert math.isnan(r["IoU"][2])
+
+
+def test_empty_matrix_is_nan():
+    cm = ConfusionMatrix(2)
+    r = cm.compute()
+    assert math.isnan(r["mIoU"]) and math.isnan(r["pixel_acc"])
+    cm.update(torch.full((2, 2), 0), torch.full((2, 2), IGN))
+    assert math.isnan(cm.compute()["mIoU"])
+
+
+def test_out_of_range_labels_raise():
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match="ground truth"):
+        cm.update(torch.tensor([0]), torch.tensor([5]))
+    with pytest.raises(ValueError, match="prediction"):
+        cm.update(torch.tensor([3]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="shape"):
+        cm.update(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="argmax"):
+        cm.update(torch.zeros(2), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_confusion_matrix_random_vs_numpy(seed):
+    rng = np.random.default_rng(seed)
+    k = 6
+    preds, gts = [], []
+    cm = ConfusionMatrix(k)
+    for _ in range(4):
+        shape = (rng.integers(1, 4), rng.integers(3, 9), rng.integers(3, 9))
+        g = rng.integers(0, k - 1, size=shape)  # class k-1 never in gt
+        g[rng.random(shape) < 0.2] = IGN
+        p = np.where(rng.random(shape) < 0.6, g % k, rng.integers(0, k, size=shape))
+        p[p == IGN] = 0
+        preds.append(p)
+        gts.append(g)
+        cm.update(torch.from_numpy(p), torch.from_numpy(g))
+    iou, miou, fw, acc = np_iou_figures(preds, gts, k)
+    r = cm.compute()
+    np.testing.assert_allclose(r["IoU"], iou, rtol=1e-12, equal_nan=True)
+    assert r["mIoU"] == pytest.approx(miou, rel=1e-12)
+    assert r["fwIoU"] == pytest.approx(fw, rel=1e-12)
+    assert r["pixel_acc"] == pytest.approx(acc, rel=1e-12)
+    # numpy inputs and reset
+    cm2 = ConfusionMatrix(k)
+    for p, g in zip(preds, gts):
+        cm2.update(p, g)
+    np.testing.assert_array_equal(cm2.matrix(), cm.matrix())
+    cm2.reset()
+    assert cm2.matrix().sum() == 0
+
+
+def test_merge_of_shards_equals_whole():
+    rng = np.random.default_rng(5)
+    p = rng.integers(0, 4, size=(6, 5, 5))
+    g = rng.integers(0, 4, size=(6, 5, 5))
+    whole = ConfusionMatrix(4)
+    whole.update(p, g)
+    a, b = ConfusionMatrix(4), ConfusionMatrix(4)
+    a.update(p[:2], g[:2])
+    b.update(p[2:], g[2:])
+    np.testing.assert_array_equal(a.matrix() + b.matrix(), whole.matrix())
+
+
+def test_all_reduce_single_process_group(tmp_path):
+    """all_reduce runs through torch.distributed (gloo, world size 1) and keeps the state."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+    vc = VideoConsistency(1)
+    vc.update(torch.zeros(3, 2, 2, dtype=torch.long), torch.zeros(3, 2, 2, dtype=torch.long))
+    fm = FlickerMeter()
+    fm.update(torch.zeros(2, 2))
+    fm.update(torch.ones(2, 2))
+    before = (cm.matrix(), vc.compute(), fm.compute())
+    cm.all_reduce()  # no process group: no-op
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        cm.all_reduce()
+        vc.all_reduce()
+        fm.all_reduce()
+    finally:
+        dist.destroy_process_group()
+    np.testing.assert_array_equal(cm.matrix(), before[0])
+    assert (vc.compute(), fm.compute()) == before[1:]
+
+
+# ----------------------------------------------------------------------------- VideoConsistency
+
+
+def _const_video(length, value=1, size=(4, 5)):
+    return torch.full((length, *size), value, dtype=torch.long)
+
+
+def test_vc_windows_range_l_minus_n():
+    n = 4
+    gt = _const_video(n)
+    vc = VideoConsistency(n)
+    vc.update(gt, gt)  # L == n: range(0) -> no window
+    assert vc.windows == 0 and math.isnan(vc.compute())
+    vc.reset()
+    gt = _const_video(n + 1)
+    vc.update(gt, gt)  # L == n + 1: exactly one window
+    assert vc.windows == 1 and vc.compute() == 1.0
+    vc.reset()
+    gt = _const_video(n + 3)
+    vc.update(gt, gt)
+    assert vc.windows == 3
+
+
+def test_vc_constant_vs_alternating_predictions():
+    n = 3
+    gt = _const_video(8)
+    const_pred = _const_video(8, value=2)  # wrong but constant: perfectly consistent
+    vc = VideoConsistency(n)
+    vc.update(const_pred, gt)
+    assert vc.compute() == 1.0
+    alt = torch.stack([_const_video(1, value=t % 2)[0] for t in range(8)])
+    vc.reset()
+    vc.update(alt, gt)
+    assert vc.compute() == 0.0
+
+
+def test_vc_ignore_and_empty_windows():
+    n = 2
+    gt = _const_video(5, value=IGN)
+    vc = VideoConsistency(n)
+    vc.update(gt.clone(), gt)  # all ignore: every window has empty g -> skipped
+    assert vc.windows == 0 and math.isnan(vc.compute())
+    # half the pixels ignored, the other half constant and predicted constant
+    gt = _const_video(5, value=1)
+    gt[:, :2] = IGN
+    pred = _const_video(5, value=0)
+    pred[:, :2] = torch.arange(5).view(5, 1, 1)  # flickers only under ignore
+    vc.reset()
+    vc.update(pred, gt)
+    assert vc.compute() == 1.0 and vc.windows == 3
+
+
+def test_vc_hand_made_partial():
+    # 1x2 frames, L=4, n=2 -> windows 0, 1 (range(2)); pixel 0 gt constant, pixel 1 changes at t=1
+    gt = torch.tensor([[[0, 0]], [[0, 1]], [[0, 1]], [[0, 1]]])
+    pred = torch.tensor([[[0, 0]], [[1, 1]], [[1, 1]], [[0, 0]]])
+    # window 0 (t 0,1): g={px0}, p={} -> 0; window 1 (t 1,2): g={px0,px1}, p={both} -> 1
+    vc = VideoConsistency(2)
+    vc.update(pred, gt)
+    assert vc.windows == 2 and vc.compute() == pytest.approx(0.5)
+    assert np_vc_ratios(pred.numpy(), gt.numpy(), 2) == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_vc_random_vs_numpy(seed):
+    rng = np.random.default_rng(seed)
+    vcs = {n: VideoConsistency(n) for n in (1, 2, 3, 5)}
+    ratios = {n: [] for n in vcs}
+    for _ in range(3):
+        length = int(rng.integers(1, 12))
+        shape = (length, 5, 6)
+        # slowly changing labels so that consistent pixels exist
+        gt = np.cumsum(rng.random(shape) < 0.15, axis=0) % 3
+        gt[rng.random(shape) < 0.1] = IGN
+        pred = np.cumsum(rng.random(shape) < 0.2, axis=0) % 3
+        for n, vc in vcs.items():
+            vc.update(torch.from_numpy(pred), torch.from_numpy(gt))
+            ratios[n] += np_vc_ratios(pred, gt, n)
+    for n, vc in vcs.items():
+        assert vc.windows == len(ratios[n])
+        if ratios[n]:
+            assert vc.compute() == pytest.approx(float(np.mean(ratios[n])), rel=1e-12)
+        else:
+            assert math.isnan(vc.compute())
+
+
+def test_vc_streaming_matches_update_and_merges():
+    rng = np.random.default_rng(9)
+    pred = torch.from_numpy(rng.integers(0, 2, size=(10, 3, 3)))
+    gt = torch.from_numpy(np.cumsum(rng.random((10, 3, 3)) < 0.1, axis=0) % 2)
+    whole = VideoConsistency(3)
+    whole.update(pred, gt)
+    stream = VideoConsistency(3)
+    stream.start_video()
+    for t in range(10):
+        stream.push(pred[t], gt[t])
+    stream.end_video()
+    assert (stream.ratio_sum, stream.windows) == (whole.ratio_sum, whole.windows)
+    with pytest.raises(ValueError, match="size"):
+        stream.start_video()
+        stream.push(pred[0], gt[0])
+        stream.push(pred[0, :2], gt[0, :2])
+
+
+# ----------------------------------------------------------------------------- flicker
+
+
+def test_flicker_hand_made():
+    assert flicker_rate(_const_video(6)) == 0.0
+    alt = torch.stack([_const_video(1, value=t % 2)[0] for t in range(6)])
+    assert flicker_rate(alt) == 1.0
+    assert flicker_rate(_const_video(1)) == 0.0
+    assert flicker_rate(torch.zeros(0, 2, 2, dtype=torch.long)) == 0.0
+    v = torch.tensor([[[0, 0, 0, 0]], [[0, 1, 0, 0]], [[0, 1, 0, 0]]])
+    assert flicker_rate(v) == pytest.approx((0.25 + 0.0) / 2)
+    with pytest.raises(ValueError, match="L, H, W"):
+        flicker_rate(torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flicker_random_vs_numpy_and_meter(seed):
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 3, size=(7, 4, 5))
+    expected = np_flicker(video)
+    assert flicker_rate(torch.from_numpy(video)) == pytest.approx(expected, rel=1e-12)
+    meter = FlickerMeter()
+    for frame in video:
+        meter.update(torch.from_numpy(frame))
+    assert meter.compute() == pytest.approx(expected, rel=1e-12)
+    # a second video: pairs are pooled, no pair spans the two videos
+    other = rng.integers(0, 3, size=(3, 4, 5))
+    meter.start_video()
+    for frame in other:
+        meter.update(frame)
+    pairs = [np.mean(v[t] != v[t - 1]) for v in (video, other) for t in range(1, len(v))]
+    assert meter.pairs == 8 and meter.compute() == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert FlickerMeter().compute() == 0.0
