@@ -1,0 +1,245 @@
+"""Dilated ResNet backbone (output stride 8) with an optional TSM-style temporal shift.
+
+Frames are folded into the batch for the 2D convolutions: a clip (B, 3, T, H, W) runs as
+(B*T, 3, H, W). The temporal shift needs T, which the backbone writes into every residual block
+(`block.num_frames`) at the start of each forward.
+
+Parameter names are exactly torchvision's (`conv1.weight`, `layer3.0.conv2.weight`, ...; no
+`fc`), so torchvision ImageNet state dicts load with `load_pretrained`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+
+logger = logging.getLogger(__name__)
+
+DEPTHS: dict[int, tuple[str, list[int]]] = {
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+    101: ("bottleneck", [3, 4, 23, 3]),
+}
+
+
+def temporal_shift(x: Tensor, num_frames: int, fraction: float) -> Tensor:
+    """TSM shift of folded frames.
+
+    Args:
+        x: (N*T, C, H, W), frames of each clip consecutive in the batch.
+        num_frames: T.
+        fraction: share of channels moved each way; `f = int(C * fraction)` channels.
+
+    Returns:
+        (N*T, C, H, W), same memory format: channels [0, f) of frame t come from frame t + 1
+        (zeros at the last frame), channels [f, 2f) come from frame t - 1 (zeros at the first
+        frame), the others are unchanged. No wrap-around between clips.
+    """
+    nt, c, h, w = x.shape
+    if nt % num_frames:
+        raise ValueError(f"batch of {nt} frames is not a multiple of num_frames={num_frames}")
+    f = int(c * fraction)
+    if f == 0:
+        return x
+    n = nt // num_frames
+    out = torch.empty_like(x)  # keeps channels_last if x has it
+    xs, os_ = x.view(n, num_frames, c, h, w), out.view(n, num_frames, c, h, w)
+    os_[:, :-1, :f] = xs[:, 1:, :f]  # from the next frame
+    os_[:, -1:, :f] = 0
+    os_[:, 1:, f : 2 * f] = xs[:, :-1, f : 2 * f]  # from the previous frame
+    os_[:, :1, f : 2 * f] = 0
+    os_[:, :, 2 * f :] = xs[:, :, 2 * f :]
+    return out
+
+
+class _ShiftMixin:
+    """Residual shift: the residual branch sees the shifted input, the identity does not."""
+
+    shift_fraction: float = 0.0
+    num_frames: int = 1
+
+    def _shifted(self, x: Tensor) -> Tensor:
+        if self.shift_fraction > 0:  # with T == 1 both shifted groups are zero padding
+            return temporal_shift(x, self.num_frames, self.shift_fraction)
+        return x
+
+
+class ShiftBasicBlock(_ShiftMixin, tv_resnet.BasicBlock):
+    """torchvision BasicBlock with residual temporal shift and dilation support.
+
+    torchvision's BasicBlock refuses dilation > 1; here both 3x3 convs get `dilation` (stride
+    stays on conv1). Parameter names and shapes are unchanged.
+    """
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        super().__init__(inplanes, planes, stride, downsample, groups, base_width, 1, norm_layer)
+        for conv in (self.conv1, self.conv2):
+            conv.dilation = (dilation, dilation)
+            conv.padding = (dilation, dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N*T, C, H, W) -> (N*T, C', H', W')."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(self._shifted(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ShiftBottleneck(_ShiftMixin, tv_resnet.Bottleneck):
+    """torchvision Bottleneck (stride and dilation on conv2) with residual temporal shift."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N*T, C, H, W) -> (N*T, C', H', W')."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(self._shifted(x))))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class DilatedResNet(nn.Module):
+    """ResNet-18/34/50/101 at output stride 8 (layer3 dilation 2, layer4 dilation 4).
+
+    Dilation follows torchvision's `replace_stride_with_dilation=[False, True, True]`: the first
+    block of layer3 / layer4 keeps the previous dilation (1 / 2) on its formerly strided conv,
+    all other 3x3 convs of layer3 / layer4 use 2 / 4.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        temporal_shift: enable the residual temporal shift.
+        shift_fraction: share of channels shifted each way (TSM: 1/8).
+        shift_stages: which of layer1..layer4 shift (default all four, as TSM's "blockres").
+
+    Attributes:
+        channels: (layer3 channels, layer4 channels).
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        temporal_shift: bool = True,
+        shift_fraction: float = 0.125,
+        shift_stages: Sequence[int] = (1, 2, 3, 4),
+    ) -> None:
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(DEPTHS)}")
+        if not 0.0 <= shift_fraction <= 0.5:
+            raise ValueError(f"shift_fraction must be in [0, 0.5], got {shift_fraction}")
+        stages = tuple(int(s) for s in shift_stages)
+        if any(s not in (1, 2, 3, 4) for s in stages):
+            raise ValueError(f"shift_stages must be a subset of (1, 2, 3, 4), got {shift_stages}")
+        kind, layers = DEPTHS[depth]
+        block = ShiftBasicBlock if kind == "basic" else ShiftBottleneck
+        net = tv_resnet.ResNet(block, layers, replace_stride_with_dilation=[False, True, True])
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1, net.layer2, net.layer3, net.layer4,
+        )
+        self.depth = depth
+        self.temporal_shift = bool(temporal_shift) and shift_fraction > 0
+        self.shift_fraction = float(shift_fraction)
+        self.shift_stages = stages
+        for i in (1, 2, 3, 4):
+            for blk in getattr(self, f"layer{i}"):
+                blk.shift_fraction = self.shift_fraction if (
+                    self.temporal_shift and i in stages
+                ) else 0.0
+        expansion = block.expansion
+        self.channels = (256 * expansion, 512 * expansion)
+
+    def forward(self, clip: Tensor) -> tuple[Tensor, Tensor]:
+        """clip: (B, 3, T, H, W) -> (c3, c4), each (B*T, C, ceil(H/8), ceil(W/8)) folded."""
+        B, C, T, H, W = clip.shape
+        x = clip.transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, 3, H, W)
+        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        for i in (1, 2, 3, 4):
+            for blk in getattr(self, f"layer{i}"):
+                blk.num_frames = T
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        c3 = self.layer3(x)  # (B*T, C3, h, w)
+        c4 = self.layer4(c3)  # (B*T, C4, h, w)
+        return c3, c4
+
+    def load_pretrained(self, path: str | os.PathLike) -> None:
+        """Load a torchvision ImageNet ResNet state dict from a local file (`fc.*` is ignored).
+
+        Raises:
+            FileNotFoundError: no file at `path`.
+            ValueError: the file is not a state dict, or its keys / shapes do not match.
+        """
+        load_backbone_state(self, path)
+
+
+def _read_state_dict(path: str | os.PathLike) -> Mapping[str, Tensor]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"pretrained_backbone file {str(path)!r} does not exist; give the path of a local "
+            "torchvision ResNet state dict (e.g. saved with torch.save(model.state_dict(), PATH))"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip errors come in many types
+        raise ValueError(
+            f"pretrained_backbone file {str(path)!r} could not be read as a torch state dict "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(
+            f"pretrained_backbone file {str(path)!r} is not a state dict (a mapping of parameter "
+            f"names to tensors); got {type(obj).__name__}"
+        )
+    return obj
+
+
+def load_backbone_state(backbone: nn.Module, path: str | os.PathLike, max_names: int = 5) -> None:
+    """Copy a torchvision ResNet state dict from `path` into `backbone` (strict except `fc.*`)."""
+    state = {
+        (k[len("module."):] if k.startswith("module.") else k): v
+        for k, v in _read_state_dict(path).items()
+    }
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    for what, names in (("missing keys", missing), ("unexpected keys", unexpected),
+                        ("shape mismatches", shapes)):
+        if names:
+            more = f" (+{len(names) - max_names} more)" if len(names) > max_names else ""
+            problems.append(f"{len(names)} {what}: {', '.join(names[:max_names])}{more}")
+    if problems:
+        depth = getattr(backbone, "depth", "?")
+        raise ValueError(
+            f"pretrained_backbone {str(path)!r} does not match a torchvision ResNet-{depth}: "
+            + "; ".join(problems)
+        )
+    backbone.load_state_dict(state, strict=True)
+    logger.info("loaded backbone weights from %s (%d tensors)", path, len(state))

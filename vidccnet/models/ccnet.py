@@ -1,0 +1,94 @@
+"""The (3D) CCNet video segmentation network: dilated ResNet + RCCA head + auxiliary FCN head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbone import DilatedResNet
+from .head import FCNHead, RCCAHead, unfold_frames
+
+
+class CCNet(nn.Module):
+    """CCNet for clips: per-frame logits, optionally mixing frames through the temporal shift
+    in the backbone and the 3D criss-cross attention in the head.
+
+    `temporal_shift=False, temporal_attention=False` is the per-frame 2D CCNet: each frame's
+    logits depend on that frame alone. The switches change no parameter, so state dicts are
+    interchangeable between all settings of the same depth, head width and `aux`.
+
+    Args:
+        num_classes: K.
+        depth: ResNet depth (18, 34, 50, 101).
+        recurrence: R, criss-cross attention loops (0: no attention).
+        temporal_shift: TSM residual shift in the backbone.
+        temporal_attention: 3D criss-cross attention (time line, row, column) vs per frame.
+        shift_fraction: share of channels shifted each way.
+        shift_stages: backbone stages (1..4) with the shift.
+        head_channels: RCCA head width (512 in CCNet); the aux head uses half of it.
+        attention_backend: criss-cross attention backend ("auto", "reference", "triton").
+        aux: build the auxiliary FCN head on layer3.
+        pretrained_backbone: local torchvision ResNet state dict to load into the backbone.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 50,
+        recurrence: int = 2,
+        temporal_shift: bool = True,
+        temporal_attention: bool = True,
+        shift_fraction: float = 0.125,
+        shift_stages: Sequence[int] = (1, 2, 3, 4),
+        head_channels: int = 512,
+        attention_backend: str = "auto",
+        aux: bool = True,
+        pretrained_backbone: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if head_channels < 8 or head_channels % 8:
+            raise ValueError(f"head_channels must be a positive multiple of 8, got {head_channels}")
+        self.num_classes = num_classes
+        self.backbone = DilatedResNet(depth, temporal_shift, shift_fraction, shift_stages)
+        if pretrained_backbone is not None:
+            self.backbone.load_pretrained(pretrained_backbone)
+        c3, c4 = self.backbone.channels
+        self.head = RCCAHead(
+            c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend
+        )
+        self.aux_head = FCNHead(c3, num_classes, head_channels // 2) if aux else None
+
+    def forward(self, clip: Tensor) -> Tensor | dict[str, Tensor]:
+        """clip: normalised (B, 3, T, H, W).
+
+        Returns:
+            eval(): logits (B, K, T, H, W), bilinear-upsampled to the input size.
+            train(): {"out": (B, K, T, H, W), "aux": (B, K, T, H, W) (when `aux`),
+            "features": (B, C, T, h, w) head features at output stride 8}.
+        """
+        if clip.dim() != 5 or clip.shape[1] != 3:
+            raise ValueError(
+                f"expected a clip (B, 3, T, H, W), got shape {tuple(clip.shape)}; "
+                "for single images use clip.unsqueeze(2)"
+            )
+        T, size = clip.shape[2], clip.shape[-2:]
+        c3, c4 = self.backbone(clip)  # (B*T, C3, h, w), (B*T, C4, h, w)
+        logits, feats = self.head(c4, T)  # (B*T, K, h, w), (B*T, C, h, w)
+        out = _upsample(logits, size, T)  # (B, K, T, H, W)
+        if not self.training:
+            return out
+        result = {"out": out, "features": unfold_frames(feats, T)}
+        if self.aux_head is not None:
+            result["aux"] = _upsample(self.aux_head(c3), size, T)
+        return result
+
+
+def _upsample(x: Tensor, size: Sequence[int], num_frames: int) -> Tensor:
+    """(B*T, K, h, w) -> (B, K, T, H, W), bilinear (align_corners=False)."""
+    y = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return unfold_frames(y, num_frames)
