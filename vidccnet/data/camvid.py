@@ -1,0 +1,247 @@
+"""CamVid (SegNet split) with context frames from the original 30 fps sequences.
+
+Layout: `ROOT/{train,val,test}/<name>.png`, `ROOT/{train,val,test}annot/<name>.png` (labels
+0..10, 11 = void -> 255) and context frames `ROOT/frames/<seq>/<index:06d>.png` written by
+`scripts/prepare_camvid.py`, which also writes `ROOT/frames/matches.json` (the sequence index of
+each labelled frame found by pixel matching). `<name>` encodes `<seq>_<index>`.
+
+A clip holds T context frames `frame_stride` apart ending at (causal) or centred on the labelled
+frame; only the labelled frame carries labels. Missing context frames are replaced by the
+nearest available frame towards the labelled one (so with no context frames at all the labelled
+frame is repeated), with one warning per dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .base import EvalVideo
+from .clips import anchor_position, clip_offsets
+from .transforms import ClipAugment, to_clip_tensor
+
+logger = logging.getLogger(__name__)
+
+CLASS_NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
+               "car", "pedestrian", "bicyclist"]
+PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+           (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+           (0, 128, 192)]
+NUM_CLASSES = 11
+IGNORE_INDEX = 255
+SPLITS = {"train": ("train",), "val": ("val",), "test": ("test",), "trainval": ("train", "val")}
+# the validation stretch labelled every other frame (15 Hz)
+STRETCH_SEQ, STRETCH_FIRST, STRETCH_LAST = "0016E5", 7959, 8159
+
+_NAME_RE = re.compile(r"^(?P<seq>[A-Za-z0-9]+?)_f?(?P<idx>\d+)$")
+
+_LUT = np.full(256, IGNORE_INDEX, np.uint8)
+_LUT[:NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)
+
+
+def parse_camvid_name(name: str) -> tuple[str, int]:
+    """'0001TP_006690' -> ('0001TP', 6690); '0006R0_f00930' -> ('0006R0', 930);
+    'Seq05VD_f00000' -> ('Seq05VD', 0); '0016E5_00390' -> ('0016E5', 390)."""
+    m = _NAME_RE.match(Path(name).stem)
+    if m is None:
+        raise ValueError(f"CamVid frame name {name!r} is not '<sequence>_<frame index>' "
+                         "(e.g. 0001TP_006690, 0006R0_f00930, Seq05VD_f00000)")
+    return m.group("seq"), int(m.group("idx"))
+
+
+def remap_camvid_label(label: np.ndarray) -> np.ndarray:
+    """Stored label uint8 (H, W): 0..10 stay, 11 (void) and anything else -> 255; int64."""
+    return _LUT[np.asarray(label, np.uint8)].astype(np.int64)
+
+
+def context_frame_path(root: str | os.PathLike, seq: str, index: int) -> Path:
+    """Path of context frame `index` of sequence `seq`: ROOT/frames/<seq>/<index:06d>.png."""
+    return Path(root) / "frames" / seq / f"{index:06d}.png"
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _load_label(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L"):
+            im = im.convert("L")
+        return remap_camvid_label(np.asarray(im))
+
+
+class CamVid(Dataset):
+    """CamVid clips: item -> `{"clip": float32 (3, T, H, W), "labels": int64 (T, H, W)}` with
+    labels only on the labelled (anchor) frame. Items may be `(index, seed)` pairs."""
+
+    class_names = CLASS_NAMES
+    palette = PALETTE
+    num_classes = NUM_CLASSES
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", clip_len: int = 4,
+        frame_stride: int = 1, anchor: str = "causal", augment: bool = False,
+        crop_size: tuple[int, int] | int | None = (360, 480),
+        scale_range: tuple[float, float] = (0.5, 2.0),
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown CamVid split {split!r}; choose one of {list(SPLITS)}")
+        self.root = Path(root)
+        self.split, self.clip_len = split, clip_len
+        self.frame_stride, self.anchor = frame_stride, anchor
+        self.offsets = clip_offsets(clip_len, frame_stride, anchor)
+        self.pos = anchor_position(clip_len, anchor)
+        self.items: list[tuple[str, Path, Path]] = []
+        for sub in SPLITS[split]:
+            img_dir, ann_dir = self.root / sub, self.root / f"{sub}annot"
+            if not img_dir.is_dir() or not ann_dir.is_dir():
+                raise FileNotFoundError(
+                    f"CamVid folders '{img_dir}' and '{ann_dir}' not found: ROOT must be the "
+                    "SegNet CamVid folder (train/, trainannot/, val/, ... )")
+            for f in sorted(img_dir.glob("*.png")):
+                parse_camvid_name(f.stem)
+                self.items.append((f.stem, f, ann_dir / f.name))
+        if not self.items:
+            raise FileNotFoundError(f"no CamVid images in split {split!r} under '{self.root}'")
+        self.matches = self._load_matches()
+        if isinstance(crop_size, int):
+            crop_size = (crop_size, crop_size)
+        self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
+                                   scale_range=tuple(scale_range)) if augment else None
+        self._warned = False
+
+    def _load_matches(self) -> dict[str, int]:
+        p = self.root / "frames" / "matches.json"
+        if not p.is_file():
+            return {}
+        data = json.loads(p.read_text())
+        return {k: int(v["index"]) for k, v in data.get("matches", {}).items()}
+
+    def sequence_index(self, name: str) -> tuple[str, int]:
+        """(sequence, 30 fps frame index) of a labelled frame: the pixel-matched index when
+        `frames/matches.json` has it, else the index in the name."""
+        seq, idx = parse_camvid_name(name)
+        return seq, self.matches.get(name, idx)
+
+    def _context_frames(self, name: str, image: Path, offsets: list[int]) -> np.ndarray:
+        """Frames at `offsets` from the labelled frame, uint8 (T, H, W, 3); missing frames are
+        replaced by the nearest available one towards the labelled frame."""
+        seq, m = self.sequence_index(name)
+        labelled = _load_rgb(image)
+        out: dict[int, np.ndarray] = {0: labelled}
+        missing = 0
+        past = sorted((o for o in offsets if o < 0), reverse=True)
+        for side in (past, sorted(o for o in offsets if o > 0)):
+            prev = labelled
+            for o in side:
+                p = context_frame_path(self.root, seq, m + o)
+                if p.is_file():
+                    prev = _load_rgb(p)
+                    if prev.shape != labelled.shape:
+                        raise ValueError(f"context frame '{p}' has size {prev.shape[:2]}, the "
+                                         f"labelled frame {labelled.shape[:2]}: rerun "
+                                         "scripts/prepare_camvid.py")
+                else:
+                    missing += 1
+                out[o] = prev
+        if missing and not self._warned:
+            self._warned = True
+            logger.warning("CamVid: context frames missing under '%s' (e.g. %d for %s); "
+                           "repeating the nearest frame. Run scripts/prepare_camvid.py to "
+                           "extract them.", self.root / "frames", missing, name)
+        return np.stack([out[o] for o in offsets])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        name, image, annot = self.items[index]
+        frames = self._context_frames(name, image, self.offsets)  # (T, H, W, 3)
+        label = _load_label(annot)
+        labels = np.full((self.clip_len, *label.shape), IGNORE_INDEX, np.int64)  # (T, H, W)
+        labels[self.pos] = label
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            clip, lab = self.augment(frames, labels.astype(np.uint8), g)
+        else:
+            clip, lab = to_clip_tensor(frames), torch.from_numpy(labels)
+        return {"clip": clip, "labels": lab}
+
+    def _in_stretch(self, name: str) -> bool:
+        seq, idx = parse_camvid_name(name)
+        return seq == STRETCH_SEQ and STRETCH_FIRST <= idx <= STRETCH_LAST
+
+    def eval_videos(self, stretch: bool = True) -> list[EvalVideo]:
+        """Evaluation sources of the split.
+
+        Each labelled frame becomes an `EvalVideo` of its T clip frames (`frame_stride` apart,
+        consecutive in the EvalVideo), labelled at the anchor position (consecutive=False).
+        With `stretch=True` the labelled frames of the 15 Hz stretch 0016E5_07959..08159 (the
+        whole SegNet val split) form instead one consecutive EvalVideo at 30 fps (context
+        frames before/after as the anchor needs; every other frame labelled), so each labelled
+        frame is evaluated once. Without context frames on disk the stretch holds only its
+        labelled frames (15 Hz).
+        """
+        videos: list[EvalVideo] = []
+        stretch_items = []
+        for name, image, annot in self.items:
+            if stretch and self._in_stretch(name):
+                stretch_items.append((name, image, annot))
+                continue
+            videos.append(EvalVideo(
+                name=name, num_frames=self.clip_len,
+                load_frame=lambda i, n=name, im=image: self._context_frames(
+                    n, im, [self.offsets[i]])[0],
+                load_label=lambda i, a=annot: _load_label(a),
+                labelled=[self.pos], consecutive=False))
+        if stretch_items:
+            videos.append(self._stretch_video(stretch_items))
+        return videos
+
+    def _stretch_video(self, items: list[tuple[str, Path, Path]]) -> EvalVideo:
+        idx = {name: self.sequence_index(name)[1] for name, _, _ in items}
+        first, last = min(idx.values()), max(idx.values())
+        before = self.pos * self.frame_stride
+        after = (self.clip_len - 1 - self.pos) * self.frame_stride
+        lo, hi = first - before, last + after
+        have_frames = all(context_frame_path(self.root, STRETCH_SEQ, i).is_file()
+                          for i in range(first, last + 1))
+        by_index = {idx[name]: (image, annot) for name, image, annot in items}
+        if not have_frames:
+            logger.warning("CamVid: context frames of the %s stretch are missing; the stretch "
+                           "holds its labelled frames only (15 Hz)", STRETCH_SEQ)
+            order = sorted(by_index)
+            return EvalVideo(
+                name=f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}",
+                num_frames=len(order),
+                load_frame=lambda i: _load_rgb(by_index[order[i]][0]),
+                load_label=lambda i: _load_label(by_index[order[i]][1]),
+                labelled=list(range(len(order))), consecutive=True)
+
+        def load_frame(j: int) -> np.ndarray:
+            i = min(max(lo + j, 0), hi)
+            p = context_frame_path(self.root, STRETCH_SEQ, i)
+            while not p.is_file() and i != first:  # padding at the ends: nearest inwards
+                i += 1 if i < first else -1
+                p = context_frame_path(self.root, STRETCH_SEQ, i)
+            return _load_rgb(p) if p.is_file() else _load_rgb(by_index[first][0])
+
+        return EvalVideo(
+            name=f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}",
+            num_frames=hi - lo + 1, load_frame=load_frame,
+            load_label=lambda j: _load_label(by_index[lo + j][1]),
+            labelled=sorted(i - lo for i in by_index), consecutive=True)

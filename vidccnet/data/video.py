@@ -1,0 +1,445 @@
+"""One reader interface over video files (PyAV, decord) and folders of frames.
+
+`open_video(path)` returns a `VideoReader`: `len(reader)`, `.fps`, `.size` (H, W) after the
+rotation tag is applied, `reader[i] -> np.uint8 (H, W, 3)` RGB, streaming iteration, `.get_batch`,
+`.read_all(strict=...)`, `.close()` and use as a context manager. Every failure to read raises
+`VideoReadError`, whose message names the file and the cause.
+
+Random access with PyAV seeks to the keyframe at or before the wanted frame and decodes forward;
+the decoder position is kept, so sequential access (`reader[i]`, `reader[i + 1]`, ...) decodes
+each frame once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class VideoReadError(RuntimeError):
+    """A video file or frame folder cannot be read. `.path` and `.cause` hold the details."""
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot read video '{self.path}': {cause}")
+
+
+class VideoReader:
+    """Base class: a sequence of RGB frames with random access and streaming iteration."""
+
+    path: str
+    fps: float
+    size: tuple[int, int]
+    frames_lost: int = 0
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Frame `index` as np.uint8 (H, W, 3) RGB; negative indices count from the end."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"frame {index} out of range for '{self.path}' ({n} frames)")
+        return self._read(int(index))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at `indices` (any order, repeats allowed) as np.uint8 (n, H, W, 3)."""
+        unique = sorted(set(int(i) for i in indices))
+        cache = {i: self[i] for i in unique}
+        return np.stack([cache[int(i)] for i in indices])
+
+    def read_all(self, strict: bool = False) -> np.ndarray:
+        """All decodable frames, np.uint8 (L, H, W, 3).
+
+        A truncated file yields the frames that decode; with `strict=True` it raises
+        `VideoReadError` saying how many frames were lost, otherwise it logs a warning
+        (the count stays in `.frames_lost`).
+        """
+        if self.frames_lost:
+            msg = (f"truncated: {len(self)} frames decodable, {self.frames_lost} of the "
+                   f"{len(self) + self.frames_lost} frames the header announces are lost")
+            if strict:
+                raise VideoReadError(self.path, msg)
+            logger.warning("%s: %s", self.path, msg)
+        if len(self) == 0:
+            return np.zeros((0, *self.size, 3), np.uint8)
+        return np.stack(list(self))
+
+    def close(self) -> None:
+        """Release the file handles."""
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}('{self.path}', frames={len(self)}, fps={self.fps:g}, "
+                f"size={self.size})")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoReadError(path, "file not found")
+    if not path.is_file():
+        raise VideoReadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "file is empty (0 bytes)")
+
+
+def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a counter-clockwise display rotation (degrees, multiple of 90) to (H, W, 3)."""
+    k = (int(round(rotation / 90.0))) % 4
+    return np.ascontiguousarray(np.rot90(frame, k=k)) if k else frame
+
+
+class PyAVReader(VideoReader):
+    """Video file reader on PyAV (FFmpeg). See the module docstring."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import av
+
+        self.path = str(path)
+        p = Path(path)
+        _check_file(p)
+        self._av = av
+        try:
+            self._container = av.open(self.path)
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise VideoReadError(path, f"not a video or unreadable container ({e})") from e
+        try:
+            self._init_stream(p)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _init_stream(self, p: Path) -> None:
+        c = self._container
+        if not c.streams:
+            raise VideoReadError(p, "no streams found (file truncated or not a video)")
+        if not c.streams.video:
+            kinds = sorted({s.type for s in c.streams})
+            raise VideoReadError(p, f"no video stream (only {', '.join(kinds)})")
+        self._stream = vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        self.fps = float(rate) if rate else 30.0
+        self._index_packets(p)
+        if not self._pts:
+            raise VideoReadError(p, "no decodable video frames (file truncated or corrupt)")
+        self._expected = self._expected_frames()
+        self.frames_lost = max(0, self._expected - len(self._pts))
+        self._frames: Iterator | None = None
+        self._next = 0  # index of the frame the decoder yields next
+        self._last: tuple[int, np.ndarray] | None = None
+        self.rotation = 0
+        first = self._decode_at(0, rotate=False)
+        self.rotation = int(getattr(self._first_frame_obj, "rotation", 0) or 0)
+        first = _rotate(first, self.rotation)
+        self._last = (0, first)
+        self.size = (int(first.shape[0]), int(first.shape[1]))
+
+    def _index_packets(self, p: Path) -> None:
+        """Demux (no decoding) to list frame timestamps and keyframes, in display order."""
+        file_size = p.stat().st_size
+        entries: list[tuple[int, bool]] = []
+        count = 0
+        try:
+            for pkt in self._container.demux(self._stream):
+                if pkt.size == 0:
+                    continue
+                if pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > file_size:
+                    continue  # partial packet at the end of a truncated file
+                ts = pkt.pts if pkt.pts is not None else pkt.dts
+                entries.append((count if ts is None else int(ts), bool(pkt.is_keyframe)))
+                count += 1
+        except self._av.FFmpegError as e:
+            logger.warning("%s: demuxing stopped after %d packets (%s)", self.path, count, e)
+        entries.sort()
+        self._pts = [e[0] for e in entries]
+        self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
+        self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
+        if self._keyframes[0] != 0:
+            self._keyframes.insert(0, 0)
+
+    def _expected_frames(self) -> int:
+        vs, n = self._stream, len(self._pts)
+        if vs.frames and vs.frames > 0:
+            return int(vs.frames)
+        duration = None
+        if vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / 1e6
+        if duration is None:
+            return n
+        expected = int(round(duration * self.fps))
+        return expected if expected - n > 1 else n  # duration-based estimate: 1 frame slack
+
+    def __len__(self) -> int:
+        return len(self._pts)
+
+    def _frame_index(self, frame) -> int:
+        ts = frame.pts if frame.pts is not None else frame.dts
+        if ts is None:
+            return self._next
+        i = self._pts_index.get(int(ts))
+        if i is None:  # timestamp not in the packet index: nearest at or before
+            i = max(0, bisect.bisect_right(self._pts, int(ts)) - 1)
+        return i
+
+    def _seek(self, index: int) -> None:
+        kf = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
+        self._container.seek(self._pts[kf], stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._next = kf
+
+    def _decode_at(self, index: int, rotate: bool = True) -> np.ndarray:
+        if self._frames is None or index < self._next or (
+            self._keyframes[bisect.bisect_right(self._keyframes, index) - 1] > self._next
+        ):
+            self._seek(index)
+        retried = False
+        while True:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                self._frames = None
+                raise VideoReadError(
+                    self.path,
+                    f"frame {index} of {len(self)} could not be decoded (the stream ended early: "
+                    "corrupt or truncated data)",
+                ) from None
+            except self._av.FFmpegError as e:
+                self._frames = None
+                raise VideoReadError(
+                    self.path, f"corrupt data near frame {index} of {len(self)} ({e})"
+                ) from e
+            i = self._frame_index(frame)
+            if i > index and not retried:  # seek landed after the target: restart from 0
+                retried = True
+                self._container.seek(self._pts[0], stream=self._stream, backward=True)
+                self._frames = self._container.decode(self._stream)
+                self._next = 0
+                continue
+            self._next = i + 1
+            if i >= index:
+                break
+        self._first_frame_obj = frame
+        arr = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+        return _rotate(arr, self.rotation) if rotate else arr
+
+    def _read(self, index: int) -> np.ndarray:
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
+        arr = self._decode_at(index)
+        self._last = (index, arr)
+        return arr
+
+    def close(self) -> None:
+        self._frames = None
+        self._container.close()
+
+
+def _probe_rotation(path: str) -> int:
+    """Display rotation (degrees) of the first video stream, read with PyAV; 0 if unknown."""
+    try:
+        import av
+
+        with av.open(path) as c:
+            for frame in c.decode(video=0):
+                return int(getattr(frame, "rotation", 0) or 0)
+    except Exception:  # noqa: BLE001 - probing is best effort
+        return 0
+    return 0
+
+
+class DecordReader(VideoReader):
+    """Video file reader on decord (frame-accurate random access, batched reads)."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 0) -> None:
+        try:
+            import decord
+        except ImportError as e:
+            raise VideoReadError(path, "backend 'decord' is not installed "
+                                 "(pip install decord, or use backend='av')") from e
+        self.path = str(path)
+        _check_file(Path(path))
+        try:
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
+        except Exception as e:  # decord raises its own DECORDError / RuntimeError
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise VideoReadError(path, f"not a video or unreadable ({first_line})") from e
+        if len(self._vr) == 0:
+            raise VideoReadError(path, "no decodable video frames")
+        self.fps = float(self._vr.get_avg_fps() or 30.0)
+        self.rotation = _probe_rotation(self.path)
+        first = self._read(0)
+        self.size = (int(first.shape[0]), int(first.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self._vr)
+
+    def _read(self, index: int) -> np.ndarray:
+        try:
+            arr = self._vr[index].asnumpy()
+        except Exception as e:
+            raise VideoReadError(self.path, f"frame {index} cannot be decoded ({e})") from e
+        return _rotate(arr, self.rotation)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        n = len(self)
+        idx = [int(i) + n if int(i) < 0 else int(i) for i in indices]
+        if any(not 0 <= i < n for i in idx):
+            raise IndexError(f"frame index out of range for '{self.path}' ({n} frames)")
+        try:
+            arr = self._vr.get_batch(idx).asnumpy()  # (n, H, W, 3)
+        except Exception as e:
+            raise VideoReadError(self.path, f"frames {idx} cannot be decoded ({e})") from e
+        if self.rotation:
+            arr = np.stack([_rotate(a, self.rotation) for a in arr])
+        return arr
+
+    def close(self) -> None:
+        self._vr = None  # decord closes on garbage collection
+
+
+def frame_sort_key(name: str) -> tuple:
+    """Sort key for frame files: the last number in the file stem, then the name."""
+    numbers = re.findall(r"\d+", Path(name).stem)
+    return (0, int(numbers[-1]), name) if numbers else (1, 0, name)
+
+
+class FrameFolderReader(VideoReader):
+    """A folder of image files (sorted by the number in the file name) read as a video."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
+        self.path = str(path)
+        p = Path(path)
+        if not p.is_dir():
+            raise VideoReadError(path, "frame folder not found")
+        files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+        if not files:
+            raise VideoReadError(path, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+        self.files = sorted(files, key=lambda f: frame_sort_key(f.name))
+        self.fps = float(fps)
+        first = self._load(0)
+        self.size = (int(first.shape[0]), int(first.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        f = self.files[index]
+        try:
+            with Image.open(f) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise VideoReadError(
+                self.path, f"frame {index} ('{f.name}') is unreadable ({e})") from e
+
+    def _read(self, index: int) -> np.ndarray:
+        arr = self._load(index)
+        if arr.shape[:2] != self.size:
+            raise VideoReadError(
+                self.path, f"frame {index} ('{self.files[index].name}') has size "
+                f"{arr.shape[:2]}, the first frame {self.size}: all frames must have one size"
+            )
+        return arr
+
+
+BACKENDS = ("av", "decord")
+
+
+def open_video(
+    path: str | os.PathLike, backend: str = "av", fps: float | None = None
+) -> VideoReader:
+    """Open a video file or a folder of frames.
+
+    Args:
+        path: a video file (any container/codec FFmpeg reads) or a folder of image files.
+        backend: "av" (PyAV, default) or "decord" for video files; ignored for folders.
+        fps: frame rate reported for a folder of frames (default 30); ignored for files.
+
+    Returns:
+        a `VideoReader`; `reader[i]` is np.uint8 (H, W, 3) RGB.
+
+    Raises:
+        VideoReadError: missing, empty, not a video, audio only, truncated to nothing, corrupt.
+        ValueError: unknown backend.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
+    p = Path(path)
+    if p.is_dir():
+        return FrameFolderReader(p, fps=30.0 if fps is None else fps)
+    if backend == "decord":
+        return DecordReader(p)
+    return PyAVReader(p)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray | Sequence[np.ndarray],
+    fps: float = 15.0,
+    codec: str = "libx264",
+    rotation: int = 0,
+    options: dict[str, str] | None = None,
+) -> None:
+    """Encode RGB frames np.uint8 (L, H, W, 3) into a video file with PyAV.
+
+    `rotation` (degrees counter-clockwise) is stored as the display-matrix tag, so readers show
+    the frames rotated by it. libx264 uses crf 18 unless `options` says otherwise; odd sizes use
+    yuv444p where 4:2:0 chroma needs even sizes.
+    """
+    from fractions import Fraction
+
+    import av
+
+    frames = list(frames)
+    if not frames:
+        raise ValueError(f"no frames to write to '{path}'")
+    h, w = frames[0].shape[:2]
+    pix = {"mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+    if (h % 2 or w % 2) and pix.endswith("420p"):
+        if codec not in ("libx264", "mjpeg"):
+            raise ValueError(f"codec {codec} needs even frame sizes, got {w}x{h}")
+        pix = "yuvj444p" if codec == "mjpeg" else "yuv444p"
+    opts = dict(options or {})
+    if codec == "libx264":
+        opts.setdefault("crf", "18")
+        opts.setdefault("preset", "veryfast")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=opts)
+        s.width, s.height, s.pix_fmt = w, h, pix
+        if rotation:
+            s.set_display_rotation(rotation)
+        for f in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f, dtype=np.uint8),
+                                               format="rgb24")
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
