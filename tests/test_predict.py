@@ -1,0 +1,384 @@
+"""Tests of vidccnet.predict (streaming VideoSegmenter) and vidccnet.visualize.
+
+Numerics are checked against independent implementations written here: a float64 numpy bilinear
+upsampler, an explicit clip schedule, and a fake model whose logits encode which frames were in
+its clip, so that every mask tells which forward pass (and clip position) produced it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vidccnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_clip_tensor
+from vidccnet.data.video import VideoReadError
+from vidccnet.predict import (
+    SegmentationStream,
+    TruncatedVideoError,
+    VideoSegmenter,
+    clip_schedule,
+    default_stride,
+    inference_size,
+    resolve_device,
+    upsample_argmax,
+)
+from vidccnet.visualize import colorize, default_palette, mask_to_image, overlay, palette_array
+
+K_FAKE = 251  # classes of the fake model (a prime, < 256)
+
+
+# ----------------------------------------------------------------------------- helpers
+class ListReader:
+    """A stand-in video reader over generated frames; counts reads and live frames."""
+
+    def __init__(self, n, height=12, width=20, fps=25.0, fail_at=None, frames_lost=0):
+        self.n, self.size, self.fps = n, (height, width), fps
+        self.fail_at = fail_at
+        self.frames_lost = frames_lost
+        self.read = 0
+        self.alive = 0
+        self.max_alive = 0
+
+    def __len__(self):
+        return self.n
+
+    def _release(self):
+        self.alive -= 1
+
+    def __iter__(self):
+        for i in range(self.n):
+            if self.fail_at is not None and i == self.fail_at:
+                raise VideoReadError("fake.mp4", f"corrupt data near frame {i}")
+            frame = np.full((*self.size, 3), i % 256, dtype=np.uint8)  # frame id in the pixels
+            self.read += 1
+            self.alive += 1
+            self.max_alive = max(self.max_alive, self.alive)
+            weakref.finalize(frame, self._release)
+            yield frame
+            del frame
+
+
+class IdModel(torch.nn.Module):
+    """Fake model: reads the frame ids of its clip back from the pixels and emits, at clip
+    position p, a one-hot logit of class code(ids, p); records every clip it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.clips = []
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):  # (B, 3, T, H, W)
+        assert x.dim() == 5 and x.shape[0] == 1
+        v = x[0, 0, :, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        ids = [int(round(float(u) * 255)) for u in v]
+        self.clips.append(ids)
+        b, _, t, h, w = x.shape
+        out = torch.zeros(b, K_FAKE, t, h, w)
+        for p in range(t):
+            out[0, code(ids, p), p] = 1.0
+        return out
+
+
+def code(ids, p):
+    return (sum((q + 1) * i for q, i in enumerate(ids)) + 31 * p) % K_FAKE
+
+
+def expected_passes(start, end, t, s):
+    """Independent schedule: clips end at start+s-1, start+2s-1, ... and at end-1; positions
+    before frame 0 repeat frame 0."""
+    passes, done = [], start
+    while done < end:
+        last = min(done + s, end) - 1
+        clip = [max(0, i) for i in range(last - t + 1, last + 1)]
+        passes.append((clip, list(range(done, last + 1))))
+        done = last + 1
+    return passes
+
+
+def expected_masks(start, end, t, s):
+    masks = {}
+    for clip, emitted in expected_passes(start, end, t, s):
+        for j, f in enumerate(emitted):
+            masks[f] = code(clip, t - len(emitted) + j)
+    return masks
+
+
+def np_bilinear(x, out_h, out_w):
+    """float64 numpy bilinear resize (align_corners=False, PyTorch's convention): (K, h, w)."""
+    k, h, w = x.shape
+
+    def coords(n_out, n_in):
+        src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, src - i0
+
+    y0, y1, wy = coords(out_h, h)
+    x0, x1, wx = coords(out_w, w)
+    rows = x[:, y0] * (1 - wy)[None, :, None] + x[:, y1] * wy[None, :, None]  # (K, H, w)
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx  # (K, H, W)
+
+
+# ----------------------------------------------------------------------------- schedule
+@pytest.mark.parametrize("n,t,s", [(1, 5, 3), (7, 5, 3), (10, 4, 2), (9, 3, 1), (6, 4, 4)])
+def test_clip_schedule(n, t, s):
+    passes = clip_schedule(n, t, s)
+    assert passes == expected_passes(0, n, t, s)
+    emitted = [f for _, e in passes for f in e]
+    assert emitted == list(range(n))
+    for clip, e in passes:
+        assert len(clip) == t and 1 <= len(e) <= s
+        assert clip[-1] == e[-1]
+        for j, f in enumerate(e):  # frame f sits at position t - len(e) + j of its clip
+            pos = t - len(e) + j
+            assert clip[pos] == f
+            assert all(clip[q] <= f for q in range(pos))  # only predecessors before it
+
+
+def test_default_stride_and_validation():
+    assert [default_stride(t) for t in (1, 2, 3, 4, 5, 8)] == [1, 1, 2, 2, 3, 4]
+    assert default_stride(4, per_frame_model=True) == 4
+    with pytest.raises(ValueError):
+        clip_schedule(5, 3, 4)
+
+
+def test_inference_size():
+    assert inference_size(45, 67) == (48, 64)
+    assert inference_size(360, 480) == (360, 480)
+    assert inference_size(720, 1280, max_size=360) == (360, 640)
+    assert inference_size(1080, 1920, max_size=360) == (360, 640)
+    assert inference_size(360, 480, max_size=1000) == (360, 480)  # never enlarged
+    assert inference_size(1, 3) == (8, 8)
+    with pytest.raises(ValueError):
+        inference_size(10, 10, max_size=4)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cpu"):
+            resolve_device("cuda")
+
+
+# ----------------------------------------------------------------------------- upsampling
+@pytest.mark.parametrize("shape,size", [((5, 6, 8), (45, 67)), ((3, 7, 5), (7, 5)),
+                                        ((4, 9, 13), (20, 11))])
+def test_upsample_argmax_matches_numpy(shape, size):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*shape, generator=g, dtype=torch.float64)
+    ref = np_bilinear(logits.numpy(), *size).argmax(0)
+    full = upsample_argmax(logits, size)
+    banded = upsample_argmax(logits, size, max_elements=shape[0] * size[1] * 2)  # 1-row bands
+    assert full.shape == size and banded.shape == size
+    # float32 inside: allow a handful of near-ties, none in practice
+    assert (full.numpy() != ref).mean() < 1e-3
+    assert (banded.numpy() != ref).mean() < 1e-3
+
+
+def test_upsample_banded_equals_interpolate_values():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 10, 12, generator=g)
+    size = (37, 29)
+    ref = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    got = upsample_argmax(logits, size, max_elements=6 * 29 * 6)
+    assert torch.equal(got, ref.argmax(0))
+
+
+# ----------------------------------------------------------------------------- streaming
+def fake_segmenter(t, s, **kw):
+    return VideoSegmenter.from_model(
+        IdModel(), class_names=[f"c{i}" for i in range(K_FAKE)], device="cpu",
+        clip_len=t, stride=s, **kw,
+    )
+
+
+@pytest.mark.parametrize("n,t,s", [(1, 4, 2), (11, 4, 2), (10, 5, 3), (6, 3, 1), (8, 4, 4)])
+def test_stream_matches_schedule(n, t, s):
+    seg = fake_segmenter(t, s)
+    reader = ListReader(n, 12, 20)
+    out = list(seg.segment(reader))
+    assert [i for i, _ in out] == list(range(n))
+    want = expected_masks(0, n, t, s)
+    for i, mask in out:
+        assert mask.dtype == np.uint8 and mask.shape == (12, 20)
+        assert np.all(mask == want[i]), f"frame {i}"
+    assert seg.model.clips == [c for c, _ in expected_passes(0, n, t, s)]
+
+
+def test_stream_start_end_uses_context_before_start():
+    seg = fake_segmenter(5, 2)
+    reader = ListReader(20)
+    with seg.stream(reader, start=7, end=12) as stream:
+        out = list(stream)
+    assert [i for i, _ in out] == list(range(7, 12))
+    want = expected_masks(7, 12, 5, 2)
+    assert all(np.all(m == want[i]) for i, m in out)
+    assert seg.model.clips[0] == [4, 5, 6, 7, 8]  # real predecessors of frame 7 as context
+    assert stream.expected_frames == 5 and stream.frames_lost == 0
+    assert reader.read == 12  # stopped decoding at `end`
+
+
+def test_stream_keeps_a_bounded_number_of_frames():
+    """Streaming: frames are read lazily and only O(stride) source frames are alive."""
+    t, s = 4, 2
+    seg = fake_segmenter(t, s)
+    reader = ListReader(50, 16, 24)
+    lags = []
+    with seg.stream(reader, with_frames=True) as stream:
+        for i, frame, _mask in stream:
+            assert frame.shape == (16, 24, 3) and int(frame[0, 0, 0]) == i % 256
+            lags.append(reader.read - (i + 1))
+            del frame  # CPython frees it now (no cycles): the finalizer counts it
+    assert len(lags) == 50
+    assert max(lags) <= s  # never reads more than one stride ahead of the output
+    assert reader.max_alive <= s + 2, reader.max_alive  # pending frames + the one in flight
+    reader2 = ListReader(50, 16, 24)
+    for _ in seg.segment(reader2):
+        pass
+    assert reader2.max_alive <= 2  # without with_frames no source frame is kept
+
+
+def test_stream_truncated_video():
+    seg = fake_segmenter(3, 2)
+    reader = ListReader(10, fail_at=7)
+    with seg.stream(reader) as stream:
+        out = list(stream)
+    assert [i for i, _ in out] == list(range(7))
+    assert stream.frames_lost == 3 and "frame 7" in stream.decode_error
+    want = expected_masks(0, 7, 3, 2)
+    assert all(np.all(m == want[i]) for i, m in out)
+    with pytest.raises(TruncatedVideoError, match="--strict"):
+        list(seg.stream(ListReader(10, fail_at=7), strict=True))
+
+
+def test_stream_header_announces_missing_frames():
+    seg = fake_segmenter(3, 2)
+    with seg.stream(ListReader(6, frames_lost=4)) as stream:
+        assert stream.expected_frames == 10
+        assert len(list(stream)) == 6
+    assert stream.frames_lost == 4 and "announces 10" in stream.decode_error
+    with pytest.raises(TruncatedVideoError, match="4 of the 10"):
+        seg.stream(ListReader(6, frames_lost=4), strict=True)
+    with seg.stream(ListReader(6, frames_lost=4), end=5, strict=True) as stream:
+        assert len(list(stream)) == 5 and stream.frames_lost == 0
+
+
+def test_stream_rejects_bad_range_and_iterates_once():
+    seg = fake_segmenter(3, 2)
+    with pytest.raises(ValueError):
+        seg.stream(ListReader(5), start=4, end=2)
+    stream = seg.stream(ListReader(5))
+    assert isinstance(stream, SegmentationStream)
+    list(stream)
+    with pytest.raises(RuntimeError):
+        iter(stream)
+
+
+def test_from_model_validates_options():
+    with pytest.raises(ValueError, match="stride"):
+        fake_segmenter(3, 4)
+    with pytest.raises(ValueError):
+        fake_segmenter(0, 1)
+    seg = VideoSegmenter.from_model(IdModel(), class_names=["a", "b"], device="cpu", clip_len=5)
+    assert seg.stride == 3 and seg.palette[:2] == default_palette(2)
+
+
+# ----------------------------------------------------------------------------- real model
+@pytest.fixture(scope="module")
+def tiny_checkpoint():
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    names = ["sky", "road", "car", "person"]
+    palette = [(70, 130, 180), (128, 64, 128), (0, 0, 142), (220, 20, 60)]
+    cfg = Config(
+        model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
+        data=DataConfig(clip_len=3, class_names=names, palette=palette),
+    )
+    model = create_model("ccnet3d_resnet18", len(names), head_channels=16)
+    with torch.no_grad():  # make the random classifier less degenerate
+        for p in model.parameters():
+            if p.dim() == 1 and p.numel() == len(names):
+                p.copy_(torch.randn(len(names)))
+    return {
+        "model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
+        "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1,
+    }
+
+
+def test_real_model_stream_equals_clipwise_prediction(tiny_checkpoint):
+    seg = VideoSegmenter(tiny_checkpoint, device="cpu")
+    assert seg.clip_len == 3 and seg.stride == 2
+    assert seg.class_names == ["sky", "road", "car", "person"]
+    assert seg.palette[1] == (128, 64, 128)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(4, 45, 67, 3), dtype=np.uint8)
+
+    class ArrayReader:
+        fps, size = 10.0, (45, 67)
+
+        def __len__(self):
+            return len(frames)
+
+        def __iter__(self):
+            return iter(frames)
+
+    out = list(seg.segment(ArrayReader()))
+    assert [i for i, _ in out] == list(range(4))
+    # independent: whole-video tensor, explicit clips, upsample, argmax
+    video = to_clip_tensor(frames).permute(1, 0, 2, 3)  # (L, 3, H, W)
+    video = F.interpolate(video, size=(48, 64), mode="bilinear", align_corners=False,
+                          antialias=True)
+    with torch.no_grad():
+        for clip, emitted in expected_passes(0, 4, 3, 2):
+            logits = seg.model(video[clip].permute(1, 0, 2, 3)[None])  # (1, K, T, h, w)
+            for j, f in enumerate(emitted):
+                lg = logits[0, :, 3 - len(emitted) + j]
+                want = F.interpolate(lg[None], size=(45, 67), mode="bilinear")[0].argmax(0)
+                assert np.array_equal(out[f][1], want.numpy().astype(np.uint8)), f"frame {f}"
+
+
+def test_checkpoint_from_path_and_amp(tiny_checkpoint, tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_checkpoint, path)
+    seg = VideoSegmenter(path, device="cpu", clip_len=2, stride=1, amp=True, max_size=16)
+    assert seg.checkpoint_path == str(path) and (seg.clip_len, seg.stride) == (2, 1)
+    out = list(seg.segment(ListReader(3, 30, 40)))
+    assert len(out) == 3 and all(m.shape == (30, 40) and m.max() < 4 for _, m in out)
+
+
+# ----------------------------------------------------------------------------- visualize
+def test_palette_and_overlay():
+    pal = default_palette(256)
+    assert len(set(pal)) == 256 and pal[0] == (0, 0, 0)
+    table = palette_array([(1, 2, 3)], 4)
+    assert table.shape == (4, 3) and tuple(table[0]) == (1, 2, 3) and tuple(table[1]) == pal[1]
+    with pytest.raises(ValueError):
+        palette_array([(1, 2, 300)])
+    mask = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    col = colorize(mask, palette)
+    assert col[0, 1].tolist() == [0, 255, 0] and col[1, 0].tolist() == [0, 0, 255]
+    frame = np.full((2, 2, 3), 100, dtype=np.uint8)
+    blended = overlay(frame, mask, palette, alpha=0.25)
+    ref = np.round(0.75 * 100.0 + 0.25 * np.asarray(col, dtype=np.float64)).astype(np.uint8)
+    assert np.array_equal(blended, ref)
+    image = mask_to_image(mask, palette)
+    assert image.mode == "P" and np.array_equal(np.asarray(image), mask)
+    assert image.getpalette()[:9] == [255, 0, 0, 0, 255, 0, 0, 0, 255]
+
+
+def test_mask_png_roundtrip(tmp_path):
+    mask = np.random.default_rng(0).integers(0, 5, size=(9, 7), dtype=np.uint8)
+    mask_to_image(mask, None).save(tmp_path / "m.png")
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.mode == "P" and np.array_equal(np.asarray(im), mask)
