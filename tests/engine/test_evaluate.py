@@ -1,0 +1,396 @@
+"""Evaluator (sliding clips, streaming, TTA) and report writing, with stand-in models."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidccnet.data.base import EvalVideo
+from vidccnet.engine.evaluate import Evaluator, clip_tensor, plan_clips
+from vidccnet.engine.report import evaluate_and_report, format_table
+
+IGN = 255
+STEP = 20  # red-channel value per class in the "label encoded in the frame" videos
+
+
+# ----------------------------------------------------------------------------- stand-ins
+
+
+class _Decoder(nn.Module):
+    """Recovers the uint8 red channel from a normalised clip, whatever affine normalisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lo = clip_tensor(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0, 0].item()
+        hi = clip_tensor(np.full((1, 1, 1, 3), 255, np.uint8))[0, 0, 0, 0].item()
+        self.lo, self.span = lo, hi - lo
+
+    def red(self, clip: torch.Tensor) -> torch.Tensor:
+        return (clip[:, 0] - self.lo) / self.span * 255.0  # (B, T, H, W)
+
+
+class RedChannelModel(_Decoder):
+    """Pointwise: class k where the red value is closest to k * STEP (sharp softmax).
+
+    Pointwise, hence equivariant to flips, crops and translations. ``mute_even_calls`` makes the
+    1st, 3rd, ... forward pass return uniform logits, so the other pass alone decides.
+    """
+
+    def __init__(self, k: int, mute_even_calls: bool = False) -> None:
+        super().__init__()
+        self.k = k
+        self.mute = mute_even_calls
+        self.calls = 0
+        self.register_buffer("centres", torch.arange(k, dtype=torch.float32) * STEP)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W)
+        assert not self.training, "the evaluator must call the model in eval mode"
+        self.calls += 1
+        v = self.red(clip).unsqueeze(1)  # (B, 1, T, H, W)
+        logits = -((v - self.centres.view(1, -1, 1, 1, 1)) ** 2) / 10.0  # (B, K, T, H, W)
+        if self.mute and self.calls % 2 == 1:
+            logits = torch.zeros_like(logits)
+        return logits
+
+
+class ClipMaxModel(_Decoder):
+    """Every position of a clip predicts the largest frame index in the clip (red = 10 * index)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W)
+        b, _, t, h, w = clip.shape
+        idx = (self.red(clip).mean(dim=(2, 3)) / 10.0).round().long()  # (B, T)
+        top = idx.max(dim=1).values  # (B,)
+        logits = torch.zeros(b, self.k, t, h, w)
+        logits[torch.arange(b), top] = 1.0
+        return logits
+
+
+def encoded_video(pred_maps, gt_maps, name="v", consecutive=False, labelled=None, stats=None):
+    """Frames whose red channel encodes ``pred_maps`` (so RedChannelModel predicts them)."""
+    pred_maps = np.asarray(pred_maps)
+    gt_maps = np.asarray(gt_maps)
+    length = len(pred_maps)
+
+    def load_frame(i):
+        frame = np.zeros((*pred_maps.shape[1:], 3), np.uint8)
+        frame[..., 0] = pred_maps[i] * STEP
+        frame[..., 1] = 90
+        if stats is not None:
+            stats["loads"] += 1
+            stats["live"] = [r for r in stats["live"] if r() is not None]
+            stats["live"].append(weakref.ref(frame))
+            stats["max_live"] = max(stats["max_live"], len(stats["live"]))
+        return frame
+
+    return EvalVideo(
+        name=name,
+        num_frames=length,
+        load_frame=load_frame,
+        load_label=lambda i: gt_maps[i].astype(np.int64),
+        labelled=list(range(length)) if labelled is None else labelled,
+        consecutive=consecutive,
+    )
+
+
+def index_video(length, size=(4, 6)):
+    def load_frame(i):
+        frame = np.zeros((*size, 3), np.uint8)
+        frame[..., 0] = 10 * i
+        return frame
+
+    return EvalVideo(
+        "idx", length, load_frame, lambda i: np.zeros(size, np.int64), list(range(length)), True
+    )
+
+
+def block_labels(rng, length, k, blocks=(3, 4), block=8):
+    """Piecewise-constant (block x block) label maps, asymmetric left-right."""
+    small = rng.integers(0, k, size=(length, *blocks))
+    small[:, 0, 0] = 0
+    small[:, 0, -1] = k - 1
+    return np.kron(small, np.ones((1, block, block), dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+
+def np_vc_ratios(pred, gt, n):
+    ratios = []
+    for i in range(len(gt) - n):
+        g = np.all(gt[i : i + n] == gt[i], axis=0) & (gt[i] != IGN)
+        p = np.all(pred[i : i + n] == pred[i], axis=0)
+        if g.sum():
+            ratios.append((g & p).sum() / g.sum())
+    return ratios
+
+
+def np_miou(preds, gts, k):
+    p = np.concatenate([x.ravel() for x in preds])
+    g = np.concatenate([x.ravel() for x in gts])
+    keep = g != IGN
+    p, g = p[keep], g[keep]
+    ious = []
+    for c in range(k):
+        union = np.sum((p == c) | (g == c))
+        if union:
+            ious.append(np.sum((p == c) & (g == c)) / union)
+    return float(np.mean(ious))
+
+
+# ----------------------------------------------------------------------------- plan_clips
+
+
+def test_plan_clips_causal_and_centre():
+    plans = plan_clips(range(5), 5, clip_len=3)
+    assert [p.indices for p in plans] == [(0, 0, 0), (0, 0, 1), (0, 1, 2), (1, 2, 3), (2, 3, 4)]
+    assert all(p.targets == ((i, 2),) for i, p in enumerate(plans))
+    plans = plan_clips([0, 4], 5, clip_len=3, anchor="centre")
+    assert [p.indices for p in plans] == [(0, 0, 1), (3, 4, 4)]
+    assert [p.targets for p in plans] == [((0, 1),), ((4, 1),)]
+    # stride 2, causal: one pass predicts the last two clip positions
+    plans = plan_clips(range(5), 5, clip_len=4, clip_stride=2)
+    assert [p.indices for p in plans] == [(0, 0, 0, 1), (0, 1, 2, 3), (2, 3, 4, 4)]
+    assert [p.targets for p in plans] == [((0, 2), (1, 3)), ((2, 2), (3, 3)), ((4, 2),)]
+    # sparse needed frames are never grouped beyond the stride
+    plans = plan_clips([9, 2, 2, 3], 10, clip_len=2, clip_stride=2)
+    assert [p.targets for p in plans] == [((2, 0), (3, 1)), ((9, 0),)]
+    with pytest.raises(ValueError, match="clip_stride"):
+        plan_clips([0], 3, clip_len=2, clip_stride=3)
+    with pytest.raises(ValueError, match="anchor"):
+        plan_clips([0], 3, clip_len=2, anchor="future")
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        plan_clips([3], 3, clip_len=2)
+
+
+@pytest.mark.parametrize(
+    "clip_len,stride,anchor",
+    [
+        (1, 1, "causal"),
+        (4, 1, "causal"),
+        (5, 1, "centre"),
+        (4, 2, "causal"),
+        (4, 4, "causal"),
+        (6, 3, "centre"),
+    ],
+)
+def test_each_frame_sees_the_clip_the_rule_says(clip_len, stride, anchor):
+    """ClipMaxModel's prediction for frame i = the largest index of the clip that predicted i."""
+    length = 13
+    ev = Evaluator(num_classes=16, clip_len=clip_len, clip_stride=stride, anchor=anchor)
+    got = {i: int(p[0, 0]) for i, p in ev.predict_video(ClipMaxModel(16), index_video(length))}
+    assert sorted(got) == list(range(length))
+    offset = clip_len - stride if anchor == "causal" else (clip_len - stride) // 2
+    first = 0
+    while first < length:  # independent restatement of the grouping rule
+        last_in_clip = min(first - offset + clip_len - 1, length - 1)
+        for j in range(first, min(first + stride, length)):
+            assert got[j] == last_in_clip, (j, got[j], last_in_clip)
+            if anchor == "causal" and stride == 1:
+                assert got[j] == j  # strictly causal: frame i only saw frames <= i
+        first += stride
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_perfect_model_gives_miou_one_and_restores_train_mode():
+    rng = np.random.default_rng(0)
+    k = 5
+    labels = block_labels(rng, 6, k)
+    model = RedChannelModel(k)
+    model.train()
+    ev = Evaluator(num_classes=k, clip_len=3)
+    r = ev.run(model, [encoded_video(labels, labels, consecutive=True)])
+    assert model.training
+    assert r["mIoU"] == 1.0 and r["pixel_acc"] == 1.0 and r["fwIoU"] == 1.0
+    assert r["frames"] == 6 and r["forward_passes"] == 6 and r["videos"] == 1
+    assert r["fps"] > 0 and r["seconds"] > 0
+    assert r["mVC_8"] is None and r["mVC_16"] is None  # 6 frames: no window of 8 or 16
+
+
+def test_figures_match_numpy_on_mixed_videos():
+    """Frames encode an arbitrary prediction; figures must equal numpy on (pred, gt)."""
+    rng = np.random.default_rng(1)
+    k = 4
+    videos, all_p, all_g, ratios, pairs = [], [], [], {3: [], 8: []}, []
+    for v in range(4):
+        length = [12, 20, 5, 9][v]
+        consecutive = v != 2
+        gt = np.cumsum(rng.random((length, 6, 7)) < 0.1, axis=0) % k
+        gt[rng.random(gt.shape) < 0.05] = IGN
+        pred = np.where(rng.random(gt.shape) < 0.85, gt % k, rng.integers(0, k, gt.shape))
+        pred[gt == IGN] = 0
+        labelled = list(range(length)) if consecutive else [1, 4]
+        videos.append(encoded_video(pred, gt, f"v{v}", consecutive, labelled))
+        all_p += [pred[i] for i in labelled]
+        all_g += [gt[i] for i in labelled]
+        if not consecutive:
+            lone = ([pred[i] for i in labelled], [gt[i] for i in labelled])
+        if consecutive:
+            for n in ratios:
+                ratios[n] += np_vc_ratios(pred, gt, n)
+            pairs += [np.mean(pred[t] != pred[t - 1]) for t in range(1, length)]
+    ev = Evaluator(num_classes=k, clip_len=4, clip_stride=2, vc_windows=(3, 8), batch_size=3)
+    r = ev.run(RedChannelModel(k), videos)
+    assert r["mIoU"] == pytest.approx(np_miou(all_p, all_g, k), rel=1e-12)
+    assert r["mVC_3"] == pytest.approx(np.mean(ratios[3]), rel=1e-12)
+    assert r["mVC_8"] == pytest.approx(np.mean(ratios[8]), rel=1e-12)
+    assert r["flicker"] == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert r["frames"] == len(all_p) and r["consecutive_videos"] == 3
+    # no consecutive video: temporal figures are None
+    r2 = ev.run(RedChannelModel(k), [videos[2]])
+    assert r2["mVC_3"] is None and r2["flicker"] is None
+    assert r2["mIoU"] == pytest.approx(np_miou(*lone, k), rel=1e-12)
+
+
+def test_long_video_streams_with_bounded_memory():
+    """300 frames: frames are loaded once each and only a few are alive at any time."""
+    rng = np.random.default_rng(2)
+    k = 3
+    length, clip_len = 300, 4
+    labels = np.repeat(rng.integers(0, k, size=(length // 30, 1, 2, 3)), 30, axis=0)
+    labels = np.kron(labels, np.ones((1, 1, 4, 4), dtype=np.int64))[:, 0]  # (300, 8, 12)
+    stats = {"loads": 0, "live": [], "max_live": 0}
+    video = encoded_video(labels, labels, consecutive=True, stats=stats)
+    ev = Evaluator(num_classes=k, clip_len=clip_len)
+    r = ev.run(RedChannelModel(k), [video])
+    assert r["mIoU"] == 1.0 and r["mVC_8"] == 1.0 and r["mVC_16"] == 1.0
+    assert r["frames"] == length
+    assert stats["loads"] == length  # every frame decoded exactly once
+    assert stats["max_live"] <= clip_len + 1
+    assert r["max_cached_frames"] <= clip_len
+
+
+@pytest.mark.parametrize(
+    "kwargs,mute",
+    [
+        ({"flip": True}, True),  # the flipped pass alone decides: it must be flipped back
+        ({"scales": (1.0, 0.5)}, True),  # the 0.5 pass alone decides: resized back correctly
+        ({"scales": (1.0, 0.5)}, False),
+        ({"crop_size": 8}, False),  # 24 x 32 frames in overlapping 8 x 8 tiles
+        ({"crop_size": (16, 12), "flip": True, "scales": (1.0, 0.5)}, False),
+        ({"amp": True}, False),
+    ],
+)
+def test_tta_paths_keep_an_equivariant_prediction(kwargs, mute):
+    rng = np.random.default_rng(3)
+    k = 6
+    labels = block_labels(rng, 3, k)  # (3, 24, 32)
+    video = encoded_video(labels, labels, consecutive=True)
+    model = RedChannelModel(k, mute_even_calls=mute)
+    ev = Evaluator(num_classes=k, clip_len=2, **kwargs)
+    preds = dict(ev.predict_video(model, video))
+    for i in range(3):
+        np.testing.assert_array_equal(preds[i].numpy(), labels[i])
+    if "crop_size" in kwargs and kwargs["crop_size"] == 8:
+        # tiles: rows 0, 6, 12, 16 x columns 0, 6, 12, 18, 24 -> 4 * 5 passes per clip
+        assert ev.stats["forward_passes"] == 3 * 20
+
+
+def test_batched_equals_unbatched_and_centre_anchor_runs():
+    rng = np.random.default_rng(4)
+    k = 4
+    gt = np.cumsum(rng.random((9, 5, 5)) < 0.2, axis=0) % k
+    pred = rng.integers(0, k, gt.shape)
+    video = encoded_video(pred, gt, consecutive=True)
+    a = Evaluator(num_classes=k, clip_len=3, vc_windows=(2,)).run(RedChannelModel(k), [video])
+    b = Evaluator(num_classes=k, clip_len=3, vc_windows=(2,), batch_size=4, anchor="centre").run(
+        RedChannelModel(k), [video]
+    )
+    for key in ("mIoU", "fwIoU", "mVC_2", "flicker"):
+        assert a[key] == b[key]
+    assert b["forward_passes"] == 3
+
+
+def test_clear_errors():
+    k = 3
+    labels = np.zeros((2, 4, 4), np.int64)
+    video = encoded_video(labels, labels)
+    with pytest.raises(ValueError, match="num_classes"):
+        Evaluator(num_classes=k + 1, clip_len=2).run(RedChannelModel(k), [video])
+    bad_label = EvalVideo("b", 2, video.load_frame, lambda i: np.zeros((3, 3), np.int64), [0])
+    with pytest.raises(ValueError, match="label"):
+        Evaluator(num_classes=k, clip_len=2).run(RedChannelModel(k), [bad_label])
+    sizes = EvalVideo("s", 2, lambda i: np.zeros((4 + i, 4, 3), np.uint8), video.load_label, [1])
+    with pytest.raises(ValueError, match="one size"):
+        Evaluator(num_classes=k, clip_len=2).run(RedChannelModel(k), [sizes])
+    with pytest.raises(ValueError, match="no videos"):
+        Evaluator(num_classes=k, clip_len=2).run(RedChannelModel(k), [])
+    with pytest.raises(ValueError, match="scales"):
+        Evaluator(num_classes=k, clip_len=2, scales=(0.0,))
+    with pytest.raises(ValueError, match="crop_size"):
+        Evaluator(num_classes=k, clip_len=2, crop_size=(4, 0))
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def test_evaluate_and_report_writes_table_json_and_plots(tmp_path):
+    rng = np.random.default_rng(5)
+    k = 4
+    gt = block_labels(rng, 10, k, blocks=(2, 3), block=4)  # (10, 8, 12)
+    pred = gt.copy()
+    pred[5:, :4] = (pred[5:, :4] + 1) % k
+    names = ["sky", "road", "car", "person"]
+    videos = [
+        encoded_video(pred, gt, "clip/a", consecutive=True),
+        encoded_video(pred, gt, "b", labelled=[3]),
+    ]
+    out = io.StringIO()
+    report = evaluate_and_report(
+        RedChannelModel(k),
+        videos,
+        tmp_path / "eval",
+        class_names=names,
+        config={"model": {"name": "stand-in"}},
+        clip_len=3,
+        vc_windows=(2, 8),
+        strip_frames=4,
+        stream=out,
+    )
+    table = out.getvalue()
+    for word in names + ["mIoU", "fwIoU", "mVC_2", "mVC_8", "flicker"]:
+        assert word in table
+    data = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert data == report
+    assert data["config"] == {"model": {"name": "stand-in"}}
+    assert data["evaluator"]["clip_len"] == 3
+    assert set(data["class_iou"]) == set(names)
+    assert data["metrics"]["frames"] == 11
+    expected = np_miou(
+        [pred[i] for i in range(10)] + [pred[3]], [gt[i] for i in range(10)] + [gt[3]], k
+    )
+    assert data["metrics"]["mIoU"] == pytest.approx(expected, rel=1e-12)
+    assert (tmp_path / "eval" / "class_iou.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "strip_clip_a.png").stat().st_size > 1000
+    assert data["files"]["strip"].endswith("strip_clip_a.png")
+
+
+def test_table_and_json_handle_nan(tmp_path):
+    results = {
+        "mIoU": 0.5,
+        "IoU": [0.5, math.nan],
+        "fwIoU": 0.5,
+        "pixel_acc": 0.75,
+        "mVC_8": None,
+        "flicker": 0.1,
+        "frames": 2,
+        "videos": 1,
+        "seconds": 1.0,
+        "fps": 2.0,
+    }
+    table = format_table(results, ["a", "b"])
+    assert "n/a" in table and "50.00" in table and "10.00" in table
+    with pytest.raises(ValueError, match="class names"):
+        format_table(results, ["a"])
