@@ -1,0 +1,217 @@
+"""Checkpoints: atomic save, safe (``weights_only``) load, model rebuild, RNG state capture.
+
+A checkpoint is a plain dict (see DESIGN.md)::
+
+    {"model": state_dict, "optimizer": ..., "lr_scheduler": ..., "scaler": ... or None,
+     "iteration": int, "config": config_to_dict(cfg), "metrics": dict, "version": int,
+     "rng": [per-rank RNG states] (training checkpoints), "train_state": {...}}
+
+Everything in it is tensors, numbers, strings, lists and dicts, so ``torch.load(...,
+weights_only=True)`` reads it without executing code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, ConfigError, config_from_dict
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "build_model_from_checkpoint",
+    "capture_rng_state",
+    "load_checkpoint",
+    "load_model_weights",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("model", "config", "version")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, of the wrong format or does not fit the model."""
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically.
+
+    The dict is saved to a temporary file in the same directory, flushed to disk and renamed over
+    ``path`` with ``os.replace``; a crash while saving leaves the previous file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file does not exist, cannot be unpickled safely (corrupt, truncated,
+            not a torch file, contains arbitrary objects) or lacks the keys of a vidccnet
+            checkpoint (``model``, ``config``, ``version``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint '{path}' not found; train one with scripts/train.py (it writes "
+            "OUTPUT_DIR/best.pt and last.pt) or pass the right path"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint '{path}' cannot be read (corrupt, truncated or not a safe torch "
+            f"checkpoint): {msg}"
+        ) from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"'{path}' is not a vidccnet checkpoint (needs keys {', '.join(REQUIRED_KEYS)}; "
+            f"found {keys})"
+        )
+    if int(ckpt["version"]) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has format version {ckpt['version']}, newer than this code "
+            f"supports ({CHECKPOINT_VERSION}); update vidccnet"
+        )
+    return ckpt
+
+
+def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state_dict)`` with a clear error when they do not fit.
+
+    Raises:
+        CheckpointError: missing / unexpected parameter names or shape mismatches.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and hasattr(state_dict[k], "shape") and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+        raise CheckpointError(
+            f"the weights in {source} do not fit the model: {'; '.join(parts)}; was it trained "
+            "with another model name or num_classes?"
+        )
+    model.load_state_dict(state_dict)
+
+
+def build_model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tuple[
+    nn.Module, Config
+]:
+    """Rebuild the trained network from a loaded checkpoint, in eval mode on ``device``.
+
+    Returns:
+        (model, cfg) where cfg is the training config stored in the checkpoint.
+
+    Raises:
+        CheckpointError: the stored config is invalid or the weights do not fit.
+    """
+    from .train import build_model  # local import: train imports this module
+
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"the checkpoint's config is invalid: {exc}") from None
+    num_classes = _num_classes(cfg)
+    model = build_model(cfg, num_classes, pretrained=False)
+    load_model_weights(model, ckpt["model"])
+    model.to(device).eval()
+    return model, cfg
+
+
+def _num_classes(cfg: Config) -> int:
+    if cfg.data.class_names:
+        return len(cfg.data.class_names)
+    from vidccnet.data import dataset_info
+
+    return int(dataset_info(cfg.data.name)["num_classes"])
+
+
+# ------------------------------------------------------------------------------ RNG states
+
+
+def capture_rng_state() -> dict:
+    """RNG states of torch (CPU and CUDA), numpy and python as ``weights_only``-safe values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_state[0]),
+            "state": list(py_state[1]),
+            "gauss_next": py_state[2],
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            int(n["pos"]),
+            int(n["has_gauss"]),
+            float(n["cached_gaussian"]),
+        )
+    )
+    p = state["python"]
+    random.setstate((int(p["version"]), tuple(int(v) for v in p["state"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu().to(torch.uint8) for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:
+            logger.warning("checkpoint holds %d CUDA RNG states for %d devices; not restored",
+                           len(cuda_states), torch.cuda.device_count())

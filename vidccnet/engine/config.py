@@ -1,0 +1,468 @@
+"""Training / evaluation configuration: frozen dataclasses, YAML files and dotted overrides.
+
+A config file is a complete YAML document with up to seven sections (``model``, ``data``,
+``optim``, ``schedule``, ``loss``, ``eval``, ``runtime``); anything it leaves out takes the
+dataclass default below. There is no inheritance between files. Command-line overrides are
+``section.key=value`` (or ``section.dict_key.sub=value`` for the free-form dict fields); the
+value is parsed as YAML and checked against the field's type. Unknown keys and wrong types raise
+:class:`ConfigError` naming the key (with a did-you-mean suggestion for unknown keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (unknown key, wrong type, unreadable file)."""
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if isinstance(value, int) and value < 1:
+        raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build (passed to ``vidccnet.models.create_model``).
+
+    ``temporal_shift`` / ``temporal_attention`` left at ``None`` use the model's own default
+    (on for ``ccnet3d_*``, off for ``ccnet2d_*``). ``kwargs`` are extra keyword arguments for
+    ``create_model`` (e.g. ``head_channels``).
+    """
+
+    name: str = "ccnet3d_resnet18"
+    pretrained_backbone: str | None = None
+    recurrence: int = 2
+    temporal_shift: bool | None = None
+    temporal_attention: bool | None = None
+    shift_fraction: float = 0.125
+    attention_backend: str = "auto"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: dataset, clip sampling, augmentation and loader.
+
+    ``batch_size`` is per process (global batch = batch_size x world size x accum_steps).
+    ``augment`` turns on the clip-consistent augmentation: random rescale in ``scale_range``,
+    random crop of ``crop_size`` (H, W; None = the dataset's default), horizontal flip and
+    colour jitter. ``anchor`` is "causal" (labelled frame last in its clip) or "centre".
+    ``kwargs`` go to ``build_dataset`` / ``build_eval_videos`` (e.g. the synthetic world's
+    ``num_videos``, ``num_frames``, ``height``, ``width``, ``seed``). ``class_names`` and
+    ``palette`` are filled from ``vidccnet.data.dataset_info`` when training starts.
+    """
+
+    name: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    clip_len: int = 4
+    frame_stride: int = 1
+    anchor: str = "causal"
+    crop_size: tuple[int, int] | None = None
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    augment: bool = True
+    batch_size: int = 2
+    num_workers: int = 0
+    kwargs: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
+    palette: list[tuple[int, int, int]] | None = None
+
+    def __post_init__(self) -> None:
+        _positive("data.clip_len", self.clip_len)
+        _positive("data.frame_stride", self.frame_stride)
+        _positive("data.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD as in CCNet (one learning rate for backbone and head, as the official code does)."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    grad_clip: float | None = None
+    accum_steps: int = 1
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, ("sgd", "adamw"))
+        _positive("optim.accum_steps", self.accum_steps)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Iteration-based poly schedule with linear warm-up.
+
+    lr(it) = lr * warm(it) * max((1 - it / iterations) ** poly_power, min_lr_ratio) where warm
+    rises linearly from ``warmup_ratio`` to 1 over ``warmup_iters`` optimizer steps.
+    """
+
+    iterations: int = 1000
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1
+    poly_power: float = 0.9
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("schedule.iterations", self.iterations)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Arguments of ``vidccnet.losses.SegmentationCriterion``."""
+
+    aux_weight: float = 0.4
+    cc_weight: float = 1.0
+    ohem: bool = False
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000
+    class_weights: list[float] | None = None
+    ignore_index: int = 255
+    cc_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation during training (and defaults of ``scripts/evaluate.py``).
+
+    ``interval`` is in iterations (0 disables periodic validation; the end of training still
+    validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``.
+    ``max_videos`` limits the number of validation videos (None = all).
+    """
+
+    split: str = "val"
+    interval: int = 500
+    at_end: bool = True
+    clip_len: int | None = None
+    clip_stride: int = 1
+    anchor: str = "causal"
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    crop_size: tuple[int, int] | None = None
+    vc_windows: tuple[int, ...] = (8, 16)
+    max_videos: int | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how to run.
+
+    ``amp``: "none", "bf16" or "fp16" (fp16 uses a GradScaler). ``device``: "auto", "cpu",
+    "cuda". ``sync_bn`` converts BatchNorm to SyncBatchNorm when distributed.
+    ``deterministic`` turns on ``torch.use_deterministic_algorithms(warn_only=True)``.
+    """
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    compile: bool = False
+    channels_last: bool = False
+    sync_bn: bool = False
+    deterministic: bool = False
+    log_interval: int = 10
+    ckpt_interval: int = 500
+    skip_nonfinite: bool = False
+    overwrite: bool = False
+    tensorboard: bool = True
+    progress: bool = True
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("runtime.amp", self.amp, ("none", "bf16", "fp16"))
+        _choice("runtime.device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        _positive("runtime.log_interval", self.log_interval)
+        _positive("runtime.ckpt_interval", self.ckpt_interval)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run: one frozen dataclass per section."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# ----------------------------------------------------------------------------------- typing
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    """(True, inner) for ``X | None`` / ``Optional[X]``, else (False, tp)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != len(typing.get_args(tp)):
+            inner = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
+            return True, inner
+    return False, tp
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) if typing.get_origin(tp) is None else str(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the type ``tp`` and convert lists to tuples where needed."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{key}' may not be null (expected {_type_name(inner)})")
+    tp = inner
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(
+                    f"config key '{key}' expects {len(args)} values, got {len(value)}: {value!r}"
+                )
+            items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            elem = args[0] if args else Any
+            items = [_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _unknown_key(key: str, choices: list[str]) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    prefix = key[: -len(leaf)]
+    close = difflib.get_close_matches(leaf, choices, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    return ConfigError(
+        f"unknown config key '{key}'{hint} (valid keys here: {', '.join(sorted(choices))})"
+    )
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a (possibly partial) mapping, checking every key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        name = prefix.rstrip(".") or "the config file"
+        raise ConfigError(f"config section '{name}' must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or key not in names:
+            raise _unknown_key(f"{prefix}{key}", names)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def config_from_dict(d: dict) -> Config:
+    """Build a :class:`Config` from a nested plain dict (missing keys take defaults).
+
+    Raises:
+        ConfigError: on unknown keys or values of the wrong type.
+    """
+    return _build(Config, d, "")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The config as nested plain dicts / lists / scalars (YAML- and ``weights_only``-safe)."""
+    return _plain(cfg)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as a complete YAML document."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def _parse_override(text: str) -> tuple[list[str], str]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    return parts, raw
+
+
+def _yaml_value(raw: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse the value of override '{key}': {raw!r} ({exc})") from None
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Return a new config with ``section.key=value`` overrides applied in order.
+
+    The value is parsed as YAML (``1e-3``, ``[352, 480]``, ``null``, ``true``) and checked against
+    the field's type; a string field keeps the raw text. For dict fields (``model.kwargs``,
+    ``data.kwargs``, ...) ``section.kwargs.name=value`` sets one entry.
+
+    Raises:
+        ConfigError: on a malformed override, unknown key or wrong type.
+    """
+    d = config_to_dict(cfg)
+    for text in overrides:
+        parts, raw = _parse_override(text)
+        key = ".".join(parts)
+        cls: Any = Config
+        node = d
+        for depth, part in enumerate(parts):
+            hints = _hints(cls)
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                raise _unknown_key(".".join(parts[: depth + 1]), names)
+            tp = hints[part]
+            last = depth == len(parts) - 1
+            if dataclasses.is_dataclass(tp):
+                if last:
+                    raise ConfigError(
+                        f"override '{key}' names a whole section; set its keys, "
+                        f"e.g. {key}.{dataclasses.fields(tp)[0].name}=..."
+                    )
+                cls, node = tp, node[part]
+                continue
+            _, inner = _is_optional(tp)
+            is_dict = inner is dict or typing.get_origin(inner) is dict
+            if last:
+                value = _yaml_value(raw, key)
+                if (inner is str) and not (value is None and raw.strip() in ("null", "~")):
+                    value = raw
+                node[part] = _coerce(value, tp, key)
+            elif is_dict:
+                target = node.get(part)
+                if target is None:
+                    target = node[part] = {}
+                for sub in parts[depth + 1 : -1]:
+                    target = target.setdefault(sub, {})
+                    if not isinstance(target, dict):
+                        raise ConfigError(f"override '{key}': '{sub}' is not a mapping")
+                target[parts[-1]] = _yaml_value(raw, key)
+            else:
+                raise ConfigError(
+                    f"override '{key}': '{'.'.join(parts[: depth + 1])}' is a value, not a "
+                    "section"
+                )
+            break
+    return config_from_dict(d)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (``None``: all defaults) and apply dotted overrides.
+
+    Raises:
+        ConfigError: missing/unreadable file, invalid YAML, unknown key or wrong type.
+    """
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"config file '{p}' not found; pass an existing file, e.g. "
+                "--config configs/synthetic_tiny.yaml"
+            )
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{p}' must hold a mapping of sections")
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{exc}{where}") from None
+    return apply_overrides(cfg, list(overrides))

@@ -1,0 +1,631 @@
+"""The training loop: one readable function, ``train(cfg, resume=False)``.
+
+Per optimizer step (one "iteration"): ``optim.accum_steps`` micro-batches of
+``data.batch_size`` clips per process are forwarded under autocast (``runtime.amp``), the loss
+(``SegmentationCriterion``: CE or OHEM + 0.4 aux + category-consistent) is checked for finiteness
+on every rank, back-propagated (DDP synchronises gradients on the last micro-batch), optionally
+clipped, and the SGD step and the poly-with-warm-up LR step are taken. Every
+``runtime.log_interval`` steps one JSON line goes to ``metrics.jsonl``; every
+``eval.interval`` steps the model is validated with the :class:`Evaluator` on the whole
+validation videos and ``best.pt`` is kept on val mIoU; every ``runtime.ckpt_interval`` steps and
+at the end ``last.pt`` is written (atomically).
+
+Exact resume: ``last.pt`` holds model, optimizer, LR scheduler, grad scaler, every rank's RNG
+states (torch, numpy, python, CUDA) and the position in the data stream (epoch, batches consumed
+in it). The sampler's order depends only on (seed, epoch) and each sample's augmentation seed on
+(seed, epoch, index) (``vidccnet.data.loader``), so a resumed run sees the same batches, augmented
+the same way, whatever the number of workers; dropout draws from the restored torch RNG. On CPU
+N + resume + N iterations give bit-identical weights to 2N straight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import Config, config_to_dict, config_to_yaml
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    is_distributed,
+    reduce_any,
+)
+
+__all__ = [
+    "PolyWarmup",
+    "TrainingError",
+    "build_criterion",
+    "build_model",
+    "build_optimizer",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, occupied output folder, empty dataset, ...)."""
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Module:
+    """``create_model`` with the model section's arguments (backbone file only if
+    ``pretrained``)."""
+    from vidccnet.models import create_model
+
+    m = cfg.model
+    kwargs: dict[str, Any] = dict(
+        recurrence=m.recurrence,
+        shift_fraction=m.shift_fraction,
+        attention_backend=m.attention_backend,
+    )
+    if m.temporal_shift is not None:
+        kwargs["temporal_shift"] = m.temporal_shift
+    if m.temporal_attention is not None:
+        kwargs["temporal_attention"] = m.temporal_attention
+    if pretrained and m.pretrained_backbone:
+        kwargs["pretrained_backbone"] = m.pretrained_backbone
+    kwargs.update(m.kwargs)
+    return create_model(m.name, num_classes, **kwargs)
+
+
+def build_criterion(cfg: Config) -> nn.Module:
+    """``SegmentationCriterion`` from the loss section."""
+    from vidccnet.losses import SegmentationCriterion
+
+    lc = cfg.loss
+    return SegmentationCriterion(
+        aux_weight=lc.aux_weight,
+        cc_weight=lc.cc_weight,
+        ohem=lc.ohem,
+        ohem_thresh=lc.ohem_thresh,
+        ohem_min_kept=lc.ohem_min_kept,
+        class_weights=list(lc.class_weights) if lc.class_weights else None,
+        ignore_index=lc.ignore_index,
+        cc_kwargs=dict(lc.cc_kwargs) or None,
+    )
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay on all parameters, one LR, as the official CCNet) or AdamW."""
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+class PolyWarmup:
+    """LR factor of step ``it``: linear warm-up then poly decay (a picklable LambdaLR lambda).
+
+    factor(it) = warm(it) * max((1 - it / total) ** power, min_ratio), warm(it) going linearly from
+    ``warmup_ratio`` (it = 0) to 1 (it >= warmup_iters).
+    """
+
+    def __init__(
+        self, total: int, power: float = 0.9, warmup_iters: int = 0, warmup_ratio: float = 0.1,
+        min_ratio: float = 0.0,
+    ) -> None:
+        self.total = int(total)
+        self.power = float(power)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_ratio = float(warmup_ratio)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, it: int) -> float:
+        frac = min(it, self.total) / self.total
+        factor = max((1.0 - frac) ** self.power, self.min_ratio)
+        if self.warmup_iters > 0 and it < self.warmup_iters:
+            factor *= self.warmup_ratio + (1.0 - self.warmup_ratio) * it / self.warmup_iters
+        return factor
+
+
+def _dataset_info(cfg: Config) -> dict:
+    from vidccnet.data import dataset_info
+
+    return dataset_info(cfg.data.name)
+
+
+def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
+    """The training dataset of the data section (``build_dataset(name, train_split, ...)``)."""
+    from vidccnet.data import build_dataset
+
+    d = cfg.data
+    return build_dataset(
+        d.name,
+        d.train_split,
+        root=d.root,
+        clip_len=d.clip_len,
+        frame_stride=d.frame_stride,
+        anchor=d.anchor,
+        augment=d.augment,
+        crop_size=d.crop_size,
+        scale_range=d.scale_range,
+        **d.kwargs,
+    )
+
+
+def build_val_videos(cfg: Config, split: str | None = None) -> list:
+    """The evaluation videos of ``split`` (default ``eval.split``), limited to
+    ``eval.max_videos``."""
+    from vidccnet.data import build_eval_videos
+
+    kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
+    videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
+    if cfg.eval.max_videos is not None:
+        videos = list(videos)[: cfg.eval.max_videos]
+    return list(videos)
+
+
+def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
+    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section."""
+    e = cfg.eval
+    return dict(
+        clip_len=e.clip_len or cfg.data.clip_len,
+        clip_stride=e.clip_stride,
+        anchor=e.anchor,
+        scales=e.scales,
+        flip=e.flip,
+        crop_size=e.crop_size,
+        device=device,
+        amp=cfg.runtime.amp != "none",
+        ignore_index=cfg.loss.ignore_index,
+        vc_windows=e.vc_windows,
+    )
+
+
+def build_evaluator(cfg: Config, num_classes: int, device: torch.device) -> Any:
+    """The :class:`Evaluator` of the eval section."""
+    from .evaluate import Evaluator
+
+    return Evaluator(num_classes=num_classes, **evaluator_kwargs(cfg, device))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, amp: str) -> Any:
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
+    return v
+
+
+class _JsonlWriter:
+    """Appends one JSON object per line (rank 0 only; a no-op elsewhere)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if self.path is None:
+            return
+        clean = {k: _finite_or_none(v) for k, v in record.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(clean) + "\n")
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard missing or broken: just skip it
+        logger.info("tensorboard is not importable; scalars go to metrics.jsonl only")
+        return None
+    return SummaryWriter(log_dir=str(path))
+
+
+def _colorize(mask: np.ndarray, palette: list) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours (ignore / unknown -> black)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for i, c in enumerate(palette[:255]):
+        lut[i] = c
+    return lut[np.clip(mask, 0, 255).astype(np.uint8)]
+
+
+@torch.no_grad()
+def _log_masks(writer: Any, model: nn.Module, video: Any, cfg: Config, device: torch.device,
+               step: int) -> None:
+    """Frames / prediction / ground truth of the first clip of ``video`` into TensorBoard."""
+    from vidccnet.data.transforms import to_clip_tensor
+
+    t = min(cfg.data.clip_len, video.num_frames)
+    frames = np.stack([np.asarray(video.load_frame(i)) for i in range(t)])  # (T, H, W, 3)
+    was_training = model.training
+    model.eval()
+    try:
+        clip = to_clip_tensor(frames).unsqueeze(0).to(device)  # (1, 3, T, H, W)
+        pred = model(clip).argmax(1)[0].cpu().numpy()  # (T, H, W)
+    finally:
+        model.train(was_training)
+    palette = cfg.data.palette or []
+    rows = []
+    for i in range(t):
+        gt = (
+            _colorize(np.asarray(video.load_label(i)), palette)
+            if i in set(video.labelled)
+            else np.zeros_like(frames[i])
+        )
+        rows.append(np.concatenate([frames[i], _colorize(pred[i], palette), gt], axis=1))
+    grid = np.concatenate(rows, axis=0)  # (T*H, 3*W, 3)
+    writer.add_image("val/frame_pred_gt", grid, step, dataformats="HWC")
+
+
+def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
+    out = Path(cfg.runtime.output_dir)
+    last = out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise CheckpointError(
+                f"--resume: no checkpoint '{last}' to resume from; start without --resume or set "
+                "runtime.output_dir to the folder of the run to continue"
+            )
+    elif last.exists() and not cfg.runtime.overwrite:
+        raise TrainingError(
+            f"output folder '{out}' already holds last.pt from an earlier run; pass --resume to "
+            "continue it, runtime.overwrite=true to start afresh there, or choose another "
+            "runtime.output_dir"
+        )
+    return out
+
+
+def _fill_dataset_info(cfg: Config) -> Config:
+    info = _dataset_info(cfg)
+    data = dataclasses.replace(
+        cfg.data,
+        class_names=list(info["class_names"]),
+        palette=[tuple(int(v) for v in c) for c in info["palette"]],
+    )
+    return dataclasses.replace(cfg, data=data)
+
+
+# ------------------------------------------------------------------------------- train
+
+
+def train(cfg: Config, resume: bool = False) -> dict:
+    """Train as configured; returns the final metrics.
+
+    Joins the torchrun process group when launched with ``WORLD_SIZE`` > 1 (and leaves it at
+    the end if it created it).
+
+    Returns:
+        dict with ``iteration``, ``loss`` (last logged mean loss), ``best_mIoU`` (None without
+        validation), ``val`` (last validation figures or None), ``skipped`` (non-finite steps
+        skipped), ``output_dir``.
+
+    Raises:
+        TrainingError: non-finite loss (without ``runtime.skip_nonfinite``), occupied output
+            folder, dataset smaller than one batch.
+        CheckpointError: ``resume`` without a usable ``last.pt``.
+    """
+    created = not is_distributed()
+    info = init_distributed(cfg.runtime.device)
+    try:
+        return _train(cfg, resume, info)
+    finally:
+        if created and is_distributed():
+            cleanup_distributed()
+
+
+def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - the loop, in order
+    rt = cfg.runtime
+    device = info.device
+    if rt.num_threads:
+        torch.set_num_threads(rt.num_threads)
+    if rt.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    out = _prepare_output_dir(cfg, resume)
+    seed_everything(rt.seed + info.rank)
+
+    cfg = _fill_dataset_info(cfg)
+    num_classes = len(cfg.data.class_names or [])
+    from vidccnet.data.loader import build_loader
+
+    train_set = build_train_dataset(cfg)
+    bs = cfg.data.batch_size
+    loader = build_loader(
+        train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
+        distributed=info.distributed, seed=rt.seed, drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
+    batches_per_epoch = len(loader.sampler) // bs
+    if batches_per_epoch < 1:
+        raise TrainingError(
+            f"the training set has {len(train_set)} clips, fewer than one batch of {bs} per "
+            f"process x {info.world_size} processes; lower data.batch_size or add data"
+        )
+
+    # model, optimisation
+    core = build_model(cfg, num_classes).to(device)
+    if info.distributed and rt.sync_bn:
+        core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
+    if rt.channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    criterion = build_criterion(cfg).to(device)
+    optimizer = build_optimizer(cfg, core)
+    sched = cfg.schedule
+    lr_lambda = PolyWarmup(sched.iterations, sched.poly_power, sched.warmup_iters,
+                           sched.warmup_ratio, sched.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16")
+
+    iteration, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
+    best_miou: float | None = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["lr_scheduler"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"cannot restore the optimizer / scheduler state from {out / 'last.pt'}: {exc}"
+            ) from None
+        iteration = int(ckpt["iteration"])
+        ts = ckpt.get("train_state", {})
+        epoch = int(ts.get("epoch", 0))
+        batch_in_epoch = int(ts.get("batch_in_epoch", 0))
+        skipped = int(ts.get("skipped", 0))
+        best_miou = ts.get("best_mIoU")
+        rng = ckpt.get("rng")
+        if isinstance(rng, list) and len(rng) == info.world_size:
+            restore_rng_state(rng[info.rank])
+        else:
+            logger.warning("checkpoint RNG states do not match %d processes; reseeding",
+                           info.world_size)
+            seed_everything(rt.seed + info.rank + 1_000_003 * iteration)
+        logger.info("resumed from %s at iteration %d", out / "last.pt", iteration)
+
+    model: nn.Module = core
+    if rt.compile:
+        model = torch.compile(core)
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    # output files (rank 0 only)
+    writer = None
+    jsonl = _JsonlWriter(out / "metrics.jsonl" if info.is_main else None)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config_to_yaml(cfg))
+        if not resume and (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()
+        if rt.tensorboard:
+            writer = _tensorboard(out / "tb")
+    barrier()
+
+    # validation
+    val_videos: list | None = None
+    evaluator = None
+    val_metrics: dict | None = None
+
+    def validate(step: int) -> dict:
+        nonlocal val_videos, evaluator, best_miou
+        if val_videos is None:
+            val_videos = build_val_videos(cfg)
+            evaluator = build_evaluator(cfg, num_classes, device)
+        res = evaluator.run(core, val_videos)
+        miou = float(res["mIoU"])
+        record = {"type": "val", "iteration": step}
+        record.update({k: res.get(k) for k in ("mIoU", "fwIoU", "pixel_acc", "mAcc", "flicker")})
+        record.update({k: v for k, v in res.items() if k.startswith("mVC_")})
+        record["IoU"] = res.get("IoU")
+        record["seconds"] = res.get("seconds")
+        jsonl.write(record)
+        if writer is not None:
+            for k in ("mIoU", "fwIoU", "pixel_acc"):
+                if res.get(k) is not None and math.isfinite(res[k]):
+                    writer.add_scalar(f"val/{k}", res[k], step)
+            if val_videos:
+                _log_masks(writer, core, val_videos[0], cfg, device, step)
+        improved = math.isfinite(miou) and (best_miou is None or miou > best_miou)
+        if improved:
+            best_miou = miou
+        logger.info("iteration %d: val mIoU %.4f (best %.4f)", step, miou, best_miou or 0.0)
+        return {**res, "improved": improved}
+
+    def checkpoint_state(step: int, metrics: dict) -> dict:
+        rng = all_gather_objects(capture_rng_state())  # collective: every rank calls it
+        return {
+            "model": core.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "iteration": step,
+            "config": config_to_dict(cfg),
+            "metrics": {k: _finite_or_none(v) for k, v in metrics.items()
+                        if isinstance(v, (int, float, list, str)) or v is None},
+            "version": CHECKPOINT_VERSION,
+            "rng": rng,
+            "train_state": {"epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                            "skipped": skipped, "best_mIoU": best_miou},
+        }
+
+    # data stream: order and augmentation seeds depend on (seed, epoch, index) only, so a
+    # resumed run continues exactly where it stopped (vidccnet.data.loader.EpochSampler)
+    def make_iter() -> Any:
+        loader.sampler.set_epoch(epoch, start=batch_in_epoch * bs)
+        return iter(loader)
+
+    stream = make_iter()
+
+    def next_batch() -> dict:
+        nonlocal stream, epoch, batch_in_epoch
+        try:
+            batch = next(stream)
+        except StopIteration:
+            epoch, batch_in_epoch = epoch + 1, 0
+            stream = make_iter()
+            batch = next(stream)
+        batch_in_epoch += 1
+        return batch
+
+    # the loop
+    total = sched.iterations
+    accum = cfg.optim.accum_steps
+    clips_per_step = bs * accum * info.world_size
+    show = rt.progress and info.is_main and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=iteration, disable=not show, desc="train", unit="it",
+               dynamic_ncols=True)
+    sums: dict[str, float] = defaultdict(float)
+    n_logged = 0
+    train_time = 0.0  # seconds spent in training steps since the last log line
+    steps_since_log = 0
+    last_loss = math.nan
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    while iteration < total:
+        t_step = time.perf_counter()
+        bad = False
+        parts_acc: dict[str, float] = defaultdict(float)
+        for micro in range(accum):
+            batch = next_batch()
+            clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
+            labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
+            if rt.channels_last:
+                clip = clip.contiguous(memory_format=torch.channels_last_3d)
+            sync = micro == accum - 1 or not info.distributed
+            ctx = model.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                with _autocast(device, rt.amp):
+                    outputs = model(clip)
+                    loss, parts = criterion(outputs, labels)
+                nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
+                if nonfinite:
+                    bad = True
+                    break
+                scaler.scale(loss / accum).backward()
+            for k, v in parts.items():
+                parts_acc[k] += float(v) / accum
+            parts_acc["loss"] += float(loss.detach()) / accum
+        if bad:
+            optimizer.zero_grad(set_to_none=True)
+            if not rt.skip_nonfinite:
+                bar.close()
+                where = out / "last.pt"
+                kept = f"the last good checkpoint {where} is kept" if where.exists() else (
+                    "no checkpoint was written yet")
+                raise TrainingError(
+                    f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
+                    "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
+                    "runtime.skip_nonfinite=true to skip such steps"
+                )
+            skipped += 1
+            logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
+                           iteration + 1, skipped)
+        else:
+            if cfg.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            for k, v in parts_acc.items():
+                sums[k] += v
+            n_logged += 1
+        step_lr = optimizer.param_groups[0]["lr"]  # the LR this step used
+        scheduler.step()
+        iteration += 1
+        steps_since_log += 1
+        train_time += time.perf_counter() - t_step
+        bar.update(1)
+
+        if iteration % rt.log_interval == 0 or iteration == total:
+            dt = train_time
+            means = {k: v / max(n_logged, 1) for k, v in sums.items()}
+            last_loss = means.get("loss", math.nan)
+            rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
+            lr = step_lr
+            record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
+                      "clips_per_s": rate, "skipped": skipped, **means}
+            jsonl.write(record)
+            if writer is not None:
+                for k, v in means.items():
+                    writer.add_scalar(f"train/{k}", v, iteration)
+                writer.add_scalar("train/lr", lr, iteration)
+                writer.add_scalar("train/clips_per_s", rate, iteration)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
+            logger.debug("it %d loss %.4f lr %.3g %.2f clips/s", iteration, last_loss, lr, rate)
+            sums.clear()
+            n_logged = 0
+            steps_since_log = 0
+            train_time = 0.0
+
+        do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
+            iteration == total and cfg.eval.at_end)
+        if do_val:
+            val_metrics = validate(iteration)
+            if val_metrics["improved"]:
+                state = checkpoint_state(iteration, val_metrics)
+                if info.is_main:
+                    save_checkpoint(out / "best.pt", state)
+        if iteration % rt.ckpt_interval == 0 or iteration == total:
+            metrics = {"loss": last_loss}
+            if val_metrics is not None:
+                metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
+            state = checkpoint_state(iteration, metrics)
+            if info.is_main:
+                save_checkpoint(out / "last.pt", state)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    barrier()
+    result = {
+        "iteration": iteration,
+        "loss": last_loss,
+        "best_mIoU": best_miou,
+        "val": None if val_metrics is None else {
+            k: v for k, v in val_metrics.items() if k != "improved"},
+        "skipped": skipped,
+        "output_dir": str(out),
+    }
+    return result
