@@ -58,6 +58,12 @@ def temporal_shift(x: Tensor, num_frames: int, fraction: float) -> Tensor:
     return out
 
 
+def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
+    """Make a 3x3 conv dilated, keeping the spatial size (padding = dilation)."""
+    conv.dilation = (dilation, dilation)
+    conv.padding = (dilation, dilation)
+
+
 class _ShiftMixin:
     """Residual shift: the residual branch sees the shifted input, the identity does not."""
 
@@ -74,7 +80,8 @@ class ShiftBasicBlock(_ShiftMixin, tv_resnet.BasicBlock):
     """torchvision BasicBlock with residual temporal shift and dilation support.
 
     torchvision's BasicBlock refuses dilation > 1; here both 3x3 convs get `dilation` (stride
-    stays on conv1). Parameter names and shapes are unchanged.
+    stays on conv1; `DilatedResNet` then sets conv2 of a stage's first block to the stage's
+    dilation). Parameter names and shapes are unchanged.
     """
 
     def __init__(
@@ -89,9 +96,8 @@ class ShiftBasicBlock(_ShiftMixin, tv_resnet.BasicBlock):
         norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__(inplanes, planes, stride, downsample, groups, base_width, 1, norm_layer)
-        for conv in (self.conv1, self.conv2):
-            conv.dilation = (dilation, dilation)
-            conv.padding = (dilation, dilation)
+        _set_dilation(self.conv1, dilation)
+        _set_dilation(self.conv2, dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N*T, C, H, W) -> (N*T, C', H', W')."""
@@ -152,6 +158,9 @@ class DilatedResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4,
         )
+        if kind == "basic":  # the first block's conv2 is not the formerly strided conv
+            _set_dilation(self.layer3[0].conv2, 2)
+            _set_dilation(self.layer4[0].conv2, 4)
         self.depth = depth
         self.temporal_shift = bool(temporal_shift) and shift_fraction > 0
         self.shift_fraction = float(shift_fraction)

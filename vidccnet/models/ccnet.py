@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -62,6 +63,18 @@ class CCNet(nn.Module):
             c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend
         )
         self.aux_head = FCNHead(c3, num_classes, head_channels // 2) if aux else None
+
+    def to_channels_last(self) -> CCNet:
+        """Store the 2D conv weights channels_last (the backbone then runs channels_last).
+
+        Use this instead of `model.to(memory_format=torch.channels_last)`, which PyTorch
+        refuses for the 5-D weights of the attention's 1x1x1 Conv3d projections.
+        """
+        with torch.no_grad():
+            for mod in self.modules():
+                if isinstance(mod, nn.Conv2d):
+                    mod.weight.data = mod.weight.data.contiguous(memory_format=torch.channels_last)
+        return self
 
     def forward(self, clip: Tensor) -> Tensor | dict[str, Tensor]:
         """clip: normalised (B, 3, T, H, W).

@@ -1,0 +1,164 @@
+"""CCNet models: registry, shapes, temporal causality, state-dict interchange, channels_last."""
+
+import pytest
+import torch
+
+from vidccnet.models import create_model, list_models
+
+K = 5
+SMALL = dict(head_channels=64, attention_backend="reference")
+
+
+def build(name="ccnet3d_resnet18", **kw):
+    torch.manual_seed(0)
+    return create_model(name, K, **{**SMALL, **kw})
+
+
+def test_registry_names_and_errors():
+    names = list_models()
+    for d in (18, 50, 101):
+        assert f"ccnet3d_resnet{d}" in names and f"ccnet2d_resnet{d}" in names
+    with pytest.raises(ValueError, match="did you mean 'ccnet3d_resnet50'"):
+        create_model("ccnet3d_resnet5O", K)
+    with pytest.raises(TypeError, match="'recurence'.*did you mean 'recurrence'"):
+        create_model("ccnet3d_resnet18", K, recurence=1)
+    with pytest.raises(ValueError, match="shift_stages"):
+        create_model("ccnet3d_resnet18", K, shift_stages=(0, 5))
+
+
+def test_defaults_from_name():
+    with torch.device("meta"):
+        m3 = create_model("ccnet3d_resnet50", K)
+        m2 = create_model("ccnet2d_resnet50", K)
+    assert m3.backbone.temporal_shift and m3.head.cca.temporal and m3.head.cca.recurrence == 2
+    assert not m2.backbone.temporal_shift and not m2.head.cca.temporal
+    assert m3.head.conva[0].in_channels == 2048 and m3.head.conva[0].out_channels == 512
+    assert m3.head.bottleneck[0].in_channels == 2048 + 512
+    assert m3.aux_head.conv[0].in_channels == 1024 and m3.aux_head.conv[0].out_channels == 256
+    assert m3.head.cca.cca.query.out_channels == 512 // 8
+    assert m3.backbone.layer1[0].shift_fraction == 0.125
+    assert all(b.shift_fraction == 0 for b in m2.backbone.layer1)
+
+
+@pytest.mark.parametrize(
+    "name,B,T,R",
+    [
+        ("ccnet3d_resnet18", 1, 1, 0),
+        ("ccnet3d_resnet18", 2, 2, 1),
+        ("ccnet2d_resnet18", 1, 5, 2),
+        ("ccnet3d_resnet18", 1, 5, 3),
+        ("ccnet2d_resnet18", 2, 1, 3),
+    ],
+)
+def test_shapes(name, B, T, R):
+    m = build(name, recurrence=R)
+    torch.nn.init.constant_(m.head.cca.cca.gamma, 0.5)
+    x = torch.randn(B, 3, T, 33, 47)
+    out = m.train()(x)
+    assert set(out) == {"out", "aux", "features"}
+    assert out["out"].shape == out["aux"].shape == (B, K, T, 33, 47)
+    assert out["features"].shape == (B, 64, T, 5, 6)  # output stride 8: ceil(33/8), ceil(47/8)
+    with torch.no_grad():
+        y = m.eval()(x)
+    assert y.shape == (B, K, T, 33, 47) and torch.isfinite(y).all()
+
+
+def test_odd_size_and_no_aux():
+    m = build(aux=False).eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 2, 97, 129)).shape == (1, K, 2, 97, 129)
+    out = m.train()(torch.randn(1, 3, 1, 33, 47))
+    assert set(out) == {"out", "features"}
+
+
+def test_backbone_dilation_resnet18():
+    m = build()
+    b = m.backbone
+    assert b.layer3[0].conv1.stride == (1, 1) and b.layer3[0].conv1.dilation == (1, 1)
+    assert b.layer3[0].downsample[0].stride == (1, 1)
+    assert b.layer3[1].conv1.dilation == b.layer3[0].conv2.dilation == (2, 2)
+    assert b.layer4[0].conv1.dilation == (2, 2) and b.layer4[1].conv2.dilation == (4, 4)
+    assert b.layer4[1].conv2.padding == (4, 4)
+    c3, c4 = b(torch.randn(1, 3, 2, 64, 80))
+    assert c3.shape == (2, 256, 8, 10) and c4.shape == (2, 512, 8, 10)
+
+
+def _perturb_frame(x, t):
+    y = x.clone()
+    y[:, :, t] = torch.randn_like(y[:, :, t])
+    return y
+
+
+@torch.no_grad()
+def test_ccnet2d_frames_are_independent():
+    m = build("ccnet2d_resnet18", recurrence=2).eval()
+    torch.nn.init.constant_(m.head.cca.cca.gamma, 1.0)
+    x = torch.randn(1, 3, 3, 33, 47)
+    a, b = m(x), m(_perturb_frame(x, 1))
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 2], b[:, :, 2])
+    assert not torch.allclose(a[:, :, 1], b[:, :, 1])
+
+
+@pytest.mark.parametrize(
+    "shift,att", [(True, True), (True, False), (False, True)], ids=["both", "shift", "attention"]
+)
+@torch.no_grad()
+def test_ccnet3d_mixes_frames(shift, att):
+    m = build("ccnet3d_resnet18", temporal_shift=shift, temporal_attention=att).eval()
+    torch.nn.init.constant_(m.head.cca.cca.gamma, 1.0)
+    x = torch.randn(1, 3, 3, 33, 47)
+    a, b = m(x), m(_perturb_frame(x, 1))
+    for t in (0, 2):
+        assert (a[:, :, t] - b[:, :, t]).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_no_temporal_path_means_independent_frames():
+    m = build("ccnet3d_resnet18", temporal_shift=False).eval()  # gamma 0: attention is identity
+    x = torch.randn(1, 3, 2, 33, 47)
+    a, b = m(x), m(_perturb_frame(x, 1))
+    assert torch.equal(a[:, :, 0], b[:, :, 0])
+
+
+@pytest.mark.parametrize("depth", [18, 50, 101])
+def test_state_dicts_interchangeable(depth):
+    with torch.device("meta"):
+        s2 = create_model(f"ccnet2d_resnet{depth}", K).state_dict()
+        s3 = create_model(f"ccnet3d_resnet{depth}", K, recurrence=3).state_dict()
+    assert list(s2) == list(s3)
+    assert all(s2[k].shape == s3[k].shape for k in s2)
+
+
+def test_state_dict_loads_both_ways():
+    m2, m3 = build("ccnet2d_resnet18"), build("ccnet3d_resnet18")
+    torch.nn.init.constant_(m2.head.cca.cca.gamma, 0.7)
+    m3.load_state_dict(m2.state_dict(), strict=True)
+    assert m3.head.cca.cca.gamma.item() == pytest.approx(0.7)
+    m2.load_state_dict(m3.state_dict(), strict=True)
+
+
+@torch.no_grad()
+def test_channels_last_matches():
+    m = build().eval()
+    torch.nn.init.constant_(m.head.cca.cca.gamma, 0.5)
+    x = torch.randn(1, 3, 2, 33, 47)
+    ref = m(x)
+    m = m.to_channels_last()
+    assert m.backbone.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_train_backward_reaches_attention():
+    m = build(recurrence=2)
+    torch.nn.init.constant_(m.head.cca.cca.gamma, 0.1)
+    out = m.train()(torch.randn(1, 3, 2, 33, 47))
+    loss = out["out"].square().mean() + out["aux"].square().mean() + out["features"].mean()
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert m.head.cca.cca.query.weight.grad.abs().sum() > 0
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
+        build()(torch.randn(1, 3, 33, 47))
