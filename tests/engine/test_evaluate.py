@@ -281,6 +281,7 @@ def test_long_video_streams_with_bounded_memory():
         ({"crop_size": 8}, False),  # 24 x 32 frames in overlapping 8 x 8 tiles
         ({"crop_size": (16, 12), "flip": True, "scales": (1.0, 0.5)}, False),
         ({"amp": True}, False),
+        ({"amp": "bf16"}, False),
     ],
 )
 def test_tta_paths_keep_an_equivariant_prediction(kwargs, mute):
@@ -329,6 +330,8 @@ def test_clear_errors():
         Evaluator(num_classes=k, clip_len=2).run(RedChannelModel(k), [])
     with pytest.raises(ValueError, match="scales"):
         Evaluator(num_classes=k, clip_len=2, scales=(0.0,))
+    with pytest.raises(ValueError, match="amp"):
+        Evaluator(num_classes=k, clip_len=2, amp="fp8")
     with pytest.raises(ValueError, match="crop_size"):
         Evaluator(num_classes=k, clip_len=2, crop_size=(4, 0))
 
@@ -394,3 +397,66 @@ def test_table_and_json_handle_nan(tmp_path):
     assert "n/a" in table and "50.00" in table and "10.00" in table
     with pytest.raises(ValueError, match="class names"):
         format_table(results, ["a"])
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _rank_main(rank, world, store, videos, k, queue):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        r = Evaluator(num_classes=k, clip_len=3, vc_windows=(2,)).run(RedChannelModel(k), videos)
+        queue.put((rank, r))
+    finally:
+        dist.destroy_process_group()
+
+
+def _mixed_videos(seed, k, count=3):
+    rng = np.random.default_rng(seed)
+    videos = []
+    for v in range(count):
+        gt = np.cumsum(rng.random((6 + v, 5, 5)) < 0.2, axis=0) % k
+        pred = np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, k, gt.shape))
+        videos.append(encoded_video(pred, gt, f"v{v}", consecutive=v != 1))
+    return videos
+
+
+def test_two_ranks_shard_videos_and_reduce_to_the_local_figures(tmp_path):
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs torch.distributed and fork")
+    k = 3
+    videos = _mixed_videos(6, k)
+    local = Evaluator(num_classes=k, clip_len=3, vc_windows=(2,)).run(RedChannelModel(k), videos)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_rank_main, args=(r, 2, tmp_path / "store", videos, k, queue))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = dict(queue.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    for r in results.values():
+        assert r["frames"] == local["frames"] and r["videos"] == 3
+        assert r["consecutive_videos"] == 2
+        for key in ("mIoU", "fwIoU", "pixel_acc", "mVC_2", "flicker"):
+            assert r[key] == pytest.approx(local[key], rel=1e-12), key
+        np.testing.assert_allclose(r["IoU"], local["IoU"], rtol=1e-12)
+
+
+def test_distributed_true_without_group_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="process group"):
+        Evaluator(num_classes=3, clip_len=2).run(RedChannelModel(3), _mixed_videos(0, 3), True)

@@ -147,6 +147,21 @@ def plan_clips(
     return plans
 
 
+def _amp_mode(amp: bool | str) -> str:
+    if isinstance(amp, bool):
+        return "auto" if amp else "none"
+    aliases = {
+        "none": "none",
+        "bf16": "bf16",
+        "bfloat16": "bf16",
+        "fp16": "fp16",
+        "float16": "fp16",
+    }
+    if amp not in aliases:
+        raise ValueError(f"amp must be a bool or one of 'none', 'bf16', 'fp16'; got {amp!r}")
+    return aliases[amp]
+
+
 def _tile_starts(size: int, tile: int) -> list[int]:
     """Starts of overlapping tiles of length ``tile`` covering [0, size) (stride 2/3 tile)."""
     if size <= tile:
@@ -170,7 +185,8 @@ class Evaluator:
         crop_size: int or (h, w); (scaled) frames larger than this are processed in overlapping
             tiles. None: whole frames.
         device: where the model runs; None: the device of the model's first parameter.
-        amp: autocast (float16 on CUDA, bfloat16 on CPU) for the forward passes.
+        amp: autocast for the forward passes: "bf16", "fp16", "none", or True (fp16 on CUDA,
+            bf16 on CPU) / False.
         ignore_index: label value of unlabelled pixels.
         vc_windows: the n of the mVC_n figures.
         batch_size: clips per forward pass.
@@ -186,7 +202,7 @@ class Evaluator:
         flip: bool = False,
         crop_size: int | Sequence[int] | None = None,
         device: str | torch.device | None = None,
-        amp: bool = False,
+        amp: bool | str = False,
         ignore_index: int = 255,
         vc_windows: Sequence[int] = (8, 16),
         batch_size: int = 1,
@@ -217,7 +233,7 @@ class Evaluator:
         self.flip = bool(flip)
         self.crop_size: tuple[int, int] | None = crop_size  # type: ignore[assignment]
         self.device = torch.device(device) if device is not None else None
-        self.amp = bool(amp)
+        self.amp = _amp_mode(amp)
         self.ignore_index = int(ignore_index)
         self.vc_windows = tuple(int(n) for n in vc_windows)
         self.batch_size = int(batch_size)
@@ -234,8 +250,11 @@ class Evaluator:
 
     def _forward(self, model: nn.Module, clip: torch.Tensor) -> torch.Tensor:
         """clip (B, 3, T, h, w) -> logits (B, K, T, h, w) float32."""
-        if self.amp:
-            dtype = torch.float16 if clip.device.type == "cuda" else torch.bfloat16
+        if self.amp != "none":
+            if self.amp == "auto":
+                dtype = torch.float16 if clip.device.type == "cuda" else torch.bfloat16
+            else:
+                dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
             ctx = torch.autocast(device_type=clip.device.type, dtype=dtype)
         else:
             ctx = nullcontext()
@@ -357,8 +376,16 @@ class Evaluator:
 
     # ------------------------------------------------------------------ evaluation
 
-    def run(self, model: nn.Module, videos: Sequence[EvalVideo]) -> dict:
-        """Evaluate ``model`` on ``videos``; under DDP each rank takes ``videos[rank::world]``.
+    def run(
+        self, model: nn.Module, videos: Sequence[EvalVideo], distributed: bool | None = None
+    ) -> dict:
+        """Evaluate ``model`` on ``videos``.
+
+        With ``distributed`` True (default None: whenever a ``torch.distributed`` process group
+        is initialised) each rank evaluates ``videos[rank::world]`` and the figures are reduced
+        over the ranks: every rank must then call ``run`` with the same videos, passing the
+        plain module (not the DDP wrapper, whose forward synchronises buffers). False evaluates
+        all videos locally with no collective call.
 
         Returns:
             dict with ``mIoU``, ``IoU`` (K floats, NaN for classes absent from prediction and
@@ -370,8 +397,15 @@ class Evaluator:
         """
         if not videos:
             raise ValueError("Evaluator.run got no videos; check the dataset root and split")
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized()
         rank, world = 0, 1
-        if dist.is_available() and dist.is_initialized():
+        if distributed:
+            if not (dist.is_available() and dist.is_initialized()):
+                raise RuntimeError(
+                    "Evaluator.run(distributed=True) needs an initialised torch.distributed "
+                    "process group; call init_process_group first or pass distributed=False"
+                )
             rank, world = dist.get_rank(), dist.get_world_size()
         mine = list(videos)[rank::world]
         device = self._device_for(model)
@@ -417,16 +451,17 @@ class Evaluator:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
 
-        cm.all_reduce()
-        for vc in vcs.values():
-            vc.all_reduce()
-        flicker.all_reduce()
         counters = torch.tensor(
             [frames, consecutive, len(mine), self.stats["forward_passes"]], dtype=torch.float64
         )
-        counters = all_reduce_sum(counters)
-        # wall time: the slowest rank decides
-        seconds = float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64), op="max"))
+        if distributed:
+            cm.all_reduce()
+            for vc in vcs.values():
+                vc.all_reduce()
+            flicker.all_reduce()
+            counters = all_reduce_sum(counters)
+            # wall time: the slowest rank decides
+            seconds = float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64), "max"))
         frames, consecutive, n_videos, passes = (int(round(v)) for v in counters.tolist())
 
         results = cm.compute()

@@ -43,6 +43,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+IGNORE_COLOUR = (255, 255, 255)  # colour of ignore_index pixels in the strip plots
+
 
 def to_jsonable(obj: Any) -> Any:
     """Plain JSON types: NaN/inf -> None, numpy/torch values -> Python, Paths -> str."""
@@ -98,7 +100,8 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     rows.append(("pixel accuracy", _pct(results.get("pixel_acc"))))
     if "mAcc" in results:
         rows.append(("mAcc", _pct(results["mAcc"])))
-    for key in sorted(k for k in results if k.startswith("mVC_")):
+    vc_keys = [k for k in results if k.startswith("mVC_")]
+    for key in sorted(vc_keys, key=lambda k: int(k[4:]) if k[4:].isdigit() else 0):
         rows.append((key, _pct(results[key])))
     if "flicker" in results:
         rows.append(("flicker", _pct(results["flicker"])))
@@ -164,13 +167,13 @@ def colorize(
     palette: Sequence[Sequence[int]],
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """(H, W) class map -> (H, W, 3) uint8 RGB; ``ignore_index`` and unknown values are black."""
+    """(H, W) class map -> (H, W, 3) uint8 RGB; ``ignore_index`` is white, unknown values black."""
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
     mask = np.asarray(mask).astype(np.int64)
     lut = np.zeros((max(len(palette), ignore_index + 1, int(mask.max(initial=0)) + 1), 3), np.uint8)
     lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    lut[ignore_index] = 0
+    lut[ignore_index] = IGNORE_COLOUR
     return lut[np.clip(mask, 0, len(lut) - 1)]
 
 
@@ -263,10 +266,9 @@ def plot_video_strip(
                 ax.set_ylabel(label, fontsize=8)
             if r == 0 and frame_ids is not None:
                 ax.set_title(f"frame {frame_ids[c]}", fontsize=8)
-    present = sorted(
-        {int(v) for m in (*gts, *preds) for v in np.unique(m) if int(v) != ignore_index}
-    )
-    if present:
+    values = {int(v) for m in (*gts, *preds) for v in np.unique(m)}
+    present = sorted(v for v in values if v != ignore_index)
+    if present or ignore_index in values:
         from matplotlib.patches import Patch
 
         names = list(class_names) if class_names is not None else None
@@ -277,6 +279,9 @@ def plot_video_strip(
             )
             for v in present[:24]
         ]
+        if ignore_index in values:
+            colour = tuple(ch / 255.0 for ch in IGNORE_COLOUR)
+            handles.append(Patch(facecolor=colour, edgecolor="black", label="ignore"))
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
