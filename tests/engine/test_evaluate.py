@@ -460,3 +460,12 @@ def test_two_ranks_shard_videos_and_reduce_to_the_local_figures(tmp_path):
 def test_distributed_true_without_group_is_a_clear_error():
     with pytest.raises(RuntimeError, match="process group"):
         Evaluator(num_classes=3, clip_len=2).run(RedChannelModel(3), _mixed_videos(0, 3), True)
+
+
+def test_normalisation_matches_the_data_package():
+    transforms = pytest.importorskip("vidccnet.data.transforms")
+    frames = np.random.default_rng(7).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    torch.testing.assert_close(clip_tensor(frames), transforms.to_clip_tensor(frames))
+    x = frames.astype(np.float64) / 255.0
+    ref = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(clip_tensor(frames).numpy(), ref.transpose(3, 0, 1, 2), atol=1e-5)

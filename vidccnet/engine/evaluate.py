@@ -58,28 +58,34 @@ from torch import nn
 from vidccnet.data.base import EvalVideo
 from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency, all_reduce_sum
 
-try:  # the data package's normalisation, when present, so training and evaluation agree
-    from vidccnet.data.transforms import to_clip_tensor as _to_clip_tensor
-except ImportError:  # the data area has not landed: same ImageNet normalisation, locally
-    _to_clip_tensor = None
+try:  # the data package's constants, when present, so training and evaluation agree
+    from vidccnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+except ImportError:  # same values as vidccnet.data.transforms
+    IMAGENET_MEAN = (0.485, 0.456, 0.406)
+    IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["ClipPlan", "Evaluator", "plan_clips"]
+__all__ = ["ClipPlan", "Evaluator", "clip_tensor", "normalise_clips", "plan_clips"]
 
 logger = logging.getLogger(__name__)
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+def normalise_clips(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, T, H, W, 3) -> float32 (B, 3, T, H, W), ImageNet mean/std, on its device.
+
+    The same arithmetic as ``vidccnet.data.transforms.to_clip_tensor`` (x / 255, minus mean,
+    divided by std), batched and on the frames' device so only uint8 crosses to the GPU.
+    """
+    if frames.dim() != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (B, T, H, W, 3), got {tuple(frames.shape)}")
+    x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, 3, T, H, W)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
 
 
 def clip_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) uint8 RGB -> (3, T, H, W) float32 normalised with ImageNet mean/std."""
-    if _to_clip_tensor is not None:
-        return _to_clip_tensor(frames)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)  # (T, H, W, 3)
-    mean = torch.tensor(_IMAGENET_MEAN, dtype=torch.float32)
-    std = torch.tensor(_IMAGENET_STD, dtype=torch.float32)
-    x = (x - mean) / std
-    return x.permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
+    """(T, H, W, 3) uint8 RGB -> (3, T, H, W) float32 normalised (as the evaluator feeds it)."""
+    return normalise_clips(torch.from_numpy(np.ascontiguousarray(frames))[None])[0]
 
 
 @dataclass(frozen=True)
@@ -356,9 +362,9 @@ class Evaluator:
                         )
                     cache[idx] = frame
             max_cached = max(max_cached, len(cache))
-            clip = torch.stack(
-                [clip_tensor(np.stack([cache[i] for i in p.indices])) for p in batch]
-            ).to(device)  # (B, 3, T, H, W)
+            frames_u8 = np.stack([np.stack([cache[i] for i in p.indices]) for p in batch])
+            clip = normalise_clips(torch.from_numpy(frames_u8).to(device))  # (B, 3, T, H, W)
+            del frames_u8
             bsel = torch.tensor([b for b, p in enumerate(batch) for _ in p.targets], device=device)
             tsel = torch.tensor([pos for p in batch for _, pos in p.targets], device=device)
             preds = self._predict(model, clip, (bsel, tsel))  # (N, H, W)
