@@ -410,6 +410,8 @@ class VideoSegmenter:
         from vidccnet.data.transforms import to_clip_tensor
 
         frame = np.ascontiguousarray(frame)
+        if not frame.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on those
+            frame = frame.copy()
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(
                 f"frames must be uint8 (H, W, 3) RGB, got {frame.dtype} {tuple(frame.shape)}"

@@ -1,0 +1,296 @@
+"""End-to-end tests of scripts/segment_video.py on videos written here with PyAV.
+
+A tiny randomly initialised ccnet3d_resnet18 checkpoint (head_channels=16) is built with the real
+create_model and the checkpoint format of DESIGN.md. Most runs call the script's ``main`` in
+process (fast); one runs it as a subprocess to check the exit code and the absence of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "segment_video.py"
+NAMES = ["sky", "road", "car", "person"]
+PALETTE = [(70, 130, 180), (128, 64, 128), (0, 0, 142), (220, 20, 60)]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("segment_video_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    cfg = Config(
+        model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
+        data=DataConfig(clip_len=2, class_names=NAMES, palette=PALETTE),
+    )
+    model = create_model("ccnet3d_resnet18", len(NAMES), head_channels=16)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
+                "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
+    return path
+
+
+def write_video(path, n, height, width, codec="libx264", fps=12, pix="yuv420p"):
+    rng = np.random.default_rng(n)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, pix
+        for _ in range(n):
+            rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def run(script, capsys, *argv):
+    rc = script.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def listing(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def check_pngs(out, indices, size):
+    for i in indices:
+        with Image.open(out / f"{i:06d}.png") as im:
+            assert im.mode == "P" and im.size == (size[1], size[0])
+            assert im.getpalette()[:12] == [v for c in PALETTE for v in c]
+            assert np.asarray(im).max() < len(NAMES)
+
+
+# ----------------------------------------------------------------------------- success paths
+def test_h264_with_overlay(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 3, 46, 68, fps=12)
+    out, ov = tmp_path / "masks", tmp_path / "overlay.mp4"
+    rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--overlay", ov)
+    assert rc == 0, err
+    assert listing(out) == [f"{i:06d}.png" for i in range(3)] + ["summary.json"]
+    check_pngs(out, range(3), (46, 68))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames"] == 3 and s["frames_lost"] == 0 and s["fps"] == 12.0
+    assert s["size"] == [46, 68] and s["class_names"] == NAMES
+    assert s["clip_len"] == 2 and s["stride"] == 1 and s["checkpoint"] == str(ckpt)
+    assert abs(sum(s["class_pixel_share"].values()) - 1.0) < 1e-9
+    masks = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(3)])
+    share = np.bincount(masks.ravel(), minlength=4) / masks.size
+    assert np.allclose([s["class_pixel_share"][n] for n in NAMES], share)
+    flicker = np.mean([(masks[i] != masks[i - 1]).mean() for i in range(1, 3)])
+    assert abs(s["flicker_rate"] - flicker) < 1e-9
+    assert s["seconds"] > 0 and s["model"] == "ccnet3d_resnet18"
+    with av.open(str(ov)) as c:
+        st = c.streams.video[0]
+        assert st.codec_context.name in ("h264", "mpeg4") and float(st.average_rate) == 12.0
+        assert sum(1 for _ in c.decode(st)) == 3
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4", "masks", "overlay.mp4"]  # no temp left
+
+
+def test_mjpeg_odd_size_npz_decord(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.avi", 3, 45, 67, codec="mjpeg", pix="yuvj444p")
+    out = tmp_path / "masks"
+    for backend in ("av", "decord"):
+        rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--format",
+                      "npz", "--clip-len", "3", "--stride", "3", "--backend", backend,
+                      "--overwrite", "--quiet")
+        assert rc == 0, err
+        assert listing(out) == ["000000.npz", "000001.npz", "000002.npz", "summary.json"]
+        for i in range(3):
+            with np.load(out / f"{i:06d}.npz") as z:
+                assert z["mask"].shape == (45, 67) and z["mask"].dtype == np.uint8
+        assert json.loads((out / "summary.json").read_text())["inference_size"] == [48, 64]
+
+
+def test_single_frame_mpeg4(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "one.mp4", 1, 24, 32, codec="mpeg4", fps=10)
+    out = tmp_path / "masks"
+    rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--quiet")
+    assert rc == 0, err
+    check_pngs(out, [0], (24, 32))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames"] == 1 and s["flicker_rate"] == 0.0 and s["fps"] == 10.0
+
+
+def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, capsys,
+                                                     monkeypatch):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
+            frames / f"f_{i}.png")
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    monkeypatch.setenv("VIDCCNET_CHECKPOINT", str(ckpt))
+    rc, err = run(script, capsys, frames, "--out", out, "--start", "1", "--end", "3")
+    assert rc == 2 and "--overwrite" in err and listing(out) == ["stale.txt"]
+    rc, err = run(script, capsys, frames, "--out", out, "--start", "1", "--end", "3",
+                  "--overwrite")
+    assert rc == 0, err
+    assert listing(out) == ["000001.png", "000002.png", "summary.json"]
+    check_pngs(out, [1, 2], (30, 40))
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["start"], s["end"], s["frames"], s["fps"]) == (1, 3, 2, 30.0)
+    assert s["checkpoint"] == str(ckpt)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "masks"]
+
+
+def test_truncated_video_keeps_decoded_frames_or_fails_strict(script, ckpt, tmp_path, capsys):
+    full = write_video(tmp_path / "full.mkv", 10, 32, 32)
+    data = full.read_bytes()
+    video = tmp_path / "cut.mkv"
+    video.write_bytes(data[: int(len(data) * 0.6)])
+    full.unlink()
+    out = tmp_path / "masks"
+    rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--strict")
+    assert rc == 2 and "truncated" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["cut.mkv"]
+    rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--clip-len", "4",
+                  "--stride", "4", "--quiet")
+    assert rc == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert 0 < s["frames"] < 10 and s["frames_lost"] == 10 - s["frames"]
+    assert len(listing(out)) == s["frames"] + 1
+    assert f"{s['frames_lost']} frame(s) could not be decoded" in err
+
+
+def test_keyboard_interrupt_leaves_nothing(script, ckpt, tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "in.mp4", 4, 32, 32)
+    calls = []
+
+    def interrupting_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    original = script.save_mask
+    monkeypatch.setattr(script, "save_mask", interrupting_save)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "new" / "masks", "--checkpoint",
+                  ckpt, "--overlay", tmp_path / "ov.mp4", "--clip-len", "1", "--quiet")
+    assert rc == 130 and "interrupted" in err and len(calls) == 2
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # no masks, no new/, no overlay, no temp
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def audio_only(path):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for _ in range(3):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                            layout="mono")
+            fr.sample_rate = 16000
+            for pkt in s.encode(fr):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def make_bad(kind, tmp_path, ckpt):
+    """-> (input, extra args, words expected in the message)."""
+    video = tmp_path / "in.mp4"
+    if kind == "missing":
+        return tmp_path / "nope.mp4", [], "not found"
+    if kind == "not_a_video":
+        video.write_text("hello, I am text\n" * 50)
+        return video, [], "not a video"
+    if kind == "empty":
+        video.write_bytes(b"")
+        return video, [], "empty"
+    if kind == "cut_mp4":  # moov atom lost: nothing decodable
+        write_video(tmp_path / "full.mp4", 3, 32, 32)
+        data = (tmp_path / "full.mp4").read_bytes()
+        (tmp_path / "full.mp4").unlink()
+        video.write_bytes(data[: len(data) // 2])
+        return video, [], "cannot read video"
+    if kind == "audio_only":
+        audio_only(tmp_path / "in.m4a")
+        return tmp_path / "in.m4a", [], "no video stream"
+    if kind == "empty_folder":
+        (tmp_path / "frames").mkdir()
+        return tmp_path / "frames", [], "no image files"
+    write_video(video, 2, 32, 32)
+    if kind == "unwritable_out":
+        (tmp_path / "afile").write_text("x")
+        return video, ["--out", tmp_path / "afile" / "masks"], "cannot write"
+    if kind == "missing_checkpoint":
+        return video, ["--checkpoint", tmp_path / "nope.pt"], "not found"
+    if kind == "corrupt_checkpoint":
+        (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+        return video, ["--checkpoint", tmp_path / "bad.pt"], "cannot be read"
+    if kind == "incompatible_checkpoint":
+        ck = torch.load(ckpt, weights_only=True)
+        ck["model"] = {k: v for k, v in list(ck["model"].items())[:-3]}
+        torch.save(ck, tmp_path / "other.pt")
+        return video, ["--checkpoint", tmp_path / "other.pt"], "do not fit"
+    if kind == "bad_start":
+        return video, ["--start", "ten"], "--start"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    "missing", "not_a_video", "empty", "cut_mp4", "audio_only", "empty_folder", "unwritable_out",
+    "missing_checkpoint", "corrupt_checkpoint", "incompatible_checkpoint", "bad_start",
+])
+def test_bad_input_exit_2_and_nothing_left(script, ckpt, tmp_path, capsys, kind):
+    inp, extra, words = make_bad(kind, tmp_path, ckpt)
+    before = sorted(os.listdir(tmp_path))
+    argv = [inp, "--checkpoint", ckpt, "--overlay", tmp_path / "ov.mp4"]
+    if "--out" not in extra:
+        argv += ["--out", tmp_path / "deep" / "masks"]
+    rc, err = run(script, capsys, *argv, *extra)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segment_video.py: error:"), err
+    assert words in lines[0], lines[0]
+    assert sorted(os.listdir(tmp_path)) == before  # no DIR, no parents, no temp, no overlay
+
+
+def test_no_checkpoint_says_how_to_get_one(script, tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "in.mp4", 1, 16, 16)
+    monkeypatch.delenv("VIDCCNET_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(script, "REPO_ROOT", tmp_path)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "masks")
+    assert rc == 2 and "scripts/demo.py" in err and "--checkpoint" in err
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_subprocess_exit_code_and_no_traceback(tmp_path):
+    """As a real process: one line on stderr, exit 2, nothing written (fails before torch loads)."""
+    video = write_video(tmp_path / "clip.mp4", 1, 16, 16)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(video), "--out", str(tmp_path / "masks"),
+         "--checkpoint", str(tmp_path / "missing.pt")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "missing.pt" in proc.stderr and "not found" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
