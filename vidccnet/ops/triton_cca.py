@@ -21,27 +21,35 @@ time          B * H * W              T       H * W       i' != i
 ============  =====================  ======  ==========  ======================
 
 The three key sets are disjoint and their union is the key set of the operator, so a position's
-softmax is split into three small attentions, one per line through it. Each program of a pass
-owns one line (and a block of its queries or keys), so it does an ``L x L`` attention with
-``tl.dot`` tiles read straight from the channel-major layout (channel stride ``N``). Line ids are
-decomposed with the last coordinate (h for rows, w for columns and time lines) fastest, so
-neighbouring programs touch neighbouring addresses: for the column and time passes, whose
-per-program accesses are strided, the 32-byte sectors are shared by programs that run together
-and are served from L2.
+softmax is split into three small attentions, one per line through it (the backward launches all
+three kinds of lines; the forward folds the time lines into the row programs, see below). Each
+program of a pass owns one line (and a block of its queries or keys), so it does an ``L x L``
+attention with ``tl.dot`` tiles read straight from the channel-major layout (channel stride ``N``).
+Line ids are decomposed with the last coordinate (h for rows, w for columns and time lines)
+fastest, so neighbouring programs touch neighbouring addresses: for the column and time passes,
+whose per-program accesses are strided, the 32-byte sectors are shared by programs that run
+together and are served from L2.
 
-Forward (6 launches, no atomics, no attention map stored):
+Forward (4 launches, no atomics, no attention map stored). The column pass runs on its own
+lines; the row pass also handles the time line of each of its queries: the time keys of query
+``(t, h, w)`` are ``(t', h, w)``, i.e. the same ``w`` in the rows ``(t', h)``, so a row program
+loops over ``t'`` with elementwise products on contiguous (coalesced) rows. That costs
+``T * (Cqk + Cv)`` CUDA-core FMAs per position, cheap for video clip lengths, and avoids a third
+launch over ``B * H * W`` tiny lines (``T`` padded to a 16-wide ``tl.dot`` tile). The rows
+``(t', h)`` are re-read by the ``T`` row programs of the same ``h``, which run close together
+(line ids are ``(b, t, h)`` with ``h`` fastest), so the re-reads mostly hit L2.
 
-1. ``_fwd_lse_kernel`` (grid ``(lines, cdiv(L, BLOCK_L))``) per pass: online max / sum-exp of the
-   scaled energies of each query over the keys of its line (``q`` and ``k`` only). The row pass
-   stores its log-sum-exp into ``lse``; the column and time passes read it and merge their own by
-   log-sum-exp, so after the third launch ``lse`` (B, T, H, W) fp32 is the exact global
-   log-sum-exp (the row pass holds the centre, so it is always finite).
-2. ``_fwd_out_kernel`` (grid ``(lines, cdiv(L, BLOCK_L), cdiv(Cv, BLOCK_V))``) per pass:
-   ``P = exp(scale * q k^T - lse)`` is already normalised by the global softmax, so each pass adds
-   ``P @ V`` of its line to the output: the row launch stores into an fp32 accumulator, the column
-   launch reads-adds-stores, the time launch reads-adds and stores the result in the input dtype.
-   For fp32 inputs the accumulator is the output itself. A position belongs to exactly one line of
-   each pass, so the writes of one launch are disjoint and the sum order is fixed (row, column,
+1. ``_fwd_lse_kernel`` (grid ``(lines, cdiv(L, BLOCK_L))``): online max / sum-exp of the scaled
+   energies of each query over its keys (``q`` and ``k`` only). The column launch stores its
+   log-sum-exp into ``lse`` (``-inf`` when ``H = 1``); the row(+time) launch merges its own into
+   it, so ``lse`` (B, T, H, W) fp32 ends as the exact global log-sum-exp (the row pass holds the
+   centre, so the merge is always finite).
+2. ``_fwd_out_kernel`` (grid ``(lines, cdiv(L, BLOCK_L), cdiv(Cv, BLOCK_V))``):
+   ``P = exp(scale * q k^T - lse)`` is already normalised by the global softmax, so each pass
+   adds ``P @ V`` of its keys to the output: the column launch stores into an fp32 accumulator,
+   the row(+time) launch reads it, adds, and stores the result in the input dtype. For fp32
+   inputs the accumulator is the output itself. A position belongs to exactly one row and one
+   column, so the writes of a launch are disjoint and the summation order is fixed (column, row,
    time): bitwise deterministic.
 
 Backward (``Delta = rowsum(dO * O)`` in torch, then 9 launches, no atomics):
@@ -56,21 +64,27 @@ Each of dq, dk, dv is chained over the three passes exactly like the forward out
 fp32, column adds, time adds and casts): one program owns the keys of its line, so every write
 is owned by one program and the result is deterministic.
 
-Memory traffic (forward, per position, ``b`` bytes per element; the floor of
-:func:`bandwidth_floor_bytes` is ``(2 Cqk + 2 Cv) b + 4``): the lse launches read q and k three
-times (``6 Cqk b``); the output launches read q, k, v once per pass (``3 (2 Cqk + Cv) b``, q and k
-again per Cv block, mostly from L2) and move the fp32 accumulator
-(``4 + 8 + 4`` bytes per channel for half inputs, then ``b`` for the final store;
-``4 + 8 + 8`` for fp32). For fp16 with Cqk = 64, Cv = 512 that is about 13 kB per position against
-a 2.3 kB floor (~18 % of the floor at best). Not measured on a GPU yet; the natural next step is to
-fuse the time pass into the row programs (a loop over T with elementwise products, coalesced
-rows) so that the output makes one fp32 round trip instead of two.
+Memory traffic (forward, per position, ``b`` bytes per element, counting each line's data once,
+i.e. assuming neighbouring programs' re-reads hit L2). Floor (:func:`bandwidth_floor_bytes`):
+``(2 Cqk + 2 Cv) b + 4``. The lse launches read q and k twice (``4 Cqk b``); the output launches
+read q, k, v twice (``2 (2 Cqk + Cv) b``) and move the accumulator: fp32 write + read
+(``8 Cv``) and the final store (``Cv b``) for half inputs; read + write of the output
+(``2 Cv b``) on top of the first store for fp32. Estimates: fp16, Cqk = 64, Cv = 512: ~8.2 kB
+against a 2.3 kB floor (~28 % of the floor at best); fp32: ~12.3 kB against 4.6 kB (~37 %). The
+fp32 round trip of the column partial is the main excess; ``cca_forward(..., fp32_partial=False)``
+stores it in the output tensor in the input dtype instead (fp16: ~6.2 kB, ~38 % of the floor, at
+the cost of one extra rounding of that partial). Not measured on a GPU yet.
+
+Extra memory of the forward: ``lse`` (4 bytes per position, an output) plus, for half inputs with
+the default ``fp32_partial=True``, an fp32 buffer of the output's shape. The backward allocates
+``Delta`` and, for half inputs, fp32 buffers of the shapes of dq, dk, dv.
 
 GPU validity: every ``tl.dot`` has M, N, K >= 16 (line blocks and Cv blocks are >= 16; the
 channel dimension is padded to a power of two >= 16 by masked loads); fp32 dots use
 ``input_precision="ieee"`` (no TF32) so fp32 results match the reference to ~1e-5; half inputs
 feed the tensor cores with fp32 accumulation (P and dS are cast to the input dtype before their
-dots, as FlashAttention does). No autotuning: block sizes come from :func:`_launch_config`.
+dots, as FlashAttention does). fp32 inputs therefore run on CUDA cores (exact but slower);
+half precision is the fast path. No autotuning: block sizes come from :func:`_launch_config`.
 
 The kernels are plain Python functions wrapped by ``triton.jit`` lazily, on first use, for the
 current value of ``TRITON_INTERPRET`` (Triton fixes interpreted-vs-compiled at decoration time),
@@ -113,8 +127,8 @@ _STORE, _ADD, _ADD_CAST = 0, 1, 2
 
 
 def _fwd_lse_kernel(
-    Q, K, LSE, scale, N, L, D1, D2, S1, S2, STRIDE, CQK,
-    EXCLUDE_CENTER: tl.constexpr, MERGE: tl.constexpr,
+    Q, K, LSE, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, T, HW,
+    EXCLUDE_CENTER: tl.constexpr, MERGE: tl.constexpr, FUSE_TIME: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, CQK_PAD: tl.constexpr,
 ):  # fmt: skip
     # Line id -> (b, base position); the last coordinate of the line id runs fastest.
@@ -150,19 +164,34 @@ def _fwd_lse_kernel(
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         l_i = l_i * tl.exp(m_i - m_ref) + tl.sum(tl.exp(s - m_ref[:, None]), 1)
         m_i = m_new
+    if FUSE_TIME:
+        # Row program (line = (b, t, h)): also the time line of each query, keys (t', h, w) for
+        # t' != t, as elementwise products with the rows (t', h) (contiguous loads).
+        t_q = rest % D1
+        qf = q.to(tl.float32)
+        for tp in range(0, T):
+            keep = mask_q & (tp != t_q)
+            kk = tl.load(k_base + (pos_q + (tp - t_q) * HW)[:, None] + ch[None, :],
+                         mask=keep[:, None] & mask_c[None, :], other=0.0)  # (BQ, CQK_PAD)
+            s1 = tl.where(keep, tl.sum(qf * kk.to(tl.float32), 1) * scale, float("-inf"))
+            m_new = tl.maximum(m_i, s1)
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_i = l_i * tl.exp(m_i - m_ref) + tl.exp(s1 - m_ref)
+            m_i = m_new
     # l_i >= 1 whenever a key was valid (the max term is exp(0)); otherwise m_i = -inf.
     lse = m_i + tl.log(tl.maximum(l_i, 1.0))
     lse_ptr = LSE + b * N + pos_q
     if MERGE:
-        prev = tl.load(lse_ptr, mask=mask_q, other=0.0)  # finite: the row pass holds the centre
+        # The merging pass is the row pass, which holds the centre: lse is finite, so is mx.
+        prev = tl.load(lse_ptr, mask=mask_q, other=0.0)  # may be -inf (e.g. H = 1)
         mx = tl.maximum(prev, lse)
         lse = mx + tl.log(tl.exp(prev - mx) + tl.exp(lse - mx))
     tl.store(lse_ptr, lse, mask=mask_q)
 
 
 def _fwd_out_kernel(
-    Q, K, V, LSE, ACC, OUT, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV,
-    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr,
+    Q, K, V, LSE, ACC, OUT, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV, T, HW,
+    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr, FUSE_TIME: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     line = tl.program_id(0).to(tl.int64)
@@ -199,14 +228,28 @@ def _fwd_out_kernel(
         vt = tl.load(v_base + pos_k[:, None] + chv[None, :],
                      mask=mask_k[:, None] & mask_v[None, :], other=0.0)  # (BK, BV)
         acc += tl.dot(p.to(vt.dtype), vt, input_precision="ieee")
+    if FUSE_TIME:
+        # Time line of each query of the row, elementwise (see _fwd_lse_kernel).
+        t_q = rest % D1
+        qf = q.to(tl.float32)
+        for tp in range(0, T):
+            keep = mask_q & (tp != t_q)
+            pos_t = pos_q + (tp - t_q) * HW
+            kk = tl.load(k_base + pos_t[:, None] + ch[None, :],
+                         mask=keep[:, None] & mask_c[None, :], other=0.0)  # (BQ, CQK_PAD)
+            s1 = tl.sum(qf * kk.to(tl.float32), 1) * scale
+            p1 = tl.exp(tl.where(keep, s1 - lse, float("-inf")))  # (BQ,)
+            vv = tl.load(v_base + pos_t[:, None] + chv[None, :],
+                         mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BQ, BV)
+            acc += p1[:, None] * vv.to(tl.float32)
     o_off = b * CV * N + pos_q[:, None] + chv[None, :]
     o_mask = mask_q[:, None] & mask_v[None, :]
     if MODE == 0:
-        tl.store(ACC + o_off, acc, mask=o_mask)
+        tl.store(ACC + o_off, acc.to(ACC.dtype.element_ty), mask=o_mask)
     else:
-        acc += tl.load(ACC + o_off, mask=o_mask, other=0.0)
+        acc += tl.load(ACC + o_off, mask=o_mask, other=0.0).to(tl.float32)
         if MODE == 1:
-            tl.store(ACC + o_off, acc, mask=o_mask)
+            tl.store(ACC + o_off, acc.to(ACC.dtype.element_ty), mask=o_mask)
         else:
             tl.store(OUT + o_off, acc.to(OUT.dtype.element_ty), mask=o_mask)
 
@@ -514,13 +557,18 @@ def _common_args(q: Tensor, v: Tensor) -> tuple[int, int, int, int]:
     return T * H * W, cqk, v.shape[1], cqk_pad
 
 
-def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, *,
+                fp32_partial: bool = True) -> tuple[Tensor, Tensor]:
     """Criss-cross attention forward with the Triton kernels.
 
     Args:
         q, k: (B, Cqk, T, H, W), Cqk <= 256. v: (B, Cv, T, H, W). One dtype (float32, float16 or
             bfloat16), one device (CUDA, or CPU under ``TRITON_INTERPRET=1``).
         scale: multiplies the dot products before the softmax.
+        fp32_partial: for float16 / bfloat16 inputs, keep the column pass's partial output in an
+            fp32 scratch buffer (exact fp32 accumulation, ``4 * Cv`` extra bytes per position).
+            False stores it in the output tensor in the input dtype: no scratch and ~25 % less
+            forward traffic, at the price of one extra rounding of that partial.
 
     Returns:
         out: (B, Cv, T, H, W) in the input dtype; lse: (B, T, H, W) float32 log-sum-exp of the
@@ -535,25 +583,30 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
 
     lse = torch.empty((B, T, H, W), device=q.device, dtype=torch.float32)  # (B, T, H, W)
     out = torch.empty_like(v)  # (B, Cv, T, H, W)
-    acc = out if out.dtype == torch.float32 else torch.empty(v.shape, device=v.device,
-                                                             dtype=torch.float32)
-    passes = _passes(T, H, W)
-    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate(passes):
+    if out.numel() == 0:  # B, T, H or W is 0 (channels are checked to be >= 1)
+        return out, lse
+    if out.dtype == torch.float32 or not fp32_partial:
+        acc = out
+    else:
+        acc = torch.empty(v.shape, device=v.device, dtype=torch.float32)
+    # Column pass first, then the row pass with the time lines fused in (see module docstring).
+    col, row = _passes(T, H, W)[1], _passes(T, H, W)[0]
+    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
         block_l, _, num_warps = _launch_config(L, cqk_pad, cv)
         grid = (B * D1 * D2, triton.cdiv(L, block_l))
         kern["_fwd_lse_kernel"][grid](
-            q, k, lse, scale, N, L, D1, D2, S1, S2, stride, cqk,
-            EXCLUDE_CENTER=excl, MERGE=i > 0, BLOCK_Q=block_l, BLOCK_K=block_l,
-            CQK_PAD=cqk_pad, num_warps=num_warps,
+            q, k, lse, scale, N, L, D1, D2, S1, S2, stride, cqk, T, H * W,
+            EXCLUDE_CENTER=excl, MERGE=i == 1, FUSE_TIME=i == 1, BLOCK_Q=block_l,
+            BLOCK_K=block_l, CQK_PAD=cqk_pad, num_warps=num_warps,
         )
-    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate(passes):
+    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
         block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv)
         grid = (B * D1 * D2, triton.cdiv(L, block_l), triton.cdiv(cv, block_v))
-        mode = _STORE if i == 0 else (_ADD_CAST if i == len(passes) - 1 else _ADD)
         kern["_fwd_out_kernel"][grid](
-            q, k, v, lse, acc, out, scale, N, L, D1, D2, S1, S2, stride, cqk, cv,
-            EXCLUDE_CENTER=excl, MODE=mode, BLOCK_Q=block_l, BLOCK_K=block_l,
-            CQK_PAD=cqk_pad, BLOCK_V=block_v, num_warps=num_warps,
+            q, k, v, lse, acc, out, scale, N, L, D1, D2, S1, S2, stride, cqk, cv, T, H * W,
+            EXCLUDE_CENTER=excl, MODE=_STORE if i == 0 else _ADD_CAST, FUSE_TIME=i == 1,
+            BLOCK_Q=block_l, BLOCK_K=block_l, CQK_PAD=cqk_pad, BLOCK_V=block_v,
+            num_warps=num_warps,
         )
     return out, lse
 
@@ -588,6 +641,8 @@ def cca_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad
     # Delta = rowsum(dO * O) per position, fp32.
     delta = (grad_out.float() * out.float()).sum(1).contiguous()  # (B, T, H, W)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if dv.numel() == 0:
+        return dq, dk, dv
     if q.dtype == torch.float32:
         dq_acc, dk_acc, dv_acc = dq, dk, dv
     else:
