@@ -51,7 +51,8 @@ _SPLIT_OFFSET = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 class SyntheticVideo:
     """One rendered video. frames uint8 (L, H, W, 3); labels uint8 (L, H, W);
     corrupted bool (L,) frames with a dropout; corruption_mask bool (L, H, W) the affected
-    pixels; ambiguous bool (L, H, W) crate/beacon pixels on frames where no beacon flashes."""
+    pixels; ambiguous bool (L, H, W) pixels whose class one frame cannot tell: crates, and
+    beacons on their non-flash frames."""
 
     frames: np.ndarray
     labels: np.ndarray
@@ -166,14 +167,14 @@ class SyntheticVideoWorld:
             labels[mask] = c
             owner[mask] = k
 
-        # ambiguous crate/beacon pixels: frames where no beacon flashes
+        # ambiguous in a single frame: crates, and beacons on their non-flash frames
         ambiguous = np.zeros((L, H, W), bool)
-        beacon_flash = np.zeros(L, bool)
-        for c, _r, _cy, _cx, _col, phase, _tp in objs:
-            if c == 6:
-                beacon_flash |= ((np.arange(L) + phase) % self.blink_period) == 0
-        crate_or_beacon = (labels == 5) | (labels == 6)
-        ambiguous[~beacon_flash] = crate_or_beacon[~beacon_flash]
+        for k, (c, _r, _cy, _cx, _col, phase, _tp) in enumerate(objs):
+            if c == 5:
+                ambiguous |= owner == k
+            elif c == 6:
+                dark = ((np.arange(L) + phase) % self.blink_period) != 0
+                ambiguous |= (owner == k) & dark[:, None, None]
 
         # dropouts: hide one object (background texture) or cover it with heavy noise
         corrupted = np.zeros(L, bool)

@@ -163,6 +163,7 @@ class PyAVReader(VideoReader):
         """Demux (no decoding) to list frame timestamps and keyframes, in display order."""
         file_size = p.stat().st_size
         entries: list[tuple[int, bool]] = []
+        corrupt: list[bool] = []
         count = 0
         try:
             for pkt in self._container.demux(self._stream):
@@ -172,9 +173,13 @@ class PyAVReader(VideoReader):
                     continue  # partial packet at the end of a truncated file
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
                 entries.append((count if ts is None else int(ts), bool(pkt.is_keyframe)))
+                corrupt.append(bool(pkt.is_corrupt))
                 count += 1
         except self._av.FFmpegError as e:
             logger.warning("%s: demuxing stopped after %d packets (%s)", self.path, count, e)
+        while corrupt and corrupt[-1]:  # short read at the end of a truncated file
+            corrupt.pop()
+            entries.pop()
         entries.sort()
         self._pts = [e[0] for e in entries]
         self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
@@ -293,7 +298,7 @@ class DecordReader(VideoReader):
         if len(self._vr) == 0:
             raise VideoReadError(path, "no decodable video frames")
         self.fps = float(self._vr.get_avg_fps() or 30.0)
-        self.rotation = _probe_rotation(self.path)
+        self.rotation = _probe_rotation(self.path)  # decord applies it itself
         first = self._read(0)
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
@@ -305,7 +310,7 @@ class DecordReader(VideoReader):
             arr = self._vr[index].asnumpy()
         except Exception as e:
             raise VideoReadError(self.path, f"frame {index} cannot be decoded ({e})") from e
-        return _rotate(arr, self.rotation)
+        return arr
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         n = len(self)
@@ -316,8 +321,6 @@ class DecordReader(VideoReader):
             arr = self._vr.get_batch(idx).asnumpy()  # (n, H, W, 3)
         except Exception as e:
             raise VideoReadError(self.path, f"frames {idx} cannot be decoded ({e})") from e
-        if self.rotation:
-            arr = np.stack([_rotate(a, self.rotation) for a in arr])
         return arr
 
     def close(self) -> None:

@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Extract CamVid context frames from the original 30 fps sequences.
+
+For every labelled SegNet frame `<seq>_<index>` the script searches the frames `index - W ...
+index + W` of the sequence video for the one that matches the labelled image best (mean absolute
+difference at 1/4 resolution, after resizing the video frame to the labelled size; the names are
+off by about one frame for some sequences), then writes the frames a clip needs around the match
+to `OUT/frames/<seq>/<index:06d>.png` at the labelled frame's size, and a JSON report of the
+matches to `OUT/frames/matches.json` (read by `vidccnet.data.camvid.CamVid`).
+
+    python scripts/prepare_camvid.py --segnet data/CamVid \
+        --videos raw/01TP_extract.avi raw/0005VD.MXF raw/0006R0.MXF raw/0016E5.MXF
+
+A video's sequence is recognised from its file name (01TP / 0001TP, 0005VD / Seq05VD, 0006R0,
+0016E5) or given explicitly as SEQ=PATH. Videos may also be folders of frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidccnet.data.camvid import SPLITS, context_frame_path, parse_camvid_name  # noqa: E402
+from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
+
+logger = logging.getLogger("prepare_camvid")
+
+SEQUENCE_ALIASES = {"01TP": "0001TP", "0001TP": "0001TP", "0005VD": "Seq05VD",
+                    "SEQ05VD": "Seq05VD", "05VD": "Seq05VD", "0006R0": "0006R0",
+                    "0016E5": "0016E5"}
+
+
+class PrepareError(Exception):
+    """An expected failure reported as one line on stderr."""
+
+
+def sequence_of_video(path: str) -> tuple[str, Path]:
+    """'SEQ=PATH' -> (SEQ, PATH); 'raw/01TP_extract.avi' -> ('0001TP', path)."""
+    if "=" in path:
+        seq, p = path.split("=", 1)
+        return seq, Path(p)
+    p = Path(path)
+    stem = p.stem.upper()
+    for key in sorted(SEQUENCE_ALIASES, key=len, reverse=True):
+        if stem.startswith(key) or stem.split("_")[0] == key:
+            return SEQUENCE_ALIASES[key], p
+    raise PrepareError(f"cannot tell the CamVid sequence of video '{path}': name it "
+                       f"SEQ=PATH (known sequences: {sorted(set(SEQUENCE_ALIASES.values()))})")
+
+
+def _small(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (H/4, W/4, 3) by 4x4 block means."""
+    h, w = img.shape[0] // 4 * 4, img.shape[1] // 4 * 4
+    x = img[:h, :w].astype(np.float32)
+    return x.reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (H, W, 3) to (h, w) with an area filter (no-op when equal)."""
+    if img.shape[:2] == tuple(size):
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BOX))
+
+
+class FrameSource:
+    """Frames of one sequence video resized to the labelled size, with a small LRU cache."""
+
+    def __init__(self, path: Path, size: tuple[int, int], backend: str, cache: int = 96) -> None:
+        self.reader = open_video(path, backend=backend)
+        self.size = size
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cap = cache
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        img = _resize(self.reader[i], self.size)
+        self._cache[i] = img
+        if len(self._cache) > self._cap:
+            self._cache.popitem(last=False)
+        return img
+
+
+def match_frame(image: np.ndarray, source: FrameSource, guess: int, window: int) -> dict:
+    """Best matching frame index of `image` among guess-window .. guess+window."""
+    target = _small(image)
+    lo, hi = max(guess - window, 0), min(guess + window, len(source) - 1)
+    if lo > hi:
+        raise PrepareError(f"frame index {guess} is beyond the video's {len(source)} frames")
+    scores = {j: float(np.abs(_small(source[j]) - target).mean()) for j in range(lo, hi + 1)}
+    ranked = sorted(scores, key=scores.get)
+    best = ranked[0]
+    runner = scores[ranked[1]] if len(ranked) > 1 else float("nan")
+    return {"index": best, "mad": round(scores[best], 3), "runner_up_mad": round(runner, 3)}
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    from PIL import Image
+
+    segnet = Path(args.segnet)
+    out = Path(args.out) if args.out else segnet
+    images: dict[str, list[Path]] = defaultdict(list)
+    for split in SPLITS["trainval"] + ("test",):
+        d = segnet / split
+        if not d.is_dir():
+            raise PrepareError(f"'{d}' not found: --segnet must be the SegNet CamVid folder")
+        for f in sorted(d.glob("*.png")):
+            seq, _ = parse_camvid_name(f.stem)
+            images[seq].append(f)
+    if not images:
+        raise PrepareError(f"no labelled frames (*.png) under '{segnet}'/{{train,val,test}}")
+    videos = dict(sequence_of_video(v) for v in args.videos)
+    offsets = [o * args.frame_stride for o in range(-args.context_before, args.context_after + 1)]
+    report: dict = {"params": {"window": args.window, "offsets": offsets, "segnet": str(segnet)},
+                    "matches": {}, "sequences": {}, "missing_videos": {}}
+    for seq, files in sorted(images.items()):
+        if seq not in videos:
+            report["missing_videos"][seq] = len(files)
+            logger.warning("no video for sequence %s (%d labelled frames): skipped", seq,
+                           len(files))
+            continue
+        files = sorted(files, key=lambda f: parse_camvid_name(f.stem)[1])
+        first = np.asarray(Image.open(files[0]).convert("RGB"))
+        src = FrameSource(videos[seq], first.shape[:2], args.backend)
+        hist: dict[int, int] = defaultdict(int)
+        written = 0
+        for f in files:
+            _, guess = parse_camvid_name(f.stem)
+            image = np.asarray(Image.open(f).convert("RGB"))
+            if image.shape[:2] != src.size:
+                src = FrameSource(videos[seq], image.shape[:2], args.backend)
+            m = match_frame(image, src, guess, args.window)
+            m.update(seq=seq, name_index=guess, offset=m["index"] - guess)
+            report["matches"][f.stem] = m
+            hist[m["offset"]] += 1
+            for o in offsets:
+                j = m["index"] + o
+                p = context_frame_path(out, seq, j)
+                if 0 <= j < len(src) and (args.overwrite or not p.is_file()):
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(src[j]).save(p)
+                    written += 1
+        report["sequences"][seq] = {
+            "video": str(videos[seq]), "frames": len(src), "labelled": len(files),
+            "frames_written": written, "offsets": {str(k): v for k, v in sorted(hist.items())}}
+        logger.info("%s: %d labelled frames matched, offsets %s, %d frames written", seq,
+                    len(files), dict(sorted(hist.items())), written)
+    path = Path(args.report) if args.report else out / "frames" / "matches.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--segnet", required=True,
+                    help="SegNet CamVid folder (train/, trainannot/, ...)")
+    ap.add_argument("--videos", nargs="+", required=True,
+                    help="original sequence videos (or frame folders), optionally SEQ=PATH")
+    ap.add_argument("--out", default=None, help="dataset root receiving frames/ (default --segnet)")
+    ap.add_argument("--window", type=int, default=5, help="search +-W frames around the name")
+    ap.add_argument("--context-before", type=int, default=4, help="frames before the match")
+    ap.add_argument("--context-after", type=int, default=2, help="frames after the match")
+    ap.add_argument("--frame-stride", type=int, default=1, help="stride between context frames")
+    ap.add_argument("--backend", default="av", choices=["av", "decord"])
+    ap.add_argument("--report", default=None, help="report path (default OUT/frames/matches.json)")
+    ap.add_argument("--overwrite", action="store_true", help="rewrite existing frames")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        prepare(args)
+    except (PrepareError, VideoReadError, ValueError, OSError) as e:
+        print(f"prepare_camvid: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""CamVid: name parsing, label remap, context frames, stretch, and prepare_camvid matching."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidccnet.data import build_eval_videos
+from vidccnet.data.camvid import CamVid, parse_camvid_name, remap_camvid_label
+from vidccnet.data.synthetic import SyntheticVideoWorld
+from vidccnet.data.transforms import from_clip_tensor
+from vidccnet.data.video import write_video
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_camvid.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prepare_camvid", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("0001TP_006690", ("0001TP", 6690)), ("0006R0_f00930", ("0006R0", 930)),
+    ("Seq05VD_f00000", ("Seq05VD", 0)), ("0016E5_00390", ("0016E5", 390)),
+    ("0016E5_07959.png", ("0016E5", 7959)),
+])
+def test_parse_names(name, expected):
+    assert parse_camvid_name(name) == expected
+
+
+def test_parse_bad_name():
+    with pytest.raises(ValueError, match="sequence"):
+        parse_camvid_name("frame.png")
+
+
+def test_label_remap():
+    lab = np.array([[0, 5, 10, 11, 12, 255]], np.uint8)
+    np.testing.assert_array_equal(remap_camvid_label(lab), [[0, 5, 10, 255, 255, 255]])
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+@pytest.fixture(scope="module")
+def camvid_raw(tmp_path_factory):
+    """SegNet-like root + 2x-resolution sequence videos. 0016E5 names are one frame early
+    (deliberate off-by-one); 0006R0 names are exact."""
+    tmp = tmp_path_factory.mktemp("camvid")
+    root, raw = tmp / "CamVid", tmp / "raw"
+    world = SyntheticVideoWorld(seed=7, height=48, width=64)
+    seqs = {"0016E5": (world.render(0, 30), -1, "{:05d}", "mp4"),
+            "0006R0": (world.render(1, 30), 0, "f{:05d}", "avi")}
+    truth = {}
+    for seq, (v, shift, fmt, ext) in seqs.items():
+        big = v.frames.repeat(2, axis=1).repeat(2, axis=2)  # the "960x720" original
+        raw.mkdir(exist_ok=True)
+        write_video(raw / f"{seq}.{ext}", big, fps=30,
+                    codec="libx264" if ext == "mp4" else "mjpeg")
+        for split, true_idx in (("train", 10), ("train", 20), ("test", 15)):
+            name = f"{seq}_{fmt.format(true_idx + shift)}"
+            _save(root / split / f"{name}.png", v.frames[true_idx])
+            _save(root / f"{split}annot" / f"{name}.png", v.labels[true_idx])
+            truth[name] = (seq, true_idx)
+    (root / "val").mkdir()
+    (root / "valannot").mkdir()
+    return root, raw, world, seqs, truth
+
+
+def test_prepare_camvid_finds_offsets_and_extracts_frames(camvid_raw, tmp_path):
+    root, raw, world, seqs, truth = camvid_raw
+    mod = _load_script()
+    out = tmp_path / "out"
+    rc = mod.main(["--segnet", str(root), "--out", str(out), "--videos", str(raw / "0016E5.mp4"),
+                   f"0006R0={raw / '0006R0.avi'}", "--window", "3", "--context-before", "2",
+                   "--context-after", "1"])
+    assert rc == 0
+    report = json.loads((out / "frames" / "matches.json").read_text())
+    for name, (seq, idx) in truth.items():
+        m = report["matches"][name]
+        assert m["seq"] == seq and m["index"] == idx, (name, m)
+        assert m["offset"] == (1 if seq == "0016E5" else 0)
+        assert m["mad"] < m["runner_up_mad"]
+    assert report["sequences"]["0016E5"]["offsets"] == {"1": 3}
+    # extracted frames: labelled size, right content, the clip's range only
+    v = seqs["0016E5"][0]
+    for j in (8, 9, 10, 11):
+        img = np.asarray(Image.open(out / "frames" / "0016E5" / f"{j:06d}.png"))
+        assert img.shape == (48, 64, 3)
+        d = [mad(img, v.frames[k]) for k in range(30)]
+        assert int(np.argmin(d)) == j
+    assert not (out / "frames" / "0016E5" / "000007.png").exists()
+
+    # the dataset reads the matches and builds clips from the extracted frames
+    for sub in ("train", "trainannot", "test", "testannot", "val", "valannot"):
+        (out / sub).symlink_to(root / sub)
+    ds = CamVid(out, "train", clip_len=3, augment=False)
+    assert len(ds) == 4 and ds.num_classes == 11
+    names = [n for n, _, _ in ds.items]
+    k = names.index("0016E5_00009")  # true index 10
+    item = ds[k]
+    frames = from_clip_tensor(item["clip"])  # (T, H, W, 3)
+    for t, j in enumerate((8, 9, 10)):
+        d = [mad(frames[t], v.frames[kk]) for kk in range(30)]
+        assert int(np.argmin(d)) == j
+    labels = item["labels"].numpy()
+    assert (labels[:2] == 255).all()
+    np.testing.assert_array_equal(labels[2], v.labels[10])
+
+    videos = build_eval_videos("camvid", "test", root=out, clip_len=3, augment=True)
+    assert len(videos) == 2 and not any(e.consecutive for e in videos)
+    ev = [e for e in videos if e.name.startswith("0016E5")][0]
+    assert ev.num_frames == 3 and list(ev.labelled) == [2]
+    assert int(np.argmin([mad(ev.load_frame(0), v.frames[kk]) for kk in range(30)])) == 13
+
+
+def test_missing_context_falls_back_to_the_labelled_frame(camvid_raw, caplog):
+    root, *_ = camvid_raw
+    ds = CamVid(root, "test", clip_len=4, anchor="centre", augment=True, crop_size=(32, 32))
+    with caplog.at_level(logging.WARNING):
+        item = ds[0]
+        ds[1]
+    assert sum("context frames missing" in r.message for r in caplog.records) == 1
+    assert item["clip"].shape == (3, 4, 32, 32)
+    frames = item["clip"]
+    for t in range(4):  # every frame repeats the labelled one (same augmentation)
+        assert np.array_equal(frames[:, t].numpy(), frames[:, 0].numpy())
+    assert (item["labels"][[0, 1, 3]] == 255).all()
+
+
+def test_val_stretch_is_one_consecutive_video(tmp_path):
+    rng = np.random.default_rng(0)
+    seq_frames = {i: rng.integers(0, 255, (12, 16, 3), np.uint8) for i in range(7955, 7966)}
+    for i in (7959, 7961, 7963):
+        _save(tmp_path / "val" / f"0016E5_{i:05d}.png", seq_frames[i])
+        _save(tmp_path / "valannot" / f"0016E5_{i:05d}.png", np.full((12, 16), i % 11, np.uint8))
+    _save(tmp_path / "val" / "0001TP_006690.png", seq_frames[7955])
+    _save(tmp_path / "valannot" / "0001TP_006690.png", np.zeros((12, 16), np.uint8))
+    videos = CamVid(tmp_path, "val", clip_len=3).eval_videos()  # no frames/: labelled only
+    stretch = [v for v in videos if v.consecutive]
+    assert len(videos) == 2 and len(stretch) == 1
+    assert stretch[0].num_frames == 3 and list(stretch[0].labelled) == [0, 1, 2]
+    for i in range(7955, 7966):
+        _save(tmp_path / "frames" / "0016E5" / f"{i:06d}.png", seq_frames[i])
+    (s,) = [v for v in CamVid(tmp_path, "val", clip_len=3).eval_videos() if v.consecutive]
+    assert s.num_frames == 7 and list(s.labelled) == [2, 4, 6]  # 7957..7963
+    np.testing.assert_array_equal(s.load_frame(0), seq_frames[7957])
+    np.testing.assert_array_equal(s.load_frame(3), seq_frames[7960])
+    np.testing.assert_array_equal(s.load_label(4), np.full((12, 16), 7961 % 11))
+    isolated = CamVid(tmp_path, "val", clip_len=3).eval_videos(stretch=False)
+    assert len(isolated) == 4 and not any(v.consecutive for v in isolated)
+
+
+def test_prepare_camvid_cli_errors(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--segnet", str(tmp_path / "none"),
+                        "--videos", "x.avi"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "none" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,241 @@
+"""Video readers on generated files: codecs, odd sizes, one frame, rotation, bad files."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidccnet.data.video import (
+    FrameFolderReader,
+    PyAVReader,
+    VideoReadError,
+    frame_sort_key,
+    open_video,
+    write_video,
+)
+
+
+def make_frames(n: int, h: int, w: int) -> np.ndarray:
+    """Frames that differ a lot from one another: a moving bar over a changing level."""
+    rng = np.random.default_rng(n * 1000 + h)
+    base = rng.integers(40, 200, (1, h // 8 + 1, w // 8 + 1, 3)).repeat(8, 1).repeat(8, 2)
+    frames = np.repeat(base[:, :h, :w], n, axis=0).astype(np.int32)
+    for i in range(n):
+        frames[i] += (i * 37) % 60
+        x = (i * 13) % max(w - 12, 1)
+        frames[i, :, x:x + 12] = 255
+    return frames.clip(0, 255).astype(np.uint8)
+
+
+def nearest_source(frame: np.ndarray, src: np.ndarray) -> int:
+    """Index of the source frame closest (mean abs diff, float64) to `frame`."""
+    d = np.abs(src.astype(np.float64) - frame.astype(np.float64)[None]).mean(axis=(1, 2, 3))
+    return int(np.argmin(d))
+
+
+CODECS = [("libx264", "mp4"), ("mpeg4", "mp4"), ("mjpeg", "avi"), ("libvpx-vp9", "webm")]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    src = make_frames(24, 198, 334)  # odd-looking size, not a multiple of 16
+    out = {}
+    for codec, ext in CODECS:
+        if codec not in av.codecs_available:
+            continue
+        p = d / f"v_{codec}.{ext}"
+        write_video(p, src, fps=12, codec=codec, options={"g": "6"} if codec != "mjpeg" else None)
+        out[codec] = p
+    return src, out
+
+
+@pytest.mark.parametrize("codec", [c for c, _ in CODECS])
+@pytest.mark.parametrize("backend", ["av", "decord"])
+def test_codecs_sequential_and_random_access(videos, codec, backend):
+    src, paths = videos
+    if codec not in paths:
+        pytest.skip(f"{codec} not available in this PyAV build")
+    if backend == "decord":
+        pytest.importorskip("decord")
+    with open_video(paths[codec], backend=backend) as r:
+        assert len(r) == len(src)
+        assert r.size == (198, 334)
+        assert r.fps == pytest.approx(12.0)
+        seq = list(r)
+        assert [nearest_source(f, src) for f in seq] == list(range(len(src)))
+        assert seq[0].dtype == np.uint8 and seq[0].shape == (198, 334, 3)
+        order = [17, 3, 3, 23, 0, 11, 12, 5, -1]
+        for i in order:
+            np.testing.assert_array_equal(r[i], seq[i])
+        batch = r.get_batch([5, 2, 5])
+        np.testing.assert_array_equal(batch[0], seq[5])
+        np.testing.assert_array_equal(batch[1], seq[2])
+
+
+def test_sequential_access_decodes_forward_without_seeking(videos, monkeypatch):
+    src, paths = videos
+    r = open_video(paths["libx264"])
+    seeks = []
+    orig = r._seek
+    monkeypatch.setattr(r, "_seek", lambda i: (seeks.append(i), orig(i))[1])
+    for i in range(1, len(r)):
+        r[i]
+    assert seeks == []  # frame 0 was decoded at open; the rest streams forward
+    r[2]  # backwards: one seek to the keyframe at or before frame 2
+    r[3]
+    r[4]
+    assert seeks == [2]
+    r.close()
+
+
+def test_out_of_range(videos):
+    _, paths = videos
+    with open_video(paths["libx264"]) as r, pytest.raises(IndexError):
+        r[len(r)]
+
+
+def test_single_frame_video(tmp_path):
+    src = make_frames(1, 48, 64)
+    p = tmp_path / "one.mp4"
+    write_video(p, src, fps=25)
+    for backend in ("av", "decord"):
+        with open_video(p, backend=backend) as r:
+            assert len(r) == 1
+            assert np.abs(r[0].astype(int) - src[0]).mean() < 8
+            assert r.read_all(strict=True).shape == (1, 48, 64, 3)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_tag_is_applied(tmp_path, rotation):
+    src = make_frames(3, 32, 64)
+    p = tmp_path / f"rot{rotation}.mp4"
+    write_video(p, src, fps=10, rotation=rotation)
+    expected = np.rot90(src[1], k=rotation // 90)  # counter-clockwise display rotation
+    for backend in ("av", "decord"):
+        with open_video(p, backend=backend) as r:
+            assert r.size == expected.shape[:2]
+            err = np.abs(r[1].astype(int) - expected).mean()
+            assert err < 8
+            for k in range(4):  # every other orientation is much further away
+                other = np.rot90(src[1], k=k)
+                if k != rotation // 90 and other.shape == expected.shape:
+                    assert np.abs(r[1].astype(int) - other).mean() > 3 * err
+
+
+def test_frame_folder_sorted_by_number(tmp_path):
+    src = make_frames(12, 40, 56)
+    for i, f in enumerate(src):  # names whose lexical order differs from numeric order
+        Image.fromarray(f).save(tmp_path / f"frame_{i}.png")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    r = open_video(tmp_path, fps=15)
+    assert isinstance(r, FrameFolderReader)
+    assert len(r) == 12 and r.fps == 15 and r.size == (40, 56)
+    np.testing.assert_array_equal(np.stack(list(r)), src)
+    np.testing.assert_array_equal(r[10], src[10])
+    assert sorted(["a10.png", "a9.png", "a100.png"], key=frame_sort_key) == [
+        "a9.png", "a10.png", "a100.png"]
+
+
+def test_frame_folder_errors(tmp_path):
+    with pytest.raises(VideoReadError, match="no image files"):
+        open_video(tmp_path)
+    Image.fromarray(make_frames(1, 20, 20)[0]).save(tmp_path / "0.png")
+    Image.fromarray(make_frames(1, 24, 20)[0]).save(tmp_path / "1.png")
+    (tmp_path / "2.png").write_bytes(b"garbage")
+    r = open_video(tmp_path)
+    with pytest.raises(VideoReadError, match="size"):
+        r[1]
+    with pytest.raises(VideoReadError, match=r"frame 2 \('2.png'\) is unreadable"):
+        r[2]
+
+
+# -- bad files -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["av", "decord"])
+def test_missing_empty_and_not_a_video(tmp_path, backend):
+    with pytest.raises(VideoReadError, match="not found") as e:
+        open_video(tmp_path / "nope.mp4", backend=backend)
+    assert "nope.mp4" in str(e.value)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoReadError, match="empty"):
+        open_video(empty, backend=backend)
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoReadError, match="text.mp4"):
+        open_video(text, backend=backend)
+
+
+def test_audio_only(tmp_path):
+    p = tmp_path / "audio.wav"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for pkt in s.encode(frame):
+            c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with pytest.raises(VideoReadError, match=r"no video stream \(only audio\)"):
+        open_video(p)
+
+
+def _packets(path):
+    with av.open(str(path)) as c:
+        return [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+
+
+def test_truncated_file_yields_decodable_frames(tmp_path):
+    src = make_frames(12, 48, 64)
+    p = tmp_path / "full.avi"
+    write_video(p, src, fps=10, codec="mjpeg")
+    pk = _packets(p)
+    cut = pk[5][0] + pk[5][1] // 2  # in the middle of frame 5
+    t = tmp_path / "trunc.avi"
+    t.write_bytes(p.read_bytes()[:cut])
+    r = open_video(t)
+    assert len(r) == 5 and r.frames_lost == 7
+    frames = r.read_all()
+    assert [nearest_source(f, src) for f in frames] == [0, 1, 2, 3, 4]
+    with pytest.raises(VideoReadError, match="7 of the 12 frames") as e:
+        r.read_all(strict=True)
+    assert "trunc.avi" in str(e.value) and "truncated" in str(e.value)
+    # a file cut inside its first frame has nothing to decode
+    (tmp_path / "stub.avi").write_bytes(p.read_bytes()[: pk[0][0] + 10])
+    with pytest.raises(VideoReadError, match="stub.avi"):
+        open_video(tmp_path / "stub.avi")
+
+
+def test_truncated_mp4_without_index(tmp_path):
+    p = tmp_path / "full.mp4"
+    write_video(p, make_frames(10, 48, 64), fps=10)
+    t = tmp_path / "cut.mp4"
+    t.write_bytes(p.read_bytes()[: p.stat().st_size // 2])  # moov atom (at the end) is lost
+    with pytest.raises(VideoReadError, match="cut.mp4.*(truncated|not a video)"):
+        open_video(t)
+
+
+@pytest.mark.parametrize("codec,ext", [("mjpeg", "avi"), ("libx264", "mp4")])
+def test_corrupt_frame_in_the_middle(tmp_path, codec, ext):
+    src = make_frames(12, 64, 96)
+    p = tmp_path / f"bad.{ext}"
+    write_video(p, src, fps=10, codec=codec, options={"g": "12"} if codec != "mjpeg" else None)
+    pos, size = _packets(p)[6]
+    data = bytearray(p.read_bytes())
+    data[pos:pos + size] = np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes()
+    p.write_bytes(bytes(data))
+    r = PyAVReader(p)
+    with pytest.raises(VideoReadError, match="bad." + ext + ".*(corrupt|could not be decoded)"):
+        list(r)
+    with pytest.raises(VideoReadError, match="corrupt"):
+        r.read_all()
+
+
+def test_unknown_backend(tmp_path):
+    with pytest.raises(ValueError, match="backend"):
+        open_video(tmp_path / "x.mp4", backend="opencv")

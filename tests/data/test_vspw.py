@@ -1,0 +1,77 @@
+"""VSPW: label remap, layout errors, clips of consecutive frames, whole-video eval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidccnet.data import build_dataset, build_eval_videos, dataset_info
+from vidccnet.data.vspw import CLASS_NAMES, NUM_CLASSES, PALETTE, VSPW, remap_vspw_mask
+
+
+def test_remap_against_reference():
+    mask = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ref = np.array([255 if v == 0 or v > 124 else v - 1 for v in range(256)]).reshape(16, 16)
+    out = remap_vspw_mask(mask)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, ref)
+    assert out[0, 0] == 255 and out[15, 15] == 255 and out[0, 1] == 0 and out[7, 12] == 123
+
+
+def test_class_metadata():
+    assert len(CLASS_NAMES) == NUM_CLASSES == 124 and len(set(CLASS_NAMES)) == 124
+    assert len(set(PALETTE)) == 124
+    info = dataset_info("vspw")
+    assert info["num_classes"] == 124 and info["class_names"][0] == "wall"
+
+
+def _write_video(root, name, n, h=20, w=24, masks=True, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (n, h, w, 3), np.uint8)
+    stored = rng.integers(0, 256, (n, h, w), np.uint8)
+    d = root / "data" / name
+    (d / "origin").mkdir(parents=True)
+    (d / "mask").mkdir()
+    for t in range(n):
+        Image.fromarray(frames[t]).save(d / "origin" / f"{t * 5:08d}.png")  # lossless frames
+        if masks and t != 2:
+            Image.fromarray(stored[t], mode="L").save(d / "mask" / f"{t * 5:08d}.png")
+    return frames, stored
+
+
+def test_clips_and_eval_videos(tmp_path):
+    f1, m1 = _write_video(tmp_path, "v1", 5, seed=1)
+    f2, m2 = _write_video(tmp_path, "v2", 3, seed=2)
+    (tmp_path / "val.txt").write_text("v1\nv2\n")
+    ds = build_dataset("vspw", "val", root=tmp_path, clip_len=3, frame_stride=2)
+    assert len(ds) == 8 and ds.num_classes == 124
+    item = ds[4]  # v1, anchor 4 -> frames 0, 2, 4
+    expect = np.stack([f1[0], f1[2], f1[4]]).astype(np.float64) / 255
+    got = item["clip"].numpy().transpose(1, 2, 3, 0) * np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(got + np.array([0.485, 0.456, 0.406]), expect, atol=1e-5)
+    labels = item["labels"].numpy()
+    np.testing.assert_array_equal(labels[0], remap_vspw_mask(m1[0]))
+    assert (labels[1] == 255).all()  # frame 2 has no mask file
+    item = ds[5]  # v2 anchor 0: padding by repetition
+    np.testing.assert_array_equal(item["labels"][0].numpy(), remap_vspw_mask(m2[0]))
+    np.testing.assert_array_equal(item["labels"][2].numpy(), remap_vspw_mask(m2[0]))
+    videos = build_eval_videos("vspw", "val", root=tmp_path, clip_len=3, augment=True)
+    assert [v.name for v in videos] == ["v1", "v2"] and all(v.consecutive for v in videos)
+    assert videos[0].num_frames == 5 and list(videos[0].labelled) == [0, 1, 3, 4]
+    np.testing.assert_array_equal(videos[0].load_frame(3), f1[3])
+    np.testing.assert_array_equal(videos[1].load_label(1), remap_vspw_mask(m2[1]))
+    aug = VSPW(tmp_path, "val", clip_len=2, augment=True, crop_size=16)
+    assert aug[(1, 3)]["clip"].shape == (3, 2, 16, 16)
+
+
+def test_layout_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.txt"):
+        VSPW(tmp_path, "train")
+    (tmp_path / "train.txt").write_text("missing_video\n")
+    with pytest.raises(FileNotFoundError, match="missing_video"):
+        VSPW(tmp_path, "train")
+    with pytest.raises(ValueError, match="root"):
+        build_dataset("vspw", "train")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        build_dataset("kitti", "train")
