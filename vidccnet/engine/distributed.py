@@ -20,6 +20,7 @@ __all__ = [
     "DistInfo",
     "all_gather_objects",
     "barrier",
+    "broadcast_buffers",
     "cleanup_distributed",
     "init_distributed",
     "is_distributed",
@@ -121,3 +122,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``module``'s buffers (BatchNorm running statistics) from rank ``src`` to all ranks.
+
+    DDP only broadcasts buffers at the start of a training forward; call this before evaluating
+    the bare module on several ranks so that every rank uses the same statistics.
+    """
+    if not is_distributed():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src)

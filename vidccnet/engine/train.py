@@ -50,6 +50,7 @@ from .distributed import (
     DistInfo,
     all_gather_objects,
     barrier,
+    broadcast_buffers,
     cleanup_distributed,
     init_distributed,
     is_distributed,
@@ -381,7 +382,10 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
     # model, optimisation
     core = build_model(cfg, num_classes).to(device)
     if info.distributed and rt.sync_bn:
-        core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
+        if device.type == "cuda":
+            core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
+        else:  # PyTorch's SyncBatchNorm works with CUDA modules only
+            logger.warning("runtime.sync_bn ignored: SyncBatchNorm needs CUDA devices")
     if rt.channels_last:
         core = core.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg).to(device)
@@ -451,6 +455,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         if val_videos is None:
             val_videos = build_val_videos(cfg)
             evaluator = build_evaluator(cfg, num_classes, device)
+        broadcast_buffers(core)  # every rank evaluates with rank 0's BatchNorm statistics
         res = evaluator.run(core, val_videos)
         miou = float(res["mIoU"])
         record = {"type": "val", "iteration": step}

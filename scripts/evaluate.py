@@ -1,0 +1,103 @@
+"""Evaluate a trained checkpoint: mIoU, fwIoU, per-class IoU, mVC_8/16, flicker; eval.json + plots.
+
+    python scripts/evaluate.py --checkpoint runs/camvid_r50/best.pt --config \
+        configs/camvid_ccnet3d_r50.yaml --split test data.root=/data/camvid
+    python scripts/evaluate.py --checkpoint runs/tiny/best.pt      # data settings from the ckpt
+
+The model is rebuilt from the checkpoint (its stored config); ``--config`` and the
+``section.key=value`` overrides only set the data / evaluation settings (dataset root, split,
+clip length, test-time scales, ...). Results go to ``--output`` (default: ``eval_<split>/`` next
+to the checkpoint). Expected errors print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
+    parser.add_argument("--config", default=None,
+                        help="YAML config for data / eval settings (default: the checkpoint's)")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: eval.split)")
+    parser.add_argument("--output", default=None, help="output folder (default: eval_<split>/)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: config)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from vidccnet.engine.checkpoint import (
+        CheckpointError,
+        build_model_from_checkpoint,
+        load_checkpoint,
+    )
+    from vidccnet.engine.config import ConfigError, apply_overrides, config_to_dict, load_config
+    from vidccnet.engine.distributed import resolve_device
+    from vidccnet.engine.report import evaluate_and_report
+    from vidccnet.engine.train import build_val_videos, evaluator_kwargs
+
+    expected: tuple[type[BaseException], ...] = (
+        ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, KeyError,
+        RuntimeError,
+    )
+    try:
+        ckpt_path = Path(args.checkpoint)
+        ckpt = load_checkpoint(ckpt_path)
+        if args.config is not None:
+            cfg = load_config(args.config, args.overrides)
+        else:
+            from vidccnet.engine.config import config_from_dict
+
+            cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
+        device = resolve_device(args.device or cfg.runtime.device)
+        model, train_cfg = build_model_from_checkpoint(ckpt, device)
+        names = list(train_cfg.data.class_names or cfg.data.class_names or [])
+        palette = train_cfg.data.palette or cfg.data.palette
+        if not names:
+            from vidccnet.data import dataset_info
+
+            info = dataset_info(cfg.data.name)
+            names, palette = list(info["class_names"]), info["palette"]
+        data_names = cfg.data.class_names
+        if data_names and len(data_names) != len(names):
+            raise CheckpointError(
+                f"the checkpoint predicts {len(names)} classes but the config's dataset "
+                f"'{cfg.data.name}' has {len(data_names)}; evaluate on the dataset it was "
+                "trained for"
+            )
+        split = args.split or cfg.eval.split
+        out = Path(args.output) if args.output else ckpt_path.parent / f"eval_{split}"
+        videos = build_val_videos(cfg, split)
+        report = evaluate_and_report(
+            model, videos, out,
+            num_classes=len(names), class_names=names, palette=palette,
+            config={"eval_config": config_to_dict(dataclasses.replace(cfg)),
+                    "checkpoint": str(ckpt_path), "checkpoint_iteration": ckpt.get("iteration"),
+                    "split": split},
+            plots=not args.no_plots, stream=sys.stdout,
+            **evaluator_kwargs(cfg, device),
+        )
+    except expected as exc:
+        if args.debug:
+            raise
+        print(f"evaluate.py: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    print(json.dumps({"eval_json": str(out / "eval.json"),
+                      "mIoU": report["metrics"].get("mIoU")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Checkpoints: atomic writes, weights_only loading, clear errors, RNG capture, model rebuild."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidccnet.engine import checkpoint as ck
+from vidccnet.engine.checkpoint import (
+    CheckpointError,
+    build_model_from_checkpoint,
+    capture_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from vidccnet.engine.config import config_to_dict, load_config
+
+TINY_MODEL = ["model.name=ccnet3d_resnet18", "model.kwargs.head_channels=16",
+              "data.class_names=[a, b, c]", "data.palette=[[0, 0, 0], [9, 9, 9], [5, 5, 5]]"]
+
+
+def _state(**extra) -> dict:
+    return {"model": {"w": torch.arange(4.0)}, "config": {}, "version": 1, "iteration": 3,
+            "metrics": {"mIoU": 0.5}, **extra}
+
+
+def test_save_load_round_trip_weights_only(tmp_path: Path) -> None:
+    p = tmp_path / "sub" / "last.pt"
+    save_checkpoint(p, _state(rng=[capture_rng_state()]))
+    got = load_checkpoint(p)
+    assert torch.equal(got["model"]["w"], torch.arange(4.0)) and got["iteration"] == 3
+    # the file really is loadable by plain torch.load(weights_only=True)
+    torch.load(p, weights_only=True)
+    assert [f.name for f in p.parent.iterdir()] == ["last.pt"]  # no temp files left
+
+
+def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "last.pt"
+    save_checkpoint(p, _state())
+    before = p.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(p, _state(iteration=99))
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a torch file")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(bad)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _state())
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(truncated)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    with pytest.raises(CheckpointError, match="not a vidccnet checkpoint"):
+        load_checkpoint(plain)
+    newer = tmp_path / "newer.pt"
+    torch.save(_state(version=ck.CHECKPOINT_VERSION + 1), newer)
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(newer)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_arbitrary_pickles_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "evil.pt"
+    torch.save(_state(metrics={"x": _Evil()}), p, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(p)
+
+
+def test_rng_state_capture_restore() -> None:
+    state = capture_rng_state()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_build_model_from_checkpoint_and_mismatch(tmp_path: Path) -> None:
+    cfg = load_config(None, TINY_MODEL)
+    from vidccnet.engine.train import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, pretrained=False)
+    ckpt = {"model": model.state_dict(), "config": config_to_dict(cfg), "version": 1}
+    rebuilt, got_cfg = build_model_from_checkpoint(ckpt, "cpu")
+    assert got_cfg == cfg and not rebuilt.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[k], v)
+    # the same weights under another model's config (more head channels) -> clear error
+    other = load_config(None, [*TINY_MODEL[:1], "model.kwargs.head_channels=32", *TINY_MODEL[2:]])
+    with pytest.raises(CheckpointError, match="do not fit the model.*shape"):
+        build_model_from_checkpoint({**ckpt, "config": config_to_dict(other)}, "cpu")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model_weights(model, {k: v for k, v in ckpt["model"].items() if "head" not in k})
+    with pytest.raises(CheckpointError, match="config is invalid"):
+        build_model_from_checkpoint({**ckpt, "config": {"optim": {"lrr": 1}}}, "cpu")

@@ -1,0 +1,160 @@
+"""Config system: YAML + defaults, typed dotted overrides, did-you-mean errors, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vidccnet.engine.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_defaults_and_frozen() -> None:
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.optim.lr == 0.01 and cfg.optim.momentum == 0.9
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path: Path) -> None:
+    cfg = load_config(path)
+    d = config_to_dict(cfg)
+    assert config_from_dict(d) == cfg
+    assert load_config_from_text(config_to_yaml(cfg)) == cfg
+    # every key the file sets is taken over (no silent defaults for a present key)
+    raw = yaml.safe_load(path.read_text())
+    for section, values in raw.items():
+        for key, value in (values or {}).items():
+            got = d[section][key]
+            if isinstance(value, list):
+                value = [list(v) if isinstance(v, list) else v for v in value]
+            assert got == value, f"{section}.{key}"
+
+
+def load_config_from_text(text: str) -> Config:
+    return config_from_dict(yaml.safe_load(text))
+
+
+def test_paper_recipe_configs() -> None:
+    """The CamVid 3D recipe keeps the paper's settings."""
+    cfg = load_config(REPO / "configs/camvid_ccnet3d_r50.yaml")
+    assert cfg.model.name == "ccnet3d_resnet50" and cfg.data.clip_len == 5
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum) == ("sgd", 0.01, 0.9)
+    assert cfg.schedule.poly_power == 0.9 and cfg.loss.aux_weight == 0.4
+    assert cfg.loss.ohem and cfg.loss.cc_weight > 0
+    assert cfg.data.batch_size * cfg.optim.accum_steps == 8
+    assert load_config(REPO / "configs/camvid_ccnet2d_r50.yaml").model.name == "ccnet2d_resnet50"
+
+
+def test_typed_overrides() -> None:
+    cfg = load_config(None, [
+        "optim.lr=1e-3",  # YAML 1.1 reads this as a string; the float field converts it
+        "data.crop_size=[352, 480]",
+        "data.batch_size=4",
+        "runtime.amp=bf16",
+        "runtime.compile=true",
+        "model.pretrained_backbone=null",
+        "model.name=ccnet2d_resnet18",
+        "eval.scales=[0.75, 1, 1.25]",
+        "optim.grad_clip=5",
+        "data.kwargs.num_videos=3",
+        "data.kwargs.height=48",
+        "runtime.output_dir=runs/123",
+    ])
+    assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
+    assert cfg.data.crop_size == (352, 480)
+    assert cfg.data.batch_size == 4 and cfg.runtime.amp == "bf16" and cfg.runtime.compile is True
+    assert cfg.model.pretrained_backbone is None
+    assert cfg.eval.scales == (0.75, 1.0, 1.25)
+    assert cfg.optim.grad_clip == 5.0
+    assert cfg.data.kwargs == {"num_videos": 3, "height": 48}
+    assert cfg.runtime.output_dir == "runs/123"  # string field keeps the raw text
+
+
+def test_string_field_keeps_numeric_looking_text() -> None:
+    cfg = load_config(None, ["runtime.output_dir=0001", "data.root=1e3"])
+    assert cfg.runtime.output_dir == "0001" and cfg.data.root == "1e3"
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optim.lrr=0.1", "did you mean 'optim.lr'"),
+        ("optimm.lr=0.1", "did you mean 'optim'"),
+        ("data.batchsize=2", "did you mean 'data.batch_size'"),
+        ("optim.lr=fast", "optim.lr"),
+        ("data.batch_size=2.5", "data.batch_size"),
+        ("runtime.compile=maybe", "runtime.compile"),
+        ("data.crop_size=[1, 2, 3]", "data.crop_size"),
+        ("data.crop_size=[a, b]", "data.crop_size[0]"),
+        ("runtime.amp=fp8", "runtime.amp"),
+        ("optim.accum_steps=0", "optim.accum_steps"),
+        ("optim", "section.key=value"),
+        ("optim.lr", "section.key=value"),
+        ("optim=1", "section.key=value"),
+        ("optim.lr.x=1", "is a value"),
+        ("data.batch_size=null", "data.batch_size"),
+    ],
+)
+def test_bad_overrides(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
+def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("optim:\n  momentun: 0.9\n")
+    with pytest.raises(ConfigError, match=r"optim.momentun'; did you mean 'optim.momentum'.*bad"):
+        load_config(p)
+    p.write_text("modle:\n  name: x\n")
+    with pytest.raises(ConfigError, match="did you mean 'model'"):
+        load_config(p)
+    p.write_text("data:\n  clip_len: five\n")
+    with pytest.raises(ConfigError, match="data.clip_len"):
+        load_config(p)
+    p.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+    p.write_text("optim: {lr: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_partial_file_uses_defaults_and_overrides_win(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr: 0.02\nschedule:\n  iterations: 7\n")
+    cfg = load_config(p, ["optim.lr=0.5"])
+    assert cfg.optim.lr == 0.5 and cfg.schedule.iterations == 7
+    assert cfg.optim.momentum == Config().optim.momentum
+
+
+def test_apply_overrides_returns_new_config() -> None:
+    base = Config()
+    new = apply_overrides(base, ["schedule.iterations=5"])
+    assert base.schedule.iterations == 1000 and new.schedule.iterations == 5
+
+
+def test_round_trip_with_filled_class_names() -> None:
+    cfg = load_config(None, ["data.class_names=[a, b]", "data.palette=[[1, 2, 3], [4, 5, 6]]"])
+    assert cfg.data.palette == [(1, 2, 3), (4, 5, 6)]
+    d = config_to_dict(cfg)
+    assert d["data"]["palette"] == [[1, 2, 3], [4, 5, 6]]  # plain lists: weights_only-safe
+    assert config_from_dict(d) == cfg
