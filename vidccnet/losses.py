@@ -272,6 +272,8 @@ class SegmentationCriterion(nn.Module):
         if "out" not in outputs:
             raise KeyError(f"outputs must hold 'out'; got keys {sorted(outputs)}")
         w = self.class_weights
+        if w is not None:
+            w = w.to(outputs["out"].device)
         if w is not None and w.numel() != outputs["out"].shape[1]:
             raise ValueError(
                 f"class_weights has {w.numel()} entries but the model predicts "

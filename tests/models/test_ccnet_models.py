@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from vidccnet.losses import SegmentationCriterion
 from vidccnet.models import create_model, list_models
 
 K = 5
@@ -152,7 +153,10 @@ def test_train_backward_reaches_attention():
     m = build(recurrence=2)
     torch.nn.init.constant_(m.head.cca.cca.gamma, 0.1)
     out = m.train()(torch.randn(1, 3, 2, 33, 47))
-    loss = out["out"].square().mean() + out["aux"].square().mean() + out["features"].mean()
+    labels = torch.randint(0, K, (1, 2, 33, 47))
+    labels[:, 1] = 255  # an unlabelled frame
+    loss, parts = SegmentationCriterion(ohem=True, ohem_min_kept=200)(out, labels)
+    assert parts["ce"] > 0 and parts["aux"] > 0 and parts["cc"] > 0
     loss.backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

@@ -17,9 +17,11 @@ class CCNet(nn.Module):
     """CCNet for clips: per-frame logits, optionally mixing frames through the temporal shift
     in the backbone and the 3D criss-cross attention in the head.
 
-    `temporal_shift=False, temporal_attention=False` is the per-frame 2D CCNet: each frame's
-    logits depend on that frame alone. The switches change no parameter, so state dicts are
+    `temporal_shift=False, temporal_attention=False` is the per-frame 2D CCNet: in eval() each
+    frame's logits depend on that frame alone (in train() BatchNorm statistics are taken over
+    all B*T frames, as over any batch). The switches change no parameter, so state dicts are
     interchangeable between all settings of the same depth, head width and `aux`.
+    With the shift on, the shifted channel groups are zero at clip ends, also for T = 1.
 
     Args:
         num_classes: K.
@@ -80,7 +82,8 @@ class CCNet(nn.Module):
         """clip: normalised (B, 3, T, H, W).
 
         Returns:
-            eval(): logits (B, K, T, H, W), bilinear-upsampled to the input size.
+            eval(): logits (B, K, T, H, W), bilinear-upsampled to the input size (a
+            transposed view of (B*T, K, H, W) storage: not contiguous).
             train(): {"out": (B, K, T, H, W), "aux": (B, K, T, H, W) (when `aux`),
             "features": (B, C, T, h, w) head features at output stride 8}.
         """

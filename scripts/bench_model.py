@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Forward time and peak memory per frame: ccnet3d vs ccnet2d vs the network without attention.
+
+Configurations (same depth, same weights layout):
+  ccnet3d  temporal shift + 3D criss-cross attention (R=2)
+  ccnet2d  per-frame network, per-frame attention (R=2)
+  noatt    per-frame network without attention (ccnet2d, R=0)
+  shift    temporal shift only (ccnet3d, R=0)
+
+All configurations of a depth are built up front and their forwards interleaved (round-robin,
+`--repeats` rounds, the minimum counts), so drifting load hits them alike. Time is wall clock
+and process CPU time (the steadier figure on a shared machine; keep --threads 1 so that
+spinning threads do not count). Peak memory is the peak of bytes allocated during the forward
+above what was allocated before it: on CPU from the profiler's memory events (first round, run
+under torch.profiler with profile_memory), on CUDA from torch.cuda.max_memory_allocated.
+Ratios are against ccnet2d of the same depth and clip length in the same run.
+
+Example:
+  python scripts/bench_model.py --depths 50 18 --frames 4 8 --size 360 480 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+logger = logging.getLogger("bench_model")
+
+CONFIGS = {
+    "ccnet3d": ("ccnet3d", {}),
+    "ccnet2d": ("ccnet2d", {}),
+    "noatt": ("ccnet2d", {"recurrence": 0}),
+    "shift": ("ccnet3d", {"recurrence": 0}),
+}
+
+
+class BenchError(Exception):
+    """An expected failure: reported on one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _forward_cpu_profiled(model, x) -> tuple[int, float, float]:
+    """Run model(x) under the profiler.
+
+    Returns (peak bytes allocated above the state before the call, wall s, CPU s).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    quiet = _quiet_stderr_fd()
+    with quiet, profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        c0, w0 = time.process_time(), time.perf_counter()
+        model(x)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    # "Total Allocated" of a [memory] event counts from the start of profiling
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0), wall, cpu
+
+
+def bench_depth(depth: int, args: argparse.Namespace, device: str) -> list[dict]:
+    """All configurations of one depth, forwards interleaved (config order within a round)."""
+    import torch
+
+    from vidccnet.models import create_model
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    models = {}
+    for config in args.configs:
+        base, kw = CONFIGS[config]
+        torch.manual_seed(0)
+        m = create_model(f"{base}_resnet{depth}", args.num_classes, **kw).eval().to(dev)
+        with torch.no_grad():
+            torch.nn.init.constant_(m.head.cca.cca.gamma, 0.5)  # attention really on
+        models[config] = m
+    rows = []
+    H, W = args.size
+    with torch.inference_mode():
+        for m in models.values():
+            m(torch.randn(1, 3, 2, 64, 64, device=dev))  # warm up code paths cheaply
+        for T in args.frames:
+            x = torch.randn(1, 3, T, H, W, device=dev)
+            if args.warmup:
+                for m in models.values():
+                    m(x)
+            res = {c: {"wall": [], "cpu": [], "peak": 0} for c in models}
+            for rep in range(args.repeats):
+                for config, m in models.items():
+                    t0 = time.perf_counter()
+                    sync()
+                    if dev.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(dev)
+                        mem0 = torch.cuda.memory_allocated(dev)
+                    if dev.type == "cpu" and rep == 0:
+                        peak, wall, cpu = _forward_cpu_profiled(m, x)
+                    else:
+                        c0, w0 = time.process_time(), time.perf_counter()
+                        m(x)
+                        sync()
+                        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                        peak = torch.cuda.max_memory_allocated(dev) - mem0 if (
+                            dev.type == "cuda"
+                        ) else 0
+                    r = res[config]
+                    r["wall"].append(wall)
+                    r["cpu"].append(cpu)
+                    r["peak"] = max(r["peak"], peak)
+                    logger.info("resnet%d T=%d %s: %.1f s", depth, T, config,
+                                time.perf_counter() - t0)
+            rows += [
+                dict(depth=depth, frames=T, config=c, wall_s=min(r["wall"]),
+                     cpu_s=min(r["cpu"]), peak_bytes=r["peak"])
+                for c, r in res.items()
+            ]
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table; ratios against ccnet2d of the same depth and T."""
+    ref = {(r["depth"], r["frames"]): r for r in rows if r["config"] == "ccnet2d"}
+    lines = [
+        "| backbone | T | model | wall ms/frame | CPU ms/frame | CPU vs 2d | "
+        "peak MiB/frame | mem vs 2d |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        T = r["frames"]
+        base = ref.get((r["depth"], T))
+        cpu_ratio = f"{r['cpu_s'] / base['cpu_s']:.3f}" if base else "-"
+        mem_ratio = (
+            f"{r['peak_bytes'] / base['peak_bytes']:.3f}" if base and base["peak_bytes"] else "-"
+        )
+        lines.append(
+            f"| resnet{r['depth']} | {T} | {r['config']} | {1e3 * r['wall_s'] / T:.0f} | "
+            f"{1e3 * r['cpu_s'] / T:.0f} | {cpu_ratio} | {r['peak_bytes'] / T / 2**20:.0f} | "
+            f"{mem_ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--depths", type=int, nargs="+", default=[50, 18])
+    p.add_argument("--frames", type=int, nargs="+", default=[4, 8])
+    p.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
+    p.add_argument("--configs", nargs="+", default=["ccnet2d", "ccnet3d", "noatt"])
+    p.add_argument("--repeats", type=int, default=1, help="timed forwards (the minimum counts)")
+    p.add_argument("--warmup", action="store_true", help="one untimed full-size forward first")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: default)")
+    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda asked for but no CUDA device is available; use cpu")
+    bad = [c for c in args.configs if c not in CONFIGS]
+    if bad:
+        raise BenchError(f"unknown config {bad[0]!r}; choose from {', '.join(CONFIGS)}")
+    if any(d not in (18, 50, 101) for d in args.depths):
+        raise BenchError(f"--depths must be among 18, 50, 101, got {args.depths}")
+    if min(args.frames) < 1 or min(args.size) < 8 or args.repeats < 1:
+        raise BenchError("--frames, --repeats must be >= 1 and --size >= 8")
+    if device == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for depth in args.depths:
+        rows += bench_depth(depth, args, device)
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else (
+        f"CPU, {os.cpu_count()} cores, {args.threads or torch.get_num_threads()} thread(s)"
+    )
+    print(f"input {args.size[0]}x{args.size[1]}, batch 1, eval forward, {where}, "
+          f"torch {torch.__version__}, repeats {args.repeats}")
+    print(format_table(rows))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench_model: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
