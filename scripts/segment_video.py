@@ -318,8 +318,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         end = parse_bound(args.end, reader.fps, "end")
         if start is not None and start >= len(reader):
             raise UserError(f"--start {args.start} is beyond the video's {len(reader)} frames")
-        if start is not None and end is not None and end <= start:
-            raise UserError(f"--end {args.end} must come after --start {args.start}")
+        if end is not None and end <= (start or 0):
+            raise UserError(f"--end {args.end} must come after --start {args.start or 0}")
         segmenter = VideoSegmenter(
             ckpt_path, device=args.device, clip_len=args.clip_len, stride=args.stride,
             amp=args.amp, max_size=args.max_size, backend=args.backend,

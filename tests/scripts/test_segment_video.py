@@ -52,11 +52,13 @@ def ckpt(tmp_path_factory):
     return path
 
 
-def write_video(path, n, height, width, codec="libx264", fps=12, pix="yuv420p"):
+def write_video(path, n, height, width, codec="libx264", fps=12, pix="yuv420p", rotation=0):
     rng = np.random.default_rng(n)
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=Fraction(fps))
         s.width, s.height, s.pix_fmt = width, height, pix
+        if rotation:
+            s.set_display_rotation(rotation)  # a phone video's rotation tag
         for _ in range(n):
             rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
@@ -125,14 +127,15 @@ def test_mjpeg_odd_size_npz_decord(script, ckpt, tmp_path, capsys):
         assert json.loads((out / "summary.json").read_text())["inference_size"] == [48, 64]
 
 
-def test_single_frame_mpeg4(script, ckpt, tmp_path, capsys):
-    video = write_video(tmp_path / "one.mp4", 1, 24, 32, codec="mpeg4", fps=10)
+def test_single_frame_mpeg4_rotated(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "one.mp4", 1, 24, 32, codec="mpeg4", fps=10, rotation=90)
     out = tmp_path / "masks"
     rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--quiet")
     assert rc == 0, err
-    check_pngs(out, [0], (24, 32))
+    check_pngs(out, [0], (32, 24))  # displayed (rotated) size
     s = json.loads((out / "summary.json").read_text())
     assert s["frames"] == 1 and s["flicker_rate"] == 0.0 and s["fps"] == 10.0
+    assert s["size"] == [32, 24]
 
 
 def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, capsys,
@@ -251,12 +254,15 @@ def make_bad(kind, tmp_path, ckpt):
         return video, ["--checkpoint", tmp_path / "other.pt"], "do not fit"
     if kind == "bad_start":
         return video, ["--start", "ten"], "--start"
+    if kind == "empty_range":
+        return video, ["--end", "0s"], "must come after"
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", [
     "missing", "not_a_video", "empty", "cut_mp4", "audio_only", "empty_folder", "unwritable_out",
     "missing_checkpoint", "corrupt_checkpoint", "incompatible_checkpoint", "bad_start",
+    "empty_range",
 ])
 def test_bad_input_exit_2_and_nothing_left(script, ckpt, tmp_path, capsys, kind):
     inp, extra, words = make_bad(kind, tmp_path, ckpt)

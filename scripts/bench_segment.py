@@ -1,0 +1,177 @@
+"""Benchmark scripts/segment_video.py: frames/s and peak memory (max RSS) per model, and the
+peak memory for a short vs a long video (streaming: it should not grow with the length).
+
+    python scripts/bench_segment.py                       # the table in docs/benchmarks_segment.md
+    python scripts/bench_segment.py --models ccnet3d_resnet18 --speed-frames 8 --device cuda
+
+Checkpoints are randomly initialised (11 classes, CamVid-sized); weights do not change the cost.
+Videos are synthetic (moving shapes over a gradient, H.264). Every measurement runs the whole
+command (decode, resize, forward, upsample, argmax, PNG writing) in a fresh subprocess; max RSS
+is that process's ``ru_maxrss``. frames/s is the script's own figure (frames written / seconds
+of the segmentation loop, model loading excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT_DIR = Path(__file__).resolve().parent
+
+
+def write_video(path: Path, frames: int, height: int, width: int, fps: int = 30) -> None:
+    """A synthetic H.264 video, encoded frame by frame (never all frames in memory)."""
+    import av
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(fps), options={"crf": "23", "preset": "fast"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            img = np.stack([(xx + 3 * i) % 256, (yy + 2 * i) % 256, (xx + yy) / 4 % 256], -1)
+            cx, cy = (40 + 5 * i) % width, (60 + 3 * i) % height
+            img[max(0, cy - 30) : cy + 30, max(0, cx - 40) : cx + 40] = (200, 40, 40)
+            img += rng.normal(0, 4, img.shape).astype(np.float32)
+            rgb = np.clip(img, 0, 255).astype(np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def write_checkpoint(path: Path, model_name: str, clip_len: int) -> None:
+    import torch
+
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    names = [f"class_{i}" for i in range(11)]
+    cfg = Config(model=ModelConfig(name=model_name),
+                 data=DataConfig(clip_len=clip_len, class_names=names))
+    model = create_model(model_name, len(names))
+    torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
+                "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
+
+
+def child(argv: list[str]) -> None:
+    """Run segment_video.main(argv) here and print its summary plus this process's max RSS."""
+    sys.path.insert(0, str(SCRIPT_DIR))
+    import segment_video
+
+    t0 = time.perf_counter()
+    rc = segment_video.main(argv)
+    wall = time.perf_counter() - t0
+    out = Path(argv[argv.index("--out") + 1])
+    summary = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"rc": rc, "wall_s": wall, "max_rss_mb": rss_mb, **summary}))
+
+
+def measure(argv: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(argv)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_segment.py: run failed: {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"bench_segment.py: segment_video.py exited {result['rc']}: "
+                         f"{proc.stderr.strip()[-500:]}")
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--models", nargs="+", default=["ccnet3d_resnet18", "ccnet3d_resnet50"])
+    p.add_argument("--size", default="480x360", help="WxH of the benchmark video")
+    p.add_argument("--speed-frames", type=int, default=8, help="frames of the speed video")
+    p.add_argument("--clip-len", type=int, default=4)
+    p.add_argument("--stride", type=int, default=None, help="default: the script's ceil(T/2)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--memory-frames", type=int, nargs=2, default=[25, 250])
+    p.add_argument("--memory-model", default="ccnet3d_resnet18")
+    p.add_argument("--memory-stride", type=int, default=4)
+    p.add_argument("--memory-max-size", type=int, default=32,
+                   help="inference short side for the memory runs (keeps 250 frames quick on CPU;"
+                   " decoding, upsampling and PNGs stay at the source size)")
+    args = p.parse_args()
+    if args.child is not None:
+        child(json.loads(args.child))
+        return 0
+
+    import torch
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    common = ["--clip-len", str(args.clip_len), "--device", args.device, "--quiet"]
+    if args.stride:
+        common += ["--stride", str(args.stride)]
+    if args.amp:
+        common.append("--amp")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_segment_") as tmp_name:
+        tmp = Path(tmp_name)
+        speed_video = tmp / "speed.mp4"
+        write_video(speed_video, args.speed_frames, height, width)
+        for name in args.models:
+            ckpt = tmp / f"{name}.pt"
+            write_checkpoint(ckpt, name, args.clip_len)
+            r = measure([str(speed_video), "--out", str(tmp / f"out_{name}"), "--checkpoint",
+                         str(ckpt), *common])
+            rows.append(("speed", name, r))
+            print(f"{name}: {r['frames_per_second']:.3f} frames/s, max RSS {r['max_rss_mb']:.0f} "
+                  f"MB ({r['frames']} frames {width}x{height})", file=sys.stderr)
+        ckpt = tmp / f"{args.memory_model}.pt"
+        if not ckpt.exists():
+            write_checkpoint(ckpt, args.memory_model, args.clip_len)
+        mem = []
+        for n in args.memory_frames:
+            video = tmp / f"mem_{n}.mp4"
+            write_video(video, n, height, width)
+            r = measure([str(video), "--out", str(tmp / f"out_mem_{n}"), "--checkpoint",
+                         str(ckpt), "--max-size", str(args.memory_max_size), *common,
+                         "--stride", str(args.memory_stride)])
+            mem.append((n, r))
+            print(f"{n} frames: max RSS {r['max_rss_mb']:.0f} MB, {r['frames_per_second']:.2f} "
+                  "frames/s", file=sys.stderr)
+            video.unlink()
+
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| model | video | clip_len / stride | inference size | frames/s | max RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for _, name, r in rows:
+        print(f"| {name} (random weights) | {r['frames']} frames {width}x{height} | "
+              f"{r['clip_len']} / {r['stride']} | {r['inference_size'][1]}x"
+              f"{r['inference_size'][0]} | {r['frames_per_second']:.3f} | "
+              f"{r['max_rss_mb']:.0f} |")
+    print("\n| video length | model | clip_len / stride | inference size | max RSS (MB) "
+          "| frames/s |")
+    print("|---|---|---|---|---|---|")
+    for n, r in mem:
+        print(f"| {n} frames {width}x{height} | {args.memory_model} | {r['clip_len']} / "
+              f"{r['stride']} | {r['inference_size'][1]}x"
+              f"{r['inference_size'][0]} | {r['max_rss_mb']:.0f} | "
+              f"{r['frames_per_second']:.2f} |")
+    (n0, r0), (n1, r1) = mem
+    growth = 100 * (r1["max_rss_mb"] / r0["max_rss_mb"] - 1)
+    print(f"\nmax RSS {n1} vs {n0} frames: {growth:+.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
