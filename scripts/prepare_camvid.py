@@ -12,7 +12,10 @@ matches to `OUT/frames/matches.json` (read by `vidccnet.data.camvid.CamVid`).
         --videos raw/01TP_extract.avi raw/0005VD.MXF raw/0006R0.MXF raw/0016E5.MXF
 
 A video's sequence is recognised from its file name (01TP / 0001TP, 0005VD / Seq05VD, 0006R0,
-0016E5) or given explicitly as SEQ=PATH. Videos may also be folders of frames.
+0016E5) or given explicitly as SEQ=PATH. Videos may also be folders of frames. When a video does
+not start at frame 0 of the sequence numbering (an extract), pass `--index-offset SEQ=N`: video
+frame = name index + N (the written files and the report stay in the names' numbering).
+Matches whose difference exceeds `--max-mad` are flagged `"poor": true` in the report.
 """
 
 from __future__ import annotations
@@ -124,6 +127,13 @@ def prepare(args: argparse.Namespace) -> dict:
     if not images:
         raise PrepareError(f"no labelled frames (*.png) under '{segnet}'/{{train,val,test}}")
     videos = dict(sequence_of_video(v) for v in args.videos)
+    shifts: dict[str, int] = {}
+    for item in args.index_offset:
+        seq, _, n = item.partition("=")
+        try:
+            shifts[seq] = int(n)
+        except ValueError:
+            raise PrepareError(f"--index-offset expects SEQ=N, got {item!r}") from None
     offsets = [o * args.frame_stride for o in range(-args.context_before, args.context_after + 1)]
     report: dict = {"params": {"window": args.window, "offsets": offsets, "segnet": str(segnet)},
                     "matches": {}, "sequences": {}, "missing_videos": {}}
@@ -137,26 +147,35 @@ def prepare(args: argparse.Namespace) -> dict:
         first = np.asarray(Image.open(files[0]).convert("RGB"))
         src = FrameSource(videos[seq], first.shape[:2], args.backend)
         hist: dict[int, int] = defaultdict(int)
-        written = 0
+        written = poor = 0
+        shift = shifts.get(seq, 0)
         for f in files:
             _, guess = parse_camvid_name(f.stem)
             image = np.asarray(Image.open(f).convert("RGB"))
             if image.shape[:2] != src.size:
                 src = FrameSource(videos[seq], image.shape[:2], args.backend)
-            m = match_frame(image, src, guess, args.window)
-            m.update(seq=seq, name_index=guess, offset=m["index"] - guess)
+            m = match_frame(image, src, guess + shift, args.window)
+            m["video_index"] = m["index"]
+            m["index"] -= shift  # in the names' numbering
+            m.update(seq=seq, name_index=guess, offset=m["index"] - guess,
+                     poor=bool(m["mad"] > args.max_mad))
+            poor += m["poor"]
             report["matches"][f.stem] = m
             hist[m["offset"]] += 1
             for o in offsets:
                 j = m["index"] + o
                 p = context_frame_path(out, seq, j)
-                if 0 <= j < len(src) and (args.overwrite or not p.is_file()):
+                if 0 <= j + shift < len(src) and (args.overwrite or not p.is_file()):
                     p.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(src[j]).save(p)
+                    Image.fromarray(src[j + shift]).save(p)
                     written += 1
+        if poor:
+            logger.warning("%s: %d labelled frames match poorly (mean abs diff > %g): check "
+                           "the video and --index-offset", seq, poor, args.max_mad)
         report["sequences"][seq] = {
             "video": str(videos[seq]), "frames": len(src), "labelled": len(files),
-            "frames_written": written, "offsets": {str(k): v for k, v in sorted(hist.items())}}
+            "frames_written": written, "poor_matches": poor, "index_offset": shift,
+            "offsets": {str(k): v for k, v in sorted(hist.items())}}
         logger.info("%s: %d labelled frames matched, offsets %s, %d frames written", seq,
                     len(files), dict(sorted(hist.items())), written)
     path = Path(args.report) if args.report else out / "frames" / "matches.json"
@@ -176,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context-before", type=int, default=4, help="frames before the match")
     ap.add_argument("--context-after", type=int, default=2, help="frames after the match")
     ap.add_argument("--frame-stride", type=int, default=1, help="stride between context frames")
+    ap.add_argument("--index-offset", action="append", default=[], metavar="SEQ=N",
+                    help="video frame = name index + N for sequence SEQ (repeatable)")
+    ap.add_argument("--max-mad", type=float, default=20.0,
+                    help="flag matches whose mean abs difference exceeds this")
     ap.add_argument("--backend", default="av", choices=["av", "decord"])
     ap.add_argument("--report", default=None, help="report path (default OUT/frames/matches.json)")
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing frames")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +164,38 @@ def test_val_stretch_is_one_consecutive_video(tmp_path):
     assert len(isolated) == 4 and not any(v.consecutive for v in isolated)
 
 
-def test_prepare_camvid_cli_errors(tmp_path):
-    r = subprocess.run([sys.executable, str(SCRIPT), "--segnet", str(tmp_path / "none"),
-                        "--videos", "x.avi"], capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "none" in r.stderr and "Traceback" not in r.stderr
+def test_prepare_camvid_cli_errors(tmp_path, capsys):
+    """Expected errors: one line on stderr, exit code 2 (in-process: no torch re-import)."""
+    mod = _load_script()
+    assert mod.main(["--segnet", str(tmp_path / "none"), "--videos", "x.avi"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none" in err and "Traceback" not in err
+    for sub in ("train", "val", "test"):
+        (tmp_path / sub).mkdir()
+    _save(tmp_path / "train" / "0001TP_000001.png", np.zeros((8, 8, 3), np.uint8))
+    assert mod.main(["--segnet", str(tmp_path), "--videos", "mystery.avi"]) == 2
+    assert "SEQ=PATH" in capsys.readouterr().err
+    assert mod.main(["--segnet", str(tmp_path), "--videos", f"0001TP={tmp_path / 'no.avi'}"]) == 2
+    assert "no.avi" in capsys.readouterr().err
+
+
+def test_prepare_camvid_video_extract_with_index_offset(camvid_raw, tmp_path):
+    """A frame-folder 'video' that starts at sequence frame 5 (an extract): --index-offset."""
+    root, _, _, seqs, truth = camvid_raw
+    v = seqs["0006R0"][0]
+    folder = tmp_path / "extract"
+    for j in range(5, 30):
+        _save(folder / f"img{j - 5}.png", v.frames[j].repeat(2, 0).repeat(2, 1))
+    out = tmp_path / "out"
+    rc = _load_script().main(["--segnet", str(root), "--out", str(out), "--videos",
+                              f"0006R0={folder}", "--index-offset", "0006R0=-5",
+                              "--window", "2", "--context-before", "1", "--context-after", "0"])
+    assert rc == 0
+    report = json.loads((out / "frames" / "matches.json").read_text())
+    assert report["missing_videos"] == {"0016E5": 3}
+    for name, (seq, idx) in truth.items():
+        if seq == "0006R0":
+            m = report["matches"][name]
+            assert (m["index"], m["video_index"], m["poor"]) == (idx, idx - 5, False)
+    img = np.asarray(Image.open(out / "frames" / "0006R0" / "000019.png"))
+    assert int(np.argmin([mad(img, v.frames[k]) for k in range(30)])) == 19

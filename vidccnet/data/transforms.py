@@ -18,6 +18,9 @@ from torchvision.transforms.v2 import functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN_U8 = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)
+# (x / 255 - mean) / std == x * _SCALE - _BIAS, per channel, shaped for (3, T, H, W)
+_SCALE = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD]).view(3, 1, 1, 1)
+_BIAS = torch.tensor([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1, 1)
 
 
 def to_clip_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -25,10 +28,8 @@ def to_clip_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected frames (T, H, W, 3), got shape {tuple(x.shape)}")
-    x = x.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    x = x.permute(3, 0, 1, 2).contiguous().float()  # (3, T, H, W); permute the uint8 copy
+    return x.mul_(_SCALE).sub_(_BIAS)
 
 
 def from_clip_tensor(clip: torch.Tensor) -> np.ndarray:

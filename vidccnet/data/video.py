@@ -16,6 +16,7 @@ import bisect
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -115,12 +116,18 @@ def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
 
 
 class PyAVReader(VideoReader):
-    """Video file reader on PyAV (FFmpeg). See the module docstring."""
+    """Video file reader on PyAV (FFmpeg). See the module docstring.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    The last `cache_frames` decoded frames are kept, so overlapping clips (a sliding window
+    over the video) decode every frame once.
+    """
+
+    def __init__(self, path: str | os.PathLike, cache_frames: int = 16) -> None:
         import av
 
         self.path = str(path)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = max(1, int(cache_frames))
         p = Path(path)
         _check_file(p)
         self._av = av
@@ -151,12 +158,11 @@ class PyAVReader(VideoReader):
         self.frames_lost = max(0, self._expected - len(self._pts))
         self._frames: Iterator | None = None
         self._next = 0  # index of the frame the decoder yields next
-        self._last: tuple[int, np.ndarray] | None = None
         self.rotation = 0
-        first = self._decode_at(0, rotate=False)
-        self.rotation = int(getattr(self._first_frame_obj, "rotation", 0) or 0)
+        first = self._decode_at(0)
+        self.rotation = int(getattr(self._last_frame, "rotation", 0) or 0)
         first = _rotate(first, self.rotation)
-        self._last = (0, first)
+        self._cache[0] = first
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def _index_packets(self, p: Path) -> None:
@@ -219,7 +225,7 @@ class PyAVReader(VideoReader):
         self._frames = self._container.decode(self._stream)
         self._next = kf
 
-    def _decode_at(self, index: int, rotate: bool = True) -> np.ndarray:
+    def _decode_at(self, index: int) -> np.ndarray:
         if self._frames is None or index < self._next or (
             self._keyframes[bisect.bisect_right(self._keyframes, index) - 1] > self._next
         ):
@@ -250,19 +256,29 @@ class PyAVReader(VideoReader):
             self._next = i + 1
             if i >= index:
                 break
-        self._first_frame_obj = frame
-        arr = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-        return _rotate(arr, self.rotation) if rotate else arr
+            if index - i <= self._cache_size:  # frames just before the target: keep them
+                self._put(i, _rotate(frame.to_ndarray(format="rgb24"), self.rotation))
+        self._last_frame = frame
+        return _rotate(frame.to_ndarray(format="rgb24"), self.rotation)  # (H, W, 3)
+
+    def _put(self, index: int, arr: np.ndarray) -> None:
+        self._cache[index] = arr
+        self._cache.move_to_end(index)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def _read(self, index: int) -> np.ndarray:
-        if self._last is not None and self._last[0] == index:
-            return self._last[1]
+        arr = self._cache.get(index)
+        if arr is not None:
+            self._cache.move_to_end(index)
+            return arr
         arr = self._decode_at(index)
-        self._last = (index, arr)
+        self._put(index, arr)
         return arr
 
     def close(self) -> None:
         self._frames = None
+        self._cache.clear()
         self._container.close()
 
 

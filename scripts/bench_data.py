@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Clip loading speed: clips/s for CamVid-like and VSPW-like clips from mp4 and frame folders.
+
+Videos of the synthetic world are written to a temporary folder as H.264 mp4 (keyframe every
+`--gop` frames) and as PNG / JPEG frame folders; then T-frame clips are read with PyAV, decord
+or PIL and turned into normalised tensors (`to_clip_tensor`), in one process:
+
+- random: clips at random anchors of random videos (the training access pattern);
+- sequential: the clips of every anchor of a video in order (the evaluation pattern).
+
+    python scripts/bench_data.py                 # prints a markdown table
+    python scripts/bench_data.py --quick         # smaller run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidccnet.data.clips import clip_indices  # noqa: E402
+from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
+from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
+from vidccnet.data.video import VideoReadError, open_video, write_video  # noqa: E402
+
+CONFIGS = {"camvid-like": (360, 480), "vspw-like": (480, 854)}
+
+
+def make_sources(tmp: Path, name: str, size: tuple[int, int], videos: int, frames: int,
+                 gop: int) -> dict[str, list[Path]]:
+    from PIL import Image
+
+    world = SyntheticVideoWorld(seed=0, height=size[0], width=size[1])
+    out: dict[str, list[Path]] = {"mp4": [], "png": [], "jpg": []}
+    for v in range(videos):
+        f, _ = world.video(v, frames)
+        p = tmp / f"{name}_{v}.mp4"
+        write_video(p, f, fps=30, codec="libx264", options={"g": str(gop), "crf": "20"})
+        out["mp4"].append(p)
+        for ext in ("png", "jpg"):
+            d = tmp / f"{name}_{v}_{ext}"
+            d.mkdir()
+            for t in range(frames):
+                Image.fromarray(f[t]).save(d / f"{t:06d}.{ext}", **(
+                    {"quality": 90} if ext == "jpg" else {"compress_level": 1}))
+            out[ext].append(d)
+    return out
+
+
+def bench(paths: list[Path], backend: str, clip_len: int, n_random: int,
+          seed: int = 0) -> dict[str, float]:
+    """Random and sequential clips per wall-clock second and per CPU second (process time,
+    all threads) reading with `backend`."""
+    readers = [open_video(p, backend=backend) for p in paths]
+    rng = np.random.default_rng(seed)
+    out = {}
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(n_random):
+        r = readers[int(rng.integers(len(readers)))]
+        idx = clip_indices(int(rng.integers(len(r))), len(r), clip_len)
+        to_clip_tensor(r.get_batch(idx))
+    out["random_wall"] = n_random / (time.perf_counter() - w)
+    out["random_cpu"] = n_random / (time.process_time() - c)
+    r = readers[1 % len(readers)]  # not warmed up by the random pass more than the others
+    w, c = time.perf_counter(), time.process_time()
+    for a in range(len(r)):
+        to_clip_tensor(r.get_batch(clip_indices(a, len(r), clip_len)))
+    out["seq_wall"] = len(r) / (time.perf_counter() - w)
+    out["seq_cpu"] = len(r) / (time.process_time() - c)
+    for r in readers:
+        r.close()
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} logical cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, PyAV {__import__('av').__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--videos", type=int, default=2, help="videos per configuration")
+    ap.add_argument("--frames", type=int, default=60, help="frames per video")
+    ap.add_argument("--clip-len", type=int, default=4)
+    ap.add_argument("--clips", type=int, default=40, help="random clips per measurement")
+    ap.add_argument("--gop", type=int, default=30, help="mp4 keyframe interval")
+    ap.add_argument("--quick", action="store_true", help="1 video, 24 frames, 16 clips")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.videos, args.frames, args.clips = 1, 24, 16
+    try:
+        import decord  # noqa: F401
+
+        has_decord = True
+    except ImportError:
+        has_decord = False
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, size in CONFIGS.items():
+                src = make_sources(Path(tmp), name, size, args.videos, args.frames, args.gop)
+                runs = [("mp4", "av"), ("mp4", "decord"), ("png", "PIL"), ("jpg", "PIL")]
+                for kind, backend in runs:
+                    if backend == "decord" and not has_decord:
+                        continue
+                    res = bench(src[kind], "decord" if backend == "decord" else "av",
+                                args.clip_len, args.clips)
+                    rows.append({"config": name, "size": f"{size[1]}x{size[0]}",
+                                 "source": kind, "reader": backend, **res})
+    except (VideoReadError, OSError, ValueError) as e:
+        print(f"bench_data: error: {e}", file=sys.stderr)
+        return 2
+    print(f"machine: {machine()}")
+    print(f"clip_len={args.clip_len}, {args.videos} videos x {args.frames} frames per config, "
+          f"mp4 H.264 crf 20 keyframe every {args.gop} frames, {args.clips} random clips\n")
+    print("| clips | source | reader | random clips/s | random clips/CPU-s "
+          "| sequential clips/s | sequential clips/CPU-s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} {r['size']} T={args.clip_len} | {r['source']} | {r['reader']} | "
+              f"{r['random_wall']} | {r['random_cpu']} | {r['seq_wall']} | {r['seq_cpu']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args),
+                                               "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
