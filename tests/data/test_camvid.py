@@ -123,8 +123,11 @@ def test_prepare_camvid_finds_offsets_and_extracts_frames(camvid_raw, tmp_path):
     videos = build_eval_videos("camvid", "test", root=out, clip_len=3, augment=True)
     assert len(videos) == 2 and not any(e.consecutive for e in videos)
     ev = [e for e in videos if e.name.startswith("0016E5")][0]
-    assert ev.num_frames == 3 and list(ev.labelled) == [2]
-    assert int(np.argmin([mad(ev.load_frame(0), v.frames[kk]) for kk in range(30)])) == 13
+    assert ev.num_frames == 13 and list(ev.labelled) == [8]  # 8 before, 4 after
+    nearest = [int(np.argmin([mad(ev.load_frame(j), v.frames[kk]) for kk in range(30)]))
+               for j in (0, 6, 7, 8, 9, 12)]
+    # frame 7 was not extracted (nearest inwards: 8, extracted for the train frame 10), 19 was
+    assert nearest == [8, 13, 14, 15, 16, 19]
 
 
 def test_missing_context_falls_back_to_the_labelled_frame(camvid_raw, caplog):
@@ -156,10 +159,17 @@ def test_val_stretch_is_one_consecutive_video(tmp_path):
     for i in range(7955, 7966):
         _save(tmp_path / "frames" / "0016E5" / f"{i:06d}.png", seq_frames[i])
     (s,) = [v for v in CamVid(tmp_path, "val", clip_len=3).eval_videos() if v.consecutive]
-    assert s.num_frames == 7 and list(s.labelled) == [2, 4, 6]  # 7957..7963
-    np.testing.assert_array_equal(s.load_frame(0), seq_frames[7957])
-    np.testing.assert_array_equal(s.load_frame(3), seq_frames[7960])
-    np.testing.assert_array_equal(s.load_label(4), np.full((12, 16), 7961 % 11))
+    assert s.num_frames == 17 and list(s.labelled) == [8, 10, 12]  # 7951..7967
+    np.testing.assert_array_equal(s.load_frame(0), seq_frames[7955])  # padded inwards
+    np.testing.assert_array_equal(s.load_frame(9), seq_frames[7960])
+    np.testing.assert_array_equal(s.load_frame(16), seq_frames[7965])
+    np.testing.assert_array_equal(s.load_label(10), np.full((12, 16), 7961 % 11))
+    (s2,) = [v for v in CamVid(tmp_path, "val", clip_len=3, frame_stride=2).eval_videos()
+             if v.consecutive]  # frames 2 apart: 7943, 7945, ..., 7971
+    assert s2.num_frames == 15 and list(s2.labelled) == [8, 9, 10]
+    np.testing.assert_array_equal(s2.load_frame(9), seq_frames[7961])
+    np.testing.assert_array_equal(s2.load_frame(7), seq_frames[7957])
+    np.testing.assert_array_equal(s2.load_label(9), np.full((12, 16), 7961 % 11))
     isolated = CamVid(tmp_path, "val", clip_len=3).eval_videos(stretch=False)
     assert len(isolated) == 4 and not any(v.consecutive for v in isolated)
 

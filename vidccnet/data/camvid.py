@@ -136,33 +136,41 @@ class CamVid(Dataset):
         seq, idx = parse_camvid_name(name)
         return seq, self.matches.get(name, idx)
 
-    def _context_frames(self, name: str, image: Path, offsets: list[int]) -> np.ndarray:
-        """Frames at `offsets` from the labelled frame, uint8 (T, H, W, 3); missing frames are
-        replaced by the nearest available one towards the labelled frame."""
+    def _context_frames(
+        self, name: str, image: Path, offsets: list[int], warn: bool = True
+    ) -> np.ndarray:
+        """Frames at `offsets` (sequence frames) from the labelled frame, uint8 (T, H, W, 3).
+
+        A missing frame is replaced by the nearest available one towards the labelled frame
+        (in steps of `frame_stride`), finally by the labelled frame itself; with `warn` the
+        first such replacement of the dataset logs a warning."""
         seq, m = self.sequence_index(name)
         labelled = _load_rgb(image)
-        out: dict[int, np.ndarray] = {0: labelled}
+        out = []
         missing = 0
-        past = sorted((o for o in offsets if o < 0), reverse=True)
-        for side in (past, sorted(o for o in offsets if o > 0)):
-            prev = labelled
-            for o in side:
-                p = context_frame_path(self.root, seq, m + o)
+        step = self.frame_stride
+        for o in offsets:
+            k, frame = o, labelled
+            while k != 0:
+                p = context_frame_path(self.root, seq, m + k)
                 if p.is_file():
-                    prev = _load_rgb(p)
-                    if prev.shape != labelled.shape:
-                        raise ValueError(f"context frame '{p}' has size {prev.shape[:2]}, the "
+                    frame = _load_rgb(p)
+                    if frame.shape != labelled.shape:
+                        raise ValueError(f"context frame '{p}' has size {frame.shape[:2]}, the "
                                          f"labelled frame {labelled.shape[:2]}: rerun "
                                          "scripts/prepare_camvid.py")
-                else:
-                    missing += 1
-                out[o] = prev
-        if missing and not self._warned:
+                    break
+                missing += k == o
+                k = k + step if k < 0 else k - step
+                if abs(k) < step:
+                    k = 0
+            out.append(frame)
+        if missing and warn and not self._warned:
             self._warned = True
             logger.warning("CamVid: context frames missing under '%s' (e.g. %d for %s); "
                            "repeating the nearest frame. Run scripts/prepare_camvid.py to "
                            "extract them.", self.root / "frames", missing, name)
-        return np.stack([out[o] for o in offsets])
+        return np.stack(out)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -185,17 +193,25 @@ class CamVid(Dataset):
         seq, idx = parse_camvid_name(name)
         return seq == STRETCH_SEQ and STRETCH_FIRST <= idx <= STRETCH_LAST
 
+    def eval_context(self) -> tuple[int, int]:
+        """(frames before, frames after) the labelled frame that eval videos carry, in units of
+        `frame_stride`: what the clip needs, and at least 8 before / 4 after so an evaluator
+        with a longer clip or the other anchor still gets real context."""
+        return max(self.pos, 8), max(self.clip_len - 1 - self.pos, 4)
+
     def eval_videos(self, stretch: bool = True) -> list[EvalVideo]:
         """Evaluation sources of the split.
 
-        Each labelled frame becomes an `EvalVideo` of its T clip frames (`frame_stride` apart,
-        consecutive in the EvalVideo), labelled at the anchor position (consecutive=False).
-        With `stretch=True` the labelled frames of the 15 Hz stretch 0016E5_07959..08159 (the
-        whole SegNet val split) form instead one consecutive EvalVideo at 30 fps (context
-        frames before/after as the anchor needs; every other frame labelled), so each labelled
-        frame is evaluated once. Without context frames on disk the stretch holds only its
-        labelled frames (15 Hz).
+        Each labelled frame becomes an `EvalVideo` of its context frames (`frame_stride` apart,
+        consecutive in the EvalVideo; `eval_context()` frames before and after), labelled at
+        the labelled frame (consecutive=False). With `stretch=True` the labelled frames of the
+        15 Hz stretch 0016E5_07959..08159 (the whole SegNet val split) form instead one
+        consecutive EvalVideo (frames `frame_stride` apart, context before and after; with
+        stride 1 every other frame is labelled), so each labelled frame is evaluated once.
+        Without context frames on disk the stretch holds only its labelled frames (15 Hz).
         """
+        before, after = self.eval_context()
+        offsets = [o * self.frame_stride for o in range(-before, after + 1)]
         videos: list[EvalVideo] = []
         stretch_items = []
         for name, image, annot in self.items:
@@ -203,45 +219,51 @@ class CamVid(Dataset):
                 stretch_items.append((name, image, annot))
                 continue
             videos.append(EvalVideo(
-                name=name, num_frames=self.clip_len,
+                name=name, num_frames=len(offsets),
                 load_frame=lambda i, n=name, im=image: self._context_frames(
-                    n, im, [self.offsets[i]])[0],
+                    n, im, [offsets[i]], warn=offsets[i] in self.offsets)[0],
                 load_label=lambda i, a=annot: _load_label(a),
-                labelled=[self.pos], consecutive=False))
+                labelled=[before], consecutive=False))
         if stretch_items:
-            videos.append(self._stretch_video(stretch_items))
+            videos.append(self._stretch_video(stretch_items, before, after))
         return videos
 
-    def _stretch_video(self, items: list[tuple[str, Path, Path]]) -> EvalVideo:
+    def _stretch_video(
+        self, items: list[tuple[str, Path, Path]], before: int, after: int
+    ) -> EvalVideo:
         idx = {name: self.sequence_index(name)[1] for name, _, _ in items}
         first, last = min(idx.values()), max(idx.values())
-        before = self.pos * self.frame_stride
-        after = (self.clip_len - 1 - self.pos) * self.frame_stride
-        lo, hi = first - before, last + after
+        by_index = {idx[name]: (image, annot) for name, image, annot in items}
+        name = f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}"
         have_frames = all(context_frame_path(self.root, STRETCH_SEQ, i).is_file()
                           for i in range(first, last + 1))
-        by_index = {idx[name]: (image, annot) for name, image, annot in items}
+        s = self.frame_stride
+        if have_frames and any((i - first) % s for i in by_index):
+            logger.warning("CamVid: frame_stride %d does not divide the spacing of the %s "
+                           "stretch's labelled frames; its eval video uses stride 1", s,
+                           STRETCH_SEQ)
+            s = 1
         if not have_frames:
             logger.warning("CamVid: context frames of the %s stretch are missing; the stretch "
                            "holds its labelled frames only (15 Hz)", STRETCH_SEQ)
             order = sorted(by_index)
             return EvalVideo(
-                name=f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}",
-                num_frames=len(order),
+                name=name, num_frames=len(order),
                 load_frame=lambda i: _load_rgb(by_index[order[i]][0]),
                 load_label=lambda i: _load_label(by_index[order[i]][1]),
                 labelled=list(range(len(order))), consecutive=True)
+        lo = first - before * s
+        n = (last - first) // s + before + after + 1  # frame j <-> sequence index lo + j * s
 
         def load_frame(j: int) -> np.ndarray:
-            i = min(max(lo + j, 0), hi)
+            i = lo + j * s
             p = context_frame_path(self.root, STRETCH_SEQ, i)
             while not p.is_file() and i != first:  # padding at the ends: nearest inwards
                 i += 1 if i < first else -1
                 p = context_frame_path(self.root, STRETCH_SEQ, i)
-            return _load_rgb(p) if p.is_file() else _load_rgb(by_index[first][0])
+            return _load_rgb(p)
 
         return EvalVideo(
-            name=f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}",
-            num_frames=hi - lo + 1, load_frame=load_frame,
-            load_label=lambda j: _load_label(by_index[lo + j][1]),
-            labelled=sorted(i - lo for i in by_index), consecutive=True)
+            name=name, num_frames=n, load_frame=load_frame,
+            load_label=lambda j: _load_label(by_index[lo + j * s][1]),
+            labelled=sorted((i - lo) // s for i in by_index), consecutive=True)
