@@ -494,19 +494,22 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _launch_config(L: int, cqk_pad: int, cv: int) -> tuple[int, int, int]:
+def _launch_config(L: int, cqk_pad: int, cv: int, elem_bytes: int) -> tuple[int, int, int]:
     """Block sizes for a pass over lines of length ``L``: ``(BLOCK_L, BLOCK_V, num_warps)``.
 
-    Every block is a power of two >= 16 (``tl.dot`` needs M, N, K >= 16 on a GPU). Line blocks
-    cover short lines in one tile and cap at 64 (32 for wide heads, to bound registers); Cv is
-    tiled by at most 64 channels.
+    Every block is a power of two >= 16 (``tl.dot`` needs M, N, K >= 16 on a GPU). Chosen so that
+    the kernels compile for sm_90 without register spills (checked with ``triton.compile`` for an
+    sm_90 target and ``cuobjdump -res-usage``): about 16 tile elements per thread for half inputs,
+    8 for fp32 (whose ``ieee`` dots run on CUDA cores and need more registers). Tuning on a GPU
+    may pick larger line blocks.
     """
-    block_l = min(64, max(16, _next_pow2(L)))
-    if cqk_pad >= 128:
-        block_l = min(block_l, 32)
+    block_l = min(32, max(16, _next_pow2(L)))
+    if cqk_pad >= 256 or (elem_bytes >= 4 and cqk_pad >= 128):
+        block_l = 16
     block_v = min(64, max(16, _next_pow2(cv)))
-    num_warps = 4 if block_l * max(block_v, cqk_pad) <= 64 * 64 else 8
-    return block_l, block_v, num_warps
+    per_thread = 8 if elem_bytes >= 4 else 16
+    warps = _next_pow2(max(1, block_l * max(cqk_pad, block_v) // (32 * per_thread)))
+    return block_l, block_v, min(8, max(4, warps))
 
 
 def _passes(T: int, H: int, W: int) -> list[tuple[str, int, int, int, int, int, int, bool]]:
@@ -592,7 +595,7 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, *,
     # Column pass first, then the row pass with the time lines fused in (see module docstring).
     col, row = _passes(T, H, W)[1], _passes(T, H, W)[0]
     for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
-        block_l, _, num_warps = _launch_config(L, cqk_pad, cv)
+        block_l, _, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
         grid = (B * D1 * D2, triton.cdiv(L, block_l))
         kern["_fwd_lse_kernel"][grid](
             q, k, lse, scale, N, L, D1, D2, S1, S2, stride, cqk, T, H * W,
@@ -600,7 +603,7 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, *,
             BLOCK_K=block_l, CQK_PAD=cqk_pad, num_warps=num_warps,
         )
     for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
-        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv)
+        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
         grid = (B * D1 * D2, triton.cdiv(L, block_l), triton.cdiv(cv, block_v))
         kern["_fwd_out_kernel"][grid](
             q, k, v, lse, acc, out, scale, N, L, D1, D2, S1, S2, stride, cqk, cv, T, H * W,
@@ -652,7 +655,7 @@ def cca_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad
 
     passes = _passes(T, H, W)
     for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate(passes):
-        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv)
+        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
         mode = _STORE if i == 0 else (_ADD_CAST if i == len(passes) - 1 else _ADD)
         lines, nblk = B * D1 * D2, triton.cdiv(L, block_l)
         geometry = (scale, N, L, D1, D2, S1, S2, stride, cqk, cv)
