@@ -347,6 +347,13 @@ def test_real_model_stream_equals_clipwise_prediction(tiny_checkpoint):
                 assert np.array_equal(out[f][1], want.numpy().astype(np.uint8)), f"frame {f}"
 
 
+def test_checkpoint_dict_without_config_is_rejected(tiny_checkpoint):
+    from vidccnet.engine.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="'config'"):
+        VideoSegmenter({"model": tiny_checkpoint["model"]}, device="cpu")
+
+
 def test_checkpoint_from_path_and_amp(tiny_checkpoint, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save(tiny_checkpoint, path)

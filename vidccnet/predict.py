@@ -261,12 +261,21 @@ class VideoSegmenter:
         max_size: int | None = None,
         backend: str = "av",
     ) -> None:
-        from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+        from vidccnet.engine.checkpoint import (
+            CheckpointError,
+            build_model_from_checkpoint,
+            load_checkpoint,
+        )
 
         dev = resolve_device(device)
         self.checkpoint_path: str | None = None
         if isinstance(checkpoint, dict):
             ckpt = checkpoint
+            if "model" not in ckpt or "config" not in ckpt:
+                raise CheckpointError(
+                    "the checkpoint dict needs the keys 'model' and 'config' (as written by "
+                    f"scripts/train.py); got {sorted(ckpt)[:8]}"
+                )
         else:
             self.checkpoint_path = os.fspath(checkpoint)
             ckpt = load_checkpoint(self.checkpoint_path, map_location="cpu")
