@@ -146,10 +146,10 @@ def test_fp32_matches_dense_reference(B, cqk, cv, T, H, W, scale):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("T, H, W", [(17, 1, 1), (1, 2, 20)])
+@pytest.mark.parametrize("T, H, W", [(1, 20, 2), (2, 2, 20)])
 def test_fp32_multiple_blocks(monkeypatch, T, H, W):
-    """Lines longer than one block (time / row) and Cv over several blocks (16-wide tiles)."""
-    monkeypatch.setattr(triton_cca, "_launch_config", lambda L, cqk_pad, cv, nbytes: (16, 16, 4))
+    """Lines longer than one block (column / row) and Cv over several blocks (16-wide tiles)."""
+    monkeypatch.setattr(triton_cca, "_launch_config", lambda *args, **kw: (16, 16, 4))
     _check_against_dense(1, 32, 20, T, H, W, 0.3)
 
 
@@ -241,8 +241,8 @@ def test_launch_config_is_gpu_valid():
     for L in (1, 5, 16, 17, 64, 97, 256):
         for cqk_pad in (16, 32, 64, 128, 256):
             for cv in (1, 24, 512, 2048):
-                for nbytes in (2, 4):
-                    block_l, block_v, warps = triton_cca._launch_config(L, cqk_pad, cv, nbytes)
+                for nbytes, bwd in ((2, False), (4, False), (2, True), (4, True)):
+                    block_l, block_v, warps = triton_cca._launch_config(L, cqk_pad, cv, nbytes, bwd)
                     for b in (block_l, block_v):
                         assert b >= 16 and b & (b - 1) == 0
                     assert warps in (4, 8)
@@ -279,9 +279,12 @@ variants = {
                         dict(EXCLUDE_CENTER=False, MERGE=True, FUSE_TIME=True)],
     "_fwd_out_kernel": [dict(EXCLUDE_CENTER=True, MODE=0, FUSE_TIME=False, BLOCK_V=block_v),
                         dict(EXCLUDE_CENTER=False, MODE=2, FUSE_TIME=True, BLOCK_V=block_v)],
-    "_bwd_dq_kernel": [dict(EXCLUDE_CENTER=True, MODE=1, BLOCK_V=block_v)],
-    "_bwd_dk_kernel": [dict(EXCLUDE_CENTER=True, MODE=2, BLOCK_V=block_v)],
-    "_bwd_dv_kernel": [dict(EXCLUDE_CENTER=False, MODE=0, BLOCK_V=block_v)],
+    "_bwd_dq_kernel": [dict(EXCLUDE_CENTER=True, MODE=0, FUSE_TIME=False, BLOCK_V=block_v),
+                       dict(EXCLUDE_CENTER=False, MODE=2, FUSE_TIME=True, BLOCK_V=block_v)],
+    "_bwd_dk_kernel": [dict(EXCLUDE_CENTER=True, MODE=0, FUSE_TIME=False, BLOCK_V=block_v),
+                       dict(EXCLUDE_CENTER=False, MODE=2, FUSE_TIME=True, BLOCK_V=block_v)],
+    "_bwd_dv_kernel": [dict(EXCLUDE_CENTER=True, MODE=0, FUSE_TIME=False, BLOCK_V=block_v),
+                       dict(EXCLUDE_CENTER=False, MODE=2, FUSE_TIME=True, BLOCK_V=block_v)],
 }
 for raw in triton_cca._KERNEL_FNS:
     fn = JITFunction(raw)

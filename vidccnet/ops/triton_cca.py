@@ -21,14 +21,14 @@ time          B * H * W              T       H * W       i' != i
 ============  =====================  ======  ==========  ======================
 
 The three key sets are disjoint and their union is the key set of the operator, so a position's
-softmax is split into three small attentions, one per line through it (the backward launches all
-three kinds of lines; the forward folds the time lines into the row programs, see below). Each
-program of a pass owns one line (and a block of its queries or keys), so it does an ``L x L``
-attention with ``tl.dot`` tiles read straight from the channel-major layout (channel stride ``N``).
-Line ids are decomposed with the last coordinate (h for rows, w for columns and time lines)
-fastest, so neighbouring programs touch neighbouring addresses: for the column and time passes,
-whose per-program accesses are strided, the 32-byte sectors are shared by programs that run
-together and are served from L2.
+softmax is split into three small attentions, one per line through it (the time lines are not
+launched as programs of their own: forward and backward fold them into the row programs, see
+below). Each program of a pass owns one line (and a block of its queries or keys), so it does an
+``L x L`` attention with ``tl.dot`` tiles read straight from the channel-major layout (channel
+stride ``N``). Line ids are decomposed with the last coordinate (h for rows, w for columns and time
+lines) fastest, so neighbouring programs touch neighbouring addresses: for the column pass, whose
+per-program accesses are strided, the 32-byte sectors are shared by programs that run together and
+are served from L2.
 
 Forward (4 launches, no atomics, no attention map stored). The column pass runs on its own
 lines; the row pass also handles the time line of each of its queries: the time keys of query
@@ -52,7 +52,8 @@ launch over ``B * H * W`` tiny lines (``T`` padded to a 16-wide ``tl.dot`` tile)
    column, so the writes of a launch are disjoint and the summation order is fixed (column, row,
    time): bitwise deterministic.
 
-Backward (``Delta = rowsum(dO * O)`` in torch, then 9 launches, no atomics):
+Backward (``Delta = rowsum(dO * O)`` in torch, then 6 launches, no atomics): the column pass, then
+the row pass with the time lines fused in, as in the forward.
 
 * ``_bwd_dq_kernel`` (grid ``(lines, q blocks)``): recompute ``P`` from ``lse``,
   ``dP = dO V^T`` (looping over Cv blocks), ``dS = P (dP - Delta)``, ``dq += scale dS K``.
@@ -60,9 +61,13 @@ Backward (``Delta = rowsum(dO * O)`` in torch, then 9 launches, no atomics):
   ``dk += scale dS^T Q``.
 * ``_bwd_dv_kernel`` (grid ``(lines, k blocks, Cv blocks)``): ``dv += P^T dO``.
 
-Each of dq, dk, dv is chained over the three passes exactly like the forward output (row stores
-fp32, column adds, time adds and casts): one program owns the keys of its line, so every write
-is owned by one program and the result is deterministic.
+In the row launch, each kernel also handles the time lines elementwise over the rows
+``(t', h)``: the keys ``(t, h, w)`` of a row program are exactly the time-line keys of the queries
+``(t', h, w)`` in the same columns ``w``, so dk and dv of those keys (and dq of the row's queries)
+get their time contributions from the same program, with coalesced row loads and no time-line
+programs (whose loads would be strided by ``H * W``). Each of dq, dk, dv is chained like the
+forward output (column stores fp32, row adds and casts): every element is written by one program
+per launch, in a fixed order, so the result is deterministic.
 
 Memory traffic (forward, per position, ``b`` bytes per element, counting each line's data once,
 i.e. assuming neighbouring programs' re-reads hit L2). Floor (:func:`bandwidth_floor_bytes`):
@@ -255,8 +260,8 @@ def _fwd_out_kernel(
 
 
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, ACC, DQ, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV,
-    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr,
+    Q, K, V, DO, LSE, DELTA, ACC, DQ, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV, T, HW,
+    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr, FUSE_TIME: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     line = tl.program_id(0).to(tl.int64)
@@ -302,6 +307,27 @@ def _bwd_dq_kernel(
             dp += tl.dot(do, vt, input_precision="ieee")
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision="ieee")
+    if FUSE_TIME:
+        # Row program: also the time-line keys (t', h, w), t' != t, of each query, elementwise.
+        t_q = rest % D1
+        qf = q.to(tl.float32)
+        for tp in range(0, T):
+            keep = mask_q & (tp != t_q)
+            pos_t = pos_q + (tp - t_q) * HW
+            kk = tl.load(k_base + pos_t[:, None] + ch[None, :],
+                         mask=keep[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            p1 = tl.exp(tl.where(keep, tl.sum(qf * kk, 1) * scale - lse, float("-inf")))
+            dp1 = tl.zeros([BLOCK_Q], tl.float32)
+            for vstart in range(0, CV, BLOCK_V):
+                offs_v = vstart + tl.arange(0, BLOCK_V)
+                mask_v = offs_v < CV
+                chv = offs_v.to(tl.int64) * N
+                do = tl.load(do_base + pos_q[:, None] + chv[None, :],
+                             mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BQ, BV)
+                vv = tl.load(v_base + pos_t[:, None] + chv[None, :],
+                             mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BQ, BV)
+                dp1 += tl.sum(do.to(tl.float32) * vv.to(tl.float32), 1)
+            dq += (p1 * (dp1 - delta))[:, None] * kk
     dq = dq * scale
     if MODE == 0:
         tl.store(ACC + qk_off, dq, mask=qk_mask)
@@ -314,8 +340,8 @@ def _bwd_dq_kernel(
 
 
 def _bwd_dk_kernel(
-    Q, K, V, DO, LSE, DELTA, ACC, DK, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV,
-    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr,
+    Q, K, V, DO, LSE, DELTA, ACC, DK, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV, T, HW,
+    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr, FUSE_TIME: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     line = tl.program_id(0).to(tl.int64)
@@ -361,6 +387,29 @@ def _bwd_dk_kernel(
             dpt += tl.dot(v, dot_, input_precision="ieee")
         dst = pt * (dpt - delta[None, :])
         dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision="ieee")
+    if FUSE_TIME:
+        # Row program: these keys (t, h, w) are also time-line keys of the queries (t', h, w).
+        t_k = rest % D1
+        kf = k.to(tl.float32)
+        for tp in range(0, T):
+            keep = mask_k & (tp != t_k)
+            pos_t = pos_k + (tp - t_k) * HW  # the query of each key's time line in row (t', h)
+            qq = tl.load(q_base + pos_t[:, None] + ch[None, :],
+                         mask=keep[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            lse1 = tl.load(LSE + b * N + pos_t, mask=keep, other=0.0)
+            delta1 = tl.load(DELTA + b * N + pos_t, mask=keep, other=0.0)
+            p1 = tl.exp(tl.where(keep, tl.sum(qq * kf, 1) * scale - lse1, float("-inf")))
+            dp1 = tl.zeros([BLOCK_K], tl.float32)
+            for vstart in range(0, CV, BLOCK_V):
+                offs_v = vstart + tl.arange(0, BLOCK_V)
+                mask_v = offs_v < CV
+                chv = offs_v.to(tl.int64) * N
+                vv = tl.load(v_base + pos_k[:, None] + chv[None, :],
+                             mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BK, BV)
+                do = tl.load(do_base + pos_t[:, None] + chv[None, :],
+                             mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BK, BV)
+                dp1 += tl.sum(do.to(tl.float32) * vv.to(tl.float32), 1)
+            dk += (p1 * (dp1 - delta1))[:, None] * qq
     dk = dk * scale
     if MODE == 0:
         tl.store(ACC + qk_off, dk, mask=qk_mask)
@@ -373,8 +422,8 @@ def _bwd_dk_kernel(
 
 
 def _bwd_dv_kernel(
-    Q, K, DO, LSE, ACC, DV, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV,
-    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr,
+    Q, K, DO, LSE, ACC, DV, scale, N, L, D1, D2, S1, S2, STRIDE, CQK, CV, T, HW,
+    EXCLUDE_CENTER: tl.constexpr, MODE: tl.constexpr, FUSE_TIME: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     line = tl.program_id(0).to(tl.int64)
@@ -411,6 +460,20 @@ def _bwd_dv_kernel(
         do = tl.load(do_base + pos_q[:, None] + chv[None, :],
                      mask=mask_q[:, None] & mask_v[None, :], other=0.0)  # (BQ, BV)
         dv += tl.dot(pt.to(do.dtype), do, input_precision="ieee")
+    if FUSE_TIME:
+        # Row program: time-line queries (t', h, w) of these keys, elementwise.
+        t_k = rest % D1
+        kf = k.to(tl.float32)
+        for tp in range(0, T):
+            keep = mask_k & (tp != t_k)
+            pos_t = pos_k + (tp - t_k) * HW
+            qq = tl.load(q_base + pos_t[:, None] + ch[None, :],
+                         mask=keep[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            lse1 = tl.load(LSE + b * N + pos_t, mask=keep, other=0.0)
+            p1 = tl.exp(tl.where(keep, tl.sum(qq * kf, 1) * scale - lse1, float("-inf")))
+            do = tl.load(do_base + pos_t[:, None] + chv[None, :],
+                         mask=keep[:, None] & mask_v[None, :], other=0.0)  # (BK, BV)
+            dv += p1[:, None] * do.to(tl.float32)
     v_off = b * CV * N + pos_k[:, None] + chv[None, :]
     v_mask = mask_k[:, None] & mask_v[None, :]
     if MODE == 0:
@@ -494,14 +557,16 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _launch_config(L: int, cqk_pad: int, cv: int, elem_bytes: int) -> tuple[int, int, int]:
+def _launch_config(L: int, cqk_pad: int, cv: int, elem_bytes: int,
+                   backward: bool = False) -> tuple[int, int, int]:
     """Block sizes for a pass over lines of length ``L``: ``(BLOCK_L, BLOCK_V, num_warps)``.
 
     Every block is a power of two >= 16 (``tl.dot`` needs M, N, K >= 16 on a GPU). Chosen so that
     the kernels compile for sm_90 without register spills (checked with ``triton.compile`` for an
     sm_90 target and ``cuobjdump -res-usage``): about 16 tile elements per thread for half inputs,
-    8 for fp32 (whose ``ieee`` dots run on CUDA cores and need more registers). Tuning on a GPU
-    may pick larger line blocks.
+    8 for fp32 (whose ``ieee`` dots run on CUDA cores and need more registers). The backward
+    kernels (with the time loop fused into the row pass) hold more live tiles: 8 warps, and 16-row
+    blocks for fp32. Tuning on a GPU may pick larger line blocks.
     """
     block_l = min(32, max(16, _next_pow2(L)))
     if cqk_pad >= 256 or (elem_bytes >= 4 and cqk_pad >= 128):
@@ -509,21 +574,24 @@ def _launch_config(L: int, cqk_pad: int, cv: int, elem_bytes: int) -> tuple[int,
     block_v = min(64, max(16, _next_pow2(cv)))
     per_thread = 8 if elem_bytes >= 4 else 16
     warps = _next_pow2(max(1, block_l * max(cqk_pad, block_v) // (32 * per_thread)))
+    if backward:
+        warps = 8
+        if elem_bytes >= 4:
+            block_l = 16
     return block_l, block_v, min(8, max(4, warps))
 
 
-def _passes(T: int, H: int, W: int) -> list[tuple[str, int, int, int, int, int, int, bool]]:
-    """The three passes in their fixed order: (name, L, D1, D2, S1, S2, stride, exclude_centre).
+def _passes(T: int, H: int, W: int) -> list[tuple[int, int, int, int, int, int, bool]]:
+    """The launched passes in their fixed order, column then row (time lines fused into rows).
 
-    Line ``(b, i1, i2)`` (``i2`` fastest, ``D1 x D2`` lines per batch) starts at position
-    ``i1 * S1 + i2 * S2``; its ``L`` positions are ``stride`` apart.
+    Each is ``(L, D1, D2, S1, S2, stride, exclude_centre)``: line ``(b, i1, i2)`` (``i2``
+    fastest, ``D1 x D2`` lines per batch) starts at position ``i1 * S1 + i2 * S2``; its ``L``
+    positions are ``stride`` apart. The row pass has ``D1 = T`` so its programs know their ``t``.
     """
     hw = H * W
-    return [
-        ("row", W, T, H, hw, W, 1, False),
-        ("column", H, T, W, hw, 1, W, True),
-        ("time", T, H, W, W, 1, hw, True),
-    ]
+    column = (H, T, W, hw, 1, W, True)
+    row = (W, T, H, hw, W, 1, False)
+    return [column, row]
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -593,8 +661,7 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, *,
     else:
         acc = torch.empty(v.shape, device=v.device, dtype=torch.float32)
     # Column pass first, then the row pass with the time lines fused in (see module docstring).
-    col, row = _passes(T, H, W)[1], _passes(T, H, W)[0]
-    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
+    for i, (L, D1, D2, S1, S2, stride, excl) in enumerate(_passes(T, H, W)):
         block_l, _, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
         grid = (B * D1 * D2, triton.cdiv(L, block_l))
         kern["_fwd_lse_kernel"][grid](
@@ -602,7 +669,7 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, *,
             EXCLUDE_CENTER=excl, MERGE=i == 1, FUSE_TIME=i == 1, BLOCK_Q=block_l,
             BLOCK_K=block_l, CQK_PAD=cqk_pad, num_warps=num_warps,
         )
-    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate((col, row)):
+    for i, (L, D1, D2, S1, S2, stride, excl) in enumerate(_passes(T, H, W)):
         block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
         grid = (B * D1 * D2, triton.cdiv(L, block_l), triton.cdiv(cv, block_v))
         kern["_fwd_out_kernel"][grid](
@@ -653,14 +720,16 @@ def cca_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad
         dk_acc = torch.empty(k.shape, device=k.device, dtype=torch.float32)
         dv_acc = torch.empty(v.shape, device=v.device, dtype=torch.float32)
 
-    passes = _passes(T, H, W)
-    for i, (_, L, D1, D2, S1, S2, stride, excl) in enumerate(passes):
-        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv, q.element_size())
-        mode = _STORE if i == 0 else (_ADD_CAST if i == len(passes) - 1 else _ADD)
+    # Column pass (stores the fp32 partials), then the row pass with the time lines fused in
+    # (adds and casts), as in the forward.
+    for i, (L, D1, D2, S1, S2, stride, excl) in enumerate(_passes(T, H, W)):
+        block_l, block_v, num_warps = _launch_config(L, cqk_pad, cv, q.element_size(),
+                                                     backward=True)
         lines, nblk = B * D1 * D2, triton.cdiv(L, block_l)
-        geometry = (scale, N, L, D1, D2, S1, S2, stride, cqk, cv)
-        meta = dict(EXCLUDE_CENTER=excl, MODE=mode, BLOCK_Q=block_l, BLOCK_K=block_l,
-                    CQK_PAD=cqk_pad, BLOCK_V=block_v, num_warps=num_warps)
+        geometry = (scale, N, L, D1, D2, S1, S2, stride, cqk, cv, T, H * W)
+        meta = dict(EXCLUDE_CENTER=excl, MODE=_STORE if i == 0 else _ADD_CAST, FUSE_TIME=i == 1,
+                    BLOCK_Q=block_l, BLOCK_K=block_l, CQK_PAD=cqk_pad, BLOCK_V=block_v,
+                    num_warps=num_warps)
         kern["_bwd_dq_kernel"][(lines, nblk)](
             q, k, v, grad_out, lse, delta, dq_acc, dq, *geometry, **meta)
         kern["_bwd_dk_kernel"][(lines, nblk)](
