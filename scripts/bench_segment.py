@@ -66,18 +66,51 @@ def write_checkpoint(path: Path, model_name: str, clip_len: int) -> None:
                 "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
 
 
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 def child(argv: list[str]) -> None:
-    """Run segment_video.main(argv) here and print its summary plus this process's max RSS."""
+    """Run segment_video.main(argv) here; print its summary, this process's max RSS and the peak
+    RSS of the segmentation loop alone (Linux: the high-water mark is reset via
+    /proc/self/clear_refs when the stream opens, i.e. after the model is loaded)."""
     sys.path.insert(0, str(SCRIPT_DIR))
     import segment_video
 
+    from vidccnet.predict import VideoSegmenter
+
+    open_stream = VideoSegmenter.stream
+    state: dict[str, float | None] = {"rss_at_start_mb": None, "max_rss_before_loop_mb": None}
+
+    def stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # the reset below also resets ru_maxrss: remember the peak so far (model loading)
+        state["max_rss_before_loop_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            state["rss_at_start_mb"] = _proc_status_mb("VmRSS")
+        except OSError:
+            pass
+        return open_stream(self, *args, **kwargs)
+
+    VideoSegmenter.stream = stream  # type: ignore[method-assign]
     t0 = time.perf_counter()
     rc = segment_video.main(argv)
     wall = time.perf_counter() - t0
+    loop_peak = _proc_status_mb("VmHWM") if state["rss_at_start_mb"] is not None else None
     out = Path(argv[argv.index("--out") + 1])
     summary = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"rc": rc, "wall_s": wall, "max_rss_mb": rss_mb, **summary}))
+    rss_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+                 state.get("max_rss_before_loop_mb") or 0.0)
+    print(json.dumps({"rc": rc, "wall_s": wall, "max_rss_mb": rss_mb,
+                      "loop_peak_rss_mb": loop_peak, **state, **summary}))
 
 
 def measure(argv: list[str]) -> dict:
@@ -92,6 +125,10 @@ def measure(argv: list[str]) -> dict:
     return result
 
 
+def fmt_mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -102,6 +139,8 @@ def main() -> int:
     p.add_argument("--stride", type=int, default=None, help="default: the script's ceil(T/2)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true")
+    p.add_argument("--only", choices=("speed", "memory"), default=None,
+                   help="run one of the two tables")
     p.add_argument("--memory-frames", type=int, nargs=2, default=[25, 250])
     p.add_argument("--memory-model", default="ccnet3d_resnet18")
     p.add_argument("--memory-stride", type=int, default=4)
@@ -126,50 +165,58 @@ def main() -> int:
         tmp = Path(tmp_name)
         speed_video = tmp / "speed.mp4"
         write_video(speed_video, args.speed_frames, height, width)
-        for name in args.models:
+        for name in args.models if args.only != "memory" else []:
             ckpt = tmp / f"{name}.pt"
             write_checkpoint(ckpt, name, args.clip_len)
             r = measure([str(speed_video), "--out", str(tmp / f"out_{name}"), "--checkpoint",
                          str(ckpt), *common])
             rows.append(("speed", name, r))
             print(f"{name}: {r['frames_per_second']:.3f} frames/s, max RSS {r['max_rss_mb']:.0f} "
-                  f"MB ({r['frames']} frames {width}x{height})", file=sys.stderr)
+                  f"MB, loop peak {fmt_mb(r['loop_peak_rss_mb'])} MB ({r['frames']} frames "
+                  f"{width}x{height})", file=sys.stderr)
         ckpt = tmp / f"{args.memory_model}.pt"
-        if not ckpt.exists():
+        if not ckpt.exists() and args.only != "speed":
             write_checkpoint(ckpt, args.memory_model, args.clip_len)
         mem = []
-        for n in args.memory_frames:
+        for n in args.memory_frames if args.only != "speed" else []:
             video = tmp / f"mem_{n}.mp4"
             write_video(video, n, height, width)
             r = measure([str(video), "--out", str(tmp / f"out_mem_{n}"), "--checkpoint",
                          str(ckpt), "--max-size", str(args.memory_max_size), *common,
                          "--stride", str(args.memory_stride)])
             mem.append((n, r))
-            print(f"{n} frames: max RSS {r['max_rss_mb']:.0f} MB, {r['frames_per_second']:.2f} "
-                  "frames/s", file=sys.stderr)
+            print(f"{n} frames: max RSS {r['max_rss_mb']:.0f} MB, loop peak "
+                  f"{fmt_mb(r['loop_peak_rss_mb'])} MB, {r['frames_per_second']:.2f} frames/s",
+                  file=sys.stderr)
             video.unlink()
 
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| model | video | clip_len / stride | inference size | frames/s | max RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    if rows:
+        print("| model | video | clip_len / stride | inference size | frames/s | max RSS (MB) "
+              "| loop peak RSS (MB) |")
+        print("|---|---|---|---|---|---|---|")
     for _, name, r in rows:
         print(f"| {name} (random weights) | {r['frames']} frames {width}x{height} | "
               f"{r['clip_len']} / {r['stride']} | {r['inference_size'][1]}x"
               f"{r['inference_size'][0]} | {r['frames_per_second']:.3f} | "
-              f"{r['max_rss_mb']:.0f} |")
-    print("\n| video length | model | clip_len / stride | inference size | max RSS (MB) "
-          "| frames/s |")
-    print("|---|---|---|---|---|---|")
-    for n, r in mem:
-        print(f"| {n} frames {width}x{height} | {args.memory_model} | {r['clip_len']} / "
-              f"{r['stride']} | {r['inference_size'][1]}x"
-              f"{r['inference_size'][0]} | {r['max_rss_mb']:.0f} | "
-              f"{r['frames_per_second']:.2f} |")
-    (n0, r0), (n1, r1) = mem
-    growth = 100 * (r1["max_rss_mb"] / r0["max_rss_mb"] - 1)
-    print(f"\nmax RSS {n1} vs {n0} frames: {growth:+.1f} %")
+              f"{r['max_rss_mb']:.0f} | {fmt_mb(r['loop_peak_rss_mb'])} |")
+    if len(mem) == 2:
+        print("\n| video length | model | clip_len / stride | inference size | max RSS (MB) "
+              "| loop peak RSS (MB) | RSS when the loop starts (MB) | frames/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n, r in mem:
+            print(f"| {n} frames {width}x{height} | {args.memory_model} | {r['clip_len']} / "
+                  f"{r['stride']} | {r['inference_size'][1]}x{r['inference_size'][0]} | "
+                  f"{r['max_rss_mb']:.0f} | {fmt_mb(r['loop_peak_rss_mb'])} | "
+                  f"{fmt_mb(r['rss_at_start_mb'])} | {r['frames_per_second']:.2f} |")
+        (n0, r0), (n1, r1) = mem
+        growth = 100 * (r1["max_rss_mb"] / r0["max_rss_mb"] - 1)
+        print(f"\nmax RSS {n1} vs {n0} frames: {growth:+.1f} %")
+        if r0["loop_peak_rss_mb"] and r1["loop_peak_rss_mb"]:
+            growth = 100 * (r1["loop_peak_rss_mb"] / r0["loop_peak_rss_mb"] - 1)
+            print(f"loop peak RSS {n1} vs {n0} frames: {growth:+.1f} %")
     return 0
 
 

@@ -289,6 +289,13 @@ def test_from_model_validates_options():
         fake_segmenter(0, 1)
     seg = VideoSegmenter.from_model(IdModel(), class_names=["a", "b"], device="cpu", clip_len=5)
     assert seg.stride == 3 and seg.palette[:2] == default_palette(2)
+    for model, extra, stride in (("ccnet2d_resnet18", {}, 4), ("ccnet3d_resnet18", {}, 2),
+                                 ("ccnet3d_resnet18", {"temporal_shift": False,
+                                                       "temporal_attention": False}, 4),
+                                 ("ccnet2d_resnet18", {"temporal_attention": True}, 2)):
+        cfg = {"model": {"name": model, **extra}, "data": {"clip_len": 4}}
+        seg = VideoSegmenter.from_model(IdModel(), class_names=["a"], config=cfg, device="cpu")
+        assert (seg.clip_len, seg.stride) == (4, stride), (model, extra)
 
 
 # ----------------------------------------------------------------------------- real model

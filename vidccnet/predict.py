@@ -337,7 +337,10 @@ class VideoSegmenter:
             clip_len = int(clip_len) if clip_len else DEFAULT_CLIP_LEN
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-        per_frame = str(self.model_name or "").startswith("ccnet2d")
+        is_2d = str(self.model_name or "").startswith("ccnet2d")
+        shift = _cfg_get(cfg, "model.temporal_shift", not is_2d)
+        attention = _cfg_get(cfg, "model.temporal_attention", not is_2d)
+        per_frame = not shift and not attention  # frames independent: no overlap needed
         if stride is None:
             stride = default_stride(clip_len, per_frame)
         if not 1 <= stride <= clip_len:
