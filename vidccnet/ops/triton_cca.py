@@ -122,7 +122,9 @@ __all__ = ["bandwidth_floor_bytes", "cca_backward", "cca_forward", "triton_avail
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_CQK = 256
 
-# Output accumulation modes of the chained launches (row, column, time).
+# Accumulation modes of the chained launches (column pass, then row pass): store the fp32 partial,
+# read-add-store it (for a longer chain; unused with two passes), read-add and store in the
+# output dtype.
 _STORE, _ADD, _ADD_CAST = 0, 1, 2
 
 
