@@ -80,6 +80,10 @@ fp32 round trip of the column partial is the main excess; ``cca_forward(..., fp3
 stores it in the output tensor in the input dtype instead (fp16: ~6.2 kB, ~38 % of the floor, at
 the cost of one extra rounding of that partial). Not measured on a GPU yet.
 
+Backward traffic (same assumptions): per pass, dO is read by the three kernels and v by two (the
+dq and dk kernels recompute ``dP`` separately; a fused dk/dv kernel would save one Cv-sized dot
+and one read of dO and v), q and k by all three, plus the fp32 chain of dq, dk, dv. Not measured.
+
 Extra memory of the forward: ``lse`` (4 bytes per position, an output) plus, for half inputs with
 the default ``fp32_partial=True``, an fp32 buffer of the output's shape. The backward allocates
 ``Delta`` and, for half inputs, fp32 buffers of the shapes of dq, dk, dv.
