@@ -506,6 +506,19 @@ def _interpret_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
+def _stdlib_mode_matches(interpret: bool) -> bool:
+    """Whether Triton's own jitted library (``tl.zeros``, ``tl.max``, ...) matches ``interpret``.
+
+    Triton decorates its library when it is first imported, so ``TRITON_INTERPRET`` only takes
+    full effect if it is set before ``import triton``.
+    """
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover - layout of other Triton versions
+        return True
+    return isinstance(tl.zeros, InterpretedFunction) == interpret
+
+
 def _kernels() -> dict[str, Any]:
     """The kernels wrapped by ``triton.jit`` for the current interpreter setting (cached)."""
     interpret = _interpret_enabled()
@@ -534,6 +547,9 @@ def triton_available(device: torch.device | str) -> tuple[bool, str]:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return False, "CUDA is not available in this PyTorch build or on this machine"
+        if _interpret_enabled() or not _stdlib_mode_matches(False):
+            return False, ("TRITON_INTERPRET is (or was, when triton was imported) set: Triton "
+                           "runs in its CPU interpreter; unset it to use the GPU kernels")
         index = device.index if device.index is not None else torch.cuda.current_device()
         cap = torch.cuda.get_device_capability(index)
         if cap < (7, 5):
@@ -541,6 +557,9 @@ def triton_available(device: torch.device | str) -> tuple[bool, str]:
         return True, ""
     if device.type == "cpu":
         if _interpret_enabled():
+            if not _stdlib_mode_matches(True):
+                return False, ("TRITON_INTERPRET=1 was set after triton was imported; set it "
+                               "before the first 'import triton' (e.g. in the environment)")
             return True, ""
         return False, (
             "CPU tensors need TRITON_INTERPRET=1 (Triton's slow CPU interpreter, for tests); "
