@@ -295,6 +295,16 @@ def _log_masks(writer: Any, model: nn.Module, video: Any, cfg: Config, device: t
     writer.add_image("val/frame_pred_gt", grid, step, dataformats="HWC")
 
 
+def _to_channels_last(module: nn.Module) -> None:
+    """Store 4-D (conv2d) weights channels-last and 5-D (conv3d) weights channels-last-3d."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+            elif p.dim() == 5:
+                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+
+
 def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     out = Path(cfg.runtime.output_dir)
     last = out / "last.pt"
@@ -387,7 +397,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         else:  # PyTorch's SyncBatchNorm works with CUDA modules only
             logger.warning("runtime.sync_bn ignored: SyncBatchNorm needs CUDA devices")
     if rt.channels_last:
-        core = core.to(memory_format=torch.channels_last)
+        _to_channels_last(core)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(cfg, core)
     sched = cfg.schedule
@@ -536,8 +546,6 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
             batch = next_batch()
             clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
             labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
-            if rt.channels_last:
-                clip = clip.contiguous(memory_format=torch.channels_last_3d)
             sync = micro == accum - 1 or not info.distributed
             ctx = model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
