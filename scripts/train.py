@@ -15,12 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _plain(obj: object) -> object:
+    """JSON-safe copy: NaN / inf -> None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print("train.py: interrupted; continue with --resume (last.pt is kept)", file=sys.stderr)
         return 130
     if rank == 0:
-        print(json.dumps(result, default=str))
+        print(json.dumps(_plain(result), default=str))
     return 0
 
 

@@ -353,6 +353,8 @@ def test_train_script_missing_config_subprocess() -> None:
          "did you mean 'optim.lr'"),
         ("train.py", ["--config", str(REPO / "configs/camvid_ccnet3d_r50.yaml"),
                       "data.root=/nonexistent/camvid", "runtime.device=cpu"], "camvid"),
+        ("train.py", ["--config", str(REPO / "configs/vspw_ccnet3d_r50.yaml"),
+                      "runtime.device=cpu"], "data.root is not set"),
         ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"), "--resume",
                       "runtime.output_dir=/nonexistent/run"], "no checkpoint"),
         ("evaluate.py", ["--checkpoint", "/nonexistent/best.pt"], "not found"),

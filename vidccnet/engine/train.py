@@ -45,7 +45,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import Config, config_to_dict, config_to_yaml
+from .config import Config, ConfigError, config_to_dict, config_to_yaml
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -156,10 +156,20 @@ def _dataset_info(cfg: Config) -> dict:
     return dataset_info(cfg.data.name)
 
 
+def _check_root(cfg: Config) -> None:
+    if cfg.data.name != "synthetic" and not cfg.data.root:
+        raise ConfigError(
+            f"data.root is not set: dataset '{cfg.data.name}' needs data.root=/path/to/"
+            f"{cfg.data.name} (layout in DESIGN.md 'Data layouts'; CamVid context frames come "
+            "from scripts/prepare_camvid.py)"
+        )
+
+
 def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     """The training dataset of the data section (``build_dataset(name, train_split, ...)``)."""
     from vidccnet.data import build_dataset
 
+    _check_root(cfg)
     d = cfg.data
     return build_dataset(
         d.name,
@@ -180,6 +190,7 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     ``eval.max_videos``."""
     from vidccnet.data import build_eval_videos
 
+    _check_root(cfg)
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
     videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
     if cfg.eval.max_videos is not None:
