@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -38,7 +39,7 @@ class CrissCrossAttention3d(nn.Module):
         """x: (B, C, T, H, W) -> (B, C, T, H, W). `temporal=False` attends within each frame."""
         if x.dim() != 5:
             raise ValueError(f"expected input (B, C, T, H, W), got shape {tuple(x.shape)}")
-        q, k, v = self.query(x), self.key(x), self.value(x)
+        q, k, v = (_pointwise(conv, x) for conv in (self.query, self.key, self.value))
         if temporal:
             out = criss_cross_attention(q, k, v, backend=self.backend)
         else:  # each frame on its own: fold T into the batch, 2D CCA
@@ -47,6 +48,13 @@ class CrissCrossAttention3d(nn.Module):
             out = criss_cross_attention(q, k, v, backend=self.backend)
             out = rearrange(out, "(b t) c h w -> b c t h w", t=T)
         return self.gamma * out + x
+
+
+def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """A 1x1x1 Conv3d as a 1x1 Conv2d over (B, C, T*H, W): same result, fast CPU kernels."""
+    B, C, T, H, W = x.shape
+    weight = conv.weight.view(conv.out_channels, C, 1, 1)
+    return F.conv2d(x.reshape(B, C, T * H, W), weight, conv.bias).view(B, -1, T, H, W)
 
 
 class RecurrentCrissCrossAttention(nn.Module):

@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor
 
-from .reference import cca_reference
+from .reference import cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
 ENV_VAR = "VIDCCNET_CCA_BACKEND"
@@ -131,7 +131,7 @@ def cca_bwd_op(
     if backend == "triton":
         c = [x.contiguous() for x in (q, k, v, out, lse, grad_out)]
         return _triton_module().cca_backward(*c, scale)
-    grads = reference_backward(q, k, v, out, lse, grad_out, scale)
+    grads = cca_reference_backward(q, k, v, out, lse, grad_out, scale)
     return tuple(g.contiguous() for g in grads)
 
 
@@ -155,43 +155,3 @@ def _backward(ctx, grad_out, grad_lse):
 
 
 cca_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def reference_backward(
-    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor, scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Analytic gradients of criss-cross attention, pass by pass (the kernel's math in PyTorch).
-
-    P = exp(scale * <q, k_j> - lse); dP_j = <dO, v_j>; dS = P * (dP - Delta), Delta = <dO, O>;
-    dq = scale * sum_j dS_j k_j; dk_j = scale * sum_p dS_pj q_p; dv_j = sum_p P_pj dO_p.
-    """
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    qf, kf, vf, of, dof = (x.to(acc) for x in (q, k, v, out, grad_out))
-    lse = lse.to(acc)
-    _, _, T, H, W = q.shape
-    dev = q.device
-    delta = (dof * of).sum(1)  # (B, T, H, W)
-    eye_h = torch.eye(H, dtype=torch.bool, device=dev).view(1, 1, H, 1, H)
-    eye_t = torch.eye(T, dtype=torch.bool, device=dev).view(1, T, 1, 1, T)
-
-    # Row pass: key x along W.
-    p = torch.exp(torch.einsum("bcthw,bcthx->bthwx", qf, kf) * scale - lse[..., None])
-    ds = p * (torch.einsum("bcthw,bcthx->bthwx", dof, vf) - delta[..., None])
-    dq = torch.einsum("bthwx,bcthx->bcthw", ds, kf)
-    dk = torch.einsum("bthwx,bcthw->bcthx", ds, qf)
-    dv = torch.einsum("bthwx,bcthw->bcthx", p, dof)
-    # Column pass: key y along H, centre excluded.
-    p = torch.exp(torch.einsum("bcthw,bctyw->bthwy", qf, kf) * scale - lse[..., None])
-    p = p.masked_fill(eye_h, 0.0)
-    ds = p * (torch.einsum("bcthw,bctyw->bthwy", dof, vf) - delta[..., None])
-    dq = dq + torch.einsum("bthwy,bctyw->bcthw", ds, kf)
-    dk = dk + torch.einsum("bthwy,bcthw->bctyw", ds, qf)
-    dv = dv + torch.einsum("bthwy,bcthw->bctyw", p, dof)
-    # Time pass: key s along T, centre excluded.
-    p = torch.exp(torch.einsum("bcthw,bcshw->bthws", qf, kf) * scale - lse[..., None])
-    p = p.masked_fill(eye_t, 0.0)
-    ds = p * (torch.einsum("bcthw,bcshw->bthws", dof, vf) - delta[..., None])
-    dq = dq + torch.einsum("bthws,bcshw->bcthw", ds, kf)
-    dk = dk + torch.einsum("bthws,bcthw->bcshw", ds, qf)
-    dv = dv + torch.einsum("bthws,bcthw->bcshw", p, dof)
-    return (dq * scale).to(q.dtype), (dk * scale).to(k.dtype), dv.to(v.dtype)
