@@ -138,6 +138,8 @@ def test_exact_resume_is_bit_identical(tmp_path: Path) -> None:
     part = tiny_cfg(tmp_path / "b", *common)
     _train_until(part, 1)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["iteration"] == 1
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:  # logged after the checkpoint
+        f.write(json.dumps({"type": "train", "iteration": 2, "loss": -1.0}) + "\n")
     train(part, resume=True)
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "last.pt")

@@ -261,6 +261,20 @@ class _JsonlWriter:
             f.write(json.dumps(clean) + "\n")
 
 
+def _truncate_jsonl(path: Path, iteration: int) -> None:
+    """Drop lines logged after ``iteration`` (written after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("iteration", 0)) <= iteration:
+                keep.append(line)
+        except (ValueError, AttributeError, TypeError):
+            continue
+    path.write_text("".join(f"{line}\n" for line in keep))
+
+
 def _tensorboard(path: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -462,6 +476,8 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         (out / "config.yaml").write_text(config_to_yaml(cfg))
         if not resume and (out / "metrics.jsonl").exists():
             (out / "metrics.jsonl").unlink()
+        if resume:
+            _truncate_jsonl(out / "metrics.jsonl", iteration)
         if rt.tensorboard:
             writer = _tensorboard(out / "tb")
     barrier()
