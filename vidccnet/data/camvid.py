@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from .base import EvalVideo
 from .clips import anchor_position, clip_offsets
+from .images import load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 
 logger = logging.getLogger(__name__)
@@ -66,20 +67,8 @@ def context_frame_path(root: str | os.PathLike, seq: str, index: int) -> Path:
     return Path(root) / "frames" / seq / f"{index:06d}.png"
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def _load_label(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            im = im.convert("L")
-        return remap_camvid_label(np.asarray(im))
+    return remap_camvid_label(load_index_png(path))
 
 
 class CamVid(Dataset):
@@ -145,7 +134,7 @@ class CamVid(Dataset):
         (in steps of `frame_stride`), finally by the labelled frame itself; with `warn` the
         first such replacement of the dataset logs a warning."""
         seq, m = self.sequence_index(name)
-        labelled = _load_rgb(image)
+        labelled = load_rgb(image)
         out = []
         missing = 0
         step = self.frame_stride
@@ -154,7 +143,7 @@ class CamVid(Dataset):
             while k != 0:
                 p = context_frame_path(self.root, seq, m + k)
                 if p.is_file():
-                    frame = _load_rgb(p)
+                    frame = load_rgb(p)
                     if frame.shape != labelled.shape:
                         raise ValueError(f"context frame '{p}' has size {frame.shape[:2]}, the "
                                          f"labelled frame {labelled.shape[:2]}: rerun "
@@ -249,7 +238,7 @@ class CamVid(Dataset):
             order = sorted(by_index)
             return EvalVideo(
                 name=name, num_frames=len(order),
-                load_frame=lambda i: _load_rgb(by_index[order[i]][0]),
+                load_frame=lambda i: load_rgb(by_index[order[i]][0]),
                 load_label=lambda i: _load_label(by_index[order[i]][1]),
                 labelled=list(range(len(order))), consecutive=True)
         lo = first - before * s
@@ -261,7 +250,7 @@ class CamVid(Dataset):
             while not p.is_file() and i != first:  # padding at the ends: nearest inwards
                 i += 1 if i < first else -1
                 p = context_frame_path(self.root, STRETCH_SEQ, i)
-            return _load_rgb(p)
+            return load_rgb(p)
 
         return EvalVideo(
             name=name, num_frames=n, load_frame=load_frame,

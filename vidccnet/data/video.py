@@ -369,12 +369,13 @@ class FrameFolderReader(VideoReader):
         return len(self.files)
 
     def _load(self, index: int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
+
+        from .images import load_rgb
 
         f = self.files[index]
         try:
-            with Image.open(f) as im:
-                return np.asarray(im.convert("RGB"))
+            return load_rgb(f)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise VideoReadError(
                 self.path, f"frame {index} ('{f.name}') is unreadable ({e})") from e

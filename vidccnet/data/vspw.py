@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
+from .images import load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 from .video import IMAGE_EXTENSIONS, frame_sort_key
 
@@ -73,20 +74,8 @@ def remap_vspw_mask(mask: np.ndarray) -> np.ndarray:
     return _LUT[np.asarray(mask, np.uint8)].astype(np.int64)
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def _load_mask(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            im = im.convert("L")
-        return remap_vspw_mask(np.asarray(im))
+    return remap_vspw_mask(load_index_png(path))
 
 
 class VSPW(Dataset):
@@ -159,7 +148,7 @@ class VSPW(Dataset):
         v, a = self.items[index]
         name, files = self.videos[v]
         idx = clip_indices(a, len(files), self.clip_len, self.frame_stride, self.anchor)
-        frames = np.stack([_load_rgb(files[i]) for i in idx])  # (T, H, W, 3)
+        frames = np.stack([load_rgb(files[i]) for i in idx])  # (T, H, W, 3)
         pos = anchor_position(self.clip_len, self.anchor)
         labels = np.stack([
             self._label(name, files[i], frames.shape[1:3]) if (self.label_all_frames or j == pos)
@@ -183,6 +172,6 @@ class VSPW(Dataset):
                 return _load_mask(self.mask_path(name, files[i]))
 
             out.append(EvalVideo(name=name, num_frames=len(files),
-                                 load_frame=lambda i, files=files: _load_rgb(files[i]),
+                                 load_frame=lambda i, files=files: load_rgb(files[i]),
                                  load_label=load_label, labelled=labelled, consecutive=True))
         return out
