@@ -1,0 +1,97 @@
+"""Smoke test of scripts/demo.py with its tiny budget (``--quick``): every step runs through the
+real trainer, evaluator and segment_video code; a second run replaces the first; afterwards
+``segment_video.py`` finds ``runs/demo/best.pt`` by default; bad options give one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
+                                                  REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    demo = _load("demo")
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "runs" / "demo"
+    rc = demo.main(["--out", str(out), "--quick", "--iterations", "3", "--device", "cpu"])
+    assert rc == 0
+    return demo, root, out
+
+
+def test_demo_writes_everything(demo_run, capsys):
+    _, _, out = demo_run
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "overlay.mp4",
+                 "overlay_frame.png", "eval/eval.json", "masks/summary.json",
+                 "input/demo_video.mp4", "demo_summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["iterations"] == 3
+    for key in ("mIoU", "mVC_8", "flicker"):
+        v = summary["val"][key]
+        assert v is None or 0.0 <= v <= 1.0
+    seg = json.loads((out / "masks" / "summary.json").read_text())
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == seg["frames"] == 12
+    gt = sorted((out / "input" / "demo_video_masks").glob("*.png"))
+    assert len(gt) == 12
+    m = np.asarray(Image.open(masks[0]))
+    assert m.shape == np.asarray(Image.open(gt[0])).shape == (32, 48)
+    assert m.max() < 7
+    strip = np.asarray(Image.open(out / "overlay_frame.png"))
+    assert strip.shape == (32 * 4, 48 * 3 * 4, 3)
+    ev = json.loads((out / "eval" / "eval.json").read_text())
+    assert abs(ev["metrics"]["mIoU"] - summary["val"]["mIoU"]) < 1e-9
+
+
+def test_demo_rerun_replaces_the_earlier_demo(demo_run):
+    demo, _, out = demo_run
+    before = (out / "best.pt").stat().st_mtime_ns
+    rc = demo.main(["--out", str(out), "--quick", "--iterations", "1", "--device", "cpu",
+                    "--video-frames", "4"])
+    assert rc == 0
+    assert (out / "best.pt").stat().st_mtime_ns != before
+    assert json.loads((out / "demo_summary.json").read_text())["iterations"] == 1
+    assert len(list((out / "masks").glob("*.png"))) == 4
+
+
+def test_segment_video_uses_demo_checkpoint_by_default(demo_run, monkeypatch, tmp_path):
+    _, root, out = demo_run
+    seg = _load("segment_video")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("VIDCCNET_CHECKPOINT", raising=False)
+    rc = seg.main([str(out / "input" / "demo_video.mp4"), "--out", str(tmp_path / "m"),
+                   "--quiet", "--device", "cpu"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert Path(summary["checkpoint"]) == Path("runs") / "demo" / "best.pt"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--iterations", "0"], "--iterations must be >= 1"),
+    (["--video-frames", "0"], "--video-frames must be >= 1"),
+])
+def test_demo_bad_options_one_line(argv, words, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out",
+                           str(tmp_path / "d"), *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert words in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
