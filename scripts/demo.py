@@ -1,7 +1,7 @@
 """The first thing to run: train, evaluate and apply a small 3D CCNet on a synthetic video world.
 
-    python scripts/demo.py                      # ~5-10 min on 2 CPU cores, no GPU, no download
-    python scripts/demo.py --iterations 600     # longer training, better masks
+    python scripts/demo.py                      # ~6 min on 2 CPU cores, no GPU, no download
+    python scripts/demo.py --iterations 1500    # longer training, better masks
     python scripts/demo.py --out runs/mydemo --device cuda
 
 What it does, with the library's real code paths (the same ones CamVid / VSPW training uses):
@@ -49,7 +49,7 @@ DEMO_CONFIG: dict[str, Any] = {
              "kwargs": {"num_videos": 48, "num_frames": 16, "height": 48, "width": 64,
                         "seed": 0}},
     "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4},
-    "schedule": {"iterations": 300, "warmup_iters": 10, "poly_power": 0.9},
+    "schedule": {"iterations": 600, "warmup_iters": 10, "poly_power": 0.9},
     # background down-weighted: from scratch the net otherwise predicts only background for
     # the first ~100 steps; no category-consistent loss: in schedules this short it costs mIoU
     # (docs/results.md)
@@ -288,7 +288,9 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
         "",
         "  next: python scripts/segment_video.py YOUR_VIDEO.mp4 --out masks/ "
         "--overlay overlay.mp4",
-        f"        (uses {res['checkpoint']} by default when run from the repository root)",
+        ("        (uses runs/demo/best.pt by default when run from the repository root)"
+         if Path(res["checkpoint"]) == Path("runs/demo/best.pt") else
+         f"        add --checkpoint {res['checkpoint']} (the default is runs/demo/best.pt)"),
     ]
     stream.write("\n".join(lines) + "\n")
 
