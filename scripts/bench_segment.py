@@ -1,7 +1,7 @@
 """Benchmark scripts/segment_video.py: frames/s and peak memory (max RSS) per model, and the
 peak memory for a short vs a long video (streaming: it should not grow with the length).
 
-    python scripts/bench_segment.py                       # the table in docs/benchmarks_segment.md
+    python scripts/bench_segment.py                       # the tables in docs/benchmarks.md
     python scripts/bench_segment.py --models ccnet3d_resnet18 --speed-frames 8 --device cuda
 
 Checkpoints are randomly initialised (11 classes, CamVid-sized); weights do not change the cost.
