@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     from vidccnet.data import build_eval_videos
     from vidccnet.data.synthetic import SyntheticVideoWorld
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from vidccnet.engine.report import evaluate_and_report
+    from vidccnet.engine.report import evaluate_and_report, to_jsonable
     from vidccnet.engine.train import evaluator_kwargs, train
 
     t_start = time.perf_counter()
@@ -248,18 +248,8 @@ def run(args: argparse.Namespace) -> dict:
         "overlay_frame": str(out / "overlay_frame.png"), "overlay_frame_pixel_acc": gt_acc,
         "eval_dir": str(out / "eval"),
     }
-    (out / "demo_summary.json").write_text(json.dumps(_clean(result), indent=1) + "\n")
+    (out / "demo_summary.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
     return result
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _pct(v: Any) -> str:

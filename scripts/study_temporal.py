@@ -246,6 +246,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
 
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from vidccnet.engine.config import load_config
+    from vidccnet.engine.report import to_jsonable
     from vidccnet.engine.train import train
 
     overrides = run_overrides(args, variant, seed)
@@ -265,7 +266,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         os.replace(out / "backbone.tmp", out / "backbone.pt")
         result = {"variant": PRETRAIN, "overrides": overrides, "train_seconds": train_s,
                   "iterations": summary["iteration"], "final_train_loss": summary["loss"]}
-        (out / "study_result.json").write_text(json.dumps(_clean(result), indent=1) + "\n")
+        (out / "study_result.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
         return result
     figures = evaluate_study(model, cfg, device)
     result = {
@@ -278,18 +279,8 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         "trainer_val": {k: (summary["val"] or {}).get(k) for k in ("mIoU", "mVC_8", "flicker")},
         **figures,
     }
-    (out / "study_result.json").write_text(json.dumps(_clean(result), indent=1) + "\n")
+    (out / "study_result.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
     return result
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ------------------------------------------------------------------------- cost
@@ -433,6 +424,8 @@ def collect(args: argparse.Namespace) -> list[dict]:
 
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
+    from vidccnet.engine.report import to_jsonable
+
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "
                         "run the study first (without --report-only)")
@@ -453,7 +446,7 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
                  "forward time of one clip (batch 1) / clip_len, median of repeats",
     }
     (results / f"synthetic_study{suffix}.json").write_text(
-        json.dumps(_clean(doc), indent=1) + "\n")
+        json.dumps(to_jsonable(doc), indent=1) + "\n")
     plot(summary, runs, results / f"synthetic_study{suffix}.png")
     table = markdown_table(summary, cost)
     (results / f"synthetic_study{suffix}.md").write_text(table + "\n")
