@@ -81,6 +81,25 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_gamma_lr_mult_gives_the_attention_gamma_its_own_group() -> None:
+    from vidccnet.engine.config import apply_overrides
+    from vidccnet.engine.train import build_optimizer
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16)
+    gamma = model.head.cca.cca.gamma
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", [])
+    opt = build_optimizer(cfg, model)  # CCNet: one group, one learning rate
+    assert len(opt.param_groups) == 1 and any(p is gamma for p in opt.param_groups[0]["params"])
+    cfg = apply_overrides(cfg, ["optim.gamma_lr_mult=50"])
+    opt = build_optimizer(cfg, model)
+    rest, gam = opt.param_groups
+    assert [p for p in gam["params"]] == [gamma] and all(p is not gamma for p in rest["params"])
+    assert gam["lr"] == pytest.approx(50 * rest["lr"]) and rest["lr"] == cfg.optim.lr
+    n = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == n
+
+
 def test_poly_warmup_schedule() -> None:
     f = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1)
     assert f(0) == pytest.approx(0.1)

@@ -116,9 +116,17 @@ class OptimConfig:
     nesterov: bool = False
     grad_clip: float | None = None
     accum_steps: int = 1
+    # Learning-rate multiplier for the criss-cross attention's residual weight gamma (0 at
+    # init). 1.0 is CCNet's single learning rate; a larger value lets the attention switch on
+    # within short schedules (docs/results.md, study findings).
+    gamma_lr_mult: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, ("sgd", "adamw"))
+        if self.gamma_lr_mult <= 0:
+            raise ConfigError(
+                f"config key 'optim.gamma_lr_mult' must be > 0, got {self.gamma_lr_mult}"
+            )
         _positive("optim.accum_steps", self.accum_steps)
 
 

@@ -115,9 +115,18 @@ def build_criterion(cfg: Config) -> nn.Module:
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay on all parameters, one LR, as the official CCNet) or AdamW."""
+    """SGD (momentum, weight decay on all parameters, one LR, as the official CCNet) or AdamW.
+
+    With ``optim.gamma_lr_mult != 1`` the attention's residual weights (``*.cca.gamma``) form a
+    second parameter group at ``lr * gamma_lr_mult``; the schedule scales both groups alike.
+    """
     o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params: list = [p for _, p in named]
+    if o.gamma_lr_mult != 1.0:
+        gammas = [p for n, p in named if n.endswith("cca.gamma")]
+        others = [p for n, p in named if not n.endswith("cca.gamma")]
+        params = [{"params": others}, {"params": gammas, "lr": o.lr * o.gamma_lr_mult}]
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
