@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vidccnet.cli import fail
+
 REPO = Path(__file__).resolve().parent.parent
 PROG = "demo.py"
 log = logging.getLogger("demo")
@@ -303,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = (UserError, ConfigError, TrainingError, CheckpointError, ValueError, OSError)
         if debug or not isinstance(exc, expected):
             raise
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return fail(PROG, exc)
     print_summary(res)
     return 0
 

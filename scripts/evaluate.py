@@ -19,9 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+from vidccnet.cli import fail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except expected as exc:
         if args.debug:
             raise
-        print(f"evaluate.py: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return fail("evaluate.py", exc)
     print(json.dumps({"eval_json": str(out / "eval.json"),
                       "mIoU": report["metrics"].get("mIoU")}))
     return 0

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from vidccnet.cli import one_line
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_CHECKPOINT = Path("runs") / "demo" / "best.pt"
@@ -48,10 +50,6 @@ log = logging.getLogger("segment_video")
 
 class UserError(Exception):
     """An expected problem with the inputs: reported as one line, exit code 2."""
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vidccnet.cli import fail
+
 REPO = Path(__file__).resolve().parent.parent
 PROG = "study_temporal.py"
 log = logging.getLogger("study_temporal")
@@ -556,8 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not isinstance(exc, (UserError, ConfigError, TrainingError, ValueError,
                                          FileNotFoundError)):
             raise
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return fail(PROG, exc)
     return 0
 
 

@@ -15,24 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _plain(obj: object) -> object:
-    """JSON-safe copy: NaN / inf -> None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+from vidccnet.cli import fail
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -44,12 +30,6 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
         ValueError, KeyError,
     ]
-    try:
-        from vidccnet.data import DatasetError  # type: ignore[attr-defined]
-
-        errors.append(DatasetError)
-    except ImportError:
-        pass
     return tuple(errors)
 
 
@@ -68,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.config import load_config
+    from vidccnet.engine.report import to_jsonable
     from vidccnet.engine.train import train
 
     try:
@@ -76,13 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except _expected_errors() as exc:
         if args.debug:
             raise
-        print(f"train.py: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return fail("train.py", exc)
     except KeyboardInterrupt:
         print("train.py: interrupted; continue with --resume (last.pt is kept)", file=sys.stderr)
         return 130
     if rank == 0:
-        print(json.dumps(_plain(result), default=str))
+        print(json.dumps(to_jsonable(result)))
     return 0
 
 
