@@ -56,6 +56,7 @@ from .distributed import (
     is_distributed,
     reduce_any,
 )
+from .report import to_jsonable
 
 __all__ = [
     "PolyWarmup",
@@ -201,10 +202,11 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
 
     _check_root(cfg)
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
+    kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
+    kw.setdefault("frame_stride", cfg.data.frame_stride)
+    kw.setdefault("anchor", cfg.eval.anchor)
     videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
-    if cfg.eval.max_videos is not None:
-        videos = list(videos)[: cfg.eval.max_videos]
-    return list(videos)
+    return list(videos)[: cfg.eval.max_videos]
 
 
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
@@ -218,7 +220,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         flip=e.flip,
         crop_size=e.crop_size,
         device=device,
-        amp=cfg.runtime.amp != "none",
+        amp=cfg.runtime.amp,
         ignore_index=cfg.loss.ignore_index,
         vc_windows=e.vc_windows,
     )
@@ -248,14 +250,6 @@ def _autocast(device: torch.device, amp: str) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _finite_or_none(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_finite_or_none(x) for x in v]
-    return v
-
-
 class _JsonlWriter:
     """Appends one JSON object per line (rank 0 only; a no-op elsewhere)."""
 
@@ -265,7 +259,7 @@ class _JsonlWriter:
     def write(self, record: dict) -> None:
         if self.path is None:
             return
-        clean = {k: _finite_or_none(v) for k, v in record.items()}
+        clean = to_jsonable(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
 
@@ -531,7 +525,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "iteration": step,
             "config": config_to_dict(cfg),
-            "metrics": {k: _finite_or_none(v) for k, v in metrics.items()
+            "metrics": {k: to_jsonable(v) for k, v in metrics.items()
                         if isinstance(v, (int, float, list, str)) or v is None},
             "version": CHECKPOINT_VERSION,
             "rng": rng,
