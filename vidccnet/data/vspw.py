@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
 from .images import load_index_png, load_rgb
@@ -48,21 +49,8 @@ IGNORE_INDEX = 255
 assert len(CLASS_NAMES) == NUM_CLASSES
 
 
-def _bit_palette(n: int) -> list[tuple[int, int, int]]:
-    """Distinct colours by spreading the bits of the index over R, G, B (PASCAL-style)."""
-    out = []
-    for i in range(n):
-        c, r, g, b = i + 1, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
-
-
-PALETTE = _bit_palette(NUM_CLASSES)
+# PASCAL-style bit-spread colours; index 0 (black) is left to the ignored 'others'.
+PALETTE = default_palette(NUM_CLASSES + 1)[1:]
 
 _LUT = np.full(256, IGNORE_INDEX, np.uint8)
 _LUT[1:NUM_CLASSES + 1] = np.arange(NUM_CLASSES, dtype=np.uint8)
