@@ -178,6 +178,18 @@ def test_backend_env_var(monkeypatch):
     assert resolve_backend("auto", torch.device("cpu")) == "reference"
 
 
+def test_auto_uses_triton_only_for_inputs_it_takes(monkeypatch):
+    import vidccnet.ops.cca as cca
+
+    monkeypatch.delenv("VIDCCNET_CCA_BACKEND", raising=False)
+    monkeypatch.setattr(cca, "triton_status", lambda device: (True, ""))
+    cuda = torch.device("cuda")
+    assert resolve_backend("auto", cuda, torch.float16, 64) == "triton"
+    assert resolve_backend("auto", cuda, torch.float64, 64) == "reference"
+    assert resolve_backend("auto", cuda, torch.float32, 512) == "reference"
+    assert resolve_backend("auto", torch.device("cpu"), torch.float32, 64) == "reference"
+
+
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q, k, v = _inputs((1, 4, 5, 2, 3, 4), torch.float32)

@@ -32,8 +32,17 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
     return mod.triton_available(device)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn "auto" (or the env var) into a concrete backend for tensors on `device`."""
+def resolve_backend(
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    head_dim: int | None = None,
+) -> str:
+    """Turn "auto" (or the env var) into a concrete backend for tensors on `device`.
+
+    "auto" picks the Triton kernels on CUDA only for inputs they take (`dtype`, query/key
+    width `head_dim`, when given); anything else runs on the reference path.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -44,7 +53,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             )
     if backend == "auto":
         if device.type == "cuda" and triton_status(device)[0]:
-            return "triton"
+            fits = dtype is None or head_dim is None or _triton_module().supports(dtype, head_dim)
+            return "triton" if fits else "reference"
         return "reference"
     if backend == "triton":
         ok, why = triton_status(device)
@@ -97,7 +107,7 @@ def criss_cross_attention(
     two_d = q.dim() == 4
     if two_d:
         q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
-    name = resolve_backend(backend, q.device)
+    name = resolve_backend(backend, q.device, q.dtype, q.shape[1])
     out, _ = cca_op(q, k, v, float(scale), name)
     return out.squeeze(2) if two_d else out
 

@@ -619,6 +619,11 @@ def _passes(T: int, H: int, W: int) -> list[tuple[int, int, int, int, int, int, 
     return [column, row]
 
 
+def supports(dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether the kernels take inputs of this dtype and query/key width Cqk."""
+    return dtype in _SUPPORTED_DTYPES and head_dim <= _MAX_CQK
+
+
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, Tensor):
@@ -717,7 +722,7 @@ def cca_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad
 
     Returns:
         dq, dk: (B, Cqk, T, H, W); dv: (B, Cv, T, H, W); all in the input dtype. Deterministic
-        (no atomics; fixed summation order row, column, time).
+        (no atomics; fixed summation order: column, then row with the time line fused in).
     """
     _check_inputs(q, k, v)
     if out.shape != v.shape or grad_out.shape != v.shape:
