@@ -39,7 +39,8 @@ class CrissCrossAttention3d(nn.Module):
         """x: (B, C, T, H, W) -> (B, C, T, H, W). `temporal=False` attends within each frame."""
         if x.dim() != 5:
             raise ValueError(f"expected input (B, C, T, H, W), got shape {tuple(x.shape)}")
-        q, k, v = (_pointwise(conv, x) for conv in (self.query, self.key, self.value))
+        xc = x.contiguous()  # one copy for the three projections (their reshapes are views)
+        q, k, v = (_pointwise(conv, xc) for conv in (self.query, self.key, self.value))
         if temporal:
             out = criss_cross_attention(q, k, v, backend=self.backend)
         else:  # each frame on its own: fold T into the batch, 2D CCA
