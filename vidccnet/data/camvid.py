@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from .base import EvalVideo
 from .clips import anchor_position, clip_offsets
-from .images import load_index_png, load_rgb
+from .images import image_size, load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 
 logger = logging.getLogger(__name__)
@@ -134,25 +134,29 @@ class CamVid(Dataset):
         (in steps of `frame_stride`), finally by the labelled frame itself; with `warn` the
         first such replacement of the dataset logs a warning."""
         seq, m = self.sequence_index(name)
-        labelled = load_rgb(image)
+        size = image_size(image)  # (H, W); the labelled image is decoded only when used
+        labelled = None
         out = []
         missing = 0
         step = self.frame_stride
         for o in offsets:
-            k, frame = o, labelled
+            k, frame = o, None
             while k != 0:
                 p = context_frame_path(self.root, seq, m + k)
                 if p.is_file():
                     frame = load_rgb(p)
-                    if frame.shape != labelled.shape:
+                    if frame.shape[:2] != size:
                         raise ValueError(f"context frame '{p}' has size {frame.shape[:2]}, the "
-                                         f"labelled frame {labelled.shape[:2]}: rerun "
+                                         f"labelled frame {size}: rerun "
                                          "scripts/prepare_camvid.py")
                     break
                 missing += k == o
                 k = k + step if k < 0 else k - step
                 if abs(k) < step:
                     k = 0
+            if frame is None:
+                labelled = load_rgb(image) if labelled is None else labelled
+                frame = labelled
             out.append(frame)
         if missing and warn and not self._warned:
             self._warned = True

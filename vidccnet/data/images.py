@@ -14,6 +14,12 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header (no decoding)."""
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
 def load_index_png(path: str | os.PathLike) -> np.ndarray:
     """A label image's stored values as np.uint8 (H, W) (palette indices for mode "P")."""
     with Image.open(path) as im:
