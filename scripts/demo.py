@@ -164,11 +164,11 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     from PIL import Image
 
-    from vidccnet.data import build_eval_videos
     from vidccnet.data.synthetic import SyntheticVideoWorld
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from vidccnet.engine.distributed import resolve_device
     from vidccnet.engine.report import evaluate_and_report, to_jsonable
-    from vidccnet.engine.train import evaluator_kwargs, train
+    from vidccnet.engine.train import build_val_videos, evaluator_kwargs, train
 
     t_start = time.perf_counter()
     out = Path(args.out)
@@ -193,10 +193,9 @@ def run(args: argparse.Namespace) -> dict:
     log.info("step 2/4: evaluating %s on the validation videos", best)
     t0 = time.perf_counter()
     ckpt = load_checkpoint(best)
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model, cfg_best = build_model_from_checkpoint(ckpt, device)
-    videos = build_eval_videos(d.name, cfg.eval.split, root=d.root,
-                               **{**d.kwargs, **cfg.eval.kwargs})
+    videos = build_val_videos(cfg)
     ev_kw = evaluator_kwargs(cfg_best, device)
     report = evaluate_and_report(
         model, videos, out / "eval", class_names=cfg_best.data.class_names,
