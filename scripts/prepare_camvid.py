@@ -31,7 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vidccnet.cli import fail  # noqa: E402
 from vidccnet.data.camvid import SPLITS, context_frame_path, parse_camvid_name  # noqa: E402
+from vidccnet.data.images import load_rgb  # noqa: E402
 from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
 
 logger = logging.getLogger("prepare_camvid")
@@ -97,6 +99,9 @@ class FrameSource:
             self._cache.popitem(last=False)
         return img
 
+    def close(self) -> None:
+        self.reader.close()
+
 
 def match_frame(image: np.ndarray, source: FrameSource, guess: int, window: int) -> dict:
     """Best matching frame index of `image` among guess-window .. guess+window."""
@@ -144,15 +149,16 @@ def prepare(args: argparse.Namespace) -> dict:
                            len(files))
             continue
         files = sorted(files, key=lambda f: parse_camvid_name(f.stem)[1])
-        first = np.asarray(Image.open(files[0]).convert("RGB"))
-        src = FrameSource(videos[seq], first.shape[:2], args.backend)
+        src = None
         hist: dict[int, int] = defaultdict(int)
         written = poor = 0
         shift = shifts.get(seq, 0)
         for f in files:
             _, guess = parse_camvid_name(f.stem)
-            image = np.asarray(Image.open(f).convert("RGB"))
-            if image.shape[:2] != src.size:
+            image = load_rgb(f)
+            if src is None or image.shape[:2] != src.size:
+                if src is not None:
+                    src.close()
                 src = FrameSource(videos[seq], image.shape[:2], args.backend)
             m = match_frame(image, src, guess + shift, args.window)
             m["video_index"] = m["index"]
@@ -176,6 +182,7 @@ def prepare(args: argparse.Namespace) -> dict:
             "video": str(videos[seq]), "frames": len(src), "labelled": len(files),
             "frames_written": written, "poor_matches": poor, "index_offset": shift,
             "offsets": {str(k): v for k, v in sorted(hist.items())}}
+        src.close()
         logger.info("%s: %d labelled frames matched, offsets %s, %d frames written", seq,
                     len(files), dict(sorted(hist.items())), written)
     path = Path(args.report) if args.report else out / "frames" / "matches.json"
@@ -207,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare(args)
     except (PrepareError, VideoReadError, ValueError, OSError) as e:
-        print(f"prepare_camvid: error: {e}", file=sys.stderr)
-        return 2
+        return fail("prepare_camvid", e)
     return 0
 
 
