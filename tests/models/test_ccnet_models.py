@@ -58,7 +58,8 @@ def test_shapes(name, B, T, R):
     out = m.train()(x)
     assert set(out) == {"out", "aux", "features"}
     assert out["out"].shape == out["aux"].shape == (B, K, T, 33, 47)
-    assert out["features"].shape == (B, 64, T, 5, 6)  # output stride 8: ceil(33/8), ceil(47/8)
+    # the 16-d embedding at output stride 8: ceil(33/8), ceil(47/8)
+    assert out["features"].shape == (B, 16, T, 5, 6)
     with torch.no_grad():
         y = m.eval()(x)
     assert y.shape == (B, K, T, 33, 47) and torch.isfinite(y).all()
@@ -115,7 +116,8 @@ def test_ccnet3d_mixes_frames(shift, att):
 
 @torch.no_grad()
 def test_no_temporal_path_means_independent_frames():
-    m = build("ccnet3d_resnet18", temporal_shift=False).eval()  # gamma 0: attention is identity
+    # CCNet's init (gamma 0): the attention is the identity
+    m = build("ccnet3d_resnet18", temporal_shift=False, attention_init="ccnet").eval()
     x = torch.randn(1, 3, 2, 33, 47)
     a, b = m(x), m(_perturb_frame(x, 1))
     assert torch.equal(a[:, :, 0], b[:, :, 0])
@@ -166,3 +168,73 @@ def test_train_backward_reaches_attention():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         build()(torch.randn(1, 3, 33, 47))
+
+
+def test_attention_init_options():
+    m = build(attention_init="ccnet")
+    assert m.head.cca.cca.gamma.item() == 0.0
+    m = build()  # default: identity value projection, gamma 1
+    cca = m.head.cca.cca
+    assert cca.gamma.item() == 1.0
+    w = cca.value.weight.view(cca.value.out_channels, -1)
+    assert torch.equal(w, torch.eye(w.shape[0])) and not cca.value.bias.any()
+    with pytest.raises(ValueError, match="unknown attention init"):
+        build(attention_init="zeros")
+
+
+def test_default_init_lets_every_attention_parameter_learn_at_step_one():
+    # with CCNet's gamma = 0, q, k and v get exactly zero gradient (the saddle)
+    x = torch.randn(1, 3, 3, 33, 47)
+    for init, learns in (("ccnet", False), ("identity", True)):
+        m = build(attention_init=init).train()
+        m(x)["out"].square().mean().backward()
+        cca = m.head.cca.cca
+        for p in (cca.query.weight, cca.key.weight, cca.value.weight):
+            assert (p.grad.abs().sum() > 0) == learns, init
+
+
+def test_category_consistent_terms_all_active_at_init():
+    """On a clip with several classes the CCL works on the 16-d embedding, where at init the
+    class means are closer than 2 * delta_d (distance term > 0) and the variance term active.
+    (On the 512-d post-ReLU head features the class means start > 2 * delta_d apart: dis = 0.)"""
+    from vidccnet.data.synthetic import SyntheticVideoDataset
+    from vidccnet.losses import CategoryConsistentLoss
+
+    ds = SyntheticVideoDataset("train", num_videos=2, num_frames=8, height=48, width=64)
+    item = ds[3]
+    labels = item["labels"][None]  # (1, T, H, W)
+    assert len(labels.unique()) >= 3
+    m = create_model("ccnet3d_resnet18", 7).train()  # CCNet's 512-wide head
+    terms = CategoryConsistentLoss().terms(m(item["clip"][None])["features"], labels)
+    assert terms["var"] > 0 and terms["dis"] > 0 and terms["reg"] > 0
+
+
+def test_checkpoints_without_the_training_only_embedding_load_strictly():
+    m = build()
+    state = {k: v for k, v in m.state_dict().items() if not k.startswith("head.embed.")}
+    m2 = build("ccnet2d_resnet18")
+    before = m2.head.embed.weight.clone()
+    m2.load_state_dict(state)  # strict
+    assert torch.equal(m2.head.embed.weight, before)
+    assert torch.equal(m2.head.conva[0].weight, m.head.conva[0].weight)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        m2.load_state_dict({k: v for k, v in state.items() if "conva" not in k})
+
+
+@torch.no_grad()
+def test_embedding_is_training_only():
+    m = build().eval()
+    calls = []
+    m.head.embed.register_forward_hook(lambda *a: calls.append(1))
+    m(torch.randn(1, 3, 2, 33, 47))
+    assert not calls
+
+
+def test_narrow_backbone():
+    m = build(backbone_width=16)
+    assert m.backbone.channels == (64, 128)
+    c3, c4 = m.backbone(torch.randn(1, 3, 2, 64, 80))
+    assert c3.shape == (2, 64, 8, 10) and c4.shape == (2, 128, 8, 10)
+    assert m.backbone.layer4[1].conv2.dilation == (4, 4)
+    with pytest.raises(ValueError, match="width"):
+        build(backbone_width=0)

@@ -131,6 +131,8 @@ class DilatedResNet(nn.Module):
         temporal_shift: enable the residual temporal shift.
         shift_fraction: share of channels shifted each way (TSM: 1/8).
         shift_stages: which of layer1..layer4 shift (default all four, as TSM's "blockres").
+        width: channels of the stem and layer1 (64 in ResNet; layer2..4 have 2x, 4x, 8x). Other
+            widths give narrower / wider networks (no ImageNet weights), e.g. for CPU studies.
 
     Attributes:
         channels: (layer3 channels, layer4 channels).
@@ -142,8 +144,11 @@ class DilatedResNet(nn.Module):
         temporal_shift: bool = True,
         shift_fraction: float = 0.125,
         shift_stages: Sequence[int] = (1, 2, 3, 4),
+        width: int = 64,
     ) -> None:
         super().__init__()
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         if depth not in DEPTHS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(DEPTHS)}")
         if not 0.0 <= shift_fraction <= 0.5:
@@ -154,6 +159,8 @@ class DilatedResNet(nn.Module):
         kind, layers = DEPTHS[depth]
         block = ShiftBasicBlock if kind == "basic" else ShiftBottleneck
         net = tv_resnet.ResNet(block, layers, replace_stride_with_dilation=[False, True, True])
+        if width != 64:
+            _rebuild_with_width(net, block, layers, width)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4,
@@ -171,7 +178,8 @@ class DilatedResNet(nn.Module):
                     self.temporal_shift and i in stages
                 ) else 0.0
         expansion = block.expansion
-        self.channels = (256 * expansion, 512 * expansion)
+        self.width = int(width)
+        self.channels = (4 * width * expansion, 8 * width * expansion)
 
     def forward(self, clip: Tensor) -> tuple[Tensor, Tensor]:
         """clip: (B, 3, T, H, W) -> (c3, c4), each (B*T, C, ceil(H/8), ceil(W/8)) folded."""
@@ -196,6 +204,21 @@ class DilatedResNet(nn.Module):
             ValueError: the file is not a state dict, or its keys / shapes do not match.
         """
         load_backbone_state(self, path)
+
+
+def _rebuild_with_width(net: tv_resnet.ResNet, block: type, layers: list[int], width: int) -> None:
+    """Replace the stem and the four stages of a torchvision ResNet (built at width 64, dilation
+    [False, True, True]) by ones of base width `width`, initialised as torchvision does."""
+    net.inplanes, net.dilation = width, 1
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.layer1 = net._make_layer(block, width, layers[0])
+    net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)
+    net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2, dilate=True)
+    net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2, dilate=True)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
 def _read_state_dict(path: str | os.PathLike) -> Mapping[str, Tensor]:

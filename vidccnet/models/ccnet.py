@@ -35,6 +35,11 @@ class CCNet(nn.Module):
         attention_backend: criss-cross attention backend ("auto", "reference", "triton").
         aux: build the auxiliary FCN head on layer3.
         pretrained_backbone: local torchvision ResNet state dict to load into the backbone.
+        embed_dim: D, the training-only embedding of the attention output on which the
+            category-consistent loss works (16).
+        attention_init: "identity" (default: value projection = identity, gamma = 1, chosen by
+            measurement, docs/training.md) or "ccnet" (gamma = 0, CCNet's exact init).
+        backbone_width: base width of the ResNet (64; narrower for CPU studies).
     """
 
     def __init__(
@@ -50,6 +55,9 @@ class CCNet(nn.Module):
         attention_backend: str = "auto",
         aux: bool = True,
         pretrained_backbone: str | os.PathLike | None = None,
+        embed_dim: int = 16,
+        attention_init: str = "identity",
+        backbone_width: int = 64,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -57,14 +65,18 @@ class CCNet(nn.Module):
         if head_channels < 8 or head_channels % 8:
             raise ValueError(f"head_channels must be a positive multiple of 8, got {head_channels}")
         self.num_classes = num_classes
-        self.backbone = DilatedResNet(depth, temporal_shift, shift_fraction, shift_stages)
+        self.backbone = DilatedResNet(
+            depth, temporal_shift, shift_fraction, shift_stages, width=backbone_width
+        )
         if pretrained_backbone is not None:
             self.backbone.load_pretrained(pretrained_backbone)
         c3, c4 = self.backbone.channels
         self.head = RCCAHead(
-            c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend
+            c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend,
+            embed_dim=embed_dim, attention_init=attention_init,
         )
         self.aux_head = FCNHead(c3, num_classes, head_channels // 2) if aux else None
+        self.register_load_state_dict_pre_hook(_keep_missing_embedding)
 
     def to_channels_last(self) -> CCNet:
         """Store the 2D conv weights channels_last (the backbone then runs channels_last).
@@ -85,7 +97,8 @@ class CCNet(nn.Module):
             eval(): logits (B, K, T, H, W), bilinear-upsampled to the input size (a
             transposed view of (B*T, K, H, W) storage: not contiguous).
             train(): {"out": (B, K, T, H, W), "aux": (B, K, T, H, W) (when `aux`),
-            "features": (B, C, T, h, w) head features at output stride 8}.
+            "features": (B, D, T, h, w) the embedding of the attention output at output
+            stride 8, for the category-consistent loss}.
         """
         if clip.dim() != 5 or clip.shape[1] != 3:
             raise ValueError(
@@ -94,7 +107,7 @@ class CCNet(nn.Module):
             )
         T, size = clip.shape[2], clip.shape[-2:]
         c3, c4 = self.backbone(clip)  # (B*T, C3, h, w), (B*T, C4, h, w)
-        logits, feats = self.head(c4, T)  # (B*T, K, h, w), (B*T, C, h, w)
+        logits, feats = self.head(c4, T)  # (B*T, K, h, w), train(): (B*T, D, h, w)
         out = _upsample(logits, size, T)  # (B, K, T, H, W)
         if not self.training:
             return out
@@ -102,6 +115,15 @@ class CCNet(nn.Module):
         if self.aux_head is not None:
             result["aux"] = _upsample(self.aux_head(c3), size, T)
         return result
+
+
+def _keep_missing_embedding(module: CCNet, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints made before the embedding existed (or stripped of it) load strictly: the
+    training-only `head.embed` keeps its current values (it does not affect predictions)."""
+    if not any(k.startswith(prefix + "head.") for k in state_dict):
+        return
+    for name, tensor in module.head.embed.state_dict().items():
+        state_dict.setdefault(f"{prefix}head.embed.{name}", tensor.detach().clone())
 
 
 def _upsample(x: Tensor, size: Sequence[int], num_frames: int) -> Tensor:

@@ -39,7 +39,8 @@ class RCCAHead(nn.Module):
     conva: conv3x3 C_in -> C + BN + ReLU; cca: R shared criss-cross attention loops;
     convb: conv3x3 C -> C + BN + ReLU; bottleneck: concat(input, convb) (C_in + C) -> conv3x3
     -> C + BN + ReLU; dropout: Dropout2d(0.1); classifier: 1x1 conv C -> K.
-    `features` are the bottleneck's output (after its ReLU, before dropout and classifier).
+    embed: a training-only 1x1 conv C -> D on the output of the R attention loops; its output
+    is the low-dimensional embedding on which the category-consistent loss works.
 
     Args:
         in_channels: C_in (backbone layer4 channels).
@@ -49,6 +50,10 @@ class RCCAHead(nn.Module):
         temporal: attend along the time line too (3D) or within each frame only.
         reduction: query/key channel reduction of the attention (8).
         backend: criss-cross attention backend.
+        dropout: Dropout2d probability before the classifier.
+        embed_dim: D, width of the category-consistent loss's embedding (16).
+        attention_init: "ccnet" (gamma = 0) or "identity" (see `CrissCrossAttention3d`).
+        gamma_init: gamma's initial value for attention_init="identity".
     """
 
     def __init__(
@@ -61,27 +66,33 @@ class RCCAHead(nn.Module):
         reduction: int = 8,
         backend: str = "auto",
         dropout: float = 0.1,
+        embed_dim: int = 16,
+        attention_init: str = "ccnet",
+        gamma_init: float = 1.0,
     ) -> None:
         super().__init__()
         self.conva = conv_bn_relu(in_channels, channels)
         self.cca = RecurrentCrissCrossAttention(
             channels, recurrence=recurrence, reduction=reduction, temporal=temporal,
-            backend=backend,
+            backend=backend, init=attention_init, gamma_init=gamma_init,
         )
+        self.embed = nn.Conv2d(channels, embed_dim, 1)
         self.convb = conv_bn_relu(channels, channels)
         self.bottleneck = conv_bn_relu(in_channels + channels, channels)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, x: Tensor, num_frames: int) -> tuple[Tensor, Tensor]:
-        """x: (B*T, C_in, h, w) folded -> (logits (B*T, K, h, w), features (B*T, C, h, w))."""
+    def forward(self, x: Tensor, num_frames: int) -> tuple[Tensor, Tensor | None]:
+        """x: (B*T, C_in, h, w) folded -> (logits (B*T, K, h, w), embedding (B*T, D, h, w) in
+        train() mode, None in eval() mode)."""
         y = self.conva(x)  # (B*T, C, h, w)
         if self.cca.recurrence > 0:
             y5 = self.cca(unfold_frames(y, num_frames))  # (B, C, T, h, w)
             y = fold_frames(y5).contiguous(memory_format=_format_of(x))
+        emb = self.embed(y) if self.training else None  # (B*T, D, h, w)
         y = self.convb(y)
         feats = self.bottleneck(torch.cat([x, y], dim=1))  # (B*T, C, h, w)
-        return self.classifier(self.dropout(feats)), feats
+        return self.classifier(self.dropout(feats)), emb
 
 
 class FCNHead(nn.Module):

@@ -10,20 +10,37 @@ from torch import Tensor, nn
 from ..ops import criss_cross_attention
 
 
+ATTENTION_INITS = ("ccnet", "identity")
+
+
 class CrissCrossAttention3d(nn.Module):
     """CCNet's criss-cross attention block over time line, row and column.
 
     q, k: 1x1x1 convs C -> C // reduction (with bias); v: 1x1x1 conv C -> C;
-    y = gamma * cca(q, k, v) + x with gamma a scalar initialised to 0 (identity at init).
+    y = gamma * cca(q, k, v) + x with gamma a learned scalar.
+
+    Initialisations (`init`):
+        "ccnet": gamma = 0, PyTorch's default conv init: the block starts as the identity, as
+            in CCNet. gamma = 0 is a saddle: q, k, v get no gradient until gamma moves.
+        "identity": the value projection starts as the identity (weight I, bias 0) and gamma
+            at `gamma_init` (1): the block starts as x + (attention-weighted mean of x over the
+            time line, row and column), so q, k and v learn from the first step.
 
     Args:
         in_channels: C.
         reduction: channel reduction of the query/key projections (8 in CCNet).
         backend: operator backend ("auto", "reference", "triton").
+        init: "ccnet" or "identity" (see above).
+        gamma_init: gamma's initial value for init="identity".
     """
 
-    def __init__(self, in_channels: int, reduction: int = 8, backend: str = "auto") -> None:
+    def __init__(
+        self, in_channels: int, reduction: int = 8, backend: str = "auto",
+        init: str = "ccnet", gamma_init: float = 1.0,
+    ) -> None:
         super().__init__()
+        if init not in ATTENTION_INITS:
+            raise ValueError(f"unknown attention init {init!r}; choose one of {ATTENTION_INITS}")
         if in_channels < reduction or in_channels % reduction:
             raise ValueError(
                 f"in_channels={in_channels} must be a positive multiple of reduction={reduction}"
@@ -34,6 +51,11 @@ class CrissCrossAttention3d(nn.Module):
         self.value = nn.Conv3d(in_channels, in_channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.backend = backend
+        if init == "identity":
+            with torch.no_grad():
+                self.value.weight.copy_(torch.eye(in_channels).view_as(self.value.weight))
+                self.value.bias.zero_()
+                self.gamma.fill_(gamma_init)
 
     def forward(self, x: Tensor, temporal: bool = True) -> Tensor:
         """x: (B, C, T, H, W) -> (B, C, T, H, W). `temporal=False` attends within each frame."""
@@ -63,7 +85,8 @@ class RecurrentCrissCrossAttention(nn.Module):
 
     With R = 2 every position gathers context from the whole (T, H, W) volume.
     `temporal=False` runs per-frame 2D attention with the same parameters, so checkpoints are
-    interchangeable between the two settings.
+    interchangeable between the two settings. `init` / `gamma_init`: see
+    `CrissCrossAttention3d`.
     """
 
     def __init__(
@@ -73,11 +96,13 @@ class RecurrentCrissCrossAttention(nn.Module):
         reduction: int = 8,
         temporal: bool = True,
         backend: str = "auto",
+        init: str = "ccnet",
+        gamma_init: float = 1.0,
     ) -> None:
         super().__init__()
         if recurrence < 0:
             raise ValueError(f"recurrence must be >= 0, got {recurrence}")
-        self.cca = CrissCrossAttention3d(in_channels, reduction, backend)
+        self.cca = CrissCrossAttention3d(in_channels, reduction, backend, init, gamma_init)
         self.recurrence = recurrence
         self.temporal = temporal
 
