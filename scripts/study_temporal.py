@@ -1,24 +1,45 @@
-"""Does attending across time help on the synthetic video world, and what does it cost?
+"""What does 3D criss-cross attention buy over 2D on video? A study on the synthetic world.
 
-    python scripts/study_temporal.py                        # CPU budget: 7 variants x 2 seeds
-    python scripts/study_temporal.py --jobs 2               # two runs at a time
-    python scripts/study_temporal.py --budget large         # GPU: bigger frames, longer schedule
-    python scripts/study_temporal.py --variants ccnet2d_r2 ccnet3d_r2 --seeds 0 1 2
-    python scripts/study_temporal.py --report-only          # tables / plots from finished runs
+    python scripts/study_temporal.py --jobs 2 --threads 1     # CPU: 5 variants x 3 seeds
+    python scripts/study_temporal.py --budget large           # GPU: bigger frames and nets
+    python scripts/study_temporal.py --variants cca2d cca3d --seeds 0 1 2
+    python scripts/study_temporal.py --report-only            # tables / plots from finished runs
 
-Every variant trains with the same data, schedule and optimiser (``configs/synthetic_study.yaml``
-plus the budget's overrides) through the real trainer (``vidccnet.engine.train.train``); only
-the model / loss switches of the variant differ. Each trained model is evaluated on the whole
-validation videos with the real evaluator's sliding-clip inference (``Evaluator.predict_video``,
-causal clips, one frame predicted per clip): mIoU, mIoU on the corrupted frames (the synthetic
-world's dropout frames: one object hidden or covered by noise), pixel accuracy on the dropout
-pixels and on the crate/beacon pixels that a single frame cannot tell apart, mVC_8 and flicker.
-The inference cost is the forward time of one clip divided by its frames (batch 1, eval mode).
+Five variants with the same parameters (one network, switches only), data, schedule and
+optimiser (``configs/synthetic_study.yaml`` plus the budget's overrides), each trained from
+scratch through the real trainer (``vidccnet.engine.train.train``) with validation every
+``eval.interval`` steps (the learning curve, to show the plateau):
+
+    per_frame     no temporal shift, no attention (R = 0): each frame on its own
+    cca2d         no temporal shift, 2D criss-cross attention per frame (ccnet2d)
+    cca3d         no temporal shift, 3D criss-cross attention (time line, row, column)
+    shift_cca2d   temporal shift in the backbone + 2D attention
+    ccnet3d       temporal shift + 3D attention (the full ccnet3d)
+
+The world (``vidccnet.data.synthetic``) holds two temporal cues:
+
+- crate vs beacon: identical except that a beacon flashes on one frame in every
+  ``blink_period`` (12 here) frames, and the causal clip is 12 frames long, so every clip
+  shows one flash of every beacon, anywhere from 0 to 11 frames back. No single frame tells a
+  crate from a beacon between flashes (the "ambiguous" pixels); deciding needs the whole clip.
+  The temporal shift moves 1/8 of the channels one frame per residual block: in ResNet-18
+  (8 blocks) it reaches at most 8 frames back, so flashes 9-11 frames back (a quarter of
+  the beacon frames) and the certainty that a crate never flashes in the last 12 frames are
+  beyond its reach. The 3D attention's time line reaches every frame of the clip at once.
+- dropouts: on some frames an object is hidden or covered by noise while its label stays; the
+  neighbouring frames (1 step back) show it: a short-range cue that the shift can carry.
+
+Each trained model is evaluated on whole validation videos with the real evaluator's
+sliding causal clips: mIoU (all frames), mIoU over the ambiguous pixels (crates, and beacons
+on non-flash frames; classes present in the ground truth), mIoU on the dropout frames, mVC_8,
+flicker, the trained gamma, the same figures with every gamma set to 0 at test time (the
+attention ablated), and the eval-mode forward cost per frame.
 
 Each finished run writes ``<runs>/<variant>_s<seed>/study_result.json``; an interrupted study
 picks up where it stopped (``--force`` retrains). At the end the script writes
-``results/synthetic_study.json`` (every run + the per-variant summary), ``results/*.png`` and
-prints a Markdown table. Expected errors print one line on stderr and exit with code 2.
+``results/synthetic_study.json`` (every run + per-variant mean, min and max), the plots
+``results/synthetic_study.png`` and ``results/synthetic_study_curves.png``, and prints a
+Markdown table. Expected errors print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -43,38 +64,29 @@ log = logging.getLogger("study_temporal")
 
 # name -> (label, overrides on top of the study config and the budget)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "per_frame_r0": ("per-frame, no attention (2D, R=0)",
-                     ["model.name=ccnet2d_resnet18", "model.recurrence=0"]),
-    "ccnet2d_r2": ("ccnet2d R=2", ["model.name=ccnet2d_resnet18", "model.recurrence=2"]),
-    "ccnet3d_r1": ("ccnet3d R=1", ["model.recurrence=1"]),
-    "ccnet3d_r2": ("ccnet3d R=2", []),
-    "ccnet3d_r3": ("ccnet3d R=3", ["model.recurrence=3"]),
-    "ccnet3d_r2_no_cc": ("ccnet3d R=2, no category-consistent loss", ["loss.cc_weight=0.0"]),
-    "ccnet3d_r2_no_shift": ("ccnet3d R=2, no temporal shift", ["model.temporal_shift=false"]),
-    # investigation: the attention's residual weight gamma starts at 0 (CCNet); in a short
-    # schedule it barely moves, so these runs start it at 1 (set by this script, see run_one)
-    "ccnet2d_r2_gamma1": ("ccnet2d R=2, gamma initialised to 1",
-                          ["model.name=ccnet2d_resnet18", "model.recurrence=2"]),
-    "ccnet3d_r2_gamma1": ("ccnet3d R=2, gamma initialised to 1", []),
+    "per_frame": ("per-frame, no attention", ["model.name=ccnet2d_resnet18",
+                                              "model.recurrence=0"]),
+    "cca2d": ("2D CCA (no shift)", ["model.name=ccnet2d_resnet18"]),
+    "cca3d": ("3D CCA (no shift)", ["model.temporal_shift=false"]),
+    "shift_cca2d": ("shift + 2D CCA", ["model.temporal_attention=false"]),
+    "ccnet3d": ("shift + 3D CCA (ccnet3d)", []),
 }
-GAMMA_INIT = {"ccnet2d_r2_gamma1": 1.0, "ccnet3d_r2_gamma1": 1.0}
-DEFAULT_VARIANTS = [v for v in VARIANTS if v not in GAMMA_INIT]
+DEFAULT_VARIANTS = list(VARIANTS)
 
-# budget -> (overrides on top of the study config, default seeds, cost-measurement sizes,
-#            iterations of the shared backbone pre-training (0: every run from scratch))
-BUDGETS: dict[str, tuple[list[str], list[int], list[tuple[int, int]], int]] = {
-    "small": ([], [0, 1], [(48, 64), (96, 128)], 250),
+# budget -> (overrides on top of the study config, default seeds, cost-measurement sizes)
+BUDGETS: dict[str, tuple[list[str], list[int], list[tuple[int, int]]]] = {
+    "small": ([], [0, 1, 2], [(48, 64), (96, 128)]),
     "large": ([
-        "data.kwargs={num_videos: 96, num_frames: 16, height: 64, width: 96, seed: 0}",
+        "data.kwargs={num_videos: 96, num_frames: 24, height: 64, width: 96, seed: 0, "
+        "blink_period: 12}",
         "data.crop_size=[64, 96]",
         "data.batch_size=8",
-        "model.kwargs.head_channels=64",
-        "schedule.iterations=1500",
+        "model.kwargs={head_channels: 64, backbone_width: 64}",
+        "schedule.iterations=4000",
+        "eval.interval=500",
         "eval.kwargs={num_videos: 32}",
-    ], [0, 1, 2], [(64, 96), (256, 384)], 3000),
+    ], [0, 1, 2], [(64, 96), (256, 384)]),
 }
-PRETRAIN = "pretrain_per_frame"  # the shared backbone pre-training run (variant-like name)
-PRETRAIN_OVERRIDES = ["model.name=ccnet2d_resnet18", "model.recurrence=0"]
 
 
 class UserError(Exception):
@@ -88,13 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", choices=sorted(BUDGETS), default="small",
                    help="small: CPU minutes per run; large: a GPU, 10x the steps")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="NAME",
-                   help=f"subset of {', '.join(VARIANTS)} (default: all but *_gamma1)")
+                   help=f"subset of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="training seeds (default: 0 1 for small, 0 1 2 for large)")
+                   help="training seeds (default: 0 1 2)")
     p.add_argument("--iterations", type=int, default=None, help="override schedule.iterations")
-    p.add_argument("--pretrain-iterations", type=int, default=None,
-                   help="steps of the shared per-frame backbone pre-training that every variant "
-                   "starts from (default: the budget's; 0: every run from scratch)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the config's)")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (processes)")
     p.add_argument("--threads", type=int, default=None,
@@ -122,27 +131,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def pretrain_iterations(args: argparse.Namespace) -> int:
-    if args.pretrain_iterations is not None:
-        return args.pretrain_iterations
-    return BUDGETS[args.budget][3]
-
-
-def backbone_file(args: argparse.Namespace) -> Path:
-    return Path(args.runs_dir) / args.budget / PRETRAIN / "backbone.pt"
-
-
 def run_overrides(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
     """All overrides of one run, in the order they apply."""
-    out = list(BUDGETS[args.budget][0])
-    if variant == PRETRAIN:
-        out += PRETRAIN_OVERRIDES + [f"schedule.iterations={pretrain_iterations(args)}"]
-    else:
-        out += list(VARIANTS[variant][1])
-        if args.iterations is not None:
-            out.append(f"schedule.iterations={args.iterations}")
-        if pretrain_iterations(args) > 0:
-            out.append(f"model.pretrained_backbone={backbone_file(args)}")
+    out = list(BUDGETS[args.budget][0]) + list(VARIANTS[variant][1])
+    if args.iterations is not None:
+        out.append(f"schedule.iterations={args.iterations}")
     out += [f"runtime.seed={seed}", f"runtime.output_dir={run_dir(args, variant, seed)}",
             "runtime.overwrite=true", "runtime.tensorboard=false", "runtime.progress=false",
             "eval.at_end=false"]
@@ -152,12 +145,31 @@ def run_overrides(args: argparse.Namespace, variant: str, seed: int) -> list[str
 
 
 def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
-    if variant == PRETRAIN:
-        return Path(args.runs_dir) / args.budget / PRETRAIN
     return Path(args.runs_dir) / args.budget / f"{variant}_s{seed}"
 
 
 # ------------------------------------------------------------------------- one run
+
+
+def study_videos(cfg: Any) -> tuple[Any, list]:
+    """The validation dataset (for its rendered masks) and its evaluation videos."""
+    from vidccnet.data.synthetic import SyntheticVideoDataset
+
+    kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
+    ds = SyntheticVideoDataset(split=cfg.eval.split, clip_len=cfg.data.clip_len, **kw)
+    return ds, ds.eval_videos()
+
+
+def _iou_over_present(cm: Any) -> float | None:
+    """Mean IoU over the classes present in the ground truth of a confusion matrix."""
+    import numpy as np
+
+    m = cm.matrix().astype(np.float64)  # (K, K) rows: ground truth, columns: prediction
+    gt, pred, tp = m.sum(1), m.sum(0), np.diag(m)
+    present = gt > 0
+    if not present.any():
+        return None
+    return float((tp[present] / (gt + pred - tp)[present]).mean())
 
 
 def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
@@ -165,27 +177,18 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     import numpy as np
     import torch
 
-    from vidccnet.data.synthetic import SyntheticVideoDataset
     from vidccnet.engine.evaluate import Evaluator
     from vidccnet.engine.train import evaluator_kwargs
     from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency
 
-    kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
-    keep = {"num_videos", "num_frames", "height", "width", "seed"}
-    world_kw = {k: v for k, v in kw.items() if k not in keep and k not in
-                ("augment", "crop_size", "scale_range", "frame_stride", "anchor",
-                 "label_all_frames", "cache_videos")}
-    ds = SyntheticVideoDataset(split=cfg.eval.split, clip_len=cfg.data.clip_len,
-                               **{k: v for k, v in kw.items() if k in keep}, **world_kw)
-    videos = ds.eval_videos()
+    ds, videos = study_videos(cfg)
     k = len(cfg.data.class_names)
     ev = Evaluator(num_classes=k, **{**evaluator_kwargs(cfg, device), "vc_windows": (8,)})
-    cm_all, cm_cor = ConfusionMatrix(k), ConfusionMatrix(k)
+    cm_all, cm_cor, cm_amb = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
     vc, flicker = VideoConsistency(8), FlickerMeter()
-    drop_hit = drop_n = amb_hit = amb_n = 0
     t0 = time.perf_counter()
     for v, video in enumerate(videos):
-        rendered = ds.get_video(v)  # labels, corruption and ambiguity masks of this video
+        rendered = ds.get_video(v)  # labels and ambiguity masks of this video
         corrupted = set(video.corrupted)
         vc.start_video()
         flicker.start_video()
@@ -195,51 +198,38 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
             cm_all.update(pred, gt)
             vc.push(pred, gt)
             flicker.update(pred)
-            hit = (pred == gt).numpy()
             if index in corrupted:
                 cm_cor.update(pred, gt)
-                m = rendered.corruption_mask[index]
-                drop_hit += int(hit[m].sum())
-                drop_n += int(m.sum())
-            a = rendered.ambiguous[index]
-            amb_hit += int(hit[a].sum())
-            amb_n += int(a.sum())
+            amb = torch.from_numpy(rendered.ambiguous[index])
+            if amb.any():
+                cm_amb.update(pred[amb], gt[amb])
         vc.end_video()
     res_all, res_cor = cm_all.compute(), cm_cor.compute()
     return {
         "mIoU": res_all["mIoU"], "IoU": res_all["IoU"], "pixel_acc": res_all["pixel_acc"],
-        "mIoU_corrupted": res_cor["mIoU"], "pixel_acc_corrupted": res_cor["pixel_acc"],
-        "acc_dropout_pixels": drop_hit / drop_n if drop_n else None,
-        "acc_ambiguous_pixels": amb_hit / amb_n if amb_n else None,
+        "mIoU_ambiguous": _iou_over_present(cm_amb),
+        "mIoU_corrupted": res_cor["mIoU"],
         "mVC_8": vc.compute(), "flicker": flicker.compute(),
         "val_videos": len(videos), "corrupted_frames": sum(len(v.corrupted) for v in videos),
         "eval_seconds": time.perf_counter() - t0,
     }
 
 
-def _patch_gamma_init(value: float) -> None:
-    """Make every CrissCrossAttention3d built in this process start with gamma = value."""
-    import torch
-
-    from vidccnet.nn import cca
-
-    original = cca.CrissCrossAttention3d.__init__
-
-    def init(self: Any, *a: Any, **kw: Any) -> None:
-        original(self, *a, **kw)
-        with torch.no_grad():
-            self.gamma.fill_(value)
-
-    cca.CrissCrossAttention3d.__init__ = init
-    log.info("gamma of every criss-cross attention module starts at %g", value)
-
-
 def attention_gamma(model: Any) -> float | None:
     """The attention's learned residual weight gamma (None without attention)."""
-    for name, p in model.named_parameters():
-        if name.endswith("gamma"):
-            return float(p.detach().reshape(-1)[0])
-    return None
+    if model.head.cca.recurrence == 0:
+        return None
+    return float(model.head.cca.cca.gamma.detach().reshape(-1)[0])
+
+
+def learning_curve(out: Path) -> list[dict]:
+    """The periodic validation records of a run's metrics.jsonl: iteration, mIoU, mVC_8."""
+    rows = []
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "val":
+            rows.append({k: rec.get(k) for k in ("iteration", "mIoU", "mVC_8")})
+    return rows
 
 
 def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
@@ -250,11 +240,10 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
     from vidccnet.engine.config import load_config
     from vidccnet.engine.report import to_jsonable
     from vidccnet.engine.train import train
+    from vidccnet.nn import attention_off
 
     overrides = run_overrides(args, variant, seed)
     cfg = load_config(args.config, overrides)
-    if variant in GAMMA_INIT:
-        _patch_gamma_init(GAMMA_INIT[variant])
     t0 = time.perf_counter()
     summary = train(cfg)
     train_s = time.perf_counter() - t0
@@ -263,14 +252,11 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
     device = torch.device("cuda" if cfg.runtime.device in ("auto", "cuda")
                           and torch.cuda.is_available() else "cpu")
     model, cfg = build_model_from_checkpoint(ckpt, device)
-    if variant == PRETRAIN:  # export the backbone in torchvision ResNet key format
-        torch.save(model.backbone.state_dict(), out / "backbone.tmp")
-        os.replace(out / "backbone.tmp", out / "backbone.pt")
-        result = {"variant": PRETRAIN, "overrides": overrides, "train_seconds": train_s,
-                  "iterations": summary["iteration"], "final_train_loss": summary["loss"]}
-        (out / "study_result.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
-        return result
     figures = evaluate_study(model, cfg, device)
+    ablated = None
+    if model.head.cca.recurrence > 0:
+        with attention_off(model):
+            ablated = evaluate_study(model, cfg, device)
     result = {
         "variant": variant, "label": VARIANTS[variant][0], "seed": seed, "budget": args.budget,
         "overrides": overrides, "iterations": summary["iteration"],
@@ -278,8 +264,9 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         "threads": torch.get_num_threads(), "device": str(device),
         "gamma": attention_gamma(model),
         "params": sum(p.numel() for p in model.parameters()),
-        "trainer_val": {k: (summary["val"] or {}).get(k) for k in ("mIoU", "mVC_8", "flicker")},
+        "curve": learning_curve(out),
         **figures,
+        "ablated": None if ablated is None else {m: ablated[m] for m in METRICS},
     }
     (out / "study_result.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
     return result
@@ -288,29 +275,22 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
 # ------------------------------------------------------------------------- cost
 
 
-def measure_cost(variants: list[str], sizes: list[tuple[int, int]], clip_len: int,
-                 head_channels: int, threads: int, repeats: int = 5) -> list[dict]:
+def measure_cost(args: argparse.Namespace, sizes: list[tuple[int, int]], threads: int,
+                 repeats: int = 5) -> list[dict]:
     """Median eval-mode forward time of one clip (batch 1) per frame, untrained weights."""
     import torch
 
-    from vidccnet.models import create_model
+    from vidccnet.engine.config import load_config
+    from vidccnet.engine.train import build_model
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     rows = []
     try:
-        for variant in variants:
-            kw: dict[str, Any] = {"head_channels": head_channels, "recurrence": 2}
-            name = "ccnet3d_resnet18"
-            for o in VARIANTS[variant][1]:
-                key, val = o.split("=", 1)
-                if key == "model.name":
-                    name = val
-                elif key == "model.recurrence":
-                    kw["recurrence"] = int(val)
-                elif key == "model.temporal_shift":
-                    kw["temporal_shift"] = val == "true"
-            model = create_model(name, 7, **kw).eval()
+        for variant in args.variants:
+            cfg = load_config(args.config, BUDGETS[args.budget][0] + VARIANTS[variant][1])
+            clip_len = cfg.data.clip_len
+            model = build_model(cfg, 7, pretrained=False).eval()
             for h, w in sizes:
                 x = torch.randn(1, 3, clip_len, h, w)
                 times = []
@@ -331,20 +311,22 @@ def measure_cost(variants: list[str], sizes: list[tuple[int, int]], clip_len: in
 # ------------------------------------------------------------------------- report
 
 
-def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
+METRICS = ("mIoU", "mIoU_ambiguous", "mIoU_corrupted", "mVC_8", "flicker")
+LABELS = {"mIoU": "mIoU", "mIoU_ambiguous": "mIoU ambiguous pixels",
+          "mIoU_corrupted": "mIoU dropout frames", "mVC_8": "mVC_8", "flicker": "flicker"}
+
+
+def _stats(values: list[Any]) -> dict:
+    """Mean, min and max over seeds (None where no finite value)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
-        return None, None
-    spread = (max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0
-    return statistics.fmean(vals), spread
-
-
-METRICS = ("mIoU", "mIoU_corrupted", "acc_dropout_pixels", "acc_ambiguous_pixels", "mVC_8",
-           "flicker")
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Per-variant mean and half-range (max - min) / 2 of every figure over seeds."""
+    """Per variant: mean, min and max over seeds of every figure, of its test-time ablation
+    (``ablated_<metric>``: gamma set to 0) and of the trained gamma."""
     out: dict[str, dict] = {}
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
@@ -353,30 +335,36 @@ def summarise(runs: list[dict]) -> dict:
         row: dict[str, Any] = {"label": VARIANTS[variant][0],
                                "seeds": sorted(r["seed"] for r in mine)}
         for m in METRICS + ("gamma", "train_seconds"):
-            mean, spread = _mean_spread([r.get(m) for r in mine])
-            row[m] = {"mean": mean, "spread": spread}
+            row[m] = _stats([r.get(m) for r in mine])
+        for m in METRICS:
+            row[f"ablated_{m}"] = _stats([(r.get("ablated") or {}).get(m) for r in mine])
         out[variant] = row
     return out
 
 
-def _fmt(cell: dict, pct: bool = True) -> str:
+def _fmt(cell: dict, scale: float = 100.0, digits: int = 1) -> str:
     if cell["mean"] is None:
-        return "n/a"
-    s = 100.0 if pct else 1.0
-    return f"{s * cell['mean']:.1f} ± {s * cell['spread']:.1f}"
+        return "—"
+    f = f"{{:.{digits}f}}"
+    mean, lo, hi = (f.format(scale * cell[k]) for k in ("mean", "min", "max"))
+    return f"{mean} [{lo}, {hi}]"
 
 
 def markdown_table(summary: dict, cost: list[dict]) -> str:
+    """Two tables: the figures (mean [min, max] over seeds, in %), and gamma, the test-time
+    ablation and the cost."""
     sizes = sorted({(c["height"], c["width"]) for c in cost})
-    head = ("| variant | seeds | mIoU | mIoU corrupted frames | acc. dropout pixels "
-            "| acc. crate/beacon pixels | mVC_8 | flicker | gamma |")
-    head += "".join(f" ms/frame {h}x{w} |" for h, w in sizes)
-    lines = [head, "|" + "---|" * (9 + len(sizes))]
+    lines = ["| variant | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+             "|" + "---|" * (2 + len(METRICS))]
+    for row in summary.values():
+        lines.append("| " + " | ".join([row["label"], str(len(row["seeds"]))]
+                                       + [_fmt(row[m]) for m in METRICS]) + " |")
+    lines += ["", "| variant | trained gamma | mIoU, gamma = 0 at test | mIoU ambiguous, "
+              "gamma = 0 |" + "".join(f" ms/frame {h}x{w} |" for h, w in sizes),
+              "|" + "---|" * (4 + len(sizes))]
     for variant, row in summary.items():
-        cells = [row["label"], str(len(row["seeds"]))]
-        cells += [_fmt(row[m]) for m in METRICS]
-        g = row["gamma"]
-        cells.append("—" if g["mean"] is None else f"{g['mean']:.2f}")
+        cells = [row["label"], _fmt(row["gamma"], 1.0, 2), _fmt(row["ablated_mIoU"]),
+                 _fmt(row["ablated_mIoU_ambiguous"])]
         for h, w in sizes:
             ms = [c["ms_per_frame"] for c in cost if c["variant"] == variant
                   and (c["height"], c["width"]) == (h, w)]
@@ -386,32 +374,59 @@ def markdown_table(summary: dict, cost: list[dict]) -> str:
 
 
 def plot(summary: dict, runs: list[dict], path: Path) -> None:
-    """mIoU (all / corrupted frames) and mVC_8 per variant: bars = mean, dots = seeds."""
+    """Bars (mean) and dots (seeds) of mIoU, ambiguous-pixel mIoU, dropout-frame mIoU and
+    mVC_8 per variant; hollow dots: the same model with gamma = 0 at test time."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     variants = list(summary)
-    fig = Figure(figsize=(12, 4.2))
+    fig = Figure(figsize=(14, 4.2))
     FigureCanvasAgg(fig)
-    panels = (("mIoU", "mIoU, all frames (%)"), ("mIoU_corrupted", "mIoU, corrupted frames (%)"),
-              ("mVC_8", "mVC_8 (%)"))
-    for i, (m, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, i + 1)
+    for i, m in enumerate(METRICS[:4]):
+        ax = fig.add_subplot(1, 4, i + 1)
         means = [100 * (summary[v][m]["mean"] or 0.0) for v in variants]
-        colours = ["#999999" if v.startswith(("per_frame", "ccnet2d")) else "#3070b0"
-                   for v in variants]
+        colours = ["#3070b0" if v in ("cca3d", "ccnet3d") else "#999999" for v in variants]
         ax.bar(range(len(variants)), means, color=colours)
         for j, v in enumerate(variants):
-            ys = [100 * r[m] for r in runs if r["variant"] == v and r.get(m) is not None]
+            mine = [r for r in runs if r["variant"] == v]
+            ys = [100 * r[m] for r in mine if r.get(m) is not None]
             ax.plot([j] * len(ys), ys, "k.", ms=5)
+            ab = [100 * r["ablated"][m] for r in mine if (r.get("ablated") or {}).get(m)
+                  is not None]
+            ax.plot([j + 0.25] * len(ab), ab, "o", mfc="none", mec="#c03030", ms=4)
         ax.set_xticks(range(len(variants)))
-        ax.set_xticklabels(variants, rotation=60, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
-        lo = min([100 * r[m] for r in runs if r.get(m) is not None] or [0])
-        ax.set_ylim(max(0.0, lo - 10), None)
+        ax.set_xticklabels([summary[v]["label"] for v in variants], rotation=45, ha="right",
+                           fontsize=7)
+        ax.set_title(LABELS[m] + " (%)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    """Validation mIoU against training steps, one line per run (the plateau check)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    colours = dict(zip(VARIANTS, ("#999999", "#e08020", "#3070b0", "#50a050", "#a030a0")))
+    seen = set()
+    for r in runs:
+        pts = [(c["iteration"], 100 * c["mIoU"]) for c in r.get("curve", [])
+               if c.get("mIoU") is not None]
+        if not pts:
+            continue
+        label = None if r["variant"] in seen else VARIANTS[r["variant"]][0]
+        seen.add(r["variant"])
+        ax.plot(*zip(*pts), "-o", ms=3, color=colours[r["variant"]], label=label, alpha=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation mIoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
@@ -444,12 +459,14 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
         "seeds": args.seeds, "cpu_count": os.cpu_count(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "summary": summary, "cost": cost, "runs": runs,
-        "notes": "fractions in [0, 1]; spread = (max - min) / 2 over seeds; ms_per_frame = "
-                 "forward time of one clip (batch 1) / clip_len, median of repeats",
+        "notes": "fractions in [0, 1]; mean / min / max over seeds; ablated_*: the same "
+                 "model with every gamma set to 0 at test time; ms_per_frame = forward time "
+                 "of one clip (batch 1) / clip_len, median of repeats",
     }
     (results / f"synthetic_study{suffix}.json").write_text(
         json.dumps(to_jsonable(doc), indent=1) + "\n")
     plot(summary, runs, results / f"synthetic_study{suffix}.png")
+    plot_curves(runs, results / f"synthetic_study{suffix}_curves.png")
     table = markdown_table(summary, cost)
     (results / f"synthetic_study{suffix}.md").write_text(table + "\n")
     print(table)
@@ -465,8 +482,6 @@ def _launch(args: argparse.Namespace, variant: str, seed: int, threads: int
            "--budget", args.budget, "--runs-dir", args.runs_dir]
     if args.iterations is not None:
         cmd += ["--iterations", str(args.iterations)]
-    if args.pretrain_iterations is not None:
-        cmd += ["--pretrain-iterations", str(args.pretrain_iterations)]
     if args.device is not None:
         cmd += ["--device", args.device]
     if args.override:
@@ -484,13 +499,6 @@ def _launch(args: argparse.Namespace, variant: str, seed: int, threads: int
 def run_all(args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.jobs)
-    if pretrain_iterations(args) > 0 and (args.force or not backbone_file(args).is_file()):
-        log.info("pre-training the shared per-frame backbone (%d iterations)",
-                 pretrain_iterations(args))
-        proc = _launch(args, PRETRAIN, 1000, args.threads or cores)
-        if proc.wait() != 0:
-            raise UserError(f"the backbone pre-training failed; see "
-                            f"{run_dir(args, PRETRAIN, 0) / 'study.log'}")
     todo = [(v, s) for s in args.seeds for v in args.variants
             if args.force or not (run_dir(args, v, s) / "study_result.json").is_file()]
     log.info("%d runs to do (%d already finished), %d at a time, %d threads each",
@@ -526,27 +534,21 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"config '{args.config}' not found; pass --config PATH")
         if args.run_one:
             variant, seed = args.run_one[0], int(args.run_one[1])
-            if variant not in VARIANTS and variant != PRETRAIN:
+            if variant not in VARIANTS:
                 raise UserError(f"unknown variant {variant!r}")
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or
                                   torch.get_num_threads())
             res = run_one(args, variant, seed)
-            if variant != PRETRAIN:
-                log.info("%s seed %d: mIoU %.4f, corrupted %.4f, mVC_8 %.4f", variant, seed,
-                         res["mIoU"], res["mIoU_corrupted"] or math.nan,
-                         res["mVC_8"] or math.nan)
+            log.info("%s seed %d: mIoU %.4f, ambiguous %.4f, mVC_8 %.4f", variant, seed,
+                     res["mIoU"], res["mIoU_ambiguous"] or math.nan, res["mVC_8"] or math.nan)
             return 0
         if not args.report_only:
             run_all(args)
         cost: list[dict] = []
         if not args.no_cost:
-            from vidccnet.engine.config import load_config
-
-            cfg = load_config(args.config, BUDGETS[args.budget][0])
-            cost = measure_cost(args.variants, BUDGETS[args.budget][2], cfg.data.clip_len,
-                                int(cfg.model.kwargs.get("head_channels", 512)), threads=1)
+            cost = measure_cost(args, BUDGETS[args.budget][2], threads=1)
         report(args, collect(args), cost)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

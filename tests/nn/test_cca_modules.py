@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vidccnet.nn import CrissCrossAttention3d, RecurrentCrissCrossAttention
+from vidccnet.nn import CrissCrossAttention3d, RecurrentCrissCrossAttention, attention_off
 from vidccnet.ops import cca_reference
 
 
@@ -75,3 +75,20 @@ def test_gradients_reach_all_parameters():
     m(torch.randn(1, 16, 2, 3, 4)).square().sum().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_identity_init_starts_as_x_plus_attention_mean():
+    torch.manual_seed(0)
+    m = CrissCrossAttention3d(16, reduction=4, init="identity").double()
+    x = torch.randn(2, 16, 3, 4, 5, dtype=torch.float64)
+    out, _ = cca_reference(m.query(x), m.key(x), x)  # value = x
+    torch.testing.assert_close(m(x), out + x)
+
+
+def test_attention_off_zeroes_and_restores_gamma():
+    m = torch.nn.Sequential(RecurrentCrissCrossAttention(16, 2, 4, init="identity"))
+    x = torch.randn(1, 16, 2, 3, 4)
+    y = m(x)
+    with attention_off(m) as n:
+        assert n == 1 and torch.equal(m(x), x)
+    assert m[0].cca.gamma.item() == 1.0 and torch.equal(m(x), y)

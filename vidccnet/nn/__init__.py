@@ -1,5 +1,10 @@
 """Neural-network layers built on the criss-cross attention operator."""
 
-from .cca import CrissCrossAttention3d, RecurrentCrissCrossAttention
+from .cca import ATTENTION_INITS, CrissCrossAttention3d, RecurrentCrissCrossAttention, attention_off
 
-__all__ = ["CrissCrossAttention3d", "RecurrentCrissCrossAttention"]
+__all__ = [
+    "ATTENTION_INITS",
+    "CrissCrossAttention3d",
+    "RecurrentCrissCrossAttention",
+    "attention_off",
+]

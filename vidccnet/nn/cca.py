@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -114,3 +117,21 @@ class RecurrentCrissCrossAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}, temporal={self.temporal}"
+
+
+@contextmanager
+def attention_off(model: nn.Module) -> Iterator[int]:
+    """Within the block, every `CrissCrossAttention3d` of `model` has gamma = 0 (its output is
+    its input: a test-time ablation of the attention). Yields the number of blocks switched
+    off; the trained gammas are restored on exit."""
+    blocks = [m for m in model.modules() if isinstance(m, CrissCrossAttention3d)]
+    saved = [b.gamma.detach().clone() for b in blocks]
+    try:
+        with torch.no_grad():
+            for b in blocks:
+                b.gamma.zero_()
+        yield len(blocks)
+    finally:
+        with torch.no_grad():
+            for b, g in zip(blocks, saved):
+                b.gamma.copy_(g)
