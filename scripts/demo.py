@@ -202,6 +202,13 @@ def run(args: argparse.Namespace) -> dict:
         palette=cfg_best.data.palette, config={"checkpoint": str(best)},
         plots=not args.quick, **ev_kw)
     metrics = report["metrics"]
+    # the attention's share: the same model with every gamma set to 0 (attention switched off)
+    from vidccnet.engine.evaluate import Evaluator
+    from vidccnet.nn import attention_off
+
+    with attention_off(model) as n_blocks:
+        off = Evaluator(num_classes=len(cfg_best.data.class_names), **ev_kw).run(model, videos)
+    attention_off_miou = off["mIoU"] if n_blocks and cfg_best.model.recurrence > 0 else None
     eval_s = time.perf_counter() - t0
 
     # 4. a held-out video -> .mp4 -> scripts/segment_video.py
@@ -242,8 +249,10 @@ def run(args: argparse.Namespace) -> dict:
         "eval_seconds": round(eval_s, 1), "segment_seconds": round(seg_s, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "iterations": summary["iteration"], "final_train_loss": summary["loss"],
+        "clip_len": ev_kw["clip_len"],
         "val": {k: metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc", "mVC_8", "flicker")},
         "val_class_iou": report.get("class_iou"),
+        "val_mIoU_attention_off": attention_off_miou,
         "held_out_video": str(video), "held_out_pixel_acc": float(np.mean(accs)),
         "masks": str(masks_dir), "overlay": str(overlay_path),
         "overlay_frame": str(out / "overlay_frame.png"), "overlay_frame_pixel_acc": gt_acc,
@@ -265,10 +274,12 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
         .format(res["total_seconds"], res["train_seconds"], res["eval_seconds"],
                 res["segment_seconds"]),
         "",
-        "  validation (synthetic val videos, causal 4-frame clips):",
+        f"  validation (synthetic val videos, causal {res['clip_len']}-frame clips):",
         f"    mIoU {_pct(v['mIoU'])} %   pixel acc {_pct(v['pixel_acc'])} %   "
         f"mVC_8 {_pct(v['mVC_8'])} %   flicker {_pct(v['flicker'])} %",
         f"    per-class IoU and plots: {res['eval_dir']}/ (eval.json, class_iou.png)",
+        f"    with the attention switched off (every gamma = 0): mIoU "
+        f"{_pct(res['val_mIoU_attention_off'])} %",
         "",
         f"  checkpoint      {res['checkpoint']}",
         f"  held-out video  {res['held_out_video']}  (ground truth: *_masks/)",

@@ -46,6 +46,7 @@ def test_demo_writes_everything(demo_run, capsys):
     for key in ("mIoU", "mVC_8", "flicker"):
         v = summary["val"][key]
         assert v is None or 0.0 <= v <= 1.0
+    assert 0.0 <= summary["val_mIoU_attention_off"] <= 1.0  # the ablation ran
     seg = json.loads((out / "masks" / "summary.json").read_text())
     masks = sorted((out / "masks").glob("*.png"))
     assert len(masks) == seg["frames"] == 12
