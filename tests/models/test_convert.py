@@ -36,7 +36,8 @@ K = 3  # classes
 
 
 def _conv(sd, name, cout, cin, k, g, bias=False):
-    sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * math.sqrt(2.0 / (cin * k * k))
+    std = math.sqrt(2.0 / (cin * k * k))
+    sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * std
     if bias:
         sd[f"{name}.bias"] = 0.1 * torch.randn(cout, generator=g)
 

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from .backbone import DilatedResNet
 from .head import FCNHead, RCCAHead, unfold_frames
 
-
 HEAD_SLOPES = {"relu": 0.0, "leaky_relu": 0.01}  # negative slope after the heads' BNs
 
 

@@ -139,7 +139,9 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:  # noqa: BLE001
-            raise ConversionError(f"{path!r} cannot be read as a torch checkpoint ({exc2})") from None
+            raise ConversionError(
+                f"{path!r} cannot be read as a torch checkpoint ({exc2})"
+            ) from None
     if not isinstance(obj, Mapping):
         raise ConversionError(
             f"{path!r} is not a checkpoint: it holds a {type(obj).__name__}, not a dict of tensors"
@@ -415,8 +417,9 @@ def _ccnet_fixups(src: Mapping[str, Tensor], mapping: dict[str, str],
     w, rm = fold_bgr_mean_input(out["backbone.stem.0.weight"], out["backbone.stem.1.running_mean"])
     out["backbone.stem.0.weight"], out["backbone.stem.1.running_mean"] = w, rm
     notes.append(
-        f"input convention (BGR, minus {CCNET_BGR_MEAN}) folded into {inv['backbone.stem.0.weight']}"
-        " and the first BN's running mean: the model takes vidccnet's RGB ImageNet normalisation"
+        f"input convention (BGR, minus {CCNET_BGR_MEAN}) folded into "
+        f"{inv['backbone.stem.0.weight']} and the first BN's running mean: the model takes "
+        "vidccnet's RGB ImageNet normalisation"
     )
     return notes
 
@@ -438,8 +441,10 @@ def _check_against_model(conv: Conversion) -> None:
             conv.state_dict[k] = torch.zeros(v.shape, dtype=v.dtype)
     missing = [k for k in own if k not in conv.state_dict]
     extra = [k for k in conv.state_dict if k not in own]
-    shapes = [f"{k}: {tuple(conv.state_dict[k].shape)} vs {tuple(v.shape)}"
-              for k, v in own.items() if k in conv.state_dict and conv.state_dict[k].shape != v.shape]
+    shapes = [
+        f"{k}: {tuple(conv.state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items() if k in conv.state_dict and conv.state_dict[k].shape != v.shape
+    ]
     if missing or extra or shapes:
         parts = [f"{len(x)} {what} (e.g. {x[0]})" for what, x in
                  (("missing", missing), ("unexpected", extra), ("shape mismatches", shapes)) if x]
