@@ -1,5 +1,7 @@
 """Temporal shift against a numpy reference; loading torchvision state dicts and its errors."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,76 @@ def test_pretrained_errors(tmp_path, tv18_file):
     msg = str(err.value)
     assert "1 missing keys: bn1.bias" in msg and "1 unexpected keys: extra.weight" in msg
     assert "layer2.0.conv1.weight: file (1, 2, 3, 3) vs model (128, 64, 3, 3)" in msg
+
+
+@pytest.mark.parametrize("stem,widths", [("deep", (32, 32, 64)), ("deep_ccnet", (64, 64, 128))])
+def test_deep_stems_names_shapes_and_output_stride(stem, widths):
+    b = DilatedResNet(18, temporal_shift=False, stem=stem).eval()
+    names = [k for k in b.state_dict() if k.startswith("stem.") and k.endswith("weight")]
+    assert names == ["stem.0.weight", "stem.1.weight", "stem.3.weight", "stem.4.weight",
+                     "stem.6.weight", "stem.7.weight"]
+    assert [b.stem[i].out_channels for i in (0, 3, 6)] == list(widths)
+    assert b.stem[0].stride == (2, 2) and b.stem[3].stride == (1, 1)
+    assert not hasattr(b, "conv1")
+    assert b.layer1[0].conv1.in_channels == widths[-1]
+    assert (b.layer1[0].downsample is not None) == (widths[-1] != 64)
+    for size in (32, 33):
+        with torch.no_grad():
+            c3, c4 = b(torch.randn(1, 3, 2, size, size))
+        assert c3.shape[-2:] == c4.shape[-2:] == (math.ceil(size / 8),) * 2
+
+
+def test_stem_and_shift_every_are_checked():
+    with pytest.raises(ValueError, match="unknown stem 'v1c'"):
+        DilatedResNet(18, stem="v1c")
+    with pytest.raises(ValueError, match="shift_every"):
+        DilatedResNet(18, shift_every=0)
+
+
+@pytest.mark.parametrize("depth,first", [(18, "conv1"), (50, "conv2")])
+def test_contract_dilation(depth, first):
+    with torch.device("meta"):
+        on = DilatedResNet(depth)
+        off = DilatedResNet(depth, contract_dilation=False)
+    assert getattr(on.layer3[0], first).dilation == (1, 1)
+    assert getattr(on.layer4[0], first).dilation == (2, 2)
+    assert getattr(off.layer3[0], first).dilation == (2, 2)
+    assert getattr(off.layer4[0], first).padding == (4, 4)
+    for b in (on, off):  # every other 3x3 conv of layer3 / layer4 at 2 / 4
+        assert all(blk.conv2.dilation == (2, 2) for blk in b.layer3[1:])
+        assert all(blk.conv2.dilation == (4, 4) for blk in b.layer4[1:])
+
+
+def _shifted(b):
+    return [[blk.shift_fraction > 0 for blk in getattr(b, f"layer{i}")] for i in (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("depth,every,count", [(18, 1, 8), (50, 1, 16), (101, 2, 18)])
+def test_shift_every_follows_tsm_by_default(depth, every, count):
+    """TSM's make_temporal_shift: n_round = 2 when layer3 has >= 23 blocks (ResNet-101)."""
+    with torch.device("meta"):
+        b = DilatedResNet(depth)
+        all_blocks = DilatedResNet(depth, shift_every=1)
+    assert b.shift_every == every
+    flags = _shifted(b)
+    assert sum(map(sum, flags)) == count
+    assert all(f == (j % every == 0) for stage in flags for j, f in enumerate(stage))
+    assert all(map(all, _shifted(all_blocks)))
+    assert sum(map(len, flags)) == {18: 8, 50: 16, 101: 33}[depth]
+
+
+def test_model_options_aux_width_and_head_activation():
+    from vidccnet.models import create_model
+
+    with torch.device("meta"):
+        default = create_model("ccnet2d_resnet18", 3, head_channels=64)
+        wide = create_model("ccnet2d_resnet18", 3, head_channels=64, aux_channels=48,
+                            head_activation="leaky_relu")
+    assert default.aux_head.conv[0].out_channels == 32  # head_channels // 2
+    assert wide.aux_head.conv[0].out_channels == 48
+    assert isinstance(wide.head.conva[2], torch.nn.LeakyReLU)
+    assert wide.head.conva[2].negative_slope == 0.01
+    assert isinstance(wide.aux_head.conv[2], torch.nn.LeakyReLU)
+    assert isinstance(default.head.bottleneck[2], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="head_activation"):
+        create_model("ccnet2d_resnet18", 3, head_activation="gelu")

@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "build_model_from_checkpoint",
     "capture_rng_state",
+    "init_model_from_checkpoint",
     "load_checkpoint",
     "load_model_weights",
     "restore_rng_state",
@@ -112,7 +113,8 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
         CheckpointError: missing / unexpected parameter names or shape mismatches.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    optional = tuple(getattr(model, "training_only_prefixes", ()))  # loads without them
+    missing = [k for k in own if k not in state_dict and not k.startswith(optional)]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
@@ -132,6 +134,80 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
             "with another model name or num_classes?"
         )
     model.load_state_dict(state_dict)
+
+
+# Model kwargs that change the computation but no parameter shape: a mismatch loads silently.
+_SHAPE_FREE_KWARGS = ("head_activation", "contract_dilation")
+
+
+def init_model_from_checkpoint(
+    model: nn.Module, path: str | Path, model_kwargs: dict | None = None
+) -> dict[str, list[str]]:
+    """Initialise ``model`` from the weights of the vidccnet checkpoint at ``path``.
+
+    The backbone (``backbone.*``) must match exactly (every tensor present, same shape). Other
+    tensors are copied where name and shape match; the rest keep their initialisation and are
+    reported: ``reinitialised`` (shape differs, e.g. classifiers for another class count),
+    ``missing`` (not in the file, e.g. layers the source model did not have) and ``unused``
+    (in the file, not in the model). ``model_kwargs`` (the ``create_model`` kwargs of the new
+    model) are compared with the checkpoint's for settings that change no shape (head
+    activation, dilation), which are logged as warnings when they differ.
+
+    Returns:
+        ``{"loaded": [...], "reinitialised": [...], "missing": [...], "unused": [...]}``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or a backbone that does not fit (the message
+            names the checkpoint's model and kwargs so that the config can match them).
+    """
+    ckpt = load_checkpoint(path)
+    state = ckpt["model"]
+    src_model = ckpt.get("config", {}).get("model", {}) if isinstance(ckpt.get("config"), dict) \
+        else {}
+    src_kwargs = dict(src_model.get("kwargs") or {})
+    own = model.state_dict()
+    bad = [
+        k for k, v in own.items()
+        if k.startswith("backbone.") and (k not in state or tuple(state[k].shape) != tuple(v.shape))
+    ]
+    if bad:
+        raise CheckpointError(
+            f"model.init_from={path}: {len(bad)} backbone tensors are missing or of another shape "
+            f"(e.g. {bad[0]}); the checkpoint holds a {src_model.get('name', '?')} built with "
+            f"model.kwargs {src_kwargs}: set the same depth and backbone options (e.g. "
+            f"model.kwargs.stem={src_kwargs.get('stem', 'torchvision')})"
+        )
+    report: dict[str, list[str]] = {"loaded": [], "reinitialised": [], "missing": [], "unused": []}
+    take = {}
+    optional = tuple(getattr(model, "training_only_prefixes", ()))  # fresh in a new run anyway
+    for k, v in own.items():
+        if k not in state:
+            if not k.startswith(optional):
+                report["missing"].append(k)
+        elif tuple(state[k].shape) != tuple(v.shape):
+            report["reinitialised"].append(k)
+        else:
+            take[k] = state[k]
+            report["loaded"].append(k)
+    report["unused"] = [k for k in state if k not in own]
+    model.load_state_dict(take, strict=False)
+    for key in _SHAPE_FREE_KWARGS:
+        mine = (model_kwargs or {}).get(key)
+        theirs = src_kwargs.get(key)
+        if theirs is not None and mine != theirs:
+            logger.warning(
+                "model.init_from: the checkpoint was trained with %s=%r, this model uses %r "
+                "(set model.kwargs.%s=%s to match)", key, theirs, mine, key, theirs,
+            )
+    logger.info(
+        "model.init_from=%s: loaded %d tensors; %d re-initialised (other shape: %s); "
+        "%d not in the file (%s); %d in the file unused (%s)",
+        path, len(report["loaded"]), len(report["reinitialised"]),
+        ", ".join(report["reinitialised"][:6]) or "-", len(report["missing"]),
+        ", ".join(report["missing"][:6]) or "-", len(report["unused"]),
+        ", ".join(report["unused"][:6]) or "-",
+    )
+    return report
 
 
 def build_model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tuple[

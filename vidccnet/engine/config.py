@@ -58,7 +58,10 @@ class ModelConfig:
 
     ``temporal_shift`` / ``temporal_attention`` left at ``None`` use the model's own default
     (on for ``ccnet3d_*``, off for ``ccnet2d_*``). ``kwargs`` are extra keyword arguments for
-    ``create_model`` (e.g. ``head_channels``).
+    ``create_model`` (e.g. ``head_channels``, ``stem``). ``init_from`` names a vidccnet
+    checkpoint (e.g. one made by ``scripts/convert_checkpoint.py``) whose weights initialise the
+    model before training: the backbone must match exactly, head tensors of another shape
+    (e.g. the classifiers for another class count) keep their fresh initialisation (reported).
     """
 
     name: str = "ccnet3d_resnet18"
@@ -69,6 +72,7 @@ class ModelConfig:
     shift_fraction: float = 0.125
     attention_backend: str = "auto"
     kwargs: dict = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

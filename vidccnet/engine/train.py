@@ -40,6 +40,7 @@ from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     capture_rng_state,
+    init_model_from_checkpoint,
     load_checkpoint,
     load_model_weights,
     restore_rng_state,
@@ -418,7 +419,10 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         )
 
     # model, optimisation
-    core = build_model(cfg, num_classes).to(device)
+    core = build_model(cfg, num_classes)
+    if cfg.model.init_from and not resume:
+        init_model_from_checkpoint(core, cfg.model.init_from, dict(cfg.model.kwargs))
+    core = core.to(device)
     if info.distributed and rt.sync_bn:
         if device.type == "cuda":
             core = nn.SyncBatchNorm.convert_sync_batchnorm(core)

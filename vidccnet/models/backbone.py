@@ -4,8 +4,18 @@ Frames are folded into the batch for the 2D convolutions: a clip (B, 3, T, H, W)
 (B*T, 3, H, W). The temporal shift needs T, which the backbone writes into every residual block
 (`block.num_frames`) at the start of each forward.
 
-Parameter names are exactly torchvision's (`conv1.weight`, `layer3.0.conv2.weight`, ...; no
-`fc`), so torchvision ImageNet state dicts load with `load_pretrained`.
+Stems (``stem=``):
+
+- ``"torchvision"``: one 7x7 conv (3 -> 64, stride 2) + BN + ReLU; parameter names are exactly
+  torchvision's (``conv1.weight``, ``bn1.*``, ``layer3.0.conv2.weight``, ...; no ``fc``), so
+  torchvision ImageNet state dicts load with `load_pretrained`.
+- ``"deep"``: mmsegmentation's ResNetV1c stem, three 3x3 convs 3 -> 32 -> 32 -> 64 (the first
+  with stride 2), each + BN + ReLU, as ``stem.0`` / ``stem.1`` (conv, BN), ``stem.3`` /
+  ``stem.4``, ``stem.6`` / ``stem.7``.
+- ``"deep_ccnet"``: the official CCNet release's stem, three 3x3 convs 3 -> 64 -> 64 -> 128
+  (same layout and names as ``"deep"``); layer1 then takes 128 channels.
+
+All three end with the same 3x3 / stride-2 max pool (floor mode) and keep output stride 8.
 """
 
 from __future__ import annotations
@@ -119,20 +129,66 @@ class ShiftBottleneck(_ShiftMixin, tv_resnet.Bottleneck):
         return self.relu(out + identity)
 
 
+STEMS: dict[str, tuple[int, int, int] | None] = {
+    "torchvision": None,  # one 7x7 conv, 3 -> 64
+    "deep": (32, 32, 64),  # mmseg ResNetV1c (stem_channels=64)
+    "deep_ccnet": (64, 64, 128),  # official CCNet ResNet (conv1/conv2/conv3 there)
+}
+
+
+def deep_stem(widths: Sequence[int]) -> nn.Sequential:
+    """Three 3x3 convs (the first with stride 2), each + BN + ReLU: (N, 3, H, W) ->
+    (N, widths[2], ceil(H/2), ceil(W/2)). Indices 0/1, 3/4, 6/7 are conv/BN (mmseg's naming)."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for i, cout in enumerate(widths):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+def _init_like_torchvision(module: nn.Module) -> None:
+    """torchvision ResNet's initialisation: Kaiming-normal (fan_out) convs, BN weight 1 bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def tsm_shift_every(num_layer3_blocks: int) -> int:
+    """TSM's rule (``make_temporal_shift``, place "blockres"): shift every other block
+    (``n_round = 2``) when layer3 has 23 or more blocks (ResNet-101), else every block."""
+    return 2 if num_layer3_blocks >= 23 else 1
+
+
 class DilatedResNet(nn.Module):
     """ResNet-18/34/50/101 at output stride 8 (layer3 dilation 2, layer4 dilation 4).
 
-    Dilation follows torchvision's `replace_stride_with_dilation=[False, True, True]`: the first
-    block of layer3 / layer4 keeps the previous dilation (1 / 2) on its formerly strided conv,
-    all other 3x3 convs of layer3 / layer4 use 2 / 4.
+    With ``contract_dilation=True`` (default) dilation follows torchvision's
+    `replace_stride_with_dilation=[False, True, True]` and mmseg's ``contract_dilation=True``:
+    the first block of layer3 / layer4 keeps the previous dilation (1 / 2) on its formerly
+    strided conv, all other 3x3 convs of layer3 / layer4 use 2 / 4. ``False`` gives every 3x3
+    conv of layer3 / layer4 dilation 2 / 4, as the official CCNet ResNet does.
 
     Args:
         depth: 18, 34, 50 or 101.
         temporal_shift: enable the residual temporal shift.
         shift_fraction: share of channels shifted each way (TSM: 1/8).
         shift_stages: which of layer1..layer4 shift (default all four, as TSM's "blockres").
-        width: channels of the stem and layer1 (64 in ResNet; layer2..4 have 2x, 4x, 8x). Other
-            widths give narrower / wider networks (no ImageNet weights), e.g. for CPU studies.
+        stem: "torchvision" (7x7 conv), "deep" (mmseg ResNetV1c, 32-32-64) or "deep_ccnet"
+            (official CCNet, 64-64-128); see the module docstring.
+        contract_dilation: see above.
+        shift_every: within each shifting stage, shift blocks ``i`` with ``i % shift_every ==
+            0``; None follows TSM: 2 for ResNet-101 (layer3 has 23 blocks), else 1 (all blocks).
+        width: channels of the torchvision stem and layer1 (64 in ResNet; layer2..4 have 2x, 4x,
+            8x). Other widths give narrower / wider networks without published weights, e.g.
+            for CPU studies.
 
     Attributes:
         channels: (layer3 channels, layer4 channels).
@@ -144,11 +200,16 @@ class DilatedResNet(nn.Module):
         temporal_shift: bool = True,
         shift_fraction: float = 0.125,
         shift_stages: Sequence[int] = (1, 2, 3, 4),
+        stem: str = "torchvision",
+        contract_dilation: bool = True,
+        shift_every: int | None = None,
         width: int = 64,
     ) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
+        if width != 64 and stem != "torchvision":
+            raise ValueError(f"stem {stem!r} needs width 64 (the published networks), got {width}")
         if depth not in DEPTHS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(DEPTHS)}")
         if not 0.0 <= shift_fraction <= 0.5:
@@ -156,26 +217,49 @@ class DilatedResNet(nn.Module):
         stages = tuple(int(s) for s in shift_stages)
         if any(s not in (1, 2, 3, 4) for s in stages):
             raise ValueError(f"shift_stages must be a subset of (1, 2, 3, 4), got {shift_stages}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
+        if shift_every is not None and (isinstance(shift_every, bool) or int(shift_every) < 1):
+            raise ValueError(f"shift_every must be a positive integer or None, got {shift_every}")
         kind, layers = DEPTHS[depth]
         block = ShiftBasicBlock if kind == "basic" else ShiftBottleneck
         net = tv_resnet.ResNet(block, layers, replace_stride_with_dilation=[False, True, True])
         if width != 64:
             _rebuild_with_width(net, block, layers, width)
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        widths = STEMS[stem]
+        if widths is None:
+            self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
+        else:
+            self.stem = deep_stem(widths)
+            _init_like_torchvision(self.stem)
+            if widths[-1] != net.layer1[0].conv1.in_channels:  # rebuild layer1 for the stem
+                net.inplanes, net.dilation = widths[-1], 1
+                net.layer1 = net._make_layer(block, 64, layers[0])
+                _init_like_torchvision(net.layer1)
+        self.maxpool = net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4,
         )
         if kind == "basic":  # the first block's conv2 is not the formerly strided conv
             _set_dilation(self.layer3[0].conv2, 2)
             _set_dilation(self.layer4[0].conv2, 4)
+        if not contract_dilation:  # the formerly strided conv gets the stage's dilation too
+            first = "conv1" if kind == "basic" else "conv2"
+            _set_dilation(getattr(self.layer3[0], first), 2)
+            _set_dilation(getattr(self.layer4[0], first), 4)
         self.depth = depth
+        self.stem_type = stem
+        self.contract_dilation = bool(contract_dilation)
         self.temporal_shift = bool(temporal_shift) and shift_fraction > 0
         self.shift_fraction = float(shift_fraction)
         self.shift_stages = stages
+        self.shift_every = (
+            tsm_shift_every(len(self.layer3)) if shift_every is None else int(shift_every)
+        )
         for i in (1, 2, 3, 4):
-            for blk in getattr(self, f"layer{i}"):
+            for j, blk in enumerate(getattr(self, f"layer{i}")):
                 blk.shift_fraction = self.shift_fraction if (
-                    self.temporal_shift and i in stages
+                    self.temporal_shift and i in stages and j % self.shift_every == 0
                 ) else 0.0
         expansion = block.expansion
         self.width = int(width)
@@ -185,16 +269,27 @@ class DilatedResNet(nn.Module):
         """clip: (B, 3, T, H, W) -> (c3, c4), each (B*T, C, ceil(H/8), ceil(W/8)) folded."""
         B, C, T, H, W = clip.shape
         x = clip.transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, 3, H, W)
-        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+        if self.first_conv.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         for i in (1, 2, 3, 4):
             for blk in getattr(self, f"layer{i}"):
                 blk.num_frames = T
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.stem_forward(x))
         x = self.layer2(self.layer1(x))
         c3 = self.layer3(x)  # (B*T, C3, h, w)
         c4 = self.layer4(c3)  # (B*T, C4, h, w)
         return c3, c4
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        """The stem's first convolution (3 input channels)."""
+        return self.conv1 if self.stem_type == "torchvision" else self.stem[0]
+
+    def stem_forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, C, ceil(H/2), ceil(W/2)): the stem before the max pool."""
+        if self.stem_type == "torchvision":
+            return self.relu(self.bn1(self.conv1(x)))
+        return self.stem(x)
 
     def load_pretrained(self, path: str | os.PathLike) -> None:
         """Load a torchvision ImageNet ResNet state dict from a local file (`fc.*` is ignored).
@@ -216,9 +311,8 @@ def _rebuild_with_width(net: tv_resnet.ResNet, block: type, layers: list[int], w
     net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)
     net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2, dilate=True)
     net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2, dilate=True)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    for part in (net.conv1, net.bn1, net.layer1, net.layer2, net.layer3, net.layer4):
+        _init_like_torchvision(part)
 
 
 def _read_state_dict(path: str | os.PathLike) -> Mapping[str, Tensor]:

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from .backbone import DilatedResNet
 from .head import FCNHead, RCCAHead, unfold_frames
 
+HEAD_SLOPES = {"relu": 0.0, "leaky_relu": 0.01}  # negative slope after the heads' BNs
+
 
 class CCNet(nn.Module):
     """CCNet for clips: per-frame logits, optionally mixing frames through the temporal shift
@@ -31,16 +33,30 @@ class CCNet(nn.Module):
         temporal_attention: 3D criss-cross attention (time line, row, column) vs per frame.
         shift_fraction: share of channels shifted each way.
         shift_stages: backbone stages (1..4) with the shift.
-        head_channels: RCCA head width (512 in CCNet); the aux head uses half of it.
+        head_channels: RCCA head width (512 in CCNet).
         attention_backend: criss-cross attention backend ("auto", "reference", "triton").
         aux: build the auxiliary FCN head on layer3.
         pretrained_backbone: local torchvision ResNet state dict to load into the backbone.
+        stem: backbone stem, "torchvision" (7x7 conv), "deep" (mmseg ResNetV1c) or
+            "deep_ccnet" (official CCNet release); see `vidccnet.models.backbone`.
+        contract_dilation: first block of layer3 / layer4 at dilation 1 / 2 (torchvision,
+            mmseg) or, False, at 2 / 4 like the rest of the stage (official CCNet).
+        shift_every: shift every n-th block of a stage; None follows TSM (2 for ResNet-101,
+            else 1).
+        aux_channels: auxiliary head width; None = head_channels // 2 (256 with the default
+            head, as mmseg's CCNet; the official CCNet uses 512).
+        head_activation: "relu" (mmseg) or "leaky_relu" (slope 0.01, the official CCNet's
+            InPlace-ABN default) after each BN of both heads.
         embed_dim: D, the training-only embedding of the attention output on which the
             category-consistent loss works (16).
         attention_init: "identity" (default: value projection = identity, gamma = 1, chosen by
             measurement, docs/training.md) or "ccnet" (gamma = 0, CCNet's exact init).
         backbone_width: base width of the ResNet (64; narrower for CPU studies).
     """
+
+    # state-dict prefixes of training-only parts (the category-consistent loss's embedding): a
+    # state dict without them loads strictly, the model keeping their current values
+    training_only_prefixes: tuple[str, ...] = ("head.embed.",)
 
     def __init__(
         self,
@@ -55,6 +71,11 @@ class CCNet(nn.Module):
         attention_backend: str = "auto",
         aux: bool = True,
         pretrained_backbone: str | os.PathLike | None = None,
+        stem: str = "torchvision",
+        contract_dilation: bool = True,
+        shift_every: int | None = None,
+        aux_channels: int | None = None,
+        head_activation: str = "relu",
         embed_dim: int = 16,
         attention_init: str = "identity",
         backbone_width: int = 64,
@@ -64,18 +85,29 @@ class CCNet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if head_channels < 8 or head_channels % 8:
             raise ValueError(f"head_channels must be a positive multiple of 8, got {head_channels}")
+        if head_activation not in HEAD_SLOPES:
+            raise ValueError(
+                f"head_activation must be one of {', '.join(HEAD_SLOPES)}, got {head_activation!r}"
+            )
+        if aux_channels is not None and aux_channels < 1:
+            raise ValueError(f"aux_channels must be >= 1, got {aux_channels}")
         self.num_classes = num_classes
         self.backbone = DilatedResNet(
-            depth, temporal_shift, shift_fraction, shift_stages, width=backbone_width
+            depth, temporal_shift, shift_fraction, shift_stages, stem=stem,
+            contract_dilation=contract_dilation, shift_every=shift_every, width=backbone_width,
         )
         if pretrained_backbone is not None:
             self.backbone.load_pretrained(pretrained_backbone)
         c3, c4 = self.backbone.channels
+        slope = HEAD_SLOPES[head_activation]
         self.head = RCCAHead(
             c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend,
-            embed_dim=embed_dim, attention_init=attention_init,
+            negative_slope=slope, embed_dim=embed_dim, attention_init=attention_init,
         )
-        self.aux_head = FCNHead(c3, num_classes, head_channels // 2) if aux else None
+        aux_width = head_channels // 2 if aux_channels is None else aux_channels
+        self.aux_head = (
+            FCNHead(c3, num_classes, aux_width, negative_slope=slope) if aux else None
+        )
         self.register_load_state_dict_pre_hook(_keep_missing_embedding)
 
     def to_channels_last(self) -> CCNet:
@@ -122,8 +154,11 @@ def _keep_missing_embedding(module: CCNet, state_dict: dict, prefix: str, *args)
     training-only `head.embed` keeps its current values (it does not affect predictions)."""
     if not any(k.startswith(prefix + "head.") for k in state_dict):
         return
-    for name, tensor in module.head.embed.state_dict().items():
-        state_dict.setdefault(f"{prefix}head.embed.{name}", tensor.detach().clone())
+    own = module.state_dict()
+    for part in module.training_only_prefixes:
+        for name, tensor in own.items():
+            if name.startswith(part):
+                state_dict.setdefault(prefix + name, tensor.detach().clone())
 
 
 def _upsample(x: Tensor, size: Sequence[int], num_frames: int) -> Tensor:

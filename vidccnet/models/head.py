@@ -12,12 +12,19 @@ from torch import Tensor, nn
 from ..nn import RecurrentCrissCrossAttention
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 conv (no bias, padding 1) + BatchNorm2d + ReLU on (N, C, h, w)."""
+def conv_bn_relu(
+    in_channels: int, out_channels: int, negative_slope: float = 0.0
+) -> nn.Sequential:
+    """3x3 conv (no bias, padding 1) + BatchNorm2d + ReLU on (N, C, h, w).
+
+    ``negative_slope > 0`` uses LeakyReLU instead (the official CCNet head's InPlace-ABN
+    default is 0.01); the parameters and their names are the same either way.
+    """
+    act = nn.LeakyReLU(negative_slope, inplace=True) if negative_slope else nn.ReLU(inplace=True)
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        act,
     )
 
 
@@ -51,6 +58,7 @@ class RCCAHead(nn.Module):
         reduction: query/key channel reduction of the attention (8).
         backend: criss-cross attention backend.
         dropout: Dropout2d probability before the classifier.
+        negative_slope: LeakyReLU slope after each BN (0: ReLU, as mmseg's CCHead).
         embed_dim: D, width of the category-consistent loss's embedding (16).
         attention_init: "ccnet" (gamma = 0) or "identity" (see `CrissCrossAttention3d`).
         gamma_init: gamma's initial value for attention_init="identity".
@@ -66,19 +74,20 @@ class RCCAHead(nn.Module):
         reduction: int = 8,
         backend: str = "auto",
         dropout: float = 0.1,
+        negative_slope: float = 0.0,
         embed_dim: int = 16,
         attention_init: str = "ccnet",
         gamma_init: float = 1.0,
     ) -> None:
         super().__init__()
-        self.conva = conv_bn_relu(in_channels, channels)
+        self.conva = conv_bn_relu(in_channels, channels, negative_slope)
         self.cca = RecurrentCrissCrossAttention(
             channels, recurrence=recurrence, reduction=reduction, temporal=temporal,
             backend=backend, init=attention_init, gamma_init=gamma_init,
         )
         self.embed = nn.Conv2d(channels, embed_dim, 1)
-        self.convb = conv_bn_relu(channels, channels)
-        self.bottleneck = conv_bn_relu(in_channels + channels, channels)
+        self.convb = conv_bn_relu(channels, channels, negative_slope)
+        self.bottleneck = conv_bn_relu(in_channels + channels, channels, negative_slope)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
@@ -99,10 +108,11 @@ class FCNHead(nn.Module):
     """Auxiliary FCN head on layer3: conv3x3 -> C + BN + ReLU, Dropout2d(0.1), 1x1 classifier."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1
+        self, in_channels: int, num_classes: int, channels: int = 256, dropout: float = 0.1,
+        negative_slope: float = 0.0,
     ) -> None:
         super().__init__()
-        self.conv = conv_bn_relu(in_channels, channels)
+        self.conv = conv_bn_relu(in_channels, channels, negative_slope)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
