@@ -1,0 +1,166 @@
+"""Draw where a trained model's criss-cross attention looks from one pixel of one frame.
+
+    python scripts/show_attention.py --checkpoint runs/demo/best.pt \
+        runs/demo/input/demo_video.mp4 --frame 9 --pixel 20 30 --out attn.png
+
+The clip of ``--clip-len`` frames around frame F (``--anchor causal``: F is the clip's last frame;
+``centre``: its middle one; frames before the start / past the end repeat the first / last frame)
+is read and normalised as ``scripts/segment_video.py`` does (``vidccnet.predict.VideoSegmenter``),
+the model runs once, and the exact attention weights of the feature cell under pixel (Y, X) are
+taken for each recurrence (``vidccnet.nn.model_attention_weights``, float64).
+
+The picture has one column per clip frame and one row per recurrence. In the query frame (red
+cross) the cells of the pixel's row and column are coloured by their weights (the centre cell
+once); in every other frame the one cell of the pixel's time line is, and its weight is written
+in the panel's title. Feature cells are 8x8 pixels of the resized frame (output stride 8).
+A per-frame (2D) model has no time-line weights. The PNG is written atomically; a JSON summary
+of the weights goes to stdout. Expected errors print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vidccnet.cli import fail
+
+PROG = "show_attention.py"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p.add_argument("video", help="video file or folder of frames")
+    p.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
+    p.add_argument("--frame", type=int, required=True, help="query frame index in the video")
+    p.add_argument("--pixel", type=int, nargs=2, required=True, metavar=("Y", "X"),
+                   help="query pixel (row, column) in the video's frames")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--clip-len", type=int, default=None, metavar="T",
+                   help="frames per clip (default: from the checkpoint's config)")
+    p.add_argument("--anchor", choices=("causal", "centre"), default="causal",
+                   help="where frame F sits in its clip: last (causal) or middle (centre)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
+    return p.parse_args(argv)
+
+
+def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], result,
+         title: str, path: Path) -> None:
+    """One row per recurrence, one column per clip frame (uint8 (T, H, W, 3)); saves a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    T, H, W = frames.shape[:3]
+    t, h, w = result.cell
+    _, gh, gw = result.grid
+    R = len(result.loops)
+    fig = Figure(figsize=(2.4 * T + 1.2, 2.4 * R * H / W + 0.6 * R + 0.4), dpi=100,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(R, T, squeeze=False)
+    for r, wt in enumerate(result.loops):
+        time, row, column = (x.cpu().numpy() for x in wt)
+        norm = PowerNorm(0.5, vmin=0.0, vmax=max(time.max(), row.max(), column.max()))
+        for j in range(T):
+            grid = np.full((gh, gw), np.nan)  # NaN: transparent (not a key of the query)
+            if j == t:
+                grid[:, w] = column
+                grid[h, :] = row  # the centre's weight is in the row
+                label = f"row+column {row.sum() + column.sum():.3f}"
+            elif result.temporal:
+                grid[h, w] = time[j]
+                label = f"time {time[j]:.3f}"
+            else:
+                label = "(per-frame attention)"
+            ax = axes[r, j]
+            ax.imshow(frames[j])
+            im = ax.imshow(grid, cmap="inferno", norm=norm, alpha=0.75, extent=(0, W, H, 0),
+                           interpolation="nearest")
+            ax.plot(pixel[1], pixel[0], marker="+", ms=10, mew=2,
+                    color="red" if j == t else "cyan")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            query = " (query)" if j == t else ""
+            ax.set_title(f"frame {indices[j]}{query}\n{label}", fontsize=8)
+        axes[r, 0].set_ylabel(f"recurrence {r + 1}")
+        fig.colorbar(im, ax=list(axes[r]), label="weight (sqrt scale)")
+    fig.suptitle(title, fontsize=9)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Read the clip, compute the weights, draw them; returns the JSON summary."""
+    import torch
+
+    from vidccnet.data.clips import anchor_position, clip_indices
+    from vidccnet.data.video import open_video
+    from vidccnet.nn import model_attention_weights
+    from vidccnet.predict import VideoSegmenter, inference_size
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out '{out}': folder '{out.parent}' does not exist")
+    if args.clip_len is not None and args.clip_len < 1:
+        raise ValueError(f"--clip-len must be >= 1, got {args.clip_len}")
+    seg = VideoSegmenter(args.checkpoint, device=args.device, clip_len=args.clip_len)
+    with open_video(args.video) as reader:
+        n, (H, W) = len(reader), reader.size
+        if not 0 <= args.frame < n:
+            raise ValueError(f"--frame {args.frame} is beyond the video ({n} frames: 0..{n - 1})")
+        y, x = args.pixel
+        if not (0 <= y < H and 0 <= x < W):
+            raise ValueError(f"--pixel {y} {x} is outside the {H}x{W} frame (Y < {H}, X < {W})")
+        T = seg.clip_len
+        indices = clip_indices(args.frame, n, T, 1, args.anchor)
+        frames = reader.get_batch(indices)  # (T, H, W, 3) uint8
+    size = inference_size(H, W, seg.max_size)  # (h, w), multiples of 8
+    clip = torch.stack([seg._prepare(f, size) for f in frames], dim=1)[None]  # (1, 3, T, h, w)
+    query = (y * size[0] // H, x * size[1] // W)  # the pixel in the resized frame
+    result = model_attention_weights(seg.model, clip, anchor_position(T, args.anchor), query)
+    kind = "3D (time line, row, column)" if result.temporal else "per-frame 2D (row, column)"
+    title = (f"{Path(args.checkpoint).name}: {kind} attention of pixel (y={y}, x={x}) in frame "
+             f"{args.frame}, feature cell {result.cell[1:]} of {result.grid[1]}x{result.grid[2]}")
+    draw(frames, indices, (y, x), result, title, out)
+    return {
+        "out": str(out), "frames": indices, "query_frame": args.frame, "pixel": [y, x],
+        "cell": list(result.cell), "grid": list(result.grid), "temporal": result.temporal,
+        "time_weights": [[round(float(v), 6) for v in wt.time] for wt in result.loops],
+        "row_column_weight": [round(float(wt.row.sum() + wt.column.sum()), 6)
+                              for wt in result.loops],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    from vidccnet.data.video import VideoReadError
+    from vidccnet.engine.checkpoint import CheckpointError
+
+    try:
+        summary = run(args)
+    except (CheckpointError, VideoReadError, ValueError, IndexError, OSError) as exc:
+        if args.debug:
+            raise
+        return fail(PROG, exc)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

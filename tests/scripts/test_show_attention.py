@@ -1,0 +1,135 @@
+"""scripts/show_attention.py end to end on tiny checkpoints and videos written here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "show_attention.py"
+NAMES = ["sky", "road", "car"]
+H, W, N = 20, 30, 6  # frame size and length of the test videos
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("show_attention_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2):
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    kwargs = {"head_channels": 16, "backbone_width": 8}
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(name=name, recurrence=recurrence, kwargs=kwargs),
+                 data=DataConfig(clip_len=3, class_names=NAMES))
+    model = create_model(name, len(NAMES), recurrence=recurrence, **kwargs)
+    torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
+                "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from vidccnet.data.video import write_video
+
+    root = tmp_path_factory.mktemp("show_attention")
+    frames = np.random.default_rng(0).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
+    write_video(root / "clip.mp4", frames, fps=10)
+    (root / "frames").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(root / "frames" / f"{i:04d}.png")
+    return {
+        "root": root, "video": root / "clip.mp4", "folder": root / "frames",
+        "ckpt3d": make_checkpoint(root / "c3d.pt"),
+        "ckpt2d": make_checkpoint(root / "c2d.pt", name="ccnet2d_resnet18", recurrence=1),
+        "ckpt_off": make_checkpoint(root / "off.pt", recurrence=0),
+    }
+
+
+def run(script, capsys, *argv):
+    rc = script.main([str(a) for a in argv] + ["--device", "cpu"])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_3d_checkpoint_on_video(script, data, tmp_path, capsys):
+    out = tmp_path / "attn.png"
+    rc, stdout, err = run(script, capsys, data["video"], "--checkpoint", data["ckpt3d"],
+                          "--frame", 1, "--pixel", 19, 29, "--out", out)
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["frames"] == [0, 0, 1]  # causal clip of 3 ending at frame 1, start repeated
+    # 20x30 frames run at 16x32 (sides rounded to multiples of 8, as segment_video does): a 2x4
+    # feature grid; pixel (19, 29) -> (15, 30) in the resized frame -> cell (1, 3)
+    assert summary["cell"] == [2, 1, 3] and summary["grid"] == [3, 2, 4]
+    assert summary["temporal"] is True and len(summary["time_weights"]) == 2
+    for time, rest in zip(summary["time_weights"], summary["row_column_weight"]):
+        assert time[2] == 0.0 and min(time[:2]) > 0.0  # the centre is counted in the row
+        assert sum(time) + rest == pytest.approx(1.0, abs=1e-5)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 300 and im.height > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attn.png"]  # no temporary file left
+
+
+def test_2d_checkpoint_on_frame_folder_centre(script, data, tmp_path, capsys):
+    out = tmp_path / "attn.png"
+    rc, stdout, err = run(script, capsys, data["folder"], "--checkpoint", data["ckpt2d"],
+                          "--frame", N - 1, "--pixel", 0, 0, "--out", out, "--anchor", "centre",
+                          "--clip-len", 2)
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["frames"] == [N - 2, N - 1] and summary["cell"] == [1, 0, 0]
+    assert summary["temporal"] is False and summary["time_weights"] == [[0.0, 0.0]]
+    assert summary["row_column_weight"] == [pytest.approx(1.0, abs=1e-5)]
+    assert out.is_file()
+
+
+BAD = {  # name: (arguments changed, words in the error line); file names live in data["root"]
+    "pixel_outside": ({"pixel": (H, 0)}, "outside the 20x30 frame"),
+    "pixel_negative": ({"pixel": (0, -1)}, "outside the 20x30 frame"),
+    "frame_beyond": ({"frame": N}, "beyond the video (6 frames"),
+    "missing_checkpoint": ({"checkpoint": "nope.pt"}, "not found"),
+    "no_attention": ({"checkpoint": "off.pt"}, "recurrence 0"),
+    "missing_video": ({"video": "missing.mp4"}, "cannot read video"),
+    "out_folder_missing": ({"out": "no/such/dir/attn.png"}, "does not exist"),
+}
+
+
+def argv_for(data, tmp_path, video="clip.mp4", checkpoint="c3d.pt", frame=2, pixel=(3, 4),
+             out="attn.png"):
+    return [data["root"] / video, "--checkpoint", data["root"] / checkpoint, "--frame", frame,
+            "--pixel", *pixel, "--out", tmp_path / out]
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(script, data, tmp_path, capsys, kind):
+    changes, words = BAD[kind]
+    rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path, **changes))
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("show_attention.py: error: "), err
+    assert words in lines[0]
+    assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_subprocess_exit_code_and_no_traceback(data, tmp_path):
+    argv = argv_for(data, tmp_path, frame=N + 5)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, argv), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "--frame 11 is beyond the video" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
