@@ -185,7 +185,7 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     k = len(cfg.data.class_names)
     ev = Evaluator(num_classes=k, **{**evaluator_kwargs(cfg, device), "vc_windows": (8,)})
     cm_all, cm_cor, cm_amb = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
-    vc, flicker = VideoConsistency(8), FlickerMeter()
+    vc, flicker = VideoConsistency(8, count_ignored=False), FlickerMeter()  # no void here
     t0 = time.perf_counter()
     for v, video in enumerate(videos):
         rendered = ds.get_video(v)  # labels and ambiguity masks of this video

@@ -35,7 +35,7 @@ def np_iou_figures(preds, gts, k, ignore=IGN):
 
 
 def np_vc_ratios(pred, gt, n, ignore=IGN):
-    """VSPW's loop, literally: windows i in range(L - n), skip empty g."""
+    """The stricter variant (count_ignored=False): VSPW's loop with ignore pixels left out of g."""
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     ratios = []
@@ -50,6 +50,51 @@ def np_vc_ratios(pred, gt, n, ignore=IGN):
             continue
         ratios.append(float((g & p).sum()) / float(g.sum()))
     return ratios
+
+
+def official_vc_accs(gt_list, pred_list, clip_num):
+    """VSPW's ``get_common`` (VC_perclip.py) transcribed: one accuracy per window, NaN for an
+    empty g. No special case for ignore: a constant ignore pixel is consistent like any value."""
+    h, w = gt_list[0].shape
+    accs = []
+    for i in range(len(gt_list) - clip_num):
+        global_common = np.ones((h, w))
+        predglobal_common = np.ones((h, w))
+        for j in range(1, clip_num):
+            common = gt_list[i] == gt_list[i + j]
+            global_common = np.logical_and(global_common, common)
+            pred_common = pred_list[i] == pred_list[i + j]
+            predglobal_common = np.logical_and(predglobal_common, pred_common)
+        pred = predglobal_common * global_common
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = pred.sum() / global_common.sum()
+        accs.append(acc)
+    return accs
+
+
+def official_mvc(videos, clip_num):
+    """VSPW's script: videos with L <= clip_num are skipped, nan-mean over all windows."""
+    total = []
+    for pred, gt in videos:
+        if len(gt) <= clip_num:
+            continue
+        total.extend(official_vc_accs(list(gt), list(pred), clip_num))
+    return float(np.nanmean(np.array(total))) if total else math.nan
+
+
+def official_miou(preds, gts, num_class):
+    """VSPW's Evaluator transcribed: confusion matrix of gt in [0, K), IoU with the full union,
+    mean over the classes present in the ground truth (rows with pixels)."""
+    cm = np.zeros((num_class, num_class))
+    for p, g in zip(preds, gts):
+        g, p = np.asarray(g), np.asarray(p)
+        mask = (g >= 0) & (g < num_class)
+        label = num_class * g[mask].astype("int") + p[mask]
+        cm += np.bincount(label, minlength=num_class**2).reshape(num_class, num_class)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.diag(cm) / (np.sum(cm, axis=1) + np.sum(cm, axis=0) - np.diag(cm))
+        isval = np.sum(cm, axis=1) > 0
+        return float(np.nansum(iou * isval) / isval.sum())
 
 
 def np_flicker(pred):
@@ -100,6 +145,45 @@ def test_class_only_in_prediction_gets_zero_iou():
     cm.update(torch.tensor([2, 0]), torch.tensor([0, 0]))
     r = cm.compute()
     assert r["IoU"][2] == 0.0 and r["IoU"][0] == 0.5 and math.isnan(r["IoU"][1])
+
+
+def test_miou_over_gt_leaves_out_a_class_only_predicted():
+    gt = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 2, 1, 1])  # class 2 is only predicted: IoU 0
+    union, over_gt = ConfusionMatrix(3), ConfusionMatrix(3, miou_over="gt")
+    for cm in (union, over_gt):
+        cm.update(pred, gt)
+    ru, rg = union.compute(), over_gt.compute()
+    assert ru["IoU"] == rg["IoU"] == [0.5, 1.0, 0.0]
+    assert ru["mIoU"] == pytest.approx((0.5 + 1.0 + 0.0) / 3, rel=1e-15)
+    assert rg["mIoU"] == pytest.approx((0.5 + 1.0) / 2, rel=1e-15)
+    assert rg["mIoU"] == pytest.approx(official_miou([pred.numpy()], [gt.numpy()], 3), rel=1e-15)
+    # the other figures do not depend on miou_over
+    for key in ("fwIoU", "pixel_acc", "mAcc", "pixels"):
+        assert ru[key] == rg[key]
+    with pytest.raises(ValueError, match="miou_over"):
+        ConfusionMatrix(3, miou_over="present")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_miou_over_gt_random_vs_official_evaluator(seed):
+    rng = np.random.default_rng(seed)
+    k = 7
+    cm = ConfusionMatrix(k, miou_over="gt")
+    preds, gts = [], []
+    for _ in range(3):
+        shape = (int(rng.integers(1, 4)), 6, 7)
+        g = rng.integers(0, k - 2, size=shape)  # classes k-2, k-1 never in the ground truth
+        g[rng.random(shape) < 0.2] = IGN
+        p = np.where(rng.random(shape) < 0.6, g, rng.integers(0, k, size=shape))
+        p[p == IGN] = k - 1  # predicted under ignore and elsewhere: must not count
+        preds.append(p)
+        gts.append(g)
+        cm.update(p, g)
+    expected = official_miou(preds, gts, k)
+    assert cm.compute()["mIoU"] == pytest.approx(expected, rel=1e-12)
+    # the mmseg figure differs here: classes k-2, k-1 are predicted but never in the gt
+    assert ConfusionMatrix(k).miou_over == "union"
 
 
 def test_ignore_pixels_are_not_counted():
@@ -238,10 +322,10 @@ def test_vc_constant_vs_alternating_predictions():
     assert vc.compute() == 0.0
 
 
-def test_vc_ignore_and_empty_windows():
+def test_vc_ignore_and_empty_windows_stricter_convention():
     n = 2
     gt = _const_video(5, value=IGN)
-    vc = VideoConsistency(n)
+    vc = VideoConsistency(n, count_ignored=False)
     vc.update(gt.clone(), gt)  # all ignore: every window has empty g -> skipped
     assert vc.windows == 0 and math.isnan(vc.compute())
     # half the pixels ignored, the other half constant and predicted constant
@@ -266,9 +350,9 @@ def test_vc_hand_made_partial():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_vc_random_vs_numpy(seed):
+def test_vc_random_vs_numpy_stricter_convention(seed):
     rng = np.random.default_rng(seed)
-    vcs = {n: VideoConsistency(n) for n in (1, 2, 3, 5)}
+    vcs = {n: VideoConsistency(n, count_ignored=False) for n in (1, 2, 3, 5)}
     ratios = {n: [] for n in vcs}
     for _ in range(3):
         length = int(rng.integers(1, 12))
@@ -304,6 +388,191 @@ def test_vc_streaming_matches_update_and_merges():
         stream.start_video()
         stream.push(pred[0], gt[0])
         stream.push(pred[0, :2], gt[0, :2])
+
+
+def _void_videos(seed, lengths, k=3, size=(6, 7)):
+    """Slowly changing labels with a constant void block, flickering void pixels and
+    predictions that flicker under the void (so the two conventions differ)."""
+    rng = np.random.default_rng(seed)
+    videos = []
+    for length in lengths:
+        shape = (length, *size)
+        gt = np.cumsum(rng.random(shape) < 0.1, axis=0) % k
+        gt[:, :2, :3] = IGN  # a constant void region
+        gt[rng.random(shape) < 0.05] = IGN  # scattered void pixels
+        pred = np.where(rng.random(shape) < 0.9, gt % k, rng.integers(0, k, size=shape))
+        pred[:, :2, :3] = rng.integers(0, k, size=(length, 2, 3))  # flickers under the void
+        videos.append((pred, gt))
+    return videos
+
+
+def test_vc_default_is_vspw_definition_with_void_regions():
+    """Constant void pixels count (no special case for ignore), as in VSPW's code."""
+    # 1x4 frames: pixels 0, 1 constant class 1 predicted constant; pixels 2, 3 constant void
+    # with a flickering prediction. VSPW: g = all 4 pixels, p = pixels 0, 1 -> 0.5 per window.
+    gt = torch.tensor([[[1, 1, IGN, IGN]]] * 4)
+    pred = torch.tensor([[[1, 1, t % 2, t % 3]] for t in range(4)])
+    official = official_mvc([(pred.numpy(), gt.numpy())], 2)
+    assert official == 0.5
+    vc = VideoConsistency(2)
+    vc.update(pred, gt)
+    assert vc.windows == 2 and vc.compute() == official
+    strict = VideoConsistency(2, count_ignored=False)
+    strict.update(pred, gt)
+    assert strict.compute() == 1.0  # the stricter convention only sees pixels 0, 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8])
+def test_vc_default_random_vs_official_code(n):
+    videos = _void_videos(n, lengths=[n, n + 1, 5, 12, 3])  # includes L <= n and L == n + 1
+    # a video whose ground truth changes everywhere every frame: every window has empty g (NaN)
+    moving = np.broadcast_to(np.arange(6)[:, None, None] % 3, (6, 6, 7)).copy()
+    videos.append((moving.copy(), moving))
+    vc = VideoConsistency(n)
+    for pred, gt in videos:
+        vc.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    expected = official_mvc(videos, n)
+    windows = sum(
+        int(np.sum(~np.isnan(official_vc_accs(list(g), list(p), n))))
+        for p, g in videos
+        if len(g) > n
+    )
+    assert vc.windows == windows
+    if math.isnan(expected):
+        assert math.isnan(vc.compute())
+    else:
+        assert vc.compute() == pytest.approx(expected, rel=1e-12)
+    strict = VideoConsistency(n, count_ignored=False)
+    for pred, gt in videos:
+        strict.update(pred, gt)
+    ratios = [r for pred, gt in videos for r in np_vc_ratios(pred, gt, n)]
+    if ratios:
+        assert strict.compute() == pytest.approx(float(np.mean(ratios)), rel=1e-12)
+        if n > 1:  # n = 1: every window scores 1 in both conventions
+            assert strict.compute() != pytest.approx(vc.compute(), rel=1e-6)
+
+
+def test_vc_videos_not_longer_than_n_contribute_nothing():
+    n = 4
+    short_pred = torch.stack([torch.full((2, 2), t % 2) for t in range(n)])  # would score 0
+    gt_short = torch.zeros(n, 2, 2, dtype=torch.long)
+    vc = VideoConsistency(n)
+    vc.update(short_pred, gt_short)
+    assert vc.windows == 0 and math.isnan(vc.compute())
+    long_gt = torch.zeros(n + 2, 2, 2, dtype=torch.long)
+    vc.update(long_gt.clone(), long_gt)
+    assert vc.windows == 2 and vc.compute() == 1.0
+    assert (
+        official_mvc(
+            [(short_pred.numpy(), gt_short.numpy()), (long_gt.numpy(), long_gt.numpy())], n
+        )
+        == 1.0
+    )
+
+
+def _meters_rank_main(rank, world, store, videos, k, queue):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        queue.put((rank, _meter_figures(videos[rank::world], k, reduce=True)))
+    finally:
+        dist.destroy_process_group()
+
+
+def _meter_figures(videos, k, reduce=False):
+    meters = {
+        "cm_union": ConfusionMatrix(k),
+        "cm_gt": ConfusionMatrix(k, miou_over="gt"),
+        "vc_vspw": VideoConsistency(3),
+        "vc_strict": VideoConsistency(3, count_ignored=False),
+        "flicker": FlickerMeter(),
+    }
+    for pred, gt in videos:
+        for name in ("cm_union", "cm_gt"):
+            meters[name].update(pred, gt)
+        for name in ("vc_vspw", "vc_strict"):
+            meters[name].update(pred, gt)
+        meters["flicker"].start_video()
+        for frame in pred:
+            meters["flicker"].update(frame)
+    if reduce:
+        for m in meters.values():
+            m.all_reduce()
+    return {
+        "mIoU_union": meters["cm_union"].compute()["mIoU"],
+        "mIoU_gt": meters["cm_gt"].compute()["mIoU"],
+        "mVC_vspw": meters["vc_vspw"].compute(),
+        "mVC_strict": meters["vc_strict"].compute(),
+        "windows": meters["vc_vspw"].windows,
+        "flicker": meters["flicker"].compute(),
+        "pairs": meters["flicker"].pairs,
+    }
+
+
+def test_two_ranks_all_reduce_both_conventions(tmp_path):
+    """Sharding videos over two gloo ranks and all_reduce gives the single-process figures."""
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs torch.distributed and fork")
+    k = 4
+    videos = [
+        (torch.from_numpy(p), torch.from_numpy(g))
+        for p, g in _void_videos(11, lengths=[6, 9, 4, 7], k=k - 1)
+    ]
+    pred0, gt0 = videos[0]
+    pred0[0][gt0[0] != IGN] = k - 1  # class k - 1 only predicted (the gt has classes 0..k-2)
+    local = _meter_figures(videos, k)
+    assert local["mIoU_union"] != pytest.approx(local["mIoU_gt"], rel=1e-6)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_meters_rank_main, args=(r, 2, tmp_path / "store", videos, k, queue))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = dict(queue.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert sorted(results) == [0, 1]
+    for r in results.values():
+        assert r["windows"] == local["windows"] and r["pairs"] == local["pairs"]
+        for key in ("mIoU_union", "mIoU_gt", "mVC_vspw", "mVC_strict", "flicker"):
+            assert r[key] == pytest.approx(local[key], rel=1e-12), key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_vc_and_flicker_frames_make_no_host_sync():
+    """push / update keep their sums on the GPU: no synchronisation until compute()."""
+    (pred, gt), *_ = _void_videos(3, lengths=[10])
+    cpu_vc, cpu_fm = VideoConsistency(3), FlickerMeter()
+    cpu_vc.update(pred, gt)
+    for frame in pred:
+        cpu_fm.update(frame)
+    pred_d, gt_d = torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda()
+    vc, fm = VideoConsistency(3), FlickerMeter()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        vc.start_video()
+        for t in range(len(pred)):
+            vc.push(pred_d[t], gt_d[t])
+            fm.update(pred_d[t])
+        vc.end_video()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert vc.compute() == cpu_vc.compute() and vc.windows == cpu_vc.windows
+    assert fm.compute() == cpu_fm.compute()
 
 
 # ----------------------------------------------------------------------------- flicker

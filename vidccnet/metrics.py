@@ -5,18 +5,22 @@ All meters follow the same small protocol: ``reset()``, ``update(...)`` (alias `
 ranks of an initialised ``torch.distributed`` process group (a no-op otherwise). The state is kept
 as sums and counts so meters of different ranks or shards merge exactly.
 
-Definitions (see DESIGN.md):
+Definitions (docs/metrics.md has them in full, with the conventions' names):
 
-- IoU of class c = TP / (TP + FP + FN), NaN when c occurs neither in prediction nor ground truth;
-  mIoU = nan-mean of the per-class IoU; fwIoU = sum_c freq_c * IoU_c with freq_c the share of
-  ground-truth pixels of class c; pixel accuracy = TP / labelled pixels; mAcc = nan-mean of the
-  per-class recall.
+- IoU of class c = TP / (TP + FP + FN), NaN when c occurs neither in prediction nor ground truth.
+  mIoU is the mean of the per-class IoU over either the classes with a non-empty union
+  (``miou_over="union"``, mmsegmentation's convention: a class that is only predicted counts with
+  IoU 0) or the classes present in the ground truth (``miou_over="gt"``, VSPW's evaluator: such a
+  class is left out). fwIoU = sum_c freq_c * IoU_c with freq_c the share of ground-truth pixels of
+  class c; pixel accuracy = TP / labelled pixels; mAcc = nan-mean of the per-class recall.
 - mVC_n (VSPW's video consistency): for every window of n consecutive annotated frames starting at
-  ``i in range(L - n)``, ``g`` = pixels whose ground truth is identical in the n frames and never
-  ``ignore_index``, ``p`` = pixels whose prediction is identical in the n frames; the window
-  ratio is ``|g & p| / |g|`` (windows with empty ``g`` are skipped); mVC_n is the mean of all
-  ratios of all windows of all videos. Note ``range(L - n)``: as in VSPW's code the window that
-  ends on the last frame is not counted, so a video with ``L <= n`` frames has no window.
+  ``i in range(L - n)``, ``g`` = pixels whose ground truth is identical in the n frames, ``p`` =
+  pixels whose prediction is identical in the n frames; the window ratio is ``|g & p| / |g|``
+  (NaN, i.e. skipped, when ``g`` is empty); mVC_n is the mean of all ratios of all windows of all
+  videos. With ``count_ignored=True`` (VSPW's code) a pixel that is ``ignore_index`` in all n
+  frames belongs to ``g``; with ``count_ignored=False`` ``g`` holds labelled pixels only. Note
+  ``range(L - n)``: as in VSPW's code the window that ends on the last frame is not counted, so a
+  video with ``L <= n`` frames has no window.
 - Flicker rate: fraction of pixels whose predicted class changes between consecutive frames,
   averaged over the consecutive pairs.
 """
@@ -24,18 +28,50 @@ Definitions (see DESIGN.md):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 __all__ = [
+    "METRIC_CONVENTIONS",
     "ConfusionMatrix",
     "FlickerMeter",
     "VideoConsistency",
     "all_reduce_sum",
     "flicker_rate",
+    "resolve_metric_convention",
 ]
+
+
+MIOU_OVER = ("union", "gt")
+
+# Named conventions (docs/metrics.md): the ConfusionMatrix / VideoConsistency settings each implies.
+METRIC_CONVENTIONS: dict[str, dict[str, Any]] = {
+    # VSPW's official evaluator: mIoU over the classes present in the ground truth; mVC counts
+    # pixels whose ground truth is constant, void included.
+    "vspw": {"miou_over": "gt", "vc_count_ignored": True},
+    # mmsegmentation's mIoU (classes with a non-empty union); mVC over labelled pixels only.
+    "mmseg": {"miou_over": "union", "vc_count_ignored": False},
+}
+
+
+def resolve_metric_convention(name: str, dataset: str | None = None) -> str:
+    """The convention to use: ``"auto"`` is ``"vspw"`` for the dataset ``"vspw"``, else
+    ``"mmseg"``; ``"vspw"`` and ``"mmseg"`` are returned as they are.
+
+    Raises:
+        ValueError: on any other name.
+    """
+    if name == "auto":
+        return "vspw" if dataset == "vspw" else "mmseg"
+    if name not in METRIC_CONVENTIONS:
+        raise ValueError(
+            f"metric convention must be 'auto' or one of {', '.join(METRIC_CONVENTIONS)}; "
+            f"got {name!r}"
+        )
+    return name
 
 
 def _dist_ready() -> bool:
@@ -87,13 +123,19 @@ class ConfusionMatrix:
     Args:
         num_classes: K.
         ignore_index: ground-truth value of pixels that are not counted.
+        miou_over: which classes mIoU averages over: ``"union"`` (classes with a non-empty union,
+            mmsegmentation) or ``"gt"`` (classes present in the ground truth, VSPW's evaluator).
+            Only ``mIoU`` depends on it; the per-class ``IoU`` list is the same.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, miou_over: str = "union") -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if miou_over not in MIOU_OVER:
+            raise ValueError(f"miou_over must be one of {MIOU_OVER}, got {miou_over!r}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
+        self.miou_over = miou_over
         self.mat: torch.Tensor | None = None  # (K, K) int64
 
     def reset(self) -> None:
@@ -157,8 +199,9 @@ class ConfusionMatrix:
         """Figures from the accumulated matrix (fractions in [0, 1], computed in float64).
 
         Returns:
-            dict with ``mIoU`` (float, NaN when no class occurs), ``IoU`` (list of K floats, NaN
-            where a class occurs neither in prediction nor ground truth), ``fwIoU``,
+            dict with ``mIoU`` (float: mean IoU over the classes ``miou_over`` selects; NaN when
+            there is none), ``IoU`` (list of K floats, NaN where a class occurs neither in
+            prediction nor ground truth), ``fwIoU``,
             ``pixel_acc``, ``mAcc``, ``Acc`` (per-class recall, NaN for classes absent from the
             ground truth) and ``pixels`` (labelled pixels counted).
         """
@@ -171,8 +214,8 @@ class ConfusionMatrix:
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
             acc = np.where(gt > 0, tp / gt, np.nan)
-        present = ~np.isnan(iou)
-        miou = float(iou[present].mean()) if present.any() else math.nan
+        averaged = gt > 0 if self.miou_over == "gt" else union > 0  # gt > 0 implies union > 0
+        miou = float(iou[averaged].mean()) if averaged.any() else math.nan
         if total > 0:
             freq = gt / total
             fw = float(np.sum(freq[gt > 0] * iou[gt > 0]))
@@ -199,31 +242,46 @@ class VideoConsistency:
     """VSPW's video consistency mVC_n, computed in a streaming way.
 
     Instead of holding the whole video, the meter keeps, per pixel, the length of the current run
-    of identical (non-ignore) ground truth and of identical prediction. The window of n frames
-    ending at frame e then has ``g = gt_run[e] >= n`` and ``p = pred_run[e] >= n``; it is scored
-    when frame e + 1 arrives, which realises ``range(L - n)`` without knowing L in advance.
-    Memory is O(H * W) whatever the video length.
+    of identical ground truth and of identical prediction. The window of n frames ending at frame
+    e then has ``g = gt_run[e] >= n`` and ``p = pred_run[e] >= n``; it is scored when frame e + 1
+    arrives, which realises ``range(L - n)`` without knowing L in advance. Memory is O(H * W)
+    whatever the video length. The sums stay on the frames' device (float64): ``push`` makes no
+    host synchronisation; ``compute`` makes one.
 
     Use either ``update(pred_video, gt_video)`` for a whole video, or ``start_video()``,
     ``push(pred_frame, gt_frame)`` for each annotated frame in order, ``end_video()``.
 
     Args:
         n: window length (8 and 16 in VSPW).
-        ignore_index: ground-truth value that never counts as consistent.
+        ignore_index: ground-truth value of unlabelled pixels.
+        count_ignored: True (VSPW's official definition): a pixel whose ground truth is
+            ``ignore_index`` in all n frames of a window is ground-truth-consistent like any
+            other constant value. False (stricter): ``ignore_index`` never counts as consistent,
+            so ``g`` holds labelled pixels only.
     """
 
-    def __init__(self, n: int, ignore_index: int = 255) -> None:
+    def __init__(self, n: int, ignore_index: int = 255, count_ignored: bool = True) -> None:
         if n < 1:
             raise ValueError(f"VideoConsistency window n must be >= 1, got {n}")
         self.n = int(n)
         self.ignore_index = int(ignore_index)
+        self.count_ignored = bool(count_ignored)
         self.reset()
 
     def reset(self) -> None:
         """Forget all videos (and any video in progress)."""
-        self.ratio_sum = 0.0
-        self.windows = 0
+        self._state: torch.Tensor | None = None  # float64 [sum of ratios, windows scored]
         self._end_stream()
+
+    @property
+    def ratio_sum(self) -> float:
+        """Sum of the ratios of the windows scored so far."""
+        return 0.0 if self._state is None else float(self._state[0])
+
+    @property
+    def windows(self) -> int:
+        """Number of windows scored so far (windows with an empty ``g`` are not scored)."""
+        return 0 if self._state is None else int(self._state[1])
 
     def _end_stream(self) -> None:
         self._prev_pred: torch.Tensor | None = None  # (H, W)
@@ -239,6 +297,21 @@ class VideoConsistency:
     def end_video(self) -> None:
         """Finish the current video; its last window (ending on the last frame) is not scored."""
         self._end_stream()
+
+    def _score_window(self) -> None:
+        """Add the ratio of the window ending on the previous frame (skipped if ``g`` is empty)."""
+        g = self._gt_run >= self.n
+        g_count = g.sum()
+        both = (g & (self._pred_run >= self.n)).sum()
+        scored = g_count > 0
+        ratio = torch.where(scored, both.double() / g_count.clamp_min(1).double(), 0.0)
+        if self._state is None or self._state.device != ratio.device:
+            state = torch.zeros(2, dtype=torch.float64, device=ratio.device)
+            if self._state is not None:
+                state += self._state.to(ratio.device)
+            self._state = state
+        self._state[0] += ratio
+        self._state[1] += scored.double()
 
     def push(self, pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray) -> None:
         """Add the next annotated frame of the current video.
@@ -262,22 +335,21 @@ class VideoConsistency:
             )
         # The window ending on the previous frame is complete and is not the video's last one.
         if self._frames >= self.n:
-            g = self._gt_run >= self.n
-            g_count = int(g.sum())
-            if g_count > 0:
-                both = int((g & (self._pred_run >= self.n)).sum())
-                self.ratio_sum += both / g_count
-                self.windows += 1
-        valid = gt != self.ignore_index
+            self._score_window()
+        # A run starts at 1 on every counted pixel; uncounted (ignored) pixels hold run 0.
+        start = (
+            torch.ones(gt.shape, dtype=torch.int32, device=gt.device)
+            if self.count_ignored
+            else (gt != self.ignore_index).to(torch.int32)
+        )
         if self._prev_pred is None:
             self._pred_run = torch.ones(pred.shape, dtype=torch.int32, device=pred.device)
-            self._gt_run = valid.to(torch.int32)
+            self._gt_run = start
         else:
             same_p = pred == self._prev_pred
             self._pred_run = torch.where(same_p, self._pred_run + 1, 1).to(torch.int32)
-            same_g = valid & (gt == self._prev_gt)
-            self._gt_run = torch.where(same_g, self._gt_run + 1, valid.to(torch.int32))
-            self._gt_run = self._gt_run.to(torch.int32)
+            same_g = (gt == self._prev_gt) & (start > 0)
+            self._gt_run = torch.where(same_g, self._gt_run + 1, start).to(torch.int32)
         self._prev_pred = pred.clone()
         self._prev_gt = gt.clone()
         self._frames += 1
@@ -308,16 +380,15 @@ class VideoConsistency:
 
     def all_reduce(self) -> None:
         """Sum ratio sums and window counts over all ranks (no-op without a process group)."""
-        state = torch.tensor([self.ratio_sum, float(self.windows)], dtype=torch.float64)
-        state = all_reduce_sum(state)
-        self.ratio_sum = float(state[0])
-        self.windows = int(round(float(state[1])))
+        state = self._state if self._state is not None else torch.zeros(2, dtype=torch.float64)
+        self._state = all_reduce_sum(state)
 
     def compute(self) -> float:
         """mVC_n in [0, 1]; NaN when no window with non-empty ``g`` was seen."""
-        if self.windows == 0:
+        if self._state is None:
             return math.nan
-        return self.ratio_sum / self.windows
+        ratio_sum, windows = self._state.tolist()  # one host synchronisation
+        return ratio_sum / windows if windows > 0 else math.nan
 
     evaluate = compute
 
@@ -347,6 +418,7 @@ class FlickerMeter:
 
     The rate is pooled over all consecutive pairs of all videos (each pair weighs the same).
     Call ``start_video()`` (or ``end_video()``) between videos so that no pair spans two videos.
+    The sum stays on the frames' device (float64): ``update`` makes no host synchronisation.
     """
 
     def __init__(self) -> None:
@@ -354,9 +426,14 @@ class FlickerMeter:
 
     def reset(self) -> None:
         """Forget all videos."""
-        self.changed_sum = 0.0
+        self._sum: torch.Tensor | None = None  # float64 scalar, sum of the pairs' rates
         self.pairs = 0
         self._prev: torch.Tensor | None = None
+
+    @property
+    def changed_sum(self) -> float:
+        """Sum over the pairs seen of the fraction of pixels that changed."""
+        return 0.0 if self._sum is None else float(self._sum)
 
     def start_video(self) -> None:
         """Begin a new video."""
@@ -364,8 +441,13 @@ class FlickerMeter:
 
     end_video = start_video
 
-    def update(self, pred: torch.Tensor | np.ndarray) -> float | None:
-        """Add the next (H, W) predicted frame; returns the pair's changed fraction (None first)."""
+    def update(self, pred: torch.Tensor | np.ndarray) -> torch.Tensor | None:
+        """Add the next (H, W) predicted frame.
+
+        Returns:
+            The pair's changed fraction as a float64 0-dim tensor on the frame's device (no
+            host synchronisation; ``float()`` it if needed), None for a video's first frame.
+        """
         pred = _as_tensor(pred)
         if pred.dim() != 2:
             raise ValueError(
@@ -378,8 +460,10 @@ class FlickerMeter:
                     f"FlickerMeter.update: frame size {tuple(pred.shape)} differs from the "
                     f"previous frame's {tuple(self._prev.shape)}; call start_video() between videos"
                 )
-            rate = float((pred != self._prev.to(pred.device)).double().mean())
-            self.changed_sum += rate
+            rate = (pred != self._prev.to(pred.device)).double().mean()
+            if self._sum is None:
+                self._sum = torch.zeros((), dtype=torch.float64, device=rate.device)
+            self._sum = self._sum.to(rate.device) + rate
             self.pairs += 1
         self._prev = pred.clone()
         return rate
@@ -388,9 +472,14 @@ class FlickerMeter:
 
     def all_reduce(self) -> None:
         """Sum over all ranks (no-op without a process group)."""
-        state = torch.tensor([self.changed_sum, float(self.pairs)], dtype=torch.float64)
+        state = torch.stack(
+            [
+                self._sum.cpu() if self._sum is not None else torch.zeros((), dtype=torch.float64),
+                torch.tensor(float(self.pairs), dtype=torch.float64),
+            ]
+        )
         state = all_reduce_sum(state)
-        self.changed_sum = float(state[0])
+        self._sum = state[0].clone()
         self.pairs = int(round(float(state[1])))
 
     def compute(self) -> float:

@@ -254,6 +254,86 @@ def test_figures_match_numpy_on_mixed_videos():
     assert r2["mIoU"] == pytest.approx(np_miou(*lone, k), rel=1e-12)
 
 
+def _official_vc(videos, clip_num):
+    """VSPW's VC_perclip.py logic: raw equality of the labels (no ignore case), windows
+    range(L - n), videos with L <= n skipped, nan-mean of all windows."""
+    accs = []
+    for pred, gt in videos:
+        for i in range(len(gt) - clip_num if len(gt) > clip_num else 0):
+            g = np.ones(gt.shape[1:], dtype=bool)
+            p = np.ones(gt.shape[1:], dtype=bool)
+            for j in range(1, clip_num):
+                g &= gt[i] == gt[i + j]
+                p &= pred[i] == pred[i + j]
+            with np.errstate(invalid="ignore"):
+                accs.append((g & p).sum() / g.sum())
+    return float(np.nanmean(accs))
+
+
+def _official_miou(preds, gts, k):
+    """VSPW's Evaluator: IoU from the confusion matrix, mean over classes with gt pixels."""
+    cm = np.zeros((k, k))
+    for p, g in zip(preds, gts):
+        mask = (g >= 0) & (g < k)
+        cm += np.bincount(k * g[mask] + p[mask], minlength=k * k).reshape(k, k)
+    with np.errstate(invalid="ignore"):
+        iou = np.diag(cm) / (cm.sum(1) + cm.sum(0) - np.diag(cm))
+    isval = cm.sum(1) > 0
+    return float(np.nansum(iou * isval) / isval.sum())
+
+
+def test_vspw_convention_equals_the_official_scripts():
+    rng = np.random.default_rng(7)
+    k = 4
+    raw, videos = [], []
+    for v, length in enumerate((12, 9, 5)):
+        shape = (length, 6, 7)
+        gt = np.cumsum(rng.random(shape) < 0.1, axis=0) % (k - 1)  # class k - 1 never in gt
+        gt[:, :2, :3] = IGN  # constant void region, prediction flickers there
+        gt[rng.random(shape) < 0.05] = IGN
+        pred = np.where(rng.random(shape) < 0.85, gt % k, rng.integers(0, k, shape))
+        pred[:, :2, :3] = rng.integers(0, k, (length, 2, 3))
+        raw.append((pred, gt))
+        videos.append(encoded_video(pred, gt, f"v{v}", consecutive=True))
+    kw = dict(num_classes=k, clip_len=3, vc_windows=(2, 8))
+    r = Evaluator(**kw, metric_convention="vspw").run(RedChannelModel(k), videos)
+    preds = [f for p, _ in raw for f in p]
+    gts = [f for _, g in raw for f in g]
+    assert r["metric_convention"] == "vspw"
+    assert r["mIoU"] == pytest.approx(_official_miou(preds, gts, k), rel=1e-12)
+    assert r["mVC_2"] == pytest.approx(_official_vc(raw, 2), rel=1e-12)
+    assert r["mVC_8"] == pytest.approx(_official_vc(raw, 8), rel=1e-12)
+    old = Evaluator(**kw).run(RedChannelModel(k), videos)  # default: the mmseg convention
+    assert old["metric_convention"] == "mmseg"
+    assert old["mIoU"] == pytest.approx(np_miou(preds, gts, k), rel=1e-12)
+    ratios = [x for p, g in raw for x in np_vc_ratios(p, g, 2)]
+    assert old["mVC_2"] == pytest.approx(np.mean(ratios), rel=1e-12)
+    assert old["mIoU"] < r["mIoU"] and old["mVC_2"] > r["mVC_2"]
+    for key in ("fwIoU", "pixel_acc", "flicker"):
+        assert old[key] == r[key]
+    with pytest.raises(ValueError, match="metric_convention"):
+        Evaluator(**kw, metric_convention="auto")
+
+
+def test_metric_convention_from_the_config():
+    from vidccnet.engine.config import Config, ConfigError, apply_overrides
+    from vidccnet.engine.train import evaluator_kwargs
+
+    def convention(*overrides):
+        return evaluator_kwargs(apply_overrides(Config(), list(overrides)), "cpu")[
+            "metric_convention"
+        ]
+
+    assert Config().eval.metric_convention == "auto"
+    assert convention() == "mmseg"  # synthetic
+    assert convention("data.name=camvid") == "mmseg"
+    assert convention("data.name=vspw") == "vspw"
+    assert convention("data.name=vspw", "eval.metric_convention=mmseg") == "mmseg"
+    assert convention("eval.metric_convention=vspw") == "vspw"
+    with pytest.raises(ConfigError, match="metric_convention"):
+        convention("eval.metric_convention=official")
+
+
 def test_long_video_streams_with_bounded_memory():
     """300 frames: frames are loaded once each and only a few are alive at any time."""
     rng = np.random.default_rng(2)
@@ -369,6 +449,10 @@ def test_evaluate_and_report_writes_table_json_and_plots(tmp_path):
     assert data == report
     assert data["config"] == {"model": {"name": "stand-in"}}
     assert data["evaluator"]["clip_len"] == 3
+    assert data["metric_convention"] == data["metrics"]["metric_convention"] == "mmseg"
+    assert data["evaluator"]["miou_over"] == "union"
+    assert data["evaluator"]["vc_count_ignored"] is False
+    assert "metric convention: mmseg" in table
     assert set(data["class_iou"]) == set(names)
     assert data["metrics"]["frames"] == 11
     expected = np_miou(

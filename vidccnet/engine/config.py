@@ -173,6 +173,8 @@ class EvalConfig:
     ``interval`` is in iterations (0 disables periodic validation; the end of training still
     validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``.
     ``max_videos`` limits the number of validation videos (None = all).
+    ``metric_convention``: "auto" (VSPW's official evaluator on ``data.name: vspw``, else
+    "mmseg"), "vspw" or "mmseg" (docs/metrics.md).
     """
 
     split: str = "val"
@@ -186,7 +188,11 @@ class EvalConfig:
     crop_size: tuple[int, int] | None = None
     vc_windows: tuple[int, ...] = (8, 16)
     max_videos: int | None = None
+    metric_convention: str = "auto"
     kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("eval.metric_convention", self.metric_convention, ("auto", "vspw", "mmseg"))
 
 
 @dataclass(frozen=True)

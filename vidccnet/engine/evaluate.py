@@ -56,7 +56,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidccnet.data.base import EvalVideo
-from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency, all_reduce_sum
+from vidccnet.metrics import (
+    METRIC_CONVENTIONS,
+    ConfusionMatrix,
+    FlickerMeter,
+    VideoConsistency,
+    all_reduce_sum,
+)
 
 try:  # the data package's constants, when present, so training and evaluation agree
     from vidccnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -196,6 +202,9 @@ class Evaluator:
         ignore_index: label value of unlabelled pixels.
         vc_windows: the n of the mVC_n figures.
         batch_size: clips per forward pass.
+        metric_convention: "mmseg" (mIoU over classes with a non-empty union, mVC over labelled
+            pixels) or "vspw" (VSPW's official evaluator: mIoU over the classes present in the
+            ground truth, mVC counting constant void pixels); see docs/metrics.md.
     """
 
     def __init__(
@@ -212,6 +221,7 @@ class Evaluator:
         ignore_index: int = 255,
         vc_windows: Sequence[int] = (8, 16),
         batch_size: int = 1,
+        metric_convention: str = "mmseg",
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -229,6 +239,12 @@ class Evaluator:
             if len(crop) != 2 or min(crop) < 1:
                 raise ValueError(f"crop_size must be a positive int or (h, w), got {crop_size}")
             crop_size = crop
+        if metric_convention not in METRIC_CONVENTIONS:
+            raise ValueError(
+                f"metric_convention must be one of {', '.join(METRIC_CONVENTIONS)}, got "
+                f"{metric_convention!r} ('auto' is resolved from the dataset by the config: "
+                "vidccnet.metrics.resolve_metric_convention)"
+            )
         if any(int(n) < 1 for n in vc_windows):
             raise ValueError(f"vc_windows must be positive integers, got {vc_windows}")
         self.num_classes = int(num_classes)
@@ -243,6 +259,7 @@ class Evaluator:
         self.ignore_index = int(ignore_index)
         self.vc_windows = tuple(int(n) for n in vc_windows)
         self.batch_size = int(batch_size)
+        self.metric_convention = metric_convention
         self.stats: dict = {}
 
     # ------------------------------------------------------------------ inference
@@ -399,7 +416,8 @@ class Evaluator:
             ``vc_windows`` and ``flicker`` (None when no video has ``consecutive=True`` or no
             window qualifies), ``frames`` (labelled frames evaluated), ``videos``,
             ``consecutive_videos``, ``forward_passes``, ``max_cached_frames``, ``seconds``,
-            ``fps`` (evaluated frames per second). Accuracy figures are fractions in [0, 1].
+            ``fps`` (evaluated frames per second), ``metric_convention`` (its name). Accuracy
+            figures are fractions in [0, 1].
         """
         if not videos:
             raise ValueError("Evaluator.run got no videos; check the dataset root and split")
@@ -415,8 +433,12 @@ class Evaluator:
             rank, world = dist.get_rank(), dist.get_world_size()
         mine = list(videos)[rank::world]
         device = self._device_for(model)
-        cm = ConfusionMatrix(self.num_classes, self.ignore_index)
-        vcs = {n: VideoConsistency(n, self.ignore_index) for n in self.vc_windows}
+        convention = METRIC_CONVENTIONS[self.metric_convention]
+        cm = ConfusionMatrix(self.num_classes, self.ignore_index, convention["miou_over"])
+        vcs = {
+            n: VideoConsistency(n, self.ignore_index, convention["vc_count_ignored"])
+            for n in self.vc_windows
+        }
         flicker = FlickerMeter()
         self.stats = {"forward_passes": 0, "frames_predicted": 0, "max_cached_frames": 0}
         frames = 0
@@ -483,6 +505,7 @@ class Evaluator:
             max_cached_frames=self.stats["max_cached_frames"],
             seconds=seconds,
             fps=frames / seconds if seconds > 0 else math.nan,
+            metric_convention=self.metric_convention,
         )
         logger.info(
             "evaluated %d frames of %d videos in %.1f s: mIoU %.4f",
@@ -507,4 +530,6 @@ class Evaluator:
             "ignore_index": self.ignore_index,
             "vc_windows": list(self.vc_windows),
             "batch_size": self.batch_size,
+            "metric_convention": self.metric_convention,
+            **METRIC_CONVENTIONS[self.metric_convention],
         }

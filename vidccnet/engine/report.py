@@ -106,6 +106,8 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     if "flicker" in results:
         rows.append(("flicker", _pct(results["flicker"])))
     lines += [f"{name:<{width}}{value:>8}" for name, value in rows]
+    if results.get("metric_convention"):
+        lines.append(f"metric convention: {results['metric_convention']} (docs/metrics.md)")
     if "frames" in results:
         fps = results.get("fps")
         lines.append(
@@ -339,12 +341,13 @@ def evaluate_and_report(
         stream: where to write the terminal table (e.g. ``sys.stdout``); None logs it at INFO.
         **evaluator_kwargs: ``Evaluator`` arguments: ``clip_len`` (required), ``clip_stride``,
             ``anchor``, ``scales``, ``flip``, ``crop_size``, ``device``, ``amp``,
-            ``ignore_index``, ``vc_windows``, ``batch_size``.
+            ``ignore_index``, ``vc_windows``, ``batch_size``, ``metric_convention``.
 
     Returns:
         The dict written to ``eval.json``: ``metrics`` (``Evaluator.run`` figures, NaN -> None),
-        ``class_iou``, ``config``, ``evaluator`` (its settings), ``files`` (paths written),
-        ``created``.
+        ``class_iou``, ``config``, ``evaluator`` (its settings), ``metric_convention`` (its name,
+        "vspw" or "mmseg"; ``evaluator`` holds the ``miou_over`` / ``vc_count_ignored`` it
+        implies), ``files`` (paths written), ``created``.
     """
     if num_classes is None:
         if class_names is None:
@@ -407,5 +410,9 @@ def evaluate_and_report(
         results,
         names,
         config,
-        extra={"evaluator": evaluator.config(), "files": files},
+        extra={
+            "evaluator": evaluator.config(),
+            "metric_convention": evaluator.metric_convention,
+            "files": files,
+        },
     )

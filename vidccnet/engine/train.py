@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.metrics import resolve_metric_convention
+
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -224,6 +226,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         amp=cfg.runtime.amp,
         ignore_index=cfg.loss.ignore_index,
         vc_windows=e.vc_windows,
+        metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
     )
 
 
@@ -506,6 +509,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         record.update({k: res.get(k) for k in ("mIoU", "fwIoU", "pixel_acc", "mAcc", "flicker")})
         record.update({k: v for k, v in res.items() if k.startswith("mVC_")})
         record["IoU"] = res.get("IoU")
+        record["metric_convention"] = res.get("metric_convention")
         record["seconds"] = res.get("seconds")
         jsonl.write(record)
         if writer is not None:
