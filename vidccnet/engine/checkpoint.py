@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.models.build import build_model
+
 from .config import Config, ConfigError, config_from_dict
 
 __all__ = [
@@ -145,8 +147,6 @@ def build_model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: the stored config is invalid or the weights do not fit.
     """
-    from .train import build_model  # local import: train imports this module
-
     try:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, KeyError) as exc:

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.models.build import build_model  # re-exported: its old home
+
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -75,27 +77,6 @@ class TrainingError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- builders
-
-
-def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Module:
-    """``create_model`` with the model section's arguments (backbone file only if
-    ``pretrained``)."""
-    from vidccnet.models import create_model
-
-    m = cfg.model
-    kwargs: dict[str, Any] = dict(
-        recurrence=m.recurrence,
-        shift_fraction=m.shift_fraction,
-        attention_backend=m.attention_backend,
-    )
-    if m.temporal_shift is not None:
-        kwargs["temporal_shift"] = m.temporal_shift
-    if m.temporal_attention is not None:
-        kwargs["temporal_attention"] = m.temporal_attention
-    if pretrained and m.pretrained_backbone:
-        kwargs["pretrained_backbone"] = m.pretrained_backbone
-    kwargs.update(m.kwargs)
-    return create_model(m.name, num_classes, **kwargs)
 
 
 def build_criterion(cfg: Config) -> nn.Module:
