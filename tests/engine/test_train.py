@@ -173,6 +173,30 @@ def test_exact_resume_is_bit_identical(tmp_path: Path) -> None:
     assert la == lb
 
 
+def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) -> None:
+    """20 iterations, then --resume with schedule.iterations=24 and another optim.lr: steps
+    21-24 run at the learning rate a fresh 24-iteration schedule at the new lr gives there
+    (the restored scheduler used to keep its 20-step horizon: lr 0)."""
+    common = ("runtime.log_interval=1", "eval.interval=0", "eval.at_end=false",
+              "runtime.ckpt_interval=100", "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=20"))
+    train(tiny_cfg(out, *common, "schedule.iterations=24", "optim.lr=0.02"), resume=True)
+    lrs = {r["iteration"]: r["lr"] for r in _read_jsonl(out / "metrics.jsonl")}
+    assert sorted(lrs) == list(range(1, 25))
+    fresh = PolyWarmup(total=24, power=0.9, warmup_iters=2, warmup_ratio=0.1)
+    for step in range(21, 25):  # step k uses factor(k - 1)
+        assert lrs[step] > 0
+        assert lrs[step] == pytest.approx(0.02 * fresh(step - 1), rel=1e-12, abs=0), step
+    assert load_checkpoint(out / "last.pt")["iteration"] == 24
+    # a schedule shorter than the checkpoint, or another optimizer, is refused in one line
+    with pytest.raises(TrainingError, match="schedule.iterations=10.*iteration 24"):
+        train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
+    with pytest.raises(CheckpointError, match="optim.name"):
+        train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.name=adamw"), resume=True)
+    assert load_checkpoint(out / "last.pt")["iteration"] == 24
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr

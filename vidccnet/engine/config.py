@@ -31,6 +31,7 @@ __all__ = [
     "RuntimeConfig",
     "ScheduleConfig",
     "apply_overrides",
+    "config_diff",
     "config_from_dict",
     "config_to_dict",
     "config_to_yaml",
@@ -365,6 +366,19 @@ def _plain(value: Any) -> Any:
 def config_to_dict(cfg: Config) -> dict:
     """The config as nested plain dicts / lists / scalars (YAML- and ``weights_only``-safe)."""
     return _plain(cfg)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs between two
+    :func:`config_to_dict` dicts (keys missing on one side show as ``None``)."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_diff(a, b, f"{prefix}{key}."))
+        elif _plain(a) != _plain(b):
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

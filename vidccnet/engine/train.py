@@ -12,7 +12,11 @@ at the end ``last.pt`` is written (atomically).
 
 Exact resume: ``last.pt`` holds model, optimizer, LR scheduler, grad scaler, every rank's RNG
 states (torch, numpy, python, CUDA) and the position in the data stream (epoch, batches consumed
-in it). The sampler's order depends only on (seed, epoch) and each sample's augmentation seed on
+in it). The learning rate follows the config the run is resumed with: the optimizer's
+hyper-parameters (``optim.lr``, momentum, ...) and the schedule (``schedule.iterations``, ...) are
+rebuilt from it at the restored iteration (identical to the stored ones when nothing changed);
+a shorter schedule than the checkpoint's iteration or another ``optim.name`` is refused. The
+sampler's order depends only on (seed, epoch) and each sample's augmentation seed on
 (seed, epoch, index) (``vidccnet.data.loader``), so a resumed run sees the same batches, augmented
 the same way, whatever the number of workers; dropout draws from the restored torch RNG. On CPU
 N + resume + N iterations give bit-identical weights to 2N straight.
@@ -66,6 +70,8 @@ __all__ = [
     "build_criterion",
     "build_model",
     "build_optimizer",
+    "build_scheduler",
+    "configure_resumed_optimizer",
     "train",
 ]
 
@@ -139,6 +145,62 @@ class PolyWarmup:
         if self.warmup_iters > 0 and it < self.warmup_iters:
             factor *= self.warmup_ratio + (1.0 - self.warmup_ratio) * it / self.warmup_iters
         return factor
+
+
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer, start: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The poly-with-warm-up schedule of ``cfg`` positioned at iteration ``start``.
+
+    Each parameter group's learning rate becomes its base rate (its ``initial_lr``, set by
+    :func:`configure_resumed_optimizer` on resume) times ``PolyWarmup(...)(start)``: a resumed
+    run follows the schedule of the config it is resumed with, not the restored one's.
+    """
+    s = cfg.schedule
+    factor = PolyWarmup(s.iterations, s.poly_power, s.warmup_iters, s.warmup_ratio,
+                        s.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start - 1)
+
+
+def configure_resumed_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer ``state`` (momentum buffers, step counts) but keep the
+    hyper-parameters (lr, momentum, weight decay, ...) of the freshly built ``optimizer``, i.e.
+    of the config the run is resumed with. Each group's configured lr becomes its
+    ``initial_lr``, the base of :func:`build_scheduler`.
+
+    Raises:
+        ValueError / KeyError / TypeError: ``state`` does not fit ``optimizer`` (from
+            ``load_state_dict``).
+    """
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, hyper in zip(optimizer.param_groups, configured):
+        group.update(hyper)
+        group["initial_lr"] = hyper["lr"]
+
+
+def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
+    """Refuse a resume the new config cannot follow; log what it changes."""
+    from .config import config_diff
+
+    iteration = int(ckpt["iteration"])
+    if cfg.schedule.iterations < iteration:
+        raise TrainingError(
+            f"--resume: schedule.iterations={cfg.schedule.iterations} but {where} is at "
+            f"iteration {iteration}; set schedule.iterations to {iteration} or more"
+        )
+    old = ckpt.get("config") or {}
+    old_name = (old.get("optim") or {}).get("name", cfg.optim.name)
+    if old_name != cfg.optim.name:
+        raise CheckpointError(
+            f"--resume: {where} was trained with optim.name={old_name}, the config says "
+            f"optim.name={cfg.optim.name}; their states differ (resume with "
+            f"optim.name={old_name}, or start a new run)"
+        )
+    changes = config_diff(old, config_to_dict(cfg))
+    if changes:
+        shown = "; ".join(changes[:12]) + ("; ..." if len(changes) > 12 else "")
+        logger.info("resuming with changed settings (the new values apply): %s", shown)
 
 
 def _dataset_info(cfg: Config) -> dict:
@@ -382,6 +444,10 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
 
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
+    ckpt: dict | None = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resumable(cfg, ckpt, out / "last.pt")
     from vidccnet.data.loader import build_loader
 
     train_set = build_train_dataset(cfg)
@@ -409,20 +475,15 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         _to_channels_last(core)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(cfg, core)
-    sched = cfg.schedule
-    lr_lambda = PolyWarmup(sched.iterations, sched.poly_power, sched.warmup_iters,
-                           sched.warmup_ratio, sched.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16")
 
     iteration, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
     best_miou: float | None = None
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt")
+    if ckpt is not None:
         load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
         try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["lr_scheduler"])
+            # the new config's lr / momentum / weight decay and schedule apply from here on
+            configure_resumed_optimizer(optimizer, ckpt["optimizer"])
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, ValueError, TypeError) as exc:
@@ -442,7 +503,12 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
             logger.warning("checkpoint RNG states do not match %d processes; reseeding",
                            info.world_size)
             seed_everything(rt.seed + info.rank + 1_000_003 * iteration)
-        logger.info("resumed from %s at iteration %d", out / "last.pt", iteration)
+        logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
+                    cfg.schedule.iterations)
+        if iteration >= cfg.schedule.iterations:
+            logger.info("the run is already at schedule.iterations=%d: nothing to train; raise "
+                        "schedule.iterations to train longer", cfg.schedule.iterations)
+    scheduler = build_scheduler(cfg, optimizer, start=iteration)
 
     model: nn.Module = core
     if rt.compile:
@@ -534,7 +600,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         return batch
 
     # the loop
-    total = sched.iterations
+    total = cfg.schedule.iterations
     accum = cfg.optim.accum_steps
     clips_per_step = bs * accum * info.world_size
     show = rt.progress and info.is_main and sys.stderr.isatty()
