@@ -197,6 +197,25 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) ->
     assert load_checkpoint(out / "last.pt")["iteration"] == 24
 
 
+def test_dataset_kwargs_are_checked_like_config_keys() -> None:
+    from vidccnet.engine.config import ConfigError
+    from vidccnet.engine.train import build_train_dataset, build_val_videos
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.kwargs.num_video'; did you "
+                                          r"mean 'data.kwargs.num_videos'\? \(valid keys"):
+        build_train_dataset(load_config(None, ["data.kwargs.num_video=4"]))
+    with pytest.raises(ConfigError,
+                       match="'eval.kwargs.strech'; did you mean 'eval.kwargs.stretch'"):
+        build_val_videos(load_config(None, ["eval.kwargs.strech=false"]))
+    with pytest.raises(ConfigError, match="'data.kwargs.clip_len'.*set data.clip_len"):
+        build_train_dataset(load_config(None, ["data.kwargs.clip_len=3"]))
+    with pytest.raises(ConfigError, match="'data.kwargs.num_video'"):  # also for evaluation
+        build_val_videos(load_config(None, ["data.kwargs.num_video=4"]))
+    # the synthetic world's own arguments pass through the dataset's **kwargs
+    ds = build_train_dataset(load_config(None, ["data.kwargs={num_videos: 1, noise: [1, 2]}"]))
+    assert ds.world.noise == [1, 2]
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
@@ -403,6 +422,9 @@ def test_train_script_missing_config_subprocess() -> None:
         ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"), "--resume",
                       "runtime.output_dir=/nonexistent/run"], "no checkpoint"),
         ("evaluate.py", ["--checkpoint", "/nonexistent/best.pt"], "not found"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                      "data.kwargs.num_video=4", "runtime.output_dir=/nonexistent/run"],
+         "did you mean 'data.kwargs.num_videos'"),
     ],
 )
 def test_scripts_fail_with_one_line(script: str, args: list[str], needle: str,

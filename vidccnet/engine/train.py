@@ -71,6 +71,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "check_dataset_kwargs",
     "configure_resumed_optimizer",
     "train",
 ]
@@ -209,6 +210,66 @@ def _dataset_info(cfg: Config) -> dict:
     return dataset_info(cfg.data.name)
 
 
+# dataset name -> (module, classes whose __init__ receive data.kwargs, in call order: the
+# synthetic dataset passes its **kwargs on to the world)
+_DATASET_CLASSES = {
+    "synthetic": ("vidccnet.data.synthetic", ("SyntheticVideoDataset", "SyntheticVideoWorld")),
+    "camvid": ("vidccnet.data.camvid", ("CamVid",)),
+    "vspw": ("vidccnet.data.vspw", ("VSPW",)),
+}
+# keyword arguments the trainer passes itself, and the config key that sets each
+_DATA_OWN = {"root": "data.root", "split": "data.train_split", "clip_len": "data.clip_len",
+             "frame_stride": "data.frame_stride", "anchor": "data.anchor",
+             "augment": "data.augment", "crop_size": "data.crop_size",
+             "scale_range": "data.scale_range"}
+_EVAL_OWN = {"root": "data.root", "split": "eval.split", "clip_len": "eval.clip_len",
+             "anchor": "eval.anchor"}
+
+
+def _dataset_params(name: str) -> set[str] | None:
+    """Keyword arguments dataset ``name`` accepts (None: unknown dataset or any keyword)."""
+    import importlib
+    import inspect
+
+    if name.lower() not in _DATASET_CLASSES:
+        return None
+    module, classes = _DATASET_CLASSES[name.lower()]
+    mod = importlib.import_module(module)
+    params: set[str] = set()
+    open_ended = False
+    for cls_name in classes:
+        sig = inspect.signature(getattr(mod, cls_name).__init__)
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        params |= {n for n, p in sig.parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return None if open_ended else params
+
+
+def check_dataset_kwargs(cfg: Config) -> None:
+    """Check ``data.kwargs`` and ``eval.kwargs`` against the dataset's signature.
+
+    Raises:
+        ConfigError: an argument the dataset does not take (with a did-you-mean suggestion),
+            or one the trainer sets from its own config key (naming that key).
+    """
+    from .config import _unknown_key
+
+    params = _dataset_params(cfg.data.name)
+    if params is None:
+        return
+    sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, set()),
+                ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN, {"stretch"}))
+    for prefix, kwargs, own, extra in sections:
+        valid = sorted((params | extra) - set(own))
+        for key in kwargs:
+            if key in own:
+                raise ConfigError(
+                    f"config key '{prefix}.{key}' is set by {own[key]}: set {own[key]} instead"
+                )
+            if key not in valid:
+                raise _unknown_key(f"{prefix}.{key}", valid)
+
+
 def _check_root(cfg: Config) -> None:
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(
@@ -222,6 +283,7 @@ def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     """The training dataset of the data section (``build_dataset(name, train_split, ...)``)."""
     from vidccnet.data import build_dataset
 
+    check_dataset_kwargs(cfg)
     _check_root(cfg)
     d = cfg.data
     return build_dataset(
@@ -243,6 +305,7 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     ``eval.max_videos``."""
     from vidccnet.data import build_eval_videos
 
+    check_dataset_kwargs(cfg)
     _check_root(cfg)
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
     kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
@@ -435,6 +498,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
 def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - the loop, in order
     rt = cfg.runtime
     device = info.device
+    check_dataset_kwargs(cfg)  # before anything is built or written
     if rt.num_threads:
         torch.set_num_threads(rt.num_threads)
     if rt.deterministic:
