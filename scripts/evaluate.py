@@ -21,9 +21,14 @@ from pathlib import Path
 
 from vidccnet.cli import fail
 
+AMP_HELP = (
+    "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
+    "warning and evaluation runs in float32 (CPU autocast is much slower than float32)."
+)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
     parser.add_argument("--config", default=None,
                         help="YAML config for data / eval settings (default: the checkpoint's)")

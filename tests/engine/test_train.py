@@ -216,6 +216,21 @@ def test_dataset_kwargs_are_checked_like_config_keys() -> None:
     assert ds.world.noise == [1, 2]
 
 
+def test_amp_on_cpu_trains_and_evaluates_in_float32(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from vidccnet.engine import amp
+    from vidccnet.engine.train import evaluator_kwargs
+
+    amp._warned.clear()
+    cfg = tiny_cfg(tmp_path / "amp", "runtime.amp=fp16", "schedule.iterations=1",
+                   "eval.interval=0", "eval.at_end=false")
+    assert evaluator_kwargs(cfg, torch.device("cpu"))["amp"] == "none"
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "amp" / "last.pt")["scaler"] is None  # no GradScaler
+    assert any("amp=fp16 ignored on cpu" in r.getMessage() for r in caplog.records)
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
@@ -408,6 +423,14 @@ def test_train_script_missing_config_subprocess() -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not found" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_script_help_says_amp_is_cuda_only(script: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        _load_script(script).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored" in text
 
 
 @pytest.mark.parametrize(

@@ -190,8 +190,10 @@ class EvalConfig:
 class RuntimeConfig:
     """Where and how to run.
 
-    ``amp``: "none", "bf16" or "fp16" (fp16 uses a GradScaler). ``device``: "auto", "cpu",
-    "cuda". ``sync_bn`` converts BatchNorm to SyncBatchNorm when distributed.
+    ``amp``: "none", "bf16" or "fp16" (fp16 uses a GradScaler); autocast is used on CUDA only:
+    on CPU the setting is ignored with a warning and the run is float32 (CPU autocast is much
+    slower; ``vidccnet.engine.amp.resolve_amp``). ``device``: "auto", "cpu", "cuda".
+    ``sync_bn`` converts BatchNorm to SyncBatchNorm when distributed.
     ``deterministic`` turns on ``torch.use_deterministic_algorithms(warn_only=True)``.
     """
 

@@ -1,7 +1,8 @@
 """The training loop: one readable function, ``train(cfg, resume=False)``.
 
 Per optimizer step (one "iteration"): ``optim.accum_steps`` micro-batches of
-``data.batch_size`` clips per process are forwarded under autocast (``runtime.amp``), the loss
+``data.batch_size`` clips per process are forwarded under autocast (``runtime.amp``, CUDA only:
+``vidccnet.engine.amp.resolve_amp``), the loss
 (``SegmentationCriterion``: CE or OHEM + 0.4 aux + category-consistent) is checked for finiteness
 on every rank, back-propagated (DDP synchronises gradients on the last micro-batch), optionally
 clipped, and the SGD step and the poly-with-warm-up LR step are taken. Every
@@ -42,6 +43,7 @@ from torch import nn
 
 from vidccnet.models.build import build_model  # re-exported: its old home
 
+from .amp import amp_name, autocast, resolve_amp
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -61,6 +63,7 @@ from .distributed import (
     init_distributed,
     is_distributed,
     reduce_any,
+    resolve_device,
 )
 from .report import to_jsonable
 
@@ -316,7 +319,8 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
 
 
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
-    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section."""
+    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section
+    (``runtime.amp`` resolved for ``device``: float32 off CUDA)."""
     e = cfg.eval
     return dict(
         clip_len=e.clip_len or cfg.data.clip_len,
@@ -326,7 +330,9 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         flip=e.flip,
         crop_size=e.crop_size,
         device=device,
-        amp=cfg.runtime.amp,
+        amp=amp_name(resolve_amp(
+            device if device is not None else resolve_device(cfg.runtime.device),
+            cfg.runtime.amp)),
         ignore_index=cfg.loss.ignore_index,
         vc_windows=e.vc_windows,
     )
@@ -347,13 +353,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, amp: str) -> Any:
-    if amp == "none":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class _JsonlWriter:
@@ -539,7 +538,8 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         _to_channels_last(core)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(cfg, core)
-    scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16")
+    amp_dtype = resolve_amp(device, rt.amp)  # None (float32) on CPU, with a warning
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
     iteration, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
     best_miou: float | None = None
@@ -690,7 +690,7 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
             sync = micro == accum - 1 or not info.distributed
             ctx = model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
-                with _autocast(device, rt.amp):
+                with autocast(device, amp_dtype):
                     outputs = model(clip)
                     loss, parts = criterion(outputs, labels)
                 nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
