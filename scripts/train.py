@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, name=args.config)
     except _expected_errors() as exc:
         if args.debug:
             raise

@@ -231,6 +231,61 @@ def test_amp_on_cpu_trains_and_evaluates_in_float32(tmp_path: Path,
     assert any("amp=fp16 ignored on cpu" in r.getMessage() for r in caplog.records)
 
 
+def test_logs_without_a_terminal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """stderr is not a terminal under pytest: a start line and one line per log_interval."""
+    cfg = tiny_cfg(tmp_path / "log", "schedule.iterations=2", "runtime.log_interval=1",
+                   "eval.interval=0", "eval.at_end=false", "runtime.progress=true")
+    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
+        train(cfg, name="tiny.yaml")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidccnet.engine.train"]
+    start = [m for m in lines if m.startswith("start:")]
+    assert len(start) == 1, lines
+    from vidccnet.engine.train import build_train_dataset
+
+    n_params = sum(p.numel() for _, p in _model_params(cfg))
+    n_clips = len(build_train_dataset(cfg))
+    for part in ("config tiny.yaml", "ccnet3d_resnet18", f"{n_params / 1e6:.2f}M params", "cpu",
+                 f"synthetic train: {n_clips} clips", "2 iterations"):
+        assert part in start[0], (part, start[0])
+    steps = [m for m in lines if m.startswith("iteration ")]
+    assert [m.split()[1] for m in steps] == ["1/2", "2/2"], lines
+    for m in steps:
+        for part in ("loss ", "lr ", "clips/s", "ETA "):
+            assert part in m, m
+
+
+def test_progress_bar_on_a_terminal_keeps_log_lines_off_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import io
+    import logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    handler = logging.StreamHandler(term)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    cfg = tiny_cfg(tmp_path / "tty", "schedule.iterations=2", "runtime.log_interval=1",
+                   "eval.interval=1", "eval.at_end=false", "runtime.progress=true")
+    try:
+        with caplog.at_level("INFO"):
+            train(cfg)
+    finally:
+        root.removeHandler(handler)
+    text = term.getvalue()
+    assert "train:" in text and "2/2" in text  # the bar was drawn
+    logged = [line.split("\r")[-1] for line in text.split("\n") if "LOG" in line]
+    assert sum("val mIoU" in seg for seg in logged) == 2, text
+    for seg in logged:  # each log line on a line of its own (after the bar is cleared by \r)
+        assert seg.startswith("LOG") and seg.count("LOG") == 1, repr(seg)
+    assert "LOG iteration 1/2" not in text  # per-interval lines stay on the bar
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -469,8 +470,14 @@ def _fill_dataset_info(cfg: Config) -> Config:
 # ------------------------------------------------------------------------------- train
 
 
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
     """Train as configured; returns the final metrics.
+
+    Logs (rank 0, logger ``vidccnet.engine.train``) a start line (``name``, e.g. the config
+    file, model and its parameter count, device, data size, schedule) and, every
+    ``runtime.log_interval`` iterations, the iteration, loss, lr, clips/s and ETA. With
+    ``runtime.progress`` and a terminal on stderr those figures go on a tqdm bar instead, and
+    log records are written above the bar (never onto its line).
 
     Joins the torchrun process group when launched with ``WORLD_SIZE`` > 1 (and leaves it at
     the end if it created it).
@@ -488,13 +495,13 @@ def train(cfg: Config, resume: bool = False) -> dict:
     created = not is_distributed()
     info = init_distributed(cfg.runtime.device)
     try:
-        return _train(cfg, resume, info)
+        return _train(cfg, resume, info, name)
     finally:
         if created and is_distributed():
             cleanup_distributed()
 
 
-def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - the loop, in order
+def _train(cfg: Config, resume: bool, info: DistInfo, name: str | None) -> dict:  # noqa: C901 - the loop, in order
     rt = cfg.runtime
     device = info.device
     check_dataset_kwargs(cfg)  # before anything is built or written
@@ -669,6 +676,18 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
     clips_per_step = bs * accum * info.world_size
     show = rt.progress and info.is_main and sys.stderr.isatty()
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if info.is_main:
+        n_params = sum(p.numel() for p in core.parameters())
+        logger.info(
+            "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %d clips, "
+            "%d batches of %d per epoch, global batch %d; %d iterations (from %d); output %s",
+            f"config {name}, " if name else "", cfg.model.name, n_params / 1e6, device,
+            f" x {info.world_size} processes" if info.distributed else "", amp_name(amp_dtype),
+            cfg.data.name, cfg.data.train_split, len(train_set), batches_per_epoch, bs,
+            clips_per_step, total, iteration, out)
+    t_start, start_iteration = time.perf_counter(), iteration
 
     bar = tqdm(total=total, initial=iteration, disable=not show, desc="train", unit="it",
                dynamic_ncols=True)
@@ -679,97 +698,106 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
     last_loss = math.nan
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    while iteration < total:
-        t_step = time.perf_counter()
-        bad = False
-        parts_acc: dict[str, float] = defaultdict(float)
-        for micro in range(accum):
-            batch = next_batch()
-            clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
-            labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
-            sync = micro == accum - 1 or not info.distributed
-            ctx = model.no_sync() if not sync else contextlib.nullcontext()
-            with ctx:
-                with autocast(device, amp_dtype):
-                    outputs = model(clip)
-                    loss, parts = criterion(outputs, labels)
-                nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
-                if nonfinite:
-                    bad = True
-                    break
-                scaler.scale(loss / accum).backward()
-            for k, v in parts.items():
-                parts_acc[k] += float(v) / accum
-            parts_acc["loss"] += float(loss.detach()) / accum
-        if bad:
-            optimizer.zero_grad(set_to_none=True)
-            if not rt.skip_nonfinite:
-                bar.close()
-                where = out / "last.pt"
-                kept = f"the last good checkpoint {where} is kept" if where.exists() else (
-                    "no checkpoint was written yet")
-                raise TrainingError(
-                    f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
-                    "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
-                    "runtime.skip_nonfinite=true to skip such steps"
-                )
-            skipped += 1
-            logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
-                           iteration + 1, skipped)
-        else:
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            for k, v in parts_acc.items():
-                sums[k] += v
-            n_logged += 1
-        step_lr = optimizer.param_groups[0]["lr"]  # the LR this step used
-        scheduler.step()
-        iteration += 1
-        steps_since_log += 1
-        train_time += time.perf_counter() - t_step
-        bar.update(1)
+    with contextlib.ExitStack() as stack:
+        if show:  # log lines (validation, warnings) go above the bar, not onto its line
+            stack.enter_context(logging_redirect_tqdm())
+        stack.callback(bar.close)
+        while iteration < total:
+            t_step = time.perf_counter()
+            bad = False
+            parts_acc: dict[str, float] = defaultdict(float)
+            for micro in range(accum):
+                batch = next_batch()
+                clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
+                labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
+                sync = micro == accum - 1 or not info.distributed
+                ctx = model.no_sync() if not sync else contextlib.nullcontext()
+                with ctx:
+                    with autocast(device, amp_dtype):
+                        outputs = model(clip)
+                        loss, parts = criterion(outputs, labels)
+                    nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
+                    if nonfinite:
+                        bad = True
+                        break
+                    scaler.scale(loss / accum).backward()
+                for k, v in parts.items():
+                    parts_acc[k] += float(v) / accum
+                parts_acc["loss"] += float(loss.detach()) / accum
+            if bad:
+                optimizer.zero_grad(set_to_none=True)
+                if not rt.skip_nonfinite:
+                    where = out / "last.pt"
+                    kept = f"the last good checkpoint {where} is kept" if where.exists() else (
+                        "no checkpoint was written yet")
+                    raise TrainingError(
+                        f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
+                        "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
+                        "runtime.skip_nonfinite=true to skip such steps"
+                    )
+                skipped += 1
+                logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
+                               iteration + 1, skipped)
+            else:
+                if cfg.optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                for k, v in parts_acc.items():
+                    sums[k] += v
+                n_logged += 1
+            step_lr = optimizer.param_groups[0]["lr"]  # the LR this step used
+            scheduler.step()
+            iteration += 1
+            steps_since_log += 1
+            train_time += time.perf_counter() - t_step
+            bar.update(1)
 
-        if iteration % rt.log_interval == 0 or iteration == total:
-            dt = train_time
-            means = {k: v / max(n_logged, 1) for k, v in sums.items()}
-            last_loss = means.get("loss", math.nan)
-            rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
-            lr = step_lr
-            record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
-                      "clips_per_s": rate, "skipped": skipped, **means}
-            jsonl.write(record)
-            if writer is not None:
-                for k, v in means.items():
-                    writer.add_scalar(f"train/{k}", v, iteration)
-                writer.add_scalar("train/lr", lr, iteration)
-                writer.add_scalar("train/clips_per_s", rate, iteration)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
-            logger.debug("it %d loss %.4f lr %.3g %.2f clips/s", iteration, last_loss, lr, rate)
-            sums.clear()
-            n_logged = 0
-            steps_since_log = 0
-            train_time = 0.0
+            if iteration % rt.log_interval == 0 or iteration == total:
+                dt = train_time
+                means = {k: v / max(n_logged, 1) for k, v in sums.items()}
+                last_loss = means.get("loss", math.nan)
+                rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
+                lr = step_lr
+                record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
+                          "clips_per_s": rate, "skipped": skipped, **means}
+                jsonl.write(record)
+                if writer is not None:
+                    for k, v in means.items():
+                        writer.add_scalar(f"train/{k}", v, iteration)
+                    writer.add_scalar("train/lr", lr, iteration)
+                    writer.add_scalar("train/clips_per_s", rate, iteration)
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
+                if info.is_main:  # on the bar when there is one, else one log line
+                    done = iteration - start_iteration
+                    eta = (time.perf_counter() - t_start) / done * (total - iteration)
+                    logger.log(
+                        logging.DEBUG if show else logging.INFO,
+                        "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s",
+                        iteration, total, last_loss, lr, rate,
+                        datetime.timedelta(seconds=round(eta)))
+                sums.clear()
+                n_logged = 0
+                steps_since_log = 0
+                train_time = 0.0
 
-        do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
-            iteration == total and cfg.eval.at_end)
-        if do_val:
-            val_metrics = validate(iteration)
-            if val_metrics["improved"]:
-                state = checkpoint_state(iteration, val_metrics)
+            do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
+                iteration == total and cfg.eval.at_end)
+            if do_val:
+                val_metrics = validate(iteration)
+                if val_metrics["improved"]:
+                    state = checkpoint_state(iteration, val_metrics)
+                    if info.is_main:
+                        save_checkpoint(out / "best.pt", state)
+            if iteration % rt.ckpt_interval == 0 or iteration == total:
+                metrics = {"loss": last_loss}
+                if val_metrics is not None:
+                    metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
+                state = checkpoint_state(iteration, metrics)
                 if info.is_main:
-                    save_checkpoint(out / "best.pt", state)
-        if iteration % rt.ckpt_interval == 0 or iteration == total:
-            metrics = {"loss": last_loss}
-            if val_metrics is not None:
-                metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
-            state = checkpoint_state(iteration, metrics)
-            if info.is_main:
-                save_checkpoint(out / "last.pt", state)
-    bar.close()
+                    save_checkpoint(out / "last.pt", state)
     if writer is not None:
         writer.close()
     barrier()
