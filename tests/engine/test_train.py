@@ -286,6 +286,31 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_off_its_line(
     assert "LOG iteration 1/2" not in text  # per-interval lines stay on the bar
 
 
+def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt"):  # an earlier run's
+        (out / name).write_bytes(b"old")
+    script = _load_script("evaluate.py")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    files = json.loads((out / "eval.json").read_text())["files"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(Path(files[k]).name for k in ("class_iou", "strip")), pngs
+    assert (out / "class_iou.png").read_bytes() != b"old"
+    assert (out / "notes.txt").read_bytes() == b"old"  # not ours: kept
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-plots"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
