@@ -501,7 +501,9 @@ def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
             cleanup_distributed()
 
 
-def _train(cfg: Config, resume: bool, info: DistInfo, name: str | None) -> dict:  # noqa: C901 - the loop, in order
+def _train(  # noqa: C901 - the loop, in order
+    cfg: Config, resume: bool, info: DistInfo, name: str | None
+) -> dict:
     rt = cfg.runtime
     device = info.device
     check_dataset_kwargs(cfg)  # before anything is built or written
