@@ -70,19 +70,20 @@ def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00not a torch file")
-    with pytest.raises(CheckpointError, match="is not a vidccnet checkpoint: wrong format") as e:
+    with pytest.raises(CheckpointError,
+                       match=r"cannot be read: it is not a vidccnet checkpoint \(wrong") as e:
         load_checkpoint(bad)
     _no_unsafe_advice(e)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match="is empty") as e:
+    with pytest.raises(CheckpointError, match="cannot be read: the file is empty") as e:
         load_checkpoint(empty)
     _no_unsafe_advice(e)
     good = tmp_path / "good.pt"
     save_checkpoint(good, _state())
     truncated = tmp_path / "trunc.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated") as e:
+    with pytest.raises(CheckpointError, match="cannot be read: it is truncated or damaged") as e:
         load_checkpoint(truncated)
     _no_unsafe_advice(e)
     other_zip = tmp_path / "other.pt"
@@ -90,7 +91,8 @@ def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(other_zip, "w") as z:
         z.writestr("notes.txt", "hello")
-    with pytest.raises(CheckpointError, match="zip archive but not a PyTorch file") as e:
+    with pytest.raises(CheckpointError,
+                       match="zip archive but not a PyTorch file, so not a vidccnet") as e:
         load_checkpoint(other_zip)
     _no_unsafe_advice(e)
     plain = tmp_path / "plain.pt"

@@ -88,37 +88,38 @@ def _why_unreadable(path: Path, exc: BaseException) -> str:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4)
+    lead = f"checkpoint '{path}' cannot be read:"
     if size == 0:
-        return f"'{path}' is not a vidccnet checkpoint: the file is empty"
+        return f"{lead} the file is empty, not a vidccnet checkpoint"
     if head == b"PK\x03\x04":  # a zip archive, the format torch.save writes
         if not zipfile.is_zipfile(path):
             return (
-                f"checkpoint '{path}' is truncated or damaged: it starts like a PyTorch file (zip "
-                f"archive) but the archive is incomplete ({size} bytes); copy it again or use "
+                f"{lead} it is truncated or damaged (it starts like a PyTorch file, a zip "
+                f"archive, but the archive is incomplete: {size} bytes); copy it again or use "
                 "another checkpoint"
             )
         with zipfile.ZipFile(path) as z:
             is_torch = any(n.endswith("/data.pkl") for n in z.namelist())
         if not is_torch:
             return (
-                f"'{path}' is not a vidccnet checkpoint: it is a zip archive but not a PyTorch "
-                "file"
+                f"{lead} it is a zip archive but not a PyTorch file, so not a vidccnet "
+                "checkpoint"
             )
     elif head[:1] != b"\x80":  # neither zip nor pickle (the legacy torch.save format)
         return (
-            f"'{path}' is not a vidccnet checkpoint: wrong format (not a PyTorch file; it starts "
-            f"with {head!r})"
+            f"{lead} it is not a vidccnet checkpoint (wrong format: not a PyTorch file; it "
+            f"starts with {head!r})"
         )
     if isinstance(exc, pickle.UnpicklingError):
         return (
-            f"'{path}' is not a vidccnet checkpoint: the safe loader refuses its contents "
-            "(Python objects other than tensors, numbers, strings, lists and dicts, which is all "
+            f"{lead} it is not a vidccnet checkpoint (the safe loader refuses its contents: "
+            "Python objects other than tensors, numbers, strings, lists and dicts, which is all "
             "a vidccnet checkpoint holds); it was not loaded, because unpickling such objects "
             "can run code"
         )
     return (
-        f"checkpoint '{path}' is truncated or damaged: a PyTorch file whose contents cannot be "
-        f"read ({type(exc).__name__}); copy it again or use another checkpoint"
+        f"{lead} it is truncated or damaged (a PyTorch file whose contents cannot be read: "
+        f"{type(exc).__name__}); copy it again or use another checkpoint"
     )
 
 
