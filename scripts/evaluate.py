@@ -7,7 +7,8 @@
 The model is rebuilt from the checkpoint (its stored config); ``--config`` and the
 ``section.key=value`` overrides only set the data / evaluation settings (dataset root, split,
 clip length, test-time scales, ...). Results go to ``--output`` (default: ``eval_<split>/`` next
-to the checkpoint). Expected errors print one line on stderr and exit with code 2.
+to the checkpoint); plots an earlier evaluation left there are replaced or removed. Expected
+errors print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -21,9 +22,23 @@ from pathlib import Path
 
 from vidccnet.cli import fail
 
+AMP_HELP = (
+    "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
+    "warning and evaluation runs in float32 (CPU autocast is much slower than float32)."
+)
+
+
+def _remove_stale_plots(out: Path, written: dict) -> None:
+    """Delete the plots an earlier evaluation left in ``out`` that this one did not rewrite
+    (other plot names, or every plot after ``--no-plots``); other files are not touched."""
+    keep = {Path(p).name for p in written.values()}
+    for path in [out / "class_iou.png", *out.glob("strip_*.png")]:
+        if path.name not in keep and path.is_file():
+            path.unlink()
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
     parser.add_argument("--config", default=None,
                         help="YAML config for data / eval settings (default: the checkpoint's)")
@@ -91,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return fail("evaluate.py", exc)
+    _remove_stale_plots(out, report.get("files") or {})
     print(json.dumps({"eval_json": str(out / "eval.json"),
                       "mIoU": report["metrics"].get("mIoU")}))
     return 0

@@ -20,6 +20,11 @@ import sys
 
 from vidccnet.cli import fail
 
+AMP_HELP = (
+    "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
+    "warning and training runs in float32 (CPU autocast is much slower than float32)."
+)
+
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from vidccnet.engine.checkpoint import CheckpointError
@@ -34,7 +39,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", action="store_true",
                         help="continue from runtime.output_dir/last.pt")
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, name=args.config)
     except _expected_errors() as exc:
         if args.debug:
             raise

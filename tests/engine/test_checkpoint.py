@@ -57,19 +57,44 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert [f.name for f in tmp_path.iterdir()] == ["last.pt"]
 
 
+def _no_unsafe_advice(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for bad in ("weights_only", "trust", "add_safe_globals", "PyTorch 2.6"):
+        assert bad not in msg, msg
+    return msg
+
+
 def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00not a torch file")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError,
+                       match=r"cannot be read: it is not a vidccnet checkpoint \(wrong") as e:
         load_checkpoint(bad)
+    _no_unsafe_advice(e)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="cannot be read: the file is empty") as e:
+        load_checkpoint(empty)
+    _no_unsafe_advice(e)
     good = tmp_path / "good.pt"
     save_checkpoint(good, _state())
     truncated = tmp_path / "trunc.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="cannot be read: it is truncated or damaged") as e:
         load_checkpoint(truncated)
+    _no_unsafe_advice(e)
+    other_zip = tmp_path / "other.pt"
+    import zipfile
+
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(CheckpointError,
+                       match="zip archive but not a PyTorch file, so not a vidccnet") as e:
+        load_checkpoint(other_zip)
+    _no_unsafe_advice(e)
     plain = tmp_path / "plain.pt"
     torch.save({"w": torch.zeros(1)}, plain)
     with pytest.raises(CheckpointError, match="not a vidccnet checkpoint"):
@@ -80,6 +105,19 @@ def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(newer)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_file_mode_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "last.pt", _state())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "last.pt").stat().st_mode) == 0o666 & ~umask
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("code ran",))
@@ -88,8 +126,9 @@ class _Evil:
 def test_arbitrary_pickles_are_refused(tmp_path: Path) -> None:
     p = tmp_path / "evil.pt"
     torch.save(_state(metrics={"x": _Evil()}), p, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="Python objects other than tensors") as e:
         load_checkpoint(p)
+    _no_unsafe_advice(e)
 
 
 def test_rng_state_capture_restore() -> None:
@@ -119,3 +158,29 @@ def test_build_model_from_checkpoint_and_mismatch(tmp_path: Path) -> None:
         load_model_weights(model, {k: v for k, v in ckpt["model"].items() if "head" not in k})
     with pytest.raises(CheckpointError, match="config is invalid"):
         build_model_from_checkpoint({**ckpt, "config": {"optim": {"lrr": 1}}}, "cpu")
+
+
+def test_rebuilding_a_model_does_not_import_the_trainer() -> None:
+    """build_model lives with the models: checkpoint loading never imports engine/train.py,
+    and the old import path still gives the same function."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from vidccnet.engine.checkpoint import build_model_from_checkpoint\n"
+        "from vidccnet.engine.config import config_to_dict, load_config\n"
+        "from vidccnet.models.build import build_model\n"
+        f"cfg = load_config(None, {TINY_MODEL!r})\n"
+        "m = build_model(cfg, 3, pretrained=False)\n"
+        "ckpt = {'model': m.state_dict(), 'config': config_to_dict(cfg), 'version': 1}\n"
+        "build_model_from_checkpoint(ckpt)\n"
+        "assert 'vidccnet.engine.train' not in sys.modules, 'trainer imported'\n"
+        "from vidccnet.engine.train import build_model as old\n"
+        "assert old is build_model\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -173,6 +173,144 @@ def test_exact_resume_is_bit_identical(tmp_path: Path) -> None:
     assert la == lb
 
 
+def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) -> None:
+    """20 iterations, then --resume with schedule.iterations=24 and another optim.lr: steps
+    21-24 run at the learning rate a fresh 24-iteration schedule at the new lr gives there
+    (the restored scheduler used to keep its 20-step horizon: lr 0)."""
+    common = ("runtime.log_interval=1", "eval.interval=0", "eval.at_end=false",
+              "runtime.ckpt_interval=100", "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=20"))
+    train(tiny_cfg(out, *common, "schedule.iterations=24", "optim.lr=0.02"), resume=True)
+    lrs = {r["iteration"]: r["lr"] for r in _read_jsonl(out / "metrics.jsonl")}
+    assert sorted(lrs) == list(range(1, 25))
+    fresh = PolyWarmup(total=24, power=0.9, warmup_iters=2, warmup_ratio=0.1)
+    for step in range(21, 25):  # step k uses factor(k - 1)
+        assert lrs[step] > 0
+        assert lrs[step] == pytest.approx(0.02 * fresh(step - 1), rel=1e-12, abs=0), step
+    assert load_checkpoint(out / "last.pt")["iteration"] == 24
+    # a schedule shorter than the checkpoint, or another optimizer, is refused in one line
+    with pytest.raises(TrainingError, match="schedule.iterations=10.*iteration 24"):
+        train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
+    with pytest.raises(CheckpointError, match="optim.name"):
+        train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.name=adamw"), resume=True)
+    assert load_checkpoint(out / "last.pt")["iteration"] == 24
+
+
+def test_dataset_kwargs_are_checked_like_config_keys() -> None:
+    from vidccnet.engine.config import ConfigError
+    from vidccnet.engine.train import build_train_dataset, build_val_videos
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.kwargs.num_video'; did you "
+                                          r"mean 'data.kwargs.num_videos'\? \(valid keys"):
+        build_train_dataset(load_config(None, ["data.kwargs.num_video=4"]))
+    with pytest.raises(ConfigError,
+                       match="'eval.kwargs.strech'; did you mean 'eval.kwargs.stretch'"):
+        build_val_videos(load_config(None, ["eval.kwargs.strech=false"]))
+    with pytest.raises(ConfigError, match="'data.kwargs.clip_len'.*set data.clip_len"):
+        build_train_dataset(load_config(None, ["data.kwargs.clip_len=3"]))
+    with pytest.raises(ConfigError, match="'data.kwargs.num_video'"):  # also for evaluation
+        build_val_videos(load_config(None, ["data.kwargs.num_video=4"]))
+    # the synthetic world's own arguments pass through the dataset's **kwargs
+    ds = build_train_dataset(load_config(None, ["data.kwargs={num_videos: 1, noise: [1, 2]}"]))
+    assert ds.world.noise == [1, 2]
+
+
+def test_amp_on_cpu_trains_and_evaluates_in_float32(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from vidccnet.engine import amp
+    from vidccnet.engine.train import evaluator_kwargs
+
+    amp._warned.clear()
+    cfg = tiny_cfg(tmp_path / "amp", "runtime.amp=fp16", "schedule.iterations=1",
+                   "eval.interval=0", "eval.at_end=false")
+    assert evaluator_kwargs(cfg, torch.device("cpu"))["amp"] == "none"
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert load_checkpoint(tmp_path / "amp" / "last.pt")["scaler"] is None  # no GradScaler
+    assert any("amp=fp16 ignored on cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_logs_without_a_terminal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """stderr is not a terminal under pytest: a start line and one line per log_interval."""
+    cfg = tiny_cfg(tmp_path / "log", "schedule.iterations=2", "runtime.log_interval=1",
+                   "eval.interval=0", "eval.at_end=false", "runtime.progress=true")
+    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
+        train(cfg, name="tiny.yaml")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidccnet.engine.train"]
+    start = [m for m in lines if m.startswith("start:")]
+    assert len(start) == 1, lines
+    from vidccnet.engine.train import build_train_dataset
+
+    n_params = sum(p.numel() for _, p in _model_params(cfg))
+    n_clips = len(build_train_dataset(cfg))
+    for part in ("config tiny.yaml", "ccnet3d_resnet18", f"{n_params / 1e6:.2f}M params", "cpu",
+                 f"synthetic train: {n_clips} clips", "2 iterations"):
+        assert part in start[0], (part, start[0])
+    steps = [m for m in lines if m.startswith("iteration ")]
+    assert [m.split()[1] for m in steps] == ["1/2", "2/2"], lines
+    for m in steps:
+        for part in ("loss ", "lr ", "clips/s", "ETA "):
+            assert part in m, m
+
+
+def test_progress_bar_on_a_terminal_keeps_log_lines_off_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import io
+    import logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    handler = logging.StreamHandler(term)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    cfg = tiny_cfg(tmp_path / "tty", "schedule.iterations=2", "runtime.log_interval=1",
+                   "eval.interval=1", "eval.at_end=false", "runtime.progress=true")
+    try:
+        with caplog.at_level("INFO"):
+            train(cfg)
+    finally:
+        root.removeHandler(handler)
+    text = term.getvalue()
+    assert "train:" in text and "2/2" in text  # the bar was drawn
+    logged = [line.split("\r")[-1] for line in text.split("\n") if "LOG" in line]
+    assert sum("val mIoU" in seg for seg in logged) == 2, text
+    for seg in logged:  # each log line on a line of its own (after the bar is cleared by \r)
+        assert seg.startswith("LOG") and seg.count("LOG") == 1, repr(seg)
+    assert "LOG iteration 1/2" not in text  # per-interval lines stay on the bar
+
+
+def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt"):  # an earlier run's
+        (out / name).write_bytes(b"old")
+    script = _load_script("evaluate.py")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    files = json.loads((out / "eval.json").read_text())["files"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(Path(files[k]).name for k in ("class_iou", "strip")), pngs
+    assert (out / "class_iou.png").read_bytes() != b"old"
+    assert (out / "notes.txt").read_bytes() == b"old"  # not ours: kept
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-plots"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
@@ -367,6 +505,14 @@ def test_train_script_missing_config_subprocess() -> None:
     assert len(lines) == 1 and "not found" in lines[0], proc.stderr
 
 
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_script_help_says_amp_is_cuda_only(script: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        _load_script(script).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored" in text
+
+
 @pytest.mark.parametrize(
     "script, args, needle",
     [
@@ -379,6 +525,9 @@ def test_train_script_missing_config_subprocess() -> None:
         ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"), "--resume",
                       "runtime.output_dir=/nonexistent/run"], "no checkpoint"),
         ("evaluate.py", ["--checkpoint", "/nonexistent/best.pt"], "not found"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                      "data.kwargs.num_video=4", "runtime.output_dir=/nonexistent/run"],
+         "did you mean 'data.kwargs.num_videos'"),
     ],
 )
 def test_scripts_fail_with_one_line(script: str, args: list[str], needle: str,

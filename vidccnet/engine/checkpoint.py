@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from vidccnet.models.build import build_model
 
 from .config import Config, ConfigError, config_from_dict
 
@@ -51,7 +55,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically.
 
     The dict is saved to a temporary file in the same directory, flushed to disk and renamed over
-    ``path`` with ``os.replace``; a crash while saving leaves the previous file untouched.
+    ``path`` with ``os.replace``; a crash while saving leaves the previous file untouched. The
+    file gets the mode a plain ``open()`` would give it (0666 minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +66,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -70,13 +76,61 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         raise
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    """What ``path`` is not, for a file ``torch.load(weights_only=True)`` refused: empty,
+    truncated, another format, or a pickle of arbitrary objects. Never suggests an unsafe load."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    lead = f"checkpoint '{path}' cannot be read:"
+    if size == 0:
+        return f"{lead} the file is empty, not a vidccnet checkpoint"
+    if head == b"PK\x03\x04":  # a zip archive, the format torch.save writes
+        if not zipfile.is_zipfile(path):
+            return (
+                f"{lead} it is truncated or damaged (it starts like a PyTorch file, a zip "
+                f"archive, but the archive is incomplete: {size} bytes); copy it again or use "
+                "another checkpoint"
+            )
+        with zipfile.ZipFile(path) as z:
+            is_torch = any(n.endswith("/data.pkl") for n in z.namelist())
+        if not is_torch:
+            return (
+                f"{lead} it is a zip archive but not a PyTorch file, so not a vidccnet "
+                "checkpoint"
+            )
+    elif head[:1] != b"\x80":  # neither zip nor pickle (the legacy torch.save format)
+        return (
+            f"{lead} it is not a vidccnet checkpoint (wrong format: not a PyTorch file; it "
+            f"starts with {head!r})"
+        )
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            f"{lead} it is not a vidccnet checkpoint (the safe loader refuses its contents: "
+            "Python objects other than tensors, numbers, strings, lists and dicts, which is all "
+            "a vidccnet checkpoint holds); it was not loaded, because unpickling such objects "
+            "can run code"
+        )
+    return (
+        f"{lead} it is truncated or damaged (a PyTorch file whose contents cannot be read: "
+        f"{type(exc).__name__}); copy it again or use another checkpoint"
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: the file does not exist, cannot be unpickled safely (corrupt, truncated,
-            not a torch file, contains arbitrary objects) or lacks the keys of a vidccnet
-            checkpoint (``model``, ``config``, ``version``).
+        CheckpointError: the file does not exist, is empty, truncated or damaged, is not a
+            PyTorch file, holds arbitrary Python objects (never unpickled) or lacks the keys of
+            a vidccnet checkpoint (``model``, ``config``, ``version``). The message says which.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,11 +141,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint '{path}' cannot be read (corrupt, truncated or not a safe torch "
-            f"checkpoint): {msg}"
-        ) from None
+        # torch's own message advises retrying with weights_only=False: wrong for a damaged
+        # file and unsafe for a foreign one, so say what the file is instead
+        raise CheckpointError(_why_unreadable(path, exc)) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
@@ -221,8 +273,6 @@ def build_model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: the stored config is invalid or the weights do not fit.
     """
-    from .train import build_model  # local import: train imports this module
-
     try:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, KeyError) as exc:

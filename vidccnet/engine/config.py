@@ -31,6 +31,7 @@ __all__ = [
     "RuntimeConfig",
     "ScheduleConfig",
     "apply_overrides",
+    "config_diff",
     "config_from_dict",
     "config_to_dict",
     "config_to_yaml",
@@ -199,8 +200,10 @@ class EvalConfig:
 class RuntimeConfig:
     """Where and how to run.
 
-    ``amp``: "none", "bf16" or "fp16" (fp16 uses a GradScaler). ``device``: "auto", "cpu",
-    "cuda". ``sync_bn`` converts BatchNorm to SyncBatchNorm when distributed.
+    ``amp``: "none", "bf16" or "fp16" (fp16 uses a GradScaler); autocast is used on CUDA only:
+    on CPU the setting is ignored with a warning and the run is float32 (CPU autocast is much
+    slower; ``vidccnet.engine.amp.resolve_amp``). ``device``: "auto", "cpu", "cuda".
+    ``sync_bn`` converts BatchNorm to SyncBatchNorm when distributed.
     ``deterministic`` turns on ``torch.use_deterministic_algorithms(warn_only=True)``.
     """
 
@@ -375,6 +378,19 @@ def _plain(value: Any) -> Any:
 def config_to_dict(cfg: Config) -> dict:
     """The config as nested plain dicts / lists / scalars (YAML- and ``weights_only``-safe)."""
     return _plain(cfg)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs between two
+    :func:`config_to_dict` dicts (keys missing on one side show as ``None``)."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_diff(a, b, f"{prefix}{key}."))
+        elif _plain(a) != _plain(b):
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -1,7 +1,8 @@
 """The training loop: one readable function, ``train(cfg, resume=False)``.
 
 Per optimizer step (one "iteration"): ``optim.accum_steps`` micro-batches of
-``data.batch_size`` clips per process are forwarded under autocast (``runtime.amp``), the loss
+``data.batch_size`` clips per process are forwarded under autocast (``runtime.amp``, CUDA only:
+``vidccnet.engine.amp.resolve_amp``), the loss
 (``SegmentationCriterion``: CE or OHEM + 0.4 aux + category-consistent) is checked for finiteness
 on every rank, back-propagated (DDP synchronises gradients on the last micro-batch), optionally
 clipped, and the SGD step and the poly-with-warm-up LR step are taken. Every
@@ -12,7 +13,11 @@ at the end ``last.pt`` is written (atomically).
 
 Exact resume: ``last.pt`` holds model, optimizer, LR scheduler, grad scaler, every rank's RNG
 states (torch, numpy, python, CUDA) and the position in the data stream (epoch, batches consumed
-in it). The sampler's order depends only on (seed, epoch) and each sample's augmentation seed on
+in it). The learning rate follows the config the run is resumed with: the optimizer's
+hyper-parameters (``optim.lr``, momentum, ...) and the schedule (``schedule.iterations``, ...) are
+rebuilt from it at the restored iteration (identical to the stored ones when nothing changed);
+a shorter schedule than the checkpoint's iteration or another ``optim.name`` is refused. The
+sampler's order depends only on (seed, epoch) and each sample's augmentation seed on
 (seed, epoch, index) (``vidccnet.data.loader``), so a resumed run sees the same batches, augmented
 the same way, whatever the number of workers; dropout draws from the restored torch RNG. On CPU
 N + resume + N iterations give bit-identical weights to 2N straight.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -37,7 +43,9 @@ import torch
 from torch import nn
 
 from vidccnet.metrics import resolve_metric_convention
+from vidccnet.models.build import build_model  # re-exported: its old home
 
+from .amp import amp_name, autocast, resolve_amp
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -58,6 +66,7 @@ from .distributed import (
     init_distributed,
     is_distributed,
     reduce_any,
+    resolve_device,
 )
 from .report import to_jsonable
 
@@ -67,6 +76,9 @@ __all__ = [
     "build_criterion",
     "build_model",
     "build_optimizer",
+    "build_scheduler",
+    "check_dataset_kwargs",
+    "configure_resumed_optimizer",
     "train",
 ]
 
@@ -78,27 +90,6 @@ class TrainingError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- builders
-
-
-def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Module:
-    """``create_model`` with the model section's arguments (backbone file only if
-    ``pretrained``)."""
-    from vidccnet.models import create_model
-
-    m = cfg.model
-    kwargs: dict[str, Any] = dict(
-        recurrence=m.recurrence,
-        shift_fraction=m.shift_fraction,
-        attention_backend=m.attention_backend,
-    )
-    if m.temporal_shift is not None:
-        kwargs["temporal_shift"] = m.temporal_shift
-    if m.temporal_attention is not None:
-        kwargs["temporal_attention"] = m.temporal_attention
-    if pretrained and m.pretrained_backbone:
-        kwargs["pretrained_backbone"] = m.pretrained_backbone
-    kwargs.update(m.kwargs)
-    return create_model(m.name, num_classes, **kwargs)
 
 
 def build_criterion(cfg: Config) -> nn.Module:
@@ -163,10 +154,126 @@ class PolyWarmup:
         return factor
 
 
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer, start: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The poly-with-warm-up schedule of ``cfg`` positioned at iteration ``start``.
+
+    Each parameter group's learning rate becomes its base rate (its ``initial_lr``, set by
+    :func:`configure_resumed_optimizer` on resume) times ``PolyWarmup(...)(start)``: a resumed
+    run follows the schedule of the config it is resumed with, not the restored one's.
+    """
+    s = cfg.schedule
+    factor = PolyWarmup(s.iterations, s.poly_power, s.warmup_iters, s.warmup_ratio,
+                        s.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start - 1)
+
+
+def configure_resumed_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer ``state`` (momentum buffers, step counts) but keep the
+    hyper-parameters (lr, momentum, weight decay, ...) of the freshly built ``optimizer``, i.e.
+    of the config the run is resumed with. Each group's configured lr becomes its
+    ``initial_lr``, the base of :func:`build_scheduler`.
+
+    Raises:
+        ValueError / KeyError / TypeError: ``state`` does not fit ``optimizer`` (from
+            ``load_state_dict``).
+    """
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, hyper in zip(optimizer.param_groups, configured):
+        group.update(hyper)
+        group["initial_lr"] = hyper["lr"]
+
+
+def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
+    """Refuse a resume the new config cannot follow; log what it changes."""
+    from .config import config_diff
+
+    iteration = int(ckpt["iteration"])
+    if cfg.schedule.iterations < iteration:
+        raise TrainingError(
+            f"--resume: schedule.iterations={cfg.schedule.iterations} but {where} is at "
+            f"iteration {iteration}; set schedule.iterations to {iteration} or more"
+        )
+    old = ckpt.get("config") or {}
+    old_name = (old.get("optim") or {}).get("name", cfg.optim.name)
+    if old_name != cfg.optim.name:
+        raise CheckpointError(
+            f"--resume: {where} was trained with optim.name={old_name}, the config says "
+            f"optim.name={cfg.optim.name}; their states differ (resume with "
+            f"optim.name={old_name}, or start a new run)"
+        )
+    changes = config_diff(old, config_to_dict(cfg))
+    if changes:
+        shown = "; ".join(changes[:12]) + ("; ..." if len(changes) > 12 else "")
+        logger.info("resuming with changed settings (the new values apply): %s", shown)
+
+
 def _dataset_info(cfg: Config) -> dict:
     from vidccnet.data import dataset_info
 
     return dataset_info(cfg.data.name)
+
+
+# dataset name -> (module, classes whose __init__ receive data.kwargs, in call order: the
+# synthetic dataset passes its **kwargs on to the world)
+_DATASET_CLASSES = {
+    "synthetic": ("vidccnet.data.synthetic", ("SyntheticVideoDataset", "SyntheticVideoWorld")),
+    "camvid": ("vidccnet.data.camvid", ("CamVid",)),
+    "vspw": ("vidccnet.data.vspw", ("VSPW",)),
+}
+# keyword arguments the trainer passes itself, and the config key that sets each
+_DATA_OWN = {"root": "data.root", "split": "data.train_split", "clip_len": "data.clip_len",
+             "frame_stride": "data.frame_stride", "anchor": "data.anchor",
+             "augment": "data.augment", "crop_size": "data.crop_size",
+             "scale_range": "data.scale_range"}
+_EVAL_OWN = {"root": "data.root", "split": "eval.split", "clip_len": "eval.clip_len",
+             "anchor": "eval.anchor"}
+
+
+def _dataset_params(name: str) -> set[str] | None:
+    """Keyword arguments dataset ``name`` accepts (None: unknown dataset or any keyword)."""
+    import importlib
+    import inspect
+
+    if name.lower() not in _DATASET_CLASSES:
+        return None
+    module, classes = _DATASET_CLASSES[name.lower()]
+    mod = importlib.import_module(module)
+    params: set[str] = set()
+    open_ended = False
+    for cls_name in classes:
+        sig = inspect.signature(getattr(mod, cls_name).__init__)
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        params |= {n for n, p in sig.parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return None if open_ended else params
+
+
+def check_dataset_kwargs(cfg: Config) -> None:
+    """Check ``data.kwargs`` and ``eval.kwargs`` against the dataset's signature.
+
+    Raises:
+        ConfigError: an argument the dataset does not take (with a did-you-mean suggestion),
+            or one the trainer sets from its own config key (naming that key).
+    """
+    from .config import _unknown_key
+
+    params = _dataset_params(cfg.data.name)
+    if params is None:
+        return
+    sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, set()),
+                ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN, {"stretch"}))
+    for prefix, kwargs, own, extra in sections:
+        valid = sorted((params | extra) - set(own))
+        for key in kwargs:
+            if key in own:
+                raise ConfigError(
+                    f"config key '{prefix}.{key}' is set by {own[key]}: set {own[key]} instead"
+                )
+            if key not in valid:
+                raise _unknown_key(f"{prefix}.{key}", valid)
 
 
 def _check_root(cfg: Config) -> None:
@@ -182,6 +289,7 @@ def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     """The training dataset of the data section (``build_dataset(name, train_split, ...)``)."""
     from vidccnet.data import build_dataset
 
+    check_dataset_kwargs(cfg)
     _check_root(cfg)
     d = cfg.data
     return build_dataset(
@@ -203,6 +311,7 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     ``eval.max_videos``."""
     from vidccnet.data import build_eval_videos
 
+    check_dataset_kwargs(cfg)
     _check_root(cfg)
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
     kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
@@ -213,7 +322,8 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
 
 
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
-    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section."""
+    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section
+    (``runtime.amp`` resolved for ``device``: float32 off CUDA)."""
     e = cfg.eval
     return dict(
         clip_len=e.clip_len or cfg.data.clip_len,
@@ -223,7 +333,9 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         flip=e.flip,
         crop_size=e.crop_size,
         device=device,
-        amp=cfg.runtime.amp,
+        amp=amp_name(resolve_amp(
+            device if device is not None else resolve_device(cfg.runtime.device),
+            cfg.runtime.amp)),
         ignore_index=cfg.loss.ignore_index,
         vc_windows=e.vc_windows,
         metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
@@ -245,13 +357,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, amp: str) -> Any:
-    if amp == "none":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 class _JsonlWriter:
@@ -368,8 +473,14 @@ def _fill_dataset_info(cfg: Config) -> Config:
 # ------------------------------------------------------------------------------- train
 
 
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
     """Train as configured; returns the final metrics.
+
+    Logs (rank 0, logger ``vidccnet.engine.train``) a start line (``name``, e.g. the config
+    file, model and its parameter count, device, data size, schedule) and, every
+    ``runtime.log_interval`` iterations, the iteration, loss, lr, clips/s and ETA. With
+    ``runtime.progress`` and a terminal on stderr those figures go on a tqdm bar instead, and
+    log records are written above the bar (never onto its line).
 
     Joins the torchrun process group when launched with ``WORLD_SIZE`` > 1 (and leaves it at
     the end if it created it).
@@ -387,15 +498,18 @@ def train(cfg: Config, resume: bool = False) -> dict:
     created = not is_distributed()
     info = init_distributed(cfg.runtime.device)
     try:
-        return _train(cfg, resume, info)
+        return _train(cfg, resume, info, name)
     finally:
         if created and is_distributed():
             cleanup_distributed()
 
 
-def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - the loop, in order
+def _train(  # noqa: C901 - the loop, in order
+    cfg: Config, resume: bool, info: DistInfo, name: str | None
+) -> dict:
     rt = cfg.runtime
     device = info.device
+    check_dataset_kwargs(cfg)  # before anything is built or written
     if rt.num_threads:
         torch.set_num_threads(rt.num_threads)
     if rt.deterministic:
@@ -405,6 +519,10 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
 
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
+    ckpt: dict | None = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resumable(cfg, ckpt, out / "last.pt")
     from vidccnet.data.loader import build_loader
 
     train_set = build_train_dataset(cfg)
@@ -435,20 +553,16 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         _to_channels_last(core)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(cfg, core)
-    sched = cfg.schedule
-    lr_lambda = PolyWarmup(sched.iterations, sched.poly_power, sched.warmup_iters,
-                           sched.warmup_ratio, sched.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16")
+    amp_dtype = resolve_amp(device, rt.amp)  # None (float32) on CPU, with a warning
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
     iteration, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
     best_miou: float | None = None
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt")
+    if ckpt is not None:
         load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
         try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["lr_scheduler"])
+            # the new config's lr / momentum / weight decay and schedule apply from here on
+            configure_resumed_optimizer(optimizer, ckpt["optimizer"])
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, ValueError, TypeError) as exc:
@@ -468,7 +582,12 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
             logger.warning("checkpoint RNG states do not match %d processes; reseeding",
                            info.world_size)
             seed_everything(rt.seed + info.rank + 1_000_003 * iteration)
-        logger.info("resumed from %s at iteration %d", out / "last.pt", iteration)
+        logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
+                    cfg.schedule.iterations)
+        if iteration >= cfg.schedule.iterations:
+            logger.info("the run is already at schedule.iterations=%d: nothing to train; raise "
+                        "schedule.iterations to train longer", cfg.schedule.iterations)
+    scheduler = build_scheduler(cfg, optimizer, start=iteration)
 
     model: nn.Module = core
     if rt.compile:
@@ -561,11 +680,23 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
         return batch
 
     # the loop
-    total = sched.iterations
+    total = cfg.schedule.iterations
     accum = cfg.optim.accum_steps
     clips_per_step = bs * accum * info.world_size
     show = rt.progress and info.is_main and sys.stderr.isatty()
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if info.is_main:
+        n_params = sum(p.numel() for p in core.parameters())
+        logger.info(
+            "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %d clips, "
+            "%d batches of %d per epoch, global batch %d; %d iterations (from %d); output %s",
+            f"config {name}, " if name else "", cfg.model.name, n_params / 1e6, device,
+            f" x {info.world_size} processes" if info.distributed else "", amp_name(amp_dtype),
+            cfg.data.name, cfg.data.train_split, len(train_set), batches_per_epoch, bs,
+            clips_per_step, total, iteration, out)
+    t_start, start_iteration = time.perf_counter(), iteration
 
     bar = tqdm(total=total, initial=iteration, disable=not show, desc="train", unit="it",
                dynamic_ncols=True)
@@ -576,97 +707,106 @@ def _train(cfg: Config, resume: bool, info: DistInfo) -> dict:  # noqa: C901 - t
     last_loss = math.nan
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    while iteration < total:
-        t_step = time.perf_counter()
-        bad = False
-        parts_acc: dict[str, float] = defaultdict(float)
-        for micro in range(accum):
-            batch = next_batch()
-            clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
-            labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
-            sync = micro == accum - 1 or not info.distributed
-            ctx = model.no_sync() if not sync else contextlib.nullcontext()
-            with ctx:
-                with _autocast(device, rt.amp):
-                    outputs = model(clip)
-                    loss, parts = criterion(outputs, labels)
-                nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
-                if nonfinite:
-                    bad = True
-                    break
-                scaler.scale(loss / accum).backward()
-            for k, v in parts.items():
-                parts_acc[k] += float(v) / accum
-            parts_acc["loss"] += float(loss.detach()) / accum
-        if bad:
-            optimizer.zero_grad(set_to_none=True)
-            if not rt.skip_nonfinite:
-                bar.close()
-                where = out / "last.pt"
-                kept = f"the last good checkpoint {where} is kept" if where.exists() else (
-                    "no checkpoint was written yet")
-                raise TrainingError(
-                    f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
-                    "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
-                    "runtime.skip_nonfinite=true to skip such steps"
-                )
-            skipped += 1
-            logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
-                           iteration + 1, skipped)
-        else:
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            for k, v in parts_acc.items():
-                sums[k] += v
-            n_logged += 1
-        step_lr = optimizer.param_groups[0]["lr"]  # the LR this step used
-        scheduler.step()
-        iteration += 1
-        steps_since_log += 1
-        train_time += time.perf_counter() - t_step
-        bar.update(1)
+    with contextlib.ExitStack() as stack:
+        if show:  # log lines (validation, warnings) go above the bar, not onto its line
+            stack.enter_context(logging_redirect_tqdm())
+        stack.callback(bar.close)
+        while iteration < total:
+            t_step = time.perf_counter()
+            bad = False
+            parts_acc: dict[str, float] = defaultdict(float)
+            for micro in range(accum):
+                batch = next_batch()
+                clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
+                labels = batch["labels"].to(device, non_blocking=True)  # (B, T, H, W)
+                sync = micro == accum - 1 or not info.distributed
+                ctx = model.no_sync() if not sync else contextlib.nullcontext()
+                with ctx:
+                    with autocast(device, amp_dtype):
+                        outputs = model(clip)
+                        loss, parts = criterion(outputs, labels)
+                    nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
+                    if nonfinite:
+                        bad = True
+                        break
+                    scaler.scale(loss / accum).backward()
+                for k, v in parts.items():
+                    parts_acc[k] += float(v) / accum
+                parts_acc["loss"] += float(loss.detach()) / accum
+            if bad:
+                optimizer.zero_grad(set_to_none=True)
+                if not rt.skip_nonfinite:
+                    where = out / "last.pt"
+                    kept = f"the last good checkpoint {where} is kept" if where.exists() else (
+                        "no checkpoint was written yet")
+                    raise TrainingError(
+                        f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
+                        "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
+                        "runtime.skip_nonfinite=true to skip such steps"
+                    )
+                skipped += 1
+                logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
+                               iteration + 1, skipped)
+            else:
+                if cfg.optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                for k, v in parts_acc.items():
+                    sums[k] += v
+                n_logged += 1
+            step_lr = optimizer.param_groups[0]["lr"]  # the LR this step used
+            scheduler.step()
+            iteration += 1
+            steps_since_log += 1
+            train_time += time.perf_counter() - t_step
+            bar.update(1)
 
-        if iteration % rt.log_interval == 0 or iteration == total:
-            dt = train_time
-            means = {k: v / max(n_logged, 1) for k, v in sums.items()}
-            last_loss = means.get("loss", math.nan)
-            rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
-            lr = step_lr
-            record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
-                      "clips_per_s": rate, "skipped": skipped, **means}
-            jsonl.write(record)
-            if writer is not None:
-                for k, v in means.items():
-                    writer.add_scalar(f"train/{k}", v, iteration)
-                writer.add_scalar("train/lr", lr, iteration)
-                writer.add_scalar("train/clips_per_s", rate, iteration)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
-            logger.debug("it %d loss %.4f lr %.3g %.2f clips/s", iteration, last_loss, lr, rate)
-            sums.clear()
-            n_logged = 0
-            steps_since_log = 0
-            train_time = 0.0
+            if iteration % rt.log_interval == 0 or iteration == total:
+                dt = train_time
+                means = {k: v / max(n_logged, 1) for k, v in sums.items()}
+                last_loss = means.get("loss", math.nan)
+                rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
+                lr = step_lr
+                record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
+                          "clips_per_s": rate, "skipped": skipped, **means}
+                jsonl.write(record)
+                if writer is not None:
+                    for k, v in means.items():
+                        writer.add_scalar(f"train/{k}", v, iteration)
+                    writer.add_scalar("train/lr", lr, iteration)
+                    writer.add_scalar("train/clips_per_s", rate, iteration)
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
+                if info.is_main:  # on the bar when there is one, else one log line
+                    done = iteration - start_iteration
+                    eta = (time.perf_counter() - t_start) / done * (total - iteration)
+                    logger.log(
+                        logging.DEBUG if show else logging.INFO,
+                        "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s",
+                        iteration, total, last_loss, lr, rate,
+                        datetime.timedelta(seconds=round(eta)))
+                sums.clear()
+                n_logged = 0
+                steps_since_log = 0
+                train_time = 0.0
 
-        do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
-            iteration == total and cfg.eval.at_end)
-        if do_val:
-            val_metrics = validate(iteration)
-            if val_metrics["improved"]:
-                state = checkpoint_state(iteration, val_metrics)
+            do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
+                iteration == total and cfg.eval.at_end)
+            if do_val:
+                val_metrics = validate(iteration)
+                if val_metrics["improved"]:
+                    state = checkpoint_state(iteration, val_metrics)
+                    if info.is_main:
+                        save_checkpoint(out / "best.pt", state)
+            if iteration % rt.ckpt_interval == 0 or iteration == total:
+                metrics = {"loss": last_loss}
+                if val_metrics is not None:
+                    metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
+                state = checkpoint_state(iteration, metrics)
                 if info.is_main:
-                    save_checkpoint(out / "best.pt", state)
-        if iteration % rt.ckpt_interval == 0 or iteration == total:
-            metrics = {"loss": last_loss}
-            if val_metrics is not None:
-                metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
-            state = checkpoint_state(iteration, metrics)
-            if info.is_main:
-                save_checkpoint(out / "last.pt", state)
-    bar.close()
+                    save_checkpoint(out / "last.pt", state)
     if writer is not None:
         writer.close()
     barrier()
