@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from ..ops import criss_cross_attention
 
-
 ATTENTION_INITS = ("ccnet", "identity")
 
 
