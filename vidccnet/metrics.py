@@ -5,7 +5,7 @@ All meters follow the same small protocol: ``reset()``, ``update(...)`` (alias `
 ranks of an initialised ``torch.distributed`` process group (a no-op otherwise). The state is kept
 as sums and counts so meters of different ranks or shards merge exactly.
 
-Definitions (see DESIGN.md):
+Definitions (see docs/design.md, "Metrics"):
 
 - IoU of class c = TP / (TP + FP + FN), NaN when c occurs neither in prediction nor ground truth;
   mIoU = nan-mean of the per-class IoU; fwIoU = sum_c freq_c * IoU_c with freq_c the share of
