@@ -166,3 +166,16 @@ def test_train_backward_reaches_attention():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         build()(torch.randn(1, 3, 33, 47))
+
+
+def test_to_memory_format_points_to_to_channels_last():
+    m = build()
+    for fmt in (torch.channels_last, torch.channels_last_3d):
+        with pytest.raises(ValueError, match=r"to_channels_last\(\)"):
+            m.to(memory_format=fmt)
+        with pytest.raises(ValueError, match=r"to_channels_last\(\)"):
+            m.to("cpu", torch.float32, memory_format=fmt)
+    # the weights were left untouched, and every other form of .to() still works
+    assert m.backbone.conv1.weight.is_contiguous()
+    assert m.to(torch.float64).backbone.conv1.weight.dtype == torch.float64
+    assert m.to("cpu", memory_format=torch.contiguous_format) is m
