@@ -15,6 +15,7 @@ errors print one line on stderr and exit with code 2. docs/export.md says what r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -63,13 +64,10 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"the folder of --out, '{out.parent}', is not writable")
     if args.example is not None and min(args.example) < 1:
         raise UserError(f"--example sizes must be positive, got {args.example}")
-    if args.check:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "--check needs onnxruntime: pip install -e '.[export]'"
-            ) from None
+    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if args.check else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not installed: pip install -e '.[export]'")
     return ckpt, out
 
 

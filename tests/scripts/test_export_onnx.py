@@ -72,6 +72,16 @@ def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, cas
     assert list(tmp_path.iterdir()) in ([], [src])  # nothing written
 
 
+def test_missing_export_packages_are_named(script, ckpt, tmp_path, capsys, monkeypatch):
+    real = script.importlib.util.find_spec
+    monkeypatch.setattr(script.importlib.util, "find_spec",
+                        lambda name: None if name == "onnxruntime" else real(name))
+    out = tmp_path / "model.onnx"
+    assert script.main([str(ckpt), "--out", str(out), "--check"]) == 2
+    _one_line_error(capsys, "onnxruntime not installed: pip install -e '.[export]'")
+    assert not out.exists()
+
+
 def test_export_matches_pytorch_with_dynamic_shapes(script, ckpt, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
