@@ -21,11 +21,15 @@ setup(
     ],
     extras_require={
         "decord": ["decord; platform_system == 'Linux' and platform_machine == 'x86_64'"],
+        "export": ["onnx", "onnxscript", "onnxruntime"],
         "dev": [
             "pytest",
             "pytest-timeout",
             "ruff",
             "decord; platform_system == 'Linux' and platform_machine == 'x86_64'",
+            "onnx",
+            "onnxscript",
+            "onnxruntime",
         ],
     },
 )

@@ -5,7 +5,8 @@ All meters follow the same small protocol: ``reset()``, ``update(...)`` (alias `
 ranks of an initialised ``torch.distributed`` process group (a no-op otherwise). The state is kept
 as sums and counts so meters of different ranks or shards merge exactly.
 
-Definitions (docs/metrics.md has them in full, with the conventions' names):
+Definitions (docs/metrics.md has them in full, with the conventions' names; docs/design.md
+summarises them):
 
 - IoU of class c = TP / (TP + FP + FN), NaN when c occurs neither in prediction nor ground truth.
   mIoU is the mean of the per-class IoU over either the classes with a non-empty union

@@ -231,7 +231,7 @@ class VideoSegmenter:
 
     Args:
         checkpoint: path of a training checkpoint (``best.pt`` / ``last.pt``) or the already
-            loaded checkpoint dict (keys ``model``, ``config``, ...; see DESIGN.md).
+            loaded checkpoint dict (keys ``model``, ``config``, ...; see docs/design.md).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         clip_len: T, frames per forward pass; default from the checkpoint's config
             (``eval.clip_len``, then ``data.clip_len``), else 5.

@@ -238,3 +238,16 @@ def test_narrow_backbone():
     assert m.backbone.layer4[1].conv2.dilation == (4, 4)
     with pytest.raises(ValueError, match="width"):
         build(backbone_width=0)
+
+
+def test_to_memory_format_points_to_to_channels_last():
+    m = build()
+    for fmt in (torch.channels_last, torch.channels_last_3d):
+        with pytest.raises(ValueError, match=r"to_channels_last\(\)"):
+            m.to(memory_format=fmt)
+        with pytest.raises(ValueError, match=r"to_channels_last\(\)"):
+            m.to("cpu", torch.float32, memory_format=fmt)
+    # the weights were left untouched, and every other form of .to() still works
+    assert m.backbone.conv1.weight.is_contiguous()
+    assert m.to(torch.float64).backbone.conv1.weight.dtype == torch.float64
+    assert m.to("cpu", memory_format=torch.contiguous_format) is m

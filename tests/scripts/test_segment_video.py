@@ -1,7 +1,7 @@
 """End-to-end tests of scripts/segment_video.py on videos written here with PyAV.
 
 A tiny randomly initialised ccnet3d_resnet18 checkpoint (head_channels=16) is built with the real
-create_model and the checkpoint format of DESIGN.md. Most runs call the script's ``main`` in
+create_model and the checkpoint format of docs/design.md. Most runs call the script's ``main`` in
 process (fast); one runs it as a subprocess to check the exit code and the absence of a traceback.
 """
 

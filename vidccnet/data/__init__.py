@@ -40,7 +40,7 @@ def _check_name(name: str) -> str:
 
 def _need_root(name: str, root: str | os.PathLike | None) -> None:
     if root is None:
-        raise ValueError(f"dataset {name!r} needs root=<folder> (see DESIGN.md 'Data layouts')")
+        raise ValueError(f"dataset {name!r} needs root=<folder> (layouts in docs/design.md)")
 
 
 def build_dataset(

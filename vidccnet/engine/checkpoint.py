@@ -1,6 +1,6 @@
 """Checkpoints: atomic save, safe (``weights_only``) load, model rebuild, RNG state capture.
 
-A checkpoint is a plain dict (see DESIGN.md)::
+A checkpoint is a plain dict (see docs/design.md, "Checkpoints")::
 
     {"model": state_dict, "optimizer": ..., "lr_scheduler": ..., "scaler": ... or None,
      "iteration": int, "config": config_to_dict(cfg), "metrics": dict, "version": int,

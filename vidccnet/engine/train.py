@@ -280,7 +280,7 @@ def _check_root(cfg: Config) -> None:
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set: dataset '{cfg.data.name}' needs data.root=/path/to/"
-            f"{cfg.data.name} (layout in DESIGN.md 'Data layouts'; CamVid context frames come "
+            f"{cfg.data.name} (layouts in docs/design.md; CamVid context frames come "
             "from scripts/prepare_camvid.py)"
         )
 

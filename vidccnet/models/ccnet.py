@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +122,24 @@ class CCNet(nn.Module):
                 if isinstance(mod, nn.Conv2d):
                     mod.weight.data = mod.weight.data.contiguous(memory_format=torch.channels_last)
         return self
+
+    def to(self, *args: Any, **kwargs: Any) -> CCNet:
+        """`nn.Module.to` (device, dtype), except for channels-last memory formats.
+
+        Raises:
+            ValueError: for `memory_format=torch.channels_last` or `torch.channels_last_3d`:
+                the model holds 4-D (2D conv) and 5-D (the attention's 1x1x1 Conv3d) weights,
+                which no single memory format fits; `to_channels_last()` is the supported way.
+        """
+        memory_format = torch._C._nn._parse_to(*args, **kwargs)[3]
+        if memory_format in (torch.channels_last, torch.channels_last_3d):
+            raise ValueError(
+                f"CCNet.to(memory_format={memory_format}) is not supported: the model has 4-D "
+                "(2D conv) and 5-D (attention Conv3d) weights and no memory format fits both; "
+                "use model.to(device).to_channels_last(), which stores the 2D conv weights "
+                "channels_last so that the backbone and heads run channels_last"
+            )
+        return super().to(*args, **kwargs)
 
     def forward(self, clip: Tensor) -> Tensor | dict[str, Tensor]:
         """clip: normalised (B, 3, T, H, W).

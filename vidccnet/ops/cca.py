@@ -11,6 +11,7 @@ import os
 import torch
 from torch import Tensor
 
+from .export import cca_export
 from .reference import cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
@@ -107,6 +108,9 @@ def criss_cross_attention(
     two_d = q.dim() == 4
     if two_d:
         q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
+    if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
+        out = cca_export(q, k, v, float(scale))
+        return out.squeeze(2) if two_d else out
     name = resolve_backend(backend, q.device, q.dtype, q.shape[1])
     out, _ = cca_op(q, k, v, float(scale), name)
     return out.squeeze(2) if two_d else out

@@ -1,0 +1,113 @@
+"""scripts/export_onnx.py: one-line errors before anything is loaded, and a ccnet3d export whose
+onnxruntime logits match PyTorch's (fp32, 1e-4) at the export shape and at other B, T, H, W."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "export_onnx.py"
+NAMES = ["sky", "road", "car"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("export_onnx_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    cfg = Config(
+        model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
+        data=DataConfig(clip_len=3, class_names=NAMES),
+    )
+    model = create_model("ccnet3d_resnet18", len(NAMES), head_channels=16)
+    torch.nn.init.constant_(model.head.cca.cca.gamma, 0.8)  # let the attention act
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"model": model.state_dict(), "iteration": 7, "config": config_to_dict(cfg),
+                "metrics": {}, "version": 1}, path)
+    return path
+
+
+def _one_line_error(capsys, needle):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("export_onnx.py: error:"), err
+    assert needle in err, err
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "nope.pt"),
+    ("corrupt", "bad.pt"),
+    ("not_onnx", "must end in .onnx"),
+    ("no_folder", "does not exist"),
+])
+def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, case, needle):
+    out = tmp_path / "model.onnx"
+    src = ckpt
+    if case == "missing":
+        src = tmp_path / "nope.pt"
+    elif case == "corrupt":
+        src = tmp_path / "bad.pt"
+        src.write_bytes(b"\x00not a checkpoint" * 10)
+    elif case == "not_onnx":
+        out = tmp_path / "model.pt"
+    elif case == "no_folder":
+        out = tmp_path / "missing" / "model.onnx"
+    assert script.main([str(src), "--out", str(out)]) == 2
+    _one_line_error(capsys, needle)
+    assert list(tmp_path.iterdir()) in ([], [src])  # nothing written
+
+
+def test_missing_export_packages_are_named(script, ckpt, tmp_path, capsys, monkeypatch):
+    real = script.importlib.util.find_spec
+    monkeypatch.setattr(script.importlib.util, "find_spec",
+                        lambda name: None if name == "onnxruntime" else real(name))
+    out = tmp_path / "model.onnx"
+    assert script.main([str(ckpt), "--out", str(out), "--check"]) == 2
+    _one_line_error(capsys, "onnxruntime not installed: pip install -e '.[export]'")
+    assert not out.exists()
+
+
+def test_export_matches_pytorch_with_dynamic_shapes(script, ckpt, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    out = tmp_path / "model.onnx"
+    # --no-optimize keeps the test fast; the optimiser only rewrites the graph (same operators)
+    assert script.main([str(ckpt), "--out", str(out), "--check", "--no-optimize"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote" in err and "max |onnx - torch|" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary left
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert inp.name == "clip" and inp.shape == ["B", 3, "T", "H", "W"]
+    assert outp.name == "logits"
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["vidccnet.class_names"]) == NAMES
+
+    model, _ = build_model_from_checkpoint(load_checkpoint(ckpt), "cpu")
+    g = torch.Generator().manual_seed(1)
+    # the export shape (2, 3, 3, 64, 64) and others: B = 1, 3; T = 3, 5; H, W not multiples of 8
+    for shape in [(2, 3, 3, 64, 64), (1, 3, 5, 40, 56), (3, 3, 3, 17, 30)]:
+        clip = torch.randn(shape, generator=g)
+        with torch.no_grad():
+            ref = model(clip).numpy()
+        got = session.run(None, {"clip": clip.numpy()})[0]
+        assert got.shape == ref.shape == (shape[0], len(NAMES), *shape[2:])
+        assert abs(got - ref).max() <= 1e-4, shape
