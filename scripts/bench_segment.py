@@ -155,7 +155,8 @@ def main() -> int:
     import torch
 
     width, height = (int(v) for v in args.size.lower().split("x"))
-    common = ["--clip-len", str(args.clip_len), "--device", args.device, "--quiet"]
+    common = ["--clip-len", str(args.clip_len), "--device", args.device, "--quiet",
+              "--size", "source"]  # benchmark at the video's size, not the model's scale
     if args.stride:
         common += ["--stride", str(args.stride)]
     if args.amp:

@@ -7,8 +7,14 @@ its clip, so that every mask tells which forward pass (and clip position) produc
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import weakref
+from fractions import Fraction
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -25,6 +31,7 @@ from vidccnet.predict import (
     default_stride,
     inference_size,
     resolve_device,
+    training_short_side,
     upsample_argmax,
 )
 from vidccnet.visualize import colorize, default_palette, mask_to_image, overlay, palette_array
@@ -156,6 +163,31 @@ def test_inference_size():
     assert inference_size(1, 3) == (8, 8)
     with pytest.raises(ValueError):
         inference_size(10, 10, max_size=4)
+    # short_side: resized up or down to it, aspect kept; max_size still caps
+    assert inference_size(720, 1280, short_side=48) == (48, 88)  # 85.3 -> 88
+    assert inference_size(24, 32, short_side=48) == (48, 64)
+    assert inference_size(720, 1280, max_size=40, short_side=48) == (40, 72)
+    with pytest.raises(ValueError):
+        inference_size(10, 10, short_side=4)
+
+
+def test_training_short_side_follows_the_evaluation_frames():
+    from vidccnet.engine.config import Config, DataConfig, EvalConfig, config_to_dict
+
+    assert training_short_side(Config()) == 64  # synthetic defaults: 64x96 frames
+    syn = Config(data=DataConfig(kwargs={"height": 48, "width": 64}))
+    assert training_short_side(syn) == 48
+    assert training_short_side(config_to_dict(syn)) == 48  # as stored in a checkpoint
+    assert training_short_side(Config(data=DataConfig(kwargs={"height": 48, "width": 64}),
+                                      eval=EvalConfig(kwargs={"height": 32}))) == 32
+    assert training_short_side(Config(data=DataConfig(name="camvid"))) == 360
+    assert training_short_side(Config(data=DataConfig(name="vspw"))) == 480
+    assert training_short_side(Config(data=DataConfig(name="camvid"),
+                                      eval=EvalConfig(scales=(0.5,)))) == 180
+    assert training_short_side(Config(data=DataConfig(name="camvid"),
+                                      eval=EvalConfig(scales=(0.75, 1.0, 1.25)))) == 360
+    assert training_short_side({"data": {"clip_len": 4}}) is None
+    assert training_short_side(None) is None
 
 
 def test_resolve_device():
@@ -265,10 +297,112 @@ def test_stream_header_announces_missing_frames():
         assert stream.expected_frames == 10
         assert len(list(stream)) == 6
     assert stream.frames_lost == 4 and "announces 10" in stream.decode_error
-    with pytest.raises(TruncatedVideoError, match="4 of the 10"):
+    with pytest.raises(TruncatedVideoError, match="announces 10 frames but the file holds only 6"):
         seg.stream(ListReader(6, frames_lost=4), strict=True)
     with seg.stream(ListReader(6, frames_lost=4), end=5, strict=True) as stream:
         assert len(list(stream)) == 5 and stream.frames_lost == 0
+
+
+def test_truncation_messages_agree_between_strict_and_lenient():
+    """The header announces 10 frames, the file holds 6, frame 4 fails: 4 written, 6 lost. The
+    strict error must not promise the 6 frames the file holds as 'frames that decode'."""
+    seg = fake_segmenter(3, 2)
+    with seg.stream(ListReader(6, frames_lost=4, fail_at=4)) as stream:
+        assert len(list(stream)) == 4
+    assert (stream.frames_done, stream.frames_lost) == (4, 6)
+    assert "the header announces 10 frames, the file holds 6" in stream.decode_error
+    assert "decoding failed at frame 4" in stream.decode_error
+    with pytest.raises(TruncatedVideoError) as info:
+        seg.stream(ListReader(6, frames_lost=4, fail_at=4), strict=True)
+    msg = str(info.value)
+    assert "announces 10 frames but the file holds only 6" in msg
+    assert "6 frames that decode" not in msg
+    # a file whose header is right but whose frame 4 is corrupt: strict says 4 of 6 decode
+    with pytest.raises(TruncatedVideoError, match="frame 4 failed to decode"):
+        list(seg.stream(ListReader(6, fail_at=4), strict=True))
+    with seg.stream(ListReader(6, fail_at=4)) as stream:
+        list(stream)
+    assert stream.frames_lost == 2 and "decoding failed at frame 4" in stream.decode_error
+
+
+class SeekReader(ListReader):
+    """A ListReader with random access; records the frame indices it was asked for."""
+
+    def __init__(self, n, **kw):
+        super().__init__(n, **kw)
+        self.asked = []
+
+    def __getitem__(self, i):
+        self.asked.append(i)
+        return np.full((*self.size, 3), i % 256, dtype=np.uint8)
+
+
+def test_stream_start_seeks_instead_of_decoding_the_frames_before():
+    seg = fake_segmenter(4, 2)
+    reader = SeekReader(100)
+    with seg.stream(reader, start=90, end=95) as stream:
+        out = list(stream)
+    assert [i for i, _ in out] == list(range(90, 95))
+    assert reader.asked == list(range(87, 95))  # T - 1 = 3 context frames, nothing before
+    want = expected_masks(90, 95, 4, 2)
+    assert all(np.all(m == want[i]) for i, m in out)
+    assert reader.read == 0  # never iterated from frame 0
+
+
+def write_gop_video(path, n, gop=5):
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=Fraction(10), options={"g": str(gop), "bf": "0"})
+        st.width, st.height, st.pix_fmt = 32, 24, "yuv420p"
+        for i in range(n):
+            rgb = np.full((24, 32, 3), (i * 7) % 256, dtype=np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path
+
+
+def test_stream_start_on_a_real_video_decodes_from_the_keyframe(tmp_path, monkeypatch):
+    from vidccnet.data.video import PyAVReader
+
+    video = write_gop_video(tmp_path / "gop.mp4", 40, gop=5)
+    decoded = []
+    original_seek = PyAVReader._seek
+
+    def counting_seek(self, index):
+        original_seek(self, index)
+        frames = self._frames
+
+        def counted():
+            for frame in frames:
+                decoded.append(1)
+                yield frame
+
+        self._frames = counted()
+
+    monkeypatch.setattr(PyAVReader, "_seek", counting_seek)
+    seg = fake_segmenter(2, 1)
+    with seg.stream(str(video), start=33, end=36) as stream:
+        seeked = list(stream)
+    n_seek = len(decoded)
+
+    class Sequential:  # the same reader without random access: decodes from frame 0
+        def __init__(self, r):
+            self.r, self.fps, self.size = r, r.fps, r.size
+
+        def __len__(self):
+            return len(self.r)
+
+        def __iter__(self):
+            return iter(self.r)
+
+    decoded.clear()
+    with PyAVReader(video) as r, seg.stream(Sequential(r), start=33, end=36) as stream:
+        sequential = list(stream)
+    assert [i for i, _ in seeked] == [33, 34, 35]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(seeked, sequential))
+    assert n_seek <= 36 - 30 + 1, n_seek  # from the keyframe at 30 (plus the header's frame 0)
+    assert len(decoded) >= 35
 
 
 def test_stream_rejects_bad_range_and_iterates_once():
@@ -323,7 +457,7 @@ def tiny_checkpoint():
 
 
 def test_real_model_stream_equals_clipwise_prediction(tiny_checkpoint):
-    seg = VideoSegmenter(tiny_checkpoint, device="cpu")
+    seg = VideoSegmenter(tiny_checkpoint, device="cpu", size="source")
     assert seg.clip_len == 3 and seg.stride == 2
     assert seg.class_names == ["sky", "road", "car", "person"]
     assert seg.palette[1] == (128, 64, 128)
@@ -366,8 +500,120 @@ def test_checkpoint_from_path_and_amp(tiny_checkpoint, tmp_path):
     torch.save(tiny_checkpoint, path)
     seg = VideoSegmenter(path, device="cpu", clip_len=2, stride=1, amp=True, max_size=16)
     assert seg.checkpoint_path == str(path) and (seg.clip_len, seg.stride) == (2, 1)
+    assert seg.amp is False  # autocast on CUDA only
     out = list(seg.segment(ListReader(3, 30, 40)))
     assert len(out) == 3 and all(m.shape == (30, 40) and m.max() < 4 for _, m in out)
+
+
+class AutocastProbe(IdModel):
+    def forward(self, x):
+        self.autocast = [torch.is_autocast_enabled(d) for d in ("cpu", "cuda")]
+        return super().forward(x)
+
+
+def test_amp_on_cpu_warns_and_runs_float32(caplog):
+    with caplog.at_level(logging.WARNING, logger="vidccnet.predict"):
+        seg = VideoSegmenter.from_model(AutocastProbe(), class_names=["a"], device="cpu",
+                                        clip_len=2, amp=True)
+    assert seg.amp is False
+    assert any("cuda only" in r.getMessage().lower() and "cpu" in r.getMessage().lower()
+               for r in caplog.records)
+    list(seg.segment(ListReader(2)))
+    assert seg.model.autocast == [False, False]
+
+
+def test_size_modes():
+    cfg = {"data": {"name": "synthetic", "kwargs": {"height": 24, "width": 32}}}
+    seg = VideoSegmenter.from_model(IdModel(), class_names=["a"], config=cfg, device="cpu")
+    assert seg.size_mode == "model" and seg.model_short_side == 24
+    assert seg.inference_size_for(480, 640) == (24, 32)
+    assert seg.stream(ListReader(2, 96, 128)).inference_size == (24, 32)
+    assert "24x32" in seg.describe_size(480, 640) and "480x640" in seg.describe_size(480, 640)
+    for size, want in (("source", (480, 640)), (120, (120, 160)), ("64", (64, 88))):
+        seg = VideoSegmenter.from_model(IdModel(), class_names=["a"], config=cfg, device="cpu",
+                                        size=size)
+        assert seg.inference_size_for(480, 640) == want, size
+    seg = VideoSegmenter.from_model(IdModel(), class_names=["a"], config=cfg, device="cpu",
+                                    max_size=16)
+    assert seg.inference_size_for(480, 640) == (16, 24)
+    seg = VideoSegmenter.from_model(IdModel(), class_names=["a"], device="cpu")  # no config
+    assert seg.size_mode == "source" and seg.inference_size_for(45, 67) == (48, 64)
+    for bad in ("big", 4, "0"):
+        with pytest.raises(ValueError, match="size"):
+            VideoSegmenter.from_model(IdModel(), class_names=["a"], device="cpu", size=bad)
+
+
+# ----------------------------------------------------------------------------- writing
+def test_write_is_staged_and_complete(tmp_path, caplog):
+    seg = fake_segmenter(3, 2)
+    out = tmp_path / "new" / "masks"
+    with caplog.at_level(logging.INFO, logger="vidccnet.writer"):
+        summary = seg.write(ListReader(5, 12, 20), out, overlay=out / "ov.mkv", progress="log",
+                            progress_interval=0.0)
+    assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(5)] + ["ov.mkv",
+                                                                           "summary.json"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["frames"] == 5 and summary["inference_size"] == [16, 16]
+    want = expected_masks(0, 5, 3, 2)
+    for i in range(5):
+        with Image.open(out / f"{i:06d}.png") as im:
+            assert np.all(np.asarray(im) == want[i])
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("inference size 16x16" in m for m in lines)
+    assert any("5/5 frames" in m and "frames/s" in m and "ETA" in m for m in lines), lines
+    with av.open(str(out / "ov.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
+    # an existing folder is kept unless overwrite; a failure leaves everything as it was
+    with pytest.raises(ValueError, match="--overwrite"):
+        seg.write(ListReader(5), out)
+    with pytest.raises(TruncatedVideoError):
+        seg.write(ListReader(5, fail_at=3), out, overwrite=True, strict=True, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["new"] and sorted(os.listdir(tmp_path / "new")) == [
+        "masks"]
+    assert len(os.listdir(out)) == 7
+    summary = seg.write(ListReader(5), out, overwrite=True, start=1, end="0.12s",
+                        progress=False, fmt="npz")  # 0.12 s at 25 fps = frame 3
+    assert sorted(os.listdir(out)) == ["000001.npz", "000002.npz", "summary.json"]
+    assert (summary["start"], summary["end"]) == (1, 3)
+
+
+def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
+    from vidccnet.writer import OutputPathError, check_paths
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(frames / "0.png")
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"video")
+    for src, out, ov, words in (
+        (frames, frames, None, "is the input folder"),
+        (frames, frames / "sub", None, "is inside the input folder"),
+        (video, tmp_path, None, "contains the input"),
+        (video, tmp_path / "m", video, "is the input"),
+        (frames, tmp_path / "m", frames / "ov.mp4", "is inside the input"),
+        (video, tmp_path / "m", tmp_path / "ov.png", "'.png'"),
+        (video, tmp_path / "m", tmp_path / "m", "is the --out folder"),
+        (video, tmp_path / "m", tmp_path / "m" / "a" / "ov.mp4", "sub-folder of --out"),
+    ):
+        with pytest.raises(OutputPathError, match=words):
+            check_paths(src, out, overlay=ov, overwrite=True)
+    link = tmp_path / "link"
+    link.symlink_to(frames)
+    with pytest.raises(OutputPathError, match="is the input folder"):
+        check_paths(frames, link, overwrite=True)  # the same folder through a symlink
+    with pytest.raises(OutputPathError, match="contains"):
+        check_paths(video, tmp_path / "ck", overwrite=True, protect=[tmp_path / "ck" / "m.pt"])
+    check_paths(video, tmp_path / "m", overlay=tmp_path / "m" / "ov.webm")  # fine
+
+
+def test_writer_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, vidccnet.writer; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False", out.stderr
 
 
 # ----------------------------------------------------------------------------- visualize

@@ -16,11 +16,19 @@ Only ``T`` resized frames, at most ``s`` pending source frames and one clip's lo
 any time, so memory does not grow with the video's length. Logits are upsampled to the source
 frame size (bilinear, in bands of rows for large frames) before the argmax.
 
+Inference size: by default frames are resized (aspect kept, sides multiples of 8) so that their
+short side is the one of the frames the checkpoint was evaluated on, the scale it learned
+(:func:`training_short_side`: the synthetic world's ``height`` / ``width``, CamVid's 360x480,
+VSPW's 480p, times a single ``eval.scales`` factor), as mmseg's test pipelines resize to the
+training scale. ``size="source"`` keeps the source size, ``size=N`` sets the short side;
+``max_size`` caps the short side in every case.
+
 Example::
 
     seg = VideoSegmenter("runs/demo/best.pt", device="auto")
     for index, mask in seg.segment("input.mp4"):   # mask: np.uint8 (H, W) class indices
         ...
+    seg.write("input.mp4", "masks/", overlay="overlay.mp4")  # staged, all-or-nothing output
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidccnet.engine.amp import autocast, resolve_amp
 from vidccnet.visualize import default_palette
 
 __all__ = [
@@ -48,6 +57,7 @@ __all__ = [
     "default_stride",
     "inference_size",
     "resolve_device",
+    "training_short_side",
     "upsample_argmax",
 ]
 
@@ -124,14 +134,19 @@ def clip_schedule(num_frames: int, clip_len: int, stride: int) -> list[tuple[lis
 
 
 def inference_size(
-    height: int, width: int, max_size: int | None = None, multiple: int = SIZE_MULTIPLE
+    height: int,
+    width: int,
+    max_size: int | None = None,
+    multiple: int = SIZE_MULTIPLE,
+    short_side: int | None = None,
 ) -> tuple[int, int]:
     """The size frames are resized to before the model: aspect kept, sides multiples of 8.
 
     Args:
         height, width: source frame size.
-        max_size: cap on the short side (frames are shrunk, never enlarged); None keeps the size.
+        max_size: cap on the short side (frames are shrunk, never enlarged); None: no cap.
         multiple: both sides are rounded to a multiple of this (the backbone's output stride).
+        short_side: resize (up or down) so that the short side is this; None keeps the size.
 
     Returns:
         ``(h, w)``, each at least ``multiple``.
@@ -139,10 +154,14 @@ def inference_size(
     if height < 1 or width < 1:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
     scale = 1.0
+    if short_side is not None:
+        if short_side < multiple:
+            raise ValueError(f"short_side must be >= {multiple}, got {short_side}")
+        scale = short_side / min(height, width)
     if max_size is not None:
         if max_size < multiple:
             raise ValueError(f"max_size must be >= {multiple}, got {max_size}")
-        scale = min(1.0, max_size / min(height, width))
+        scale = min(scale, max_size / min(height, width))
 
     def fit(side: int) -> int:
         return max(multiple, int(round(side * scale / multiple)) * multiple)
@@ -219,6 +238,57 @@ def _dataset_info(name: str) -> dict[str, Any]:
         return {}
 
 
+# Short side of the evaluation frames of the datasets with a fixed frame size: the SegNet CamVid
+# split is 360x480, VSPW's usual release is 480p (frames are used at their stored size).
+_DATASET_SHORT_SIDE = {"camvid": 360, "vspw": 480}
+
+
+def training_short_side(cfg: Any) -> int | None:
+    """Short side (pixels) of the frames a checkpoint's config evaluates on: the model's scale.
+
+    The evaluator feeds validation frames at their stored size times ``eval.scales``:
+    ``synthetic`` frames are ``height`` x ``width`` of ``{**data.kwargs, **eval.kwargs}``
+    (the dataset's defaults when unset), CamVid's 360x480, VSPW's 480p. A single eval scale
+    multiplies the result; with several (multi-scale testing) the base scale 1 is used.
+
+    Returns:
+        The short side, at least 8, or None when the config names no known dataset.
+    """
+    name = str(_cfg_get(cfg, "data.name") or "").lower()
+    if name == "synthetic":
+        import inspect
+
+        from vidccnet.data.synthetic import SyntheticVideoDataset
+
+        kw = {**(_cfg_get(cfg, "data.kwargs") or {}), **(_cfg_get(cfg, "eval.kwargs") or {})}
+        defaults = inspect.signature(SyntheticVideoDataset).parameters
+        side = float(min(int(kw.get("height", defaults["height"].default)),
+                         int(kw.get("width", defaults["width"].default))))
+    elif name in _DATASET_SHORT_SIDE:
+        side = float(_DATASET_SHORT_SIDE[name])
+    else:
+        return None
+    scales = list(_cfg_get(cfg, "eval.scales") or [1.0])
+    if len(scales) == 1:
+        side *= float(scales[0])
+    return max(SIZE_MULTIPLE, int(round(side)))
+
+
+def _parse_size(size: str | int) -> str | int:
+    """``"model"``, ``"source"`` or a short side >= 8 (int, or a string of digits)."""
+    if isinstance(size, str) and size in ("model", "source"):
+        return size
+    try:
+        value = int(size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"size must be 'model', 'source' or a short side in pixels, got {size!r}"
+        ) from None
+    if value < SIZE_MULTIPLE:
+        raise ValueError(f"size must be at least {SIZE_MULTIPLE} pixels, got {value}")
+    return value
+
+
 @dataclass
 class _Pending:
     index: int
@@ -237,14 +307,21 @@ class VideoSegmenter:
             (``eval.clip_len``, then ``data.clip_len``), else 5.
         stride: s, frames emitted per forward pass (1 <= s <= T); default ``ceil(T / 2)``, ``T``
             for per-frame models. See the module docstring for the schedule.
-        amp: run the model under autocast (float16 on CUDA, bfloat16 on CPU).
+        amp: run the model under float16 autocast on CUDA; ignored with a warning on other
+            devices (CPU autocast is bfloat16, slower than float32 on most CPUs).
         max_size: shrink frames so that the short side is at most this for inference.
         backend: video decoding backend for :func:`vidccnet.data.video.open_video`.
+        size: inference scale: ``"model"`` (default) resizes frames so that their short side
+            is the checkpoint's (:func:`training_short_side`; the source size when the config
+            names none), ``"source"`` keeps the source size, an int sets the short side.
+            ``max_size`` caps the result.
 
     Attributes:
         class_names, palette, num_classes: from the checkpoint's config (``data.class_names``,
             ``data.palette``); generic names and a default palette where it has none.
-        clip_len, stride, device, model, config.
+        clip_len, stride, device, model, config, amp (whether autocast is on).
+        size_mode: ``"model"``, ``"source"`` or the short side in use; ``model_short_side``:
+            the checkpoint's scale (None when unknown).
 
     Raises:
         vidccnet.engine.checkpoint.CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -260,6 +337,7 @@ class VideoSegmenter:
         amp: bool = False,
         max_size: int | None = None,
         backend: str = "av",
+        size: str | int = "model",
     ) -> None:
         from vidccnet.engine.checkpoint import (
             CheckpointError,
@@ -280,7 +358,7 @@ class VideoSegmenter:
             self.checkpoint_path = os.fspath(checkpoint)
             ckpt = load_checkpoint(self.checkpoint_path, map_location="cpu")
         model, cfg = build_model_from_checkpoint(ckpt, dev)
-        self._setup(model, cfg, dev, clip_len, stride, amp, max_size, backend)
+        self._setup(model, cfg, dev, clip_len, stride, amp, max_size, backend, size)
 
     @classmethod
     def from_model(
@@ -296,6 +374,7 @@ class VideoSegmenter:
         amp: bool = False,
         max_size: int | None = None,
         backend: str = "av",
+        size: str | int = "model",
     ) -> VideoSegmenter:
         """A segmenter around an in-memory model (``(B, 3, T, H, W)`` -> ``(B, K, T, H, W)``).
 
@@ -305,7 +384,7 @@ class VideoSegmenter:
         self.checkpoint_path = None
         dev = resolve_device(device)
         self._setup(
-            model.to(dev), config, dev, clip_len, stride, amp, max_size, backend,
+            model.to(dev), config, dev, clip_len, stride, amp, max_size, backend, size,
             class_names=class_names, palette=palette,
         )
         return self
@@ -320,17 +399,25 @@ class VideoSegmenter:
         amp: bool,
         max_size: int | None,
         backend: str,
+        size: str | int = "model",
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = cfg
         self.device = device
-        self.amp = bool(amp)
         self.backend = backend
         if max_size is not None and max_size < SIZE_MULTIPLE:
             raise ValueError(f"max_size must be >= {SIZE_MULTIPLE}, got {max_size}")
         self.max_size = max_size
+        size = _parse_size(size)
+        self.model_short_side = training_short_side(cfg)
+        if size == "model" and self.model_short_side is None:
+            log.info("the model's config names no training frame size: using the source size")
+            size = "source"
+        self.size_mode: str | int = size
+        self.amp_dtype = resolve_amp(device, bool(amp))  # float16 on CUDA, None elsewhere
+        self.amp = self.amp_dtype is not None
         self.model_name = _cfg_get(cfg, "model.name")
         if clip_len is None:
             clip_len = _cfg_get(cfg, "eval.clip_len") or _cfg_get(cfg, "data.clip_len")
@@ -374,6 +461,41 @@ class VideoSegmenter:
             self.class_names += [f"class_{i}" for i in range(len(self.class_names), k)]
         if len(self.palette) < k:
             self.palette += default_palette(k)[len(self.palette) :]
+
+    def inference_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(h, w)`` a ``height`` x ``width`` source is resized to for the model."""
+        if self.size_mode == "source":
+            short = None
+        elif self.size_mode == "model":
+            short = self.model_short_side
+        else:
+            short = int(self.size_mode)
+        return inference_size(height, width, self.max_size, short_side=short)
+
+    def describe_size(self, height: int, width: int) -> str:
+        """One line: the inference size for this source and why (printed by the scripts)."""
+        h, w = self.inference_size_for(height, width)
+        if self.size_mode == "model":
+            why = f"the checkpoint's scale: short side {self.model_short_side}"
+        elif self.size_mode == "source":
+            why = "the source size"
+        else:
+            why = f"short side {self.size_mode}"
+        if self.max_size is not None:
+            why += f", at most {self.max_size}"
+        return f"inference size {h}x{w} ({why}; source {height}x{width})"
+
+    def write(
+        self, source: str | os.PathLike[str] | Any, out: str | os.PathLike[str], **kwargs: Any
+    ) -> dict[str, Any]:
+        """Segment ``source`` into the folder ``out``, safely: staged, all or nothing.
+
+        Same as :func:`vidccnet.writer.write_segmentation` (``overlay``, ``alpha``, ``fmt``,
+        ``start``, ``end``, ``strict``, ``overwrite``, ``progress``); returns the summary.
+        """
+        from vidccnet.writer import write_segmentation
+
+        return write_segmentation(self, source, out, **kwargs)
 
     @torch.inference_mode()
     def _probe_num_classes(self) -> int:
@@ -440,11 +562,7 @@ class VideoSegmenter:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Run one clip and yield the masks of its last ``len(pending)`` frames."""
         clip = torch.stack(list(window), dim=1)[None]  # (1, 3, T, h, w)
-        with torch.autocast(
-            self.device.type,
-            dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16,
-            enabled=self.amp,
-        ):
+        with autocast(self.device, self.amp_dtype):
             logits = self.model(clip)  # (1, K, T, h, w)
         if isinstance(logits, dict):  # a model left in train mode by a custom wrapper
             logits = logits["out"]
@@ -495,7 +613,7 @@ class SegmentationStream:
         self.fps = float(getattr(self.reader, "fps", 0.0) or 0.0)
         size = tuple(int(v) for v in self.reader.size)
         self.size: tuple[int, int] = (size[0], size[1])
-        self.inference_size = inference_size(*self.size, segmenter.max_size)
+        self.inference_size = segmenter.inference_size_for(*self.size)
         try:
             total: int | None = int(len(self.reader))
         except (TypeError, ValueError):
@@ -514,12 +632,13 @@ class SegmentationStream:
         if strict and missing and total is not None and (self.end is None or self.end > total):
             self.close()
             raise TruncatedVideoError(
-                f"the video is truncated: {missing} of the {total + missing} frames its header "
-                f"announces are missing (drop --strict to keep the {total} frames that decode)"
+                f"the video is truncated: its header announces {total + missing} frames but the "
+                f"file holds only {total} (drop --strict to keep the frames that decode)"
             )
         self.frames_done = 0
         self.frames_lost = 0
         self.decode_error: str | None = None
+        self._failed_at: int | None = None
         self._started = False
 
     # context manager / cleanup
@@ -543,11 +662,20 @@ class SegmentationStream:
         self._started = True
         return self._run()
 
-    def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, frame) from the reader; decoding errors end the stream (or raise if strict)."""
+    def _frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) from frame ``first`` on; decoding errors end the stream (or raise if
+        strict). Readers with random access (``reader[i]``, as the PyAV, decord and frame-folder
+        readers) start at ``first`` (PyAV seeks to the keyframe before it); others are iterated
+        from frame 0."""
         _, video_read_error = _video_api()
-        it = iter(self.reader)
-        index = 0
+        reader = self.reader
+        if first > 0 and callable(getattr(reader, "__getitem__", None)):
+            n = len(reader)
+            it: Iterator[np.ndarray] = (reader[i] for i in range(first, n))
+            index = first
+        else:
+            it = iter(reader)
+            index = 0
         while True:
             try:
                 frame = next(it)
@@ -555,13 +683,13 @@ class SegmentationStream:
                 return
             except video_read_error as exc:
                 self.decode_error = str(exc)
+                self._failed_at = index
                 if self.strict:
                     raise TruncatedVideoError(
                         f"frame {index} failed to decode ({exc}); the video looks truncated or "
                         "corrupt (drop --strict to keep the frames that decode)"
                     ) from exc
-                log.warning("decoding stopped at frame %d: %s", index, exc)
-                return
+                return  # reported once, with the count, at the end of the stream
             yield index, frame
             index += 1
 
@@ -583,7 +711,8 @@ class SegmentationStream:
             pending.clear()
 
         try:
-            frames = self._frames() if self.end is None or self.end > 0 else iter(())
+            empty = self.end is not None and self.end <= 0
+            frames = iter(()) if empty else self._frames(first_context)
             for index, frame in frames:
                 last_index = index
                 if index < first_context:
@@ -608,15 +737,22 @@ class SegmentationStream:
             pending.clear()
         if self.expected_frames is not None:
             self.frames_lost = max(0, self.expected_frames - self.frames_done)
-        if self.frames_lost and self.decode_error is None:
-            self.decode_error = (
-                f"the video announces {self.announced_frames} frames but only "
-                f"{last_index + 1} decoded (truncated or corrupt file)"
-            )
         if self.frames_lost:
+            # one account of the loss, the same in strict and non-strict mode
+            reasons = []
+            total, announced = self.total_frames, self.announced_frames
+            if total is not None and announced is not None and announced > total:
+                reasons.append(f"the header announces {announced} frames, the file holds {total}")
+            if self._failed_at is not None:
+                reasons.append(f"decoding failed at frame {self._failed_at}: {self.decode_error}")
+            if not reasons:
+                reasons.append(f"the video ended after frame {last_index}")
+            self.decode_error = "; ".join(reasons)
             if self.strict:
                 raise TruncatedVideoError(
-                    f"{self.frames_lost} of {self.expected_frames} frames could not be decoded "
-                    f"({self.decode_error}); drop --strict to keep the frames that decode"
+                    f"{self.frames_lost} of the {self.expected_frames} frames could not be "
+                    f"decoded ({self.decode_error}); drop --strict to keep the "
+                    f"{self.frames_done} that decode"
                 )
-            log.warning("%d frames lost: %s", self.frames_lost, self.decode_error)
+            log.warning("%d of the %d frames could not be decoded: %s", self.frames_lost,
+                        self.expected_frames, self.decode_error)

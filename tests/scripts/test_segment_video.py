@@ -43,7 +43,9 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     cfg = Config(
         model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
-        data=DataConfig(clip_len=2, class_names=NAMES, palette=PALETTE),
+        # trained (and evaluated) on 24x32 synthetic frames: the default inference scale
+        data=DataConfig(clip_len=2, class_names=NAMES, palette=PALETTE,
+                        kwargs={"height": 24, "width": 32}),
     )
     model = create_model("ccnet3d_resnet18", len(NAMES), head_channels=16)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -118,7 +120,7 @@ def test_mjpeg_odd_size_npz_decord(script, ckpt, tmp_path, capsys):
     for backend in ("av", "decord"):
         rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--format",
                       "npz", "--clip-len", "3", "--stride", "3", "--backend", backend,
-                      "--overwrite", "--quiet")
+                      "--overwrite", "--quiet", "--size", "source")
         assert rc == 0, err
         assert listing(out) == ["000000.npz", "000001.npz", "000002.npz", "summary.json"]
         for i in range(3):
@@ -170,16 +172,21 @@ def test_truncated_video_keeps_decoded_frames_or_fails_strict(script, ckpt, tmp_
     video.write_bytes(data[: int(len(data) * 0.6)])
     full.unlink()
     out = tmp_path / "masks"
-    rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--strict")
-    assert rc == 2 and "truncated" in err and "Traceback" not in err
+    rc, strict_err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--strict")
+    assert rc == 2 and "truncated" in strict_err and "Traceback" not in strict_err
     assert sorted(os.listdir(tmp_path)) == ["cut.mkv"]
     rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--clip-len", "4",
                   "--stride", "4", "--quiet")
     assert rc == 0, err
     s = json.loads((out / "summary.json").read_text())
-    assert 0 < s["frames"] < 10 and s["frames_lost"] == 10 - s["frames"]
-    assert len(listing(out)) == s["frames"] + 1
-    assert f"{s['frames_lost']} frame(s) could not be decoded" in err
+    n, lost = s["frames"], s["frames_lost"]
+    assert 0 < n < 10 and lost == 10 - n
+    assert len(listing(out)) == n + 1
+    # both modes give the same account: 10 announced, n in the file, n written, 10 - n lost
+    assert f"announces 10 frames but the file holds only {n}" in strict_err
+    assert f"{lost} of the 10 frames could not be decoded" in err
+    assert f"the header announces 10 frames, the file holds {n}" in err
+    assert f"wrote {n} of the 10 masks" in err
 
 
 def test_keyboard_interrupt_leaves_nothing(script, ckpt, tmp_path, capsys, monkeypatch):
@@ -192,8 +199,10 @@ def test_keyboard_interrupt_leaves_nothing(script, ckpt, tmp_path, capsys, monke
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    original = script.save_mask
-    monkeypatch.setattr(script, "save_mask", interrupting_save)
+    import vidccnet.writer
+
+    original = vidccnet.writer.save_mask
+    monkeypatch.setattr(vidccnet.writer, "save_mask", interrupting_save)
     rc, err = run(script, capsys, video, "--out", tmp_path / "new" / "masks", "--checkpoint",
                   ckpt, "--overlay", tmp_path / "ov.mp4", "--clip-len", "1", "--quiet")
     assert rc == 130 and "interrupted" in err and len(calls) == 2
@@ -300,3 +309,185 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "missing.pt" in proc.stderr and "not found" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+# ----------------------------------------------------------------------------- input safety
+def frame_folder(path, n=3, size=(24, 32)):
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            path / f"{i:06d}.png")
+    return path
+
+
+def snapshot(root):
+    """Every file under root with its bytes: proves nothing was touched."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["out_is_input", "out_inside_input", "out_contains_input",
+                                  "out_contains_video", "overlay_is_video",
+                                  "overlay_in_input_folder", "overlay_is_out",
+                                  "out_contains_checkpoint"])
+def test_overwrite_never_destroys_the_input(script, ckpt, tmp_path, capsys, case):
+    frames = frame_folder(tmp_path / "frames")
+    (tmp_path / "clip").mkdir()
+    video = write_video(tmp_path / "clip" / "in.mp4", 2, 24, 32)
+    (frames / "masks").mkdir()  # an existing sub-folder of the input (--overwrite may replace)
+    (frames / "masks" / "keep.txt").write_text("mine")
+    (tmp_path / "ck").mkdir()
+    ck = tmp_path / "ck" / "model.pt"
+    ck.write_bytes(Path(ckpt).read_bytes())
+    argv = {
+        "out_is_input": [frames, "--out", frames],
+        "out_inside_input": [frames, "--out", frames / "masks"],
+        "out_contains_input": [frames / "masks" / "..", "--out", tmp_path],
+        "out_contains_video": [video, "--out", tmp_path / "clip"],
+        "overlay_is_video": [video, "--out", tmp_path / "m", "--overlay", video],
+        "overlay_in_input_folder": [frames, "--out", tmp_path / "m", "--overlay",
+                                    frames / "ov.mp4"],
+        "overlay_is_out": [video, "--out", tmp_path / "m", "--overlay", tmp_path / "m"],
+        "out_contains_checkpoint": [video, "--out", tmp_path / "ck"],
+    }[case]
+    before = snapshot(tmp_path)
+    rc, err = run(script, capsys, *argv, "--checkpoint", ck, "--overwrite", "--quiet")
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
+    assert sorted(os.listdir(tmp_path)) == ["ck", "clip", "frames"]
+
+
+@pytest.mark.parametrize("ext,container,codecs", [
+    (".mkv", "matroska", ("h264", "mpeg4")), (".avi", "avi", ("h264", "mpeg4")),
+    (".mov", "mov", ("h264", "mpeg4")), (".webm", "webm", ("vp9", "vp8")),
+])
+def test_overlay_container_follows_the_extension(script, ckpt, tmp_path, capsys, ext,
+                                                 container, codecs):
+    video = write_video(tmp_path / "in.mp4", 2, 24, 32)
+    ov = tmp_path / f"overlay{ext}"
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--overlay", ov, "--quiet")
+    assert rc == 0, err
+    with av.open(str(ov)) as c:
+        assert container in c.format.name.split(",")
+        st = c.streams.video[0]
+        assert st.codec_context.name in codecs
+        assert sum(1 for _ in c.decode(st)) == 2
+
+
+@pytest.mark.parametrize("name", ["overlay.png", "overlay", "overlay.gif.txt"])
+def test_overlay_unknown_extension_is_refused(script, ckpt, tmp_path, capsys, name):
+    video = write_video(tmp_path / "in.mp4", 2, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--overlay", tmp_path / name)
+    assert rc == 2 and "--overlay" in err and ".mp4" in err and ".webm" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+# ----------------------------------------------------------------------------- size, progress
+def test_default_size_is_the_checkpoints_scale(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 2, 48, 64)
+    sizes = {}
+    for extra in ([], ["--size", "source"], ["--size", "16"]):  # more cases: test_predict.py
+        out = tmp_path / ("m" + "_".join(extra))
+        rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--quiet",
+                      *extra)
+        assert rc == 0, err
+        s = json.loads((out / "summary.json").read_text())
+        assert s["size"] == [48, 64]
+        sizes[" ".join(extra)] = tuple(s["inference_size"])
+        h, w = s["inference_size"]
+        assert f"{h}x{w}" in err  # the size used is printed
+        check_pngs(out, [0, 1], (48, 64))  # masks always at the source size
+    assert sizes == {"": (24, 32), "--size source": (48, 64), "--size 16": (16, 24)}
+
+
+@pytest.mark.parametrize("bad", ["big", "0", "4", "-8"])
+def test_bad_size_is_refused(script, ckpt, tmp_path, capsys, bad):
+    video = write_video(tmp_path / "in.mp4", 1, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--size", bad)
+    assert rc == 2 and "--size" in err, err
+
+
+def test_one_frame_says_one_mask(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 1, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet")
+    assert rc == 0 and "wrote 1 mask to" in err and "1 masks" not in err, err
+
+
+def test_amp_on_cpu_warns_and_runs_float32(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 1, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet",
+                  "--amp", "--device", "cpu")
+    assert rc == 0 and "amp" in err and "cuda only" in err.lower() and "cpu" in err.lower(), err
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["amp"] is False
+
+
+def test_help_says_amp_is_for_cuda(script, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "CUDA" in out and "--size" in out
+
+
+# ----------------------------------------------------------------------------- fail fast
+FAIL_FAST = r"""
+import runpy, sys, time
+script, cases = sys.argv[1], sys.argv[2:]
+mod = runpy.run_path(script, run_name="segment_video_fail_fast")
+for case in cases:
+    rc = mod["main"](case.split("|"))
+    print("RC", rc, flush=True)
+print("TORCH", "torch" in sys.modules)
+"""
+
+
+def test_expected_errors_come_before_torch_is_imported(tmp_path):
+    """Bad --out, unreadable / empty inputs and checkpoints are reported before torch loads."""
+    video = write_video(tmp_path / "in.mp4", 1, 16, 16)
+    ck = tmp_path / "model.pt"
+    ck.write_bytes(b"x" * 10)  # contents are only read after torch loads
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    frames = frame_folder(tmp_path / "frames", n=1)
+    good = [str(video), "--checkpoint", str(ck)]
+    cases = [
+        ["empty.mp4", "--out", "m", "--checkpoint", str(ck)],
+        ["nothing", "--out", "m", "--checkpoint", str(ck)],
+        [*good, "--out", "afile/m"],
+        [*good, "--out", "afile"],
+        [*good, "--out", "full"],
+        [str(video), "--out", "m", "--checkpoint", "missing.pt"],
+        [str(video), "--out", "m", "--checkpoint", "empty.pt"],
+        [str(video), "--out", "m", "--checkpoint", "nothing"],
+        [*good, "--out", "m", "--overlay", "afile/ov.mp4"],
+        [*good, "--out", "m", "--overlay", "ov.png"],
+        [*good, "--out", "m", "--overlay", str(video), "--overwrite"],
+        [str(frames), "--out", str(frames), "--checkpoint", str(ck), "--overwrite"],
+        [*good, "--out", "m", "--size", "x"],
+        [*good, "--out", "m", "--start", "x"],
+        [*good, "--out", "m", "--alpha", "2"],
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", FAIL_FAST, str(SCRIPT), *("|".join(c) for c in cases)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    lines = proc.stdout.split()
+    assert lines.count("RC") == len(cases), proc.stdout + proc.stderr
+    assert [lines[i + 1] for i, w in enumerate(lines) if w == "RC"] == ["2"] * len(cases), \
+        proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == len(cases) and all(e.startswith("segment_video.py: error:")
+                                             for e in errors), proc.stderr
+    assert proc.stdout.split()[-1] == "False", "torch was imported before the error"
+    assert "cannot write" in errors[2] and "not a folder" in errors[3]
+    assert "--overwrite" in errors[4] and "empty" in errors[6]
+    assert not (tmp_path / "m").exists()

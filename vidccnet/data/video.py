@@ -77,8 +77,8 @@ class VideoReader:
         (the count stays in `.frames_lost`).
         """
         if self.frames_lost:
-            msg = (f"truncated: {len(self)} frames decodable, {self.frames_lost} of the "
-                   f"{len(self) + self.frames_lost} frames the header announces are lost")
+            msg = (f"truncated: {self.frames_lost} of the {len(self) + self.frames_lost} frames "
+                   f"the header announces are missing, the file holds {len(self)}")
             if strict:
                 raise VideoReadError(self.path, msg)
             logger.warning("%s: %s", self.path, msg)
