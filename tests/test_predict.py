@@ -512,7 +512,10 @@ class AutocastProbe(IdModel):
 
 
 def test_amp_on_cpu_warns_and_runs_float32(caplog):
-    with caplog.at_level(logging.WARNING, logger="vidccnet.predict"):
+    from vidccnet.engine import amp as amp_module
+
+    amp_module._warned.clear()  # the shared decision warns once per process
+    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.amp"):
         seg = VideoSegmenter.from_model(AutocastProbe(), class_names=["a"], device="cpu",
                                         clip_len=2, amp=True)
     assert seg.amp is False
