@@ -45,7 +45,10 @@ log = logging.getLogger("demo")
 # The embedded default: a complete training config (sections of vidccnet.engine.config).
 DEMO_CONFIG: dict[str, Any] = {
     "model": {"name": "ccnet3d_resnet18", "pretrained_backbone": None, "recurrence": 2,
-              "attention_backend": "auto", "kwargs": {"head_channels": 32}},
+              "attention_backend": "auto",
+              # CCNet's init: in this world the attention is redundant with the temporal shift
+              # whatever its init, and gamma = 0 scored best (docs/training.md)
+              "kwargs": {"head_channels": 32, "attention_init": "ccnet"}},
     "data": {"name": "synthetic", "clip_len": 4, "anchor": "causal", "crop_size": [48, 64],
              "scale_range": [0.8, 1.25], "augment": True, "batch_size": 4, "num_workers": 0,
              "kwargs": {"num_videos": 48, "num_frames": 16, "height": 48, "width": 64,
