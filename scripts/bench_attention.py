@@ -439,15 +439,16 @@ def ccnet_claim(device: torch.device) -> list[str]:
 # --- output ------------------------------------------------------------------------------------
 
 
-def _fmt(x, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
+def _fmt(x, spec: str, suffix: str = "") -> str:
+    return "n/a" if x is None else format(x, spec) + suffix
 
 
 def format_table(rows: list[dict], metric: str, baseline: str) -> str:
+    vs = f"vs {baseline}"
     lines = [
         f"| case | method | fwd ms ({metric}) | fwd+bwd ms ({metric}) | fwd MiB | fwd+bwd MiB "
-        f"| fwd speed vs {baseline} | fwd+bwd speed vs {baseline} | fwd mem vs {baseline} "
-        f"| fwd+bwd mem vs {baseline} | err/tol fwd | err/tol bwd | % floor fwd | % floor fwd+bwd |",
+        f"| fwd speed {vs} | fwd+bwd speed {vs} | fwd mem {vs} | fwd+bwd mem {vs} "
+        "| err/tol fwd | err/tol bwd | % floor fwd | % floor fwd+bwd |",
         "|---|---|" + "---:|" * 12,
     ]
     for r in rows:
@@ -458,15 +459,15 @@ def format_table(rows: list[dict], metric: str, baseline: str) -> str:
         sp, mv = r["speedup_vs"].get(baseline, {}), r["memory_vs"].get(baseline, {})
         if r["method"] == baseline:
             sp = mv = {"fwd": 1.0, "fwd_bwd": 1.0 if r.get("has_bwd") else None}
-        lines.append(
-            f"| {r['case']} | {r['method']} | {_fmt(r.get(f'fwd_{metric}_ms'), '.1f')} "
-            f"| {_fmt(r.get(f'fwd_bwd_{metric}_ms'), '.1f')} | {_fmt(r.get('fwd_mem_mib'), '.1f')} "
-            f"| {_fmt(r.get('fwd_bwd_mem_mib'), '.1f')} | {_fmt(sp.get('fwd'), '.2f')}x "
-            f"| {_fmt(sp.get('fwd_bwd'), '.2f')}x | {_fmt(mv.get('fwd'), '.2f')}x "
-            f"| {_fmt(mv.get('fwd_bwd'), '.2f')}x | {_fmt(r.get('fwd_err_over_tol'), '.2g')} "
-            f"| {_fmt(r.get('bwd_err_over_tol'), '.2g')} | {_fmt(r.get('fwd_pct_of_floor'), '.1f')} "
-            f"| {_fmt(r.get('fwd_bwd_pct_of_floor'), '.1f')} |"
-        )
+        cells = [
+            _fmt(r.get(f"fwd_{metric}_ms"), ".1f"), _fmt(r.get(f"fwd_bwd_{metric}_ms"), ".1f"),
+            _fmt(r.get("fwd_mem_mib"), ".1f"), _fmt(r.get("fwd_bwd_mem_mib"), ".1f"),
+            _fmt(sp.get("fwd"), ".2f", "x"), _fmt(sp.get("fwd_bwd"), ".2f", "x"),
+            _fmt(mv.get("fwd"), ".2f", "x"), _fmt(mv.get("fwd_bwd"), ".2f", "x"),
+            _fmt(r.get("fwd_err_over_tol"), ".2g"), _fmt(r.get("bwd_err_over_tol"), ".2g"),
+            _fmt(r.get("fwd_pct_of_floor"), ".1f"), _fmt(r.get("fwd_bwd_pct_of_floor"), ".1f"),
+        ]
+        lines.append(f"| {r['case']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

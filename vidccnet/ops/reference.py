@@ -5,11 +5,12 @@ column (the H positions of (t, w)) and its time line (the T positions of (h, w))
 is excluded from the last two, so there are T + H + W - 2 keys and one softmax over them.
 
 Layout (what makes it fast on CPU): each input is copied once to channels-last (B, T, H, W, C)
-in the accumulation dtype, so every line of every pass is a matrix with contiguous channel
-rows. The energies of all passes share one buffer E (B, T, H, W, K), K = W + H + T (a pass of
-length 1 is skipped: it only holds the centre); each pass writes its block of E with batched
-matmuls into strided views, without copies. The softmax is taken in place on E, and the output
-is accumulated pass by pass with in-place batched matmuls into a channels-last buffer. Memory is
+in the accumulation dtype (a 2-D blocked transpose per batch element), so every line of every
+pass is a matrix with contiguous channel rows. The energies of all passes share one buffer E
+(B, T, H, W, K), K = W + H + T (a pass of length 1 is skipped: it only holds the centre); each
+pass fills its block of E with batched matmuls over strided views of the inputs. The softmax is
+taken in place on E, and the output is accumulated pass by pass with batched matmuls into a
+channels-last buffer, copied once to (B, C, T, H, W) at the end. Memory is
 O(B * THW * (T + H + W + C)); no (THW x THW) matrix is ever built.
 
 The backward recomputes the probabilities from the saved log-sum-exp, in the same layout.
@@ -22,8 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-
-TIME_BLOCKS = 8  # the time pass runs in this many blocks of image rows per batch element
+_TIME_BLOCKS = 8  # the time pass runs in this many blocks of image rows per batch element
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -85,7 +85,7 @@ def _lines(x: Tensor, axis: str) -> Iterator[Tensor]:
             for t in range(T):
                 yield x[b, t].transpose(0, 1)  # (W, H, C)
     else:  # blocks of rows keep _bmm_into's temporaries at ~1/8 of a batch element
-        rows = -(-H // TIME_BLOCKS)
+        rows = -(-H // _TIME_BLOCKS)
         for b in range(B):
             for h in range(0, H, rows):
                 block = x[b, :, h : h + rows]  # (T, rows, W, C)
@@ -100,9 +100,9 @@ def _pass_blocks(x: Tensor, e: Tensor, axis: str, offset: int, n: int):
 def _bmm_into(out: Tensor, a: Tensor, b: Tensor, accumulate: bool = False) -> None:
     """out (+)= a @ b for a batch of lines; out may be a strided view.
 
-    PyTorch's CPU bmm multiplies a whole batch in one call only into a contiguous result;
-    into a strided one it loops over the lines in Python-visible dispatch overhead. Strided
-    results therefore go through a contiguous temporary (one frame or one block of lines).
+    PyTorch's CPU bmm runs a batch as one batched GEMM only into a contiguous result; into a
+    strided one it falls back to one matrix product per line. Strided results therefore go
+    through a contiguous temporary (one frame, or one block of rows of the time pass).
     """
     if out.is_contiguous():
         if accumulate:
@@ -156,22 +156,57 @@ def _accumulate(out: Tensor, a: Tensor, b: Tensor, passes, transpose_a: bool) ->
             _bmm_into(o_l, a_l, b_l, accumulate=i > 0)  # the row pass covers every position
 
 
+def _rows_last(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """(C, ...) any strides -> a contiguous (prod(...), C) copy in `dtype`.
+
+    A contiguous copy, then a 2-D transpose (PyTorch's blocked transpose kernel).
+    """
+    return x.to(dtype).contiguous().view(x.shape[0], -1).t().contiguous()
+
+
+def _attend_values(p: Tensor, v: Tensor, acc: torch.dtype) -> Tensor:
+    """out (B, T, H, W, Cv) = P @ V over the passes' blocks; v: (B, Cv, T, H, W) any strides.
+
+    v is brought to channels-last one frame (row and column passes) or one block of rows (time
+    pass) at a time, so no full channels-last copy of v is ever held.
+    """
+    B, Cv, T, H, W = v.shape
+    out = torch.empty(B, T, H, W, Cv, dtype=acc, device=v.device)
+    passes = {axis: (offset, n) for axis, offset, n in _passes(T, H, W)}
+    rows = -(-H // _TIME_BLOCKS)
+    for b in range(B):
+        for t in range(T):
+            vt, o, pt = _rows_last(v[b, :, t], acc).view(H, W, Cv), out[b, t], p[b, t]
+            torch.bmm(pt[..., :W], vt, out=o)  # row pass: (H lines, W, W) @ (H lines, W, Cv)
+            if "col" in passes:
+                off, n = passes["col"]
+                _bmm_into(
+                    o.transpose(0, 1), pt[..., off : off + n].transpose(0, 1),
+                    vt.transpose(0, 1), accumulate=True,
+                )  # (W lines, H, H) @ (W lines, H, Cv)
+        if "time" in passes:
+            off, n = passes["time"]
+            for h in range(0, H, rows):
+                vb = _rows_last(v[b, :, :, h : h + rows], acc).view(T, -1, Cv).transpose(0, 1)
+                o = out[b, :, h : h + rows].view(T, -1, Cv).transpose(0, 1)
+                pb = p[b, :, h : h + rows, :, off : off + n].view(T, -1, n).transpose(0, 1)
+                _bmm_into(o, pb, vb, accumulate=True)  # (rows*W lines, T, T) @ (.., T, Cv)
+    return out
+
+
 def cca_reference_forward(
     q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Forward of the reference path without autograd (see `cca_reference`)."""
     acc = _acc_dtype(q.dtype)
-    B, _, T, H, W = q.shape
     with torch.no_grad():
         qc, kc = _channels_last(q, acc), _channels_last(k, acc)
         if scale != 1.0:
             qc.mul_(scale)
         p, lse = _probabilities(qc, kc, None)
         del qc, kc
-        vc = _channels_last(v, acc)
-        out_cl = torch.empty(B, T, H, W, v.shape[1], dtype=acc, device=v.device)
-        _accumulate(out_cl, p, vc, _passes(T, H, W), transpose_a=False)
-        del p, vc
+        out_cl = _attend_values(p, v, acc)
+        del p
         return _channels_first(out_cl, v.dtype), lse
 
 
@@ -211,27 +246,29 @@ def cca_reference_backward(
         p, _ = _probabilities(qc, kc, lse.to(acc))
         doc = _channels_last(grad_out, acc)
         dq = dk = dv = None
-        if need_v:
-            dv_cl = torch.empty(B, T, H, W, v.shape[1], dtype=acc, device=v.device)
-            _accumulate(dv_cl, p, doc, passes, transpose_a=True)
-            dv = _channels_first(dv_cl, v.dtype)
-            del dv_cl
         if need_q or need_k:
             vc = _channels_last(v, acc)
             ds = torch.empty_like(p)  # dP, then dS in place
             _accumulate_scores(ds, doc, vc, passes)
-            del vc, doc
+            del vc
             ds.sub_(delta.unsqueeze(-1)).mul_(p)
-            del p
-            if need_q:
-                dq_cl = torch.empty_like(qc)
-                _accumulate(dq_cl, ds, kc, passes, transpose_a=False)
-                dq = _channels_first(dq_cl.mul_(scale), q.dtype)
-                del dq_cl
-            if need_k:
-                dk_cl = torch.empty_like(kc)
-                _accumulate(dk_cl, ds, qc, passes, transpose_a=True)  # qc carries the scale
-                dk = _channels_first(dk_cl, k.dtype)
+        if need_v:
+            dv_cl = torch.empty(B, T, H, W, v.shape[1], dtype=acc, device=v.device)
+            _accumulate(dv_cl, p, doc, passes, transpose_a=True)
+            del p, doc
+            dv = _channels_first(dv_cl, v.dtype)
+            del dv_cl
+        else:
+            del p, doc
+        if need_q:
+            dq_cl = torch.empty_like(qc)
+            _accumulate(dq_cl, ds, kc, passes, transpose_a=False)
+            dq = _channels_first(dq_cl.mul_(scale), q.dtype)
+            del dq_cl
+        if need_k:
+            dk_cl = torch.empty_like(kc)
+            _accumulate(dk_cl, ds, qc, passes, transpose_a=True)  # qc carries the scale
+            dk = _channels_first(dk_cl, k.dtype)
     return dq, dk, dv
 
 
