@@ -1,55 +1,95 @@
-"""Benchmark criss-cross attention backends against dense and FlexAttention baselines.
+#!/usr/bin/env python
+"""Benchmark criss-cross attention against its baselines, all measured in the same run.
 
-    python scripts/bench_attention.py                 # the standard table (GPU if present)
-    python scripts/bench_attention.py --quick         # smaller shapes, fewer repeats
-    python scripts/bench_attention.py --cases cpu     # the CPU target case only
+    python scripts/bench_attention.py                      # small case (CPU: + CCNet claim)
+    python scripts/bench_attention.py --case quick         # seconds
+    python scripts/bench_attention.py --case camvid vspw --device cuda --dtype float16 \\
+        --json bench_attention.json
 
-Every baseline is measured in the same run. Times are medians; memory is the extra peak memory
-of one call beyond its inputs (CUDA: max_memory_allocated; CPU: peak RSS growth, see extra_memory).
+Cases (B, T, H, W, Cqk, Cv): small (1, 8, 48, 48, 32, 256), camvid (2, 5, 90, 120, 64, 512),
+vspw (4, 4, 60, 60, 64, 512), 2d (2, 1, 97, 97, 64, 512), quick (1, 4, 24, 24, 16, 64).
+
+Methods: `reference` (the operator's PyTorch backend), `reference-old` (the reference path
+before the channels-last rewrite, kept here as the baseline), `dense` (scaled_dot_product_attention
+with the N x N criss-cross mask; skipped where it does not fit), `flex` (compiled FlexAttention
+with a criss-cross mask_mod; no CPU backward), `triton` (the fused kernels; CUDA only).
+
+Timing: forward, and forward + backward (torch.autograd.grad of all three inputs), each method's
+calls interleaved round-robin over the repeats so that drifting load hits them alike; the minimum
+counts (wall clock and process CPU time; ratios use CPU time on CPU, wall time on CUDA; keep
+--threads 1 on a shared CPU). Memory: peak bytes allocated during one call above what was
+allocated before it (CUDA: max_memory_allocated; CPU: the profiler's allocator events). Error:
+max over elements of |x - x64| / (atol + rtol * |x64|) against the float64 reference path, with
+atol = rtol = 1e-5 (float32), 1e-2 (float16), 5e-2 (bfloat16): <= 1 is within tolerance. The
+bandwidth floor (bytes a kernel must move at least, per position): forward
+(2 Cqk + 2 Cv) * bytes + 4, backward (4 Cqk + 4 Cv) * bytes + 4; on CUDA the table gives the
+floor's bytes per second of measured time as a share of the GPU's peak bandwidth.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import re
-import statistics
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.nn import RecurrentCrissCrossAttention
-from vidccnet.ops import criss_cross_attention, triton_status
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
-# H100 SXM peak HBM3 bandwidth; other GPUs are looked up by name below.
+from vidccnet.cli import fail  # noqa: E402
+from vidccnet.engine.report import to_jsonable  # noqa: E402
+from vidccnet.nn import RecurrentCrissCrossAttention  # noqa: E402
+from vidccnet.ops import criss_cross_attention, triton_status  # noqa: E402
+from vidccnet.ops.reference import cca_reference_backward, cca_reference_forward  # noqa: E402
+
+# Peak HBM bandwidth (GB/s) by substring of the device name.
 PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "4090": 1008.0}
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+METHODS = ("reference", "reference-old", "dense", "flex", "triton")
+
+
+class BenchError(Exception):
+    """An expected failure: reported on one line, exit code 2."""
 
 
 @dataclass(frozen=True)
 class Case:
-    name: str
+    case: str
     B: int
-    Cqk: int
-    Cv: int
     T: int
     H: int
     W: int
+    Cqk: int
+    Cv: int
 
     @property
     def n(self) -> int:
         return self.T * self.H * self.W
 
+    def floor_bytes(self, dtype_bytes: int, backward: bool) -> int:
+        """Bytes a kernel must move at least (inputs read once, outputs and lse written once)."""
+        per_pos = (4 * self.Cqk + 4 * self.Cv if backward else 2 * self.Cqk + 2 * self.Cv)
+        return self.B * self.n * (per_pos * dtype_bytes + 4)
 
-GPU_CASES = [
-    Case("2D 97x97", 2, 64, 512, 1, 97, 97),
-    Case("video 8x64x64", 2, 64, 512, 8, 64, 64),
-    Case("video 16x60x80", 1, 64, 512, 16, 60, 80),
-]
-CPU_CASES = [Case("CPU target 8x48x48", 1, 32, 256, 8, 48, 48)]
-QUICK_CASES = [Case("2D 33x33", 1, 16, 64, 1, 33, 33), Case("video 4x24x24", 1, 16, 64, 4, 24, 24)]
+
+CASES = {
+    "small": Case("small", 1, 8, 48, 48, 32, 256),
+    "camvid": Case("camvid", 2, 5, 90, 120, 64, 512),
+    "vspw": Case("vspw", 4, 4, 60, 60, 64, 512),
+    "2d": Case("2d", 2, 1, 97, 97, 64, 512),
+    "quick": Case("quick", 1, 4, 24, 24, 16, 64),
+}
 
 
 @register_flop_formula(torch.ops.vidccnet.cca_fwd)
@@ -59,15 +99,82 @@ def _cca_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
     return 2 * B * T * H * W * keys * (Cqk + v_shape[1])
 
 
-def make_inputs(c: Case, device, dtype, grad: bool):
-    g = torch.Generator(device="cpu").manual_seed(0)
-    q = torch.randn(c.B, c.Cqk, c.T, c.H, c.W, generator=g).to(device, dtype)
-    k = torch.randn(c.B, c.Cqk, c.T, c.H, c.W, generator=g).to(device, dtype)
-    v = torch.randn(c.B, c.Cv, c.T, c.H, c.W, generator=g).to(device, dtype)
-    return [x.requires_grad_(grad) for x in (q, k, v)]
+# --- the reference path before the channels-last rewrite (baseline) --------------------------
+
+_OLD_PASSES = (((0, 1, 2, 3), False), ((0, 1, 3, 2), True), ((0, 2, 3, 1), True))
 
 
-def criss_cross_mask(c: Case, device) -> torch.Tensor:
+def _old_to_pass(x, perm):
+    return x.permute(*perm, *range(4, x.dim())).contiguous()
+
+
+def _old_from_pass(x, perm):
+    inv = [perm.index(i) for i in range(4)]
+    return x.permute(*inv, *range(4, x.dim()))
+
+
+def _old_forward(q, k, v, scale):
+    """Previous reference forward: per-pass contiguous copies, energies of every pass kept."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qc, kc, vc = (x.to(acc).permute(0, 2, 3, 4, 1) for x in (q, k, v))
+    energies = []
+    for perm, excl in _OLD_PASSES:
+        e = _old_to_pass(qc, perm) @ _old_to_pass(kc, perm).transpose(-1, -2) * scale
+        if excl:
+            e = e.masked_fill(torch.eye(e.shape[-1], dtype=torch.bool, device=e.device), -torch.inf)
+        energies.append(e)
+    m = torch.stack([_old_from_pass(e.amax(-1), p) for e, (p, _) in zip(energies, _OLD_PASSES)])
+    m = m.amax(0)
+    denom = torch.zeros_like(m)
+    out = torch.zeros(*m.shape, v.shape[1], dtype=acc, device=v.device)
+    for e, (perm, _) in zip(energies, _OLD_PASSES):
+        p = torch.exp(e - _old_to_pass(m, perm)[..., None])
+        denom = denom + _old_from_pass(p.sum(-1), perm)
+        out = out + _old_from_pass(p @ _old_to_pass(vc, perm), perm)
+    out = out / denom[..., None]
+    return out.permute(0, 4, 1, 2, 3).to(q.dtype), m + torch.log(denom)
+
+
+def _old_backward(q, k, v, out, lse, grad_out, scale):
+    """Previous reference backward (analytic, per-pass copies)."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    qc, kc, vc, oc, doc = (x.to(acc).permute(0, 2, 3, 4, 1) for x in (q, k, v, out, grad_out))
+    lse = lse.to(acc)
+    delta = (doc * oc).sum(-1)
+    dq, dk, dv = torch.zeros_like(qc), torch.zeros_like(kc), torch.zeros_like(vc)
+    for perm, excl in _OLD_PASSES:
+        qp, kp, vp, dop = (_old_to_pass(x, perm) for x in (qc, kc, vc, doc))
+        p = torch.exp(qp @ kp.transpose(-1, -2) * scale - _old_to_pass(lse, perm)[..., None])
+        if excl:
+            p = p.masked_fill(torch.eye(p.shape[-1], dtype=torch.bool, device=p.device), 0.0)
+        ds = p * (dop @ vp.transpose(-1, -2) - _old_to_pass(delta, perm)[..., None])
+        dq += _old_from_pass(ds @ kp, perm)
+        dk += _old_from_pass(ds.transpose(-1, -2) @ qp, perm)
+        dv += _old_from_pass(p.transpose(-1, -2) @ dop, perm)
+    back = lambda x, like: x.permute(0, 4, 1, 2, 3).to(like.dtype).contiguous()  # noqa: E731
+    return back(dq * scale, q), back(dk * scale, k), back(dv, v)
+
+
+class _OldReference(torch.autograd.Function):
+    """The previous operator path: forward under no_grad, analytic backward from the lse."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        with torch.no_grad():
+            out, lse = _old_forward(q, k, v, 1.0)
+        out = out.contiguous()
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _old_backward(*ctx.saved_tensors, grad_out, 1.0)
+
+
+# --- methods -----------------------------------------------------------------------------------
+
+
+def criss_cross_mask(c: Case, device: torch.device) -> torch.Tensor:
     t, h, w = torch.meshgrid(
         torch.arange(c.T), torch.arange(c.H), torch.arange(c.W), indexing="ij"
     )
@@ -76,18 +183,25 @@ def criss_cross_mask(c: Case, device) -> torch.Tensor:
     return (eq(h) & eq(w)) | (eq(t) & eq(h)) | (eq(t) & eq(w))  # (N, N) bool
 
 
-def dense_fn(c: Case, device):
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C)
+
+
+def _untokens(o: torch.Tensor, c: Case) -> torch.Tensor:
+    return o.squeeze(1).transpose(1, 2).reshape(c.B, c.Cv, c.T, c.H, c.W)
+
+
+def dense_fn(c: Case, device: torch.device) -> Callable:
     mask = criss_cross_mask(c, device)
 
     def run(q, k, v):
-        qs, ks, vs = (x.flatten(2).transpose(1, 2).unsqueeze(1) for x in (q, k, v))  # (B,1,N,C)
-        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=1.0)
-        return o.squeeze(1).transpose(1, 2).reshape(c.B, c.Cv, c.T, c.H, c.W)
+        o = F.scaled_dot_product_attention(_tokens(q), _tokens(k), _tokens(v), mask, scale=1.0)
+        return _untokens(o, c)
 
     return run
 
 
-def flex_fn(c: Case, device):
+def flex_fn(c: Case, device: torch.device) -> Callable:
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     HW, W = c.H * c.W, c.W
@@ -101,111 +215,183 @@ def flex_fn(c: Case, device):
     flex = torch.compile(flex_attention, dynamic=False)
 
     def run(q, k, v):
-        qs, ks, vs = (x.flatten(2).transpose(1, 2).unsqueeze(1) for x in (q, k, v))
-        o = flex(qs, ks, vs, block_mask=block_mask, scale=1.0)
-        return o.squeeze(1).transpose(1, 2).reshape(c.B, c.Cv, c.T, c.H, c.W)
+        o = flex(_tokens(q), _tokens(k), _tokens(v), block_mask=block_mask, scale=1.0)
+        return _untokens(o, c)
 
     return run
 
 
-def method_fn(method: str, c: Case, device):
+def method_fn(method: str, c: Case, device: torch.device) -> Callable:
     if method in ("reference", "triton"):
         return lambda q, k, v: criss_cross_attention(q, k, v, backend=method)
+    if method == "reference-old":
+        return _OldReference.apply
     if method == "dense":
         return dense_fn(c, device)
-    if method == "flex":
-        return flex_fn(c, device)
-    raise ValueError(method)
+    return flex_fn(c, device)
 
 
-def dense_bytes(c: Case, backward: bool) -> int:
-    # mask (bool) + scores (fp32) per batch element; backward keeps probabilities and grads.
-    return c.B * c.n * c.n * (1 + 4 * (3 if backward else 1))
+def dense_bytes(c: Case) -> int:
+    """Rough memory of dense fwd+bwd: the bool mask and ~3 fp32 (N x N) score tensors."""
+    return c.B * c.n * c.n * (1 + 4 * 3)
 
 
-def sync(device) -> None:
+# --- measurement -------------------------------------------------------------------------------
+
+
+def make_inputs(c: Case, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """q, k, v (B, C, T, H, W) with unit-normal entries, and a unit-normal output gradient."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(c.B, c.Cqk, c.T, c.H, c.W)] * 2 + [(c.B, c.Cv, c.T, c.H, c.W)] * 2
+    return [torch.randn(s, generator=g).to(device, dtype) for s in shapes]
+
+
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def time_call(fn, inputs, backward: bool, device, repeats: int) -> float:
-    """Median milliseconds of one forward (or forward + backward)."""
-    grad = None
+def run_once(fn: Callable, inputs: list, grad_out: torch.Tensor | None):
+    """One forward (grad_out None) or forward + backward; returns the output (and grads)."""
+    if grad_out is None:
+        with torch.no_grad():
+            return fn(*inputs), None
+    out = fn(*inputs)
+    return out, torch.autograd.grad(out, inputs, grad_out)
 
-    def once():
-        out = fn(*inputs)
-        if backward:
-            nonlocal grad
-            grad = torch.ones_like(out) if grad is None else grad
-            torch.autograd.grad(out, inputs, grad)
 
-    once()  # warm-up (compilation, autotuning, caches)
+def timed(fn: Callable, inputs: list, grad_out, device: torch.device) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call."""
     sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        once()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    c0, w0 = time.process_time(), time.perf_counter()
+    run_once(fn, inputs, grad_out)
+    sync(device)
+    return (time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3
 
 
-def extra_memory(fn, inputs, backward: bool, device) -> float:
-    """Peak memory (MiB) of one call beyond what was allocated before it.
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
-    CUDA: max_memory_allocated. CPU: the process's peak RSS (VmHWM, reset through
-    /proc/self/clear_refs) over its RSS before the call, after a warm-up call and malloc_trim.
-    """
 
-    def once():
-        out = fn(*inputs)
-        if backward:
-            torch.autograd.grad(out, inputs, torch.ones_like(out))
-
+def peak_memory_mib(fn: Callable, inputs: list, grad_out, device: torch.device) -> float:
+    """Peak bytes allocated during one call above what was allocated before it (MiB)."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        once()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    once()  # load libraries and warm caches, then hand freed memory back to the OS
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    rss0 = _proc_status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    once()
-    return (_proc_status("VmHWM") - rss0) / 2**20
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run_once(fn, inputs, grad_out)
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        run_once(fn, inputs, grad_out)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        p.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    # "Total Allocated" of a [memory] event counts from the start of profiling
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0) / 2**20
 
 
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
+def error_vs_float64(results, reference, dtype: torch.dtype) -> float:
+    """max |x - x64| / (tol + tol * |x64|) over the output (and the gradients when given)."""
+    tol = TOLERANCE.get(dtype, 1e-5)
+    worst = 0.0
+    for x, r in zip(results, reference):
+        err = (x.double() - r).abs() / (tol + tol * r.abs())
+        worst = max(worst, err.max().item())
+    return worst
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "n/a"
+def float64_reference(inputs: list) -> tuple[torch.Tensor, tuple]:
+    """Output and (dq, dk, dv) of the reference path in float64 (tests check it against dense)."""
+    q, k, v, go = (x.double() for x in inputs)
+    out, lse = cca_reference_forward(q, k, v, 1.0)
+    return out, cca_reference_backward(q, k, v, out, lse, go, 1.0)
 
 
-def num(x: float | None, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
+def bench_case(c: Case, methods: list[str], args, device: torch.device) -> list[dict]:
+    dtype = getattr(torch, args.dtype)
+    *inputs, grad_out = make_inputs(c, device, dtype)
+    ref_out, ref_grads = float64_reference(inputs + [grad_out])
+    grad_inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    rows: dict[str, dict] = {}
+    fns: dict[str, Callable] = {}
+    for m in methods:
+        row = rows.setdefault(m, {"method": m, **asdict(c)})
+        if m == "dense" and dense_bytes(c) > args.dense_limit_gb * 2**30:
+            row["skipped"] = f"N x N = {c.n}^2 does not fit under --dense-limit-gb"
+            continue
+        try:
+            fns[m] = method_fn(m, c, device)
+            out, _ = run_once(fns[m], inputs, None)  # warm-up: compilation, autotuning, caches
+            row["fwd_err_over_tol"] = error_vs_float64([out], [ref_out], dtype)
+            del out
+            if m == "flex" and device.type == "cpu":
+                row["bwd_skipped"] = "FlexAttention has no CPU backward"
+                continue
+            _, grads = run_once(fns[m], grad_inputs, grad_out)
+            row["bwd_err_over_tol"] = error_vs_float64(grads, ref_grads, dtype)
+            row["has_bwd"] = True
+        except Exception as exc:  # a baseline that cannot run is reported, not fatal
+            row["failed"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            fns.pop(m, None)
+    del ref_out, ref_grads
+    for mode, grad in (("fwd", None), ("fwd_bwd", grad_out)):
+        active = [m for m in fns if mode == "fwd" or rows[m].get("has_bwd")]
+        xs = inputs if grad is None else grad_inputs
+        walls: dict[str, list] = {m: [] for m in active}
+        cpus: dict[str, list] = {m: [] for m in active}
+        for _ in range(args.repeats):
+            for m in active:
+                wall, cpu = timed(fns[m], xs, grad, device)
+                walls[m].append(wall)
+                cpus[m].append(cpu)
+        for m in active:
+            rows[m][f"{mode}_wall_ms"] = min(walls[m])
+            rows[m][f"{mode}_cpu_ms"] = min(cpus[m])
+            rows[m][f"{mode}_mem_mib"] = peak_memory_mib(fns[m], xs, grad, device)
+    metric = "cpu" if device.type == "cpu" else "wall"
+    peak_bw = peak_bandwidth(device)
+    for row in rows.values():
+        row["speedup_vs"], row["memory_vs"] = {}, {}
+        for mode in ("fwd", "fwd_bwd"):
+            t = row.get(f"{mode}_{metric}_ms")
+            for other, o in rows.items():
+                if other != row["method"] and t and o.get(f"{mode}_{metric}_ms"):
+                    row["speedup_vs"].setdefault(other, {})[mode] = o[f"{mode}_{metric}_ms"] / t
+                    mem, omem = row[f"{mode}_mem_mib"], o[f"{mode}_mem_mib"]
+                    row["memory_vs"].setdefault(other, {})[mode] = mem / omem if omem else None
+            if t:
+                floor = c.floor_bytes(dtype.itemsize, False)
+                if mode == "fwd_bwd":
+                    floor += c.floor_bytes(dtype.itemsize, True)
+                row[f"{mode}_floor_gbs"] = floor / (t * 1e-3) / 1e9
+                if peak_bw:
+                    row[f"{mode}_pct_of_floor"] = 100 * row[f"{mode}_floor_gbs"] / peak_bw
+    return list(rows.values())
 
 
-def peak_bandwidth(device) -> float | None:
+def peak_bandwidth(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, gbs in PEAK_BANDWIDTH_GBS.items():
-        if key in name:
-            return gbs
-    return None
+    return next((gbs for key, gbs in PEAK_BANDWIDTH_GBS.items() if key in name), None)
 
 
-def floor_bytes(c: Case, dtype_bytes: int) -> int:
-    """Bytes the forward must move at least: read q, k, v; write out and the fp32 lse."""
-    per_pos = (2 * c.Cqk + 2 * c.Cv) * dtype_bytes + 4
-    return c.B * c.n * per_pos
+# --- CCNet's cost claim ------------------------------------------------------------------------
 
 
 class NonLocal2d(torch.nn.Module):
@@ -222,28 +408,23 @@ class NonLocal2d(torch.nn.Module):
         return x + self.out((g @ a.transpose(1, 2)).view(x.shape[0], -1, *x.shape[2:]))
 
 
-def claim_block(name: str, device) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The two blocks of CCNet's cost comparison on 97x97 features with 512 channels."""
-    C, H, W = 512, 97, 97
-    if name == "rcca":
-        mod = RecurrentCrissCrossAttention(C, recurrence=2)
-        torch.nn.init.constant_(mod.cca.gamma, 0.5)
-        x = torch.randn(1, C, 1, H, W)
-    else:
-        mod, x = NonLocal2d(C), torch.randn(1, C, H, W)
-    return mod.to(device).eval(), x.to(device)
-
-
-def ccnet_claim(device) -> list[str]:
+def ccnet_claim(device: torch.device) -> list[str]:
     """MACs (FlopCounterMode) and extra forward memory of RCCA (R=2) vs a non-local block."""
+    C, H, W = 512, 97, 97
     rows = []
     for name in ("rcca", "nonlocal"):
-        mod, x = claim_block(name, device)
+        if name == "rcca":
+            mod = RecurrentCrissCrossAttention(C, recurrence=2)
+            torch.nn.init.constant_(mod.cca.gamma, 0.5)
+            x = torch.randn(1, C, 1, H, W)
+        else:
+            mod, x = NonLocal2d(C), torch.randn(1, C, H, W)
+        mod, x = mod.to(device).eval(), x.to(device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             mod(x)
         macs = counter.get_total_flops() / 2 / 1e9
         with torch.no_grad():
-            mem = extra_memory(mod, [x], False, device)
+            mem = peak_memory_mib(mod, [x], None, device)
         rows.append((name, macs, mem))
     (_, f_cc, m_cc), (_, f_nl, m_nl) = rows
     out = ["| block | GMACs | extra memory (MiB) |", "|---|---:|---:|"]
@@ -255,81 +436,136 @@ def ccnet_claim(device) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--cases", choices=["auto", "gpu", "cpu", "quick"], default="auto")
-    ap.add_argument("--quick", action="store_true", help="small shapes and 3 repeats")
-    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--no-claim", action="store_true", help="skip the RCCA vs non-local table")
-    ap.add_argument("--dense-limit-gb", type=float, default=16.0)
-    args = ap.parse_args()
+# --- output ------------------------------------------------------------------------------------
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+def _fmt(x, spec: str, suffix: str = "") -> str:
+    return "n/a" if x is None else format(x, spec) + suffix
+
+
+def format_table(rows: list[dict], metric: str, baseline: str) -> str:
+    vs = f"vs {baseline}"
+    lines = [
+        f"| case | method | fwd ms ({metric}) | fwd+bwd ms ({metric}) | fwd MiB | fwd+bwd MiB "
+        f"| fwd speed {vs} | fwd+bwd speed {vs} | fwd mem {vs} | fwd+bwd mem {vs} "
+        "| err/tol fwd | err/tol bwd | % floor fwd | % floor fwd+bwd |",
+        "|---|---|" + "---:|" * 12,
+    ]
+    for r in rows:
+        why = r.get("skipped") or r.get("failed")
+        if why:
+            lines.append(f"| {r['case']} | {r['method']} | {why} |" + " |" * 11)
+            continue
+        sp, mv = r["speedup_vs"].get(baseline, {}), r["memory_vs"].get(baseline, {})
+        if r["method"] == baseline:
+            sp = mv = {"fwd": 1.0, "fwd_bwd": 1.0 if r.get("has_bwd") else None}
+        cells = [
+            _fmt(r.get(f"fwd_{metric}_ms"), ".1f"), _fmt(r.get(f"fwd_bwd_{metric}_ms"), ".1f"),
+            _fmt(r.get("fwd_mem_mib"), ".1f"), _fmt(r.get("fwd_bwd_mem_mib"), ".1f"),
+            _fmt(sp.get("fwd"), ".2f", "x"), _fmt(sp.get("fwd_bwd"), ".2f", "x"),
+            _fmt(mv.get("fwd"), ".2f", "x"), _fmt(mv.get("fwd_bwd"), ".2f", "x"),
+            _fmt(r.get("fwd_err_over_tol"), ".2g"), _fmt(r.get("bwd_err_over_tol"), ".2g"),
+            _fmt(r.get("fwd_pct_of_floor"), ".1f"), _fmt(r.get("fwd_bwd_pct_of_floor"), ".1f"),
+        ]
+        lines.append(f"| {r['case']} | {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then renamed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(to_jsonable(payload), f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="bench_attention.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--case", nargs="+", choices=sorted(CASES), default=None,
+                    help="cases to run (default: small)")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                    help="default: all that can run on the device")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                    help="default: float16 on CUDA, float32 on CPU")
+    ap.add_argument("--repeats", type=int, default=None, help="default: 20 on CUDA, 5 on CPU")
+    ap.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    ap.add_argument("--dense-limit-gb", type=float, default=None,
+                    help="skip dense SDPA above this estimate (default: 60 on CUDA, 6 on CPU)")
+    ap.add_argument("--claim", action=argparse.BooleanOptionalAction, default=None,
+                    help="RCCA vs non-local cost table (default: on without --case)")
+    ap.add_argument("--json", type=Path, default=None, help="write all results to this file")
+    args = ap.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    if args.json is not None and not args.json.parent.is_dir():
+        ap.error(f"--json: folder {args.json.parent} does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return fail("bench_attention.py", BenchError("--device cuda: CUDA is not available"))
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     on_gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.dtype = args.dtype or ("float16" if on_gpu else "float32")
+    args.repeats = args.repeats or (20 if on_gpu else 5)
+    args.dense_limit_gb = args.dense_limit_gb or (60.0 if on_gpu else 6.0)
+    claim = args.claim if args.claim is not None else args.case is None
+    cases = [CASES[n] for n in (args.case or ["small"])]
     triton_ok, why = triton_status(device)
-    cases = {"gpu": GPU_CASES, "cpu": CPU_CASES, "quick": QUICK_CASES}.get(
-        args.cases, GPU_CASES if on_gpu else CPU_CASES
-    )
-    if args.quick:
-        cases = QUICK_CASES
-    dtype = getattr(torch, args.dtype or ("float16" if on_gpu else "float32"))
-    repeats = args.repeats or (3 if args.quick else (20 if on_gpu else 5))
-    methods = ["reference", "dense", "flex"] + (["triton"] if on_gpu and triton_ok else [])
-    threads = torch.get_num_threads()
-    dev_name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({threads} threads)"
-    print(f"# device: {dev_name}; dtype {dtype}; torch {torch.__version__}; repeats {repeats}")
-    if not on_gpu:
-        print("# no GPU: CPU backends only (the fused Triton kernels need CUDA to be timed)")
-    elif not triton_ok:
-        print(f"# triton backend unavailable: {why}")
-    peak_bw = peak_bandwidth(device)
+    methods = list(args.methods or METHODS)
+    if "triton" in methods and not (on_gpu and triton_ok):
+        if args.methods:
+            return fail("bench_attention.py", BenchError(f"--methods triton: {why}"))
+        methods.remove("triton")
 
-    header = (
-        "| case | method | fwd ms | fwd+bwd ms | fwd mem MiB | fwd+bwd mem MiB "
-        "| fwd speed vs ref | fwd+bwd speed vs ref | fwd mem vs ref | % BW floor |"
+    name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "CPU"
+    meta = {
+        "device": name, "device_type": device.type, "dtype": args.dtype,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(), "peak_bandwidth_gbs": peak_bandwidth(device),
+        "timing": "min over repeats, methods interleaved", "triton": triton_ok or why,
+    }
+    metric = "cpu" if device.type == "cpu" else "wall"
+    print(
+        f"# {name}; {args.dtype}; torch {torch.__version__}; {meta['threads']} threads; "
+        f"min of {args.repeats} interleaved calls ({metric} time); "
+        f"load average {' '.join(f'{x:.1f}' for x in meta['load_average'])}"
     )
-    print(header)
-    print("|" + "---|" * 10)
+    if not on_gpu:
+        print("# no GPU: the fused Triton kernels are not timed")
+    rows = []
     for c in cases:
-        ref = {}
-        for method in methods:
-            if method == "dense" and dense_bytes(c, True) > args.dense_limit_gb * 2**30:
-                print(f"| {c.name} | dense | skipped: N x N = {c.n}^2 does not fit |" + " |" * 7)
-                continue
-            row = {}
-            try:
-                fn = method_fn(method, c, device)
-                for bwd in (False, True):
-                    if method == "flex" and bwd and not on_gpu:
-                        row[bwd] = (None, None)  # FlexAttention has no CPU backward
-                        continue
-                    inputs = make_inputs(c, device, dtype, bwd)
-                    ms = time_call(fn, inputs, bwd, device, repeats)
-                    mem = extra_memory(fn, inputs, bwd, device)
-                    row[bwd] = (ms, mem)
-            except Exception as exc:  # a baseline that cannot run is reported, not fatal
-                print(f"| {c.name} | {method} | failed: {type(exc).__name__}: {exc}"[:200] + " |")
-                continue
-            if method == "reference":
-                ref = row
-            (f_ms, f_mem), (b_ms, b_mem) = row[False], row[True]
-            bw = ""
-            if method == "triton" and peak_bw:
-                gbs = floor_bytes(c, dtype.itemsize) / (f_ms * 1e-3) / 1e9
-                bw = f"{100 * gbs / peak_bw:.0f} % ({gbs:.0f} GB/s)"
-            r_f, r_b = ref.get(False, (None, None)), ref.get(True, (None, None))
-            print(
-                f"| {c.name} | {method} | {num(f_ms, '.2f')} | {num(b_ms, '.2f')} "
-                f"| {num(f_mem, '.0f')} | {num(b_mem, '.0f')} | {ratio(r_f[0], f_ms)} "
-                f"| {ratio(r_b[0], b_ms)} | {ratio(f_mem, r_f[1])} | {bw} |"
-            )
-    print("\n(speed vs ref: reference time / method time; mem vs ref: method memory / reference)")
-    if not args.no_claim:
+        rows += bench_case(c, methods, args, device)
+    baseline = "reference-old" if "reference-old" in methods else methods[0]
+    print(format_table(rows, metric, baseline))
+    print(f"\n(speed vs {baseline}: its time / the method's; mem: the method's / its; "
+          "err/tol <= 1: within tolerance of float64)")
+    payload = {"meta": meta, "rows": rows}
+    if claim:
         print("\n## CCNet claim: RCCA (R=2) vs non-local block, 97x97x512 features, forward\n")
-        print("\n".join(ccnet_claim(device)))
+        lines = ccnet_claim(device)
+        print("\n".join(lines))
+        payload["ccnet_claim"] = lines
+    if args.json:
+        write_json(args.json, payload)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-
+    sys.exit(main())

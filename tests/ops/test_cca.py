@@ -4,20 +4,26 @@ import pytest
 import torch
 
 from vidccnet.ops import cca_reference, criss_cross_attention, resolve_backend
+from vidccnet.ops.reference import cca_reference_backward
 
 
-def dense_cca(q, k, v, scale=1.0):
-    """Dense (N x N) masked attention in float64: the definition, spelled out."""
+def dense_logits(q, k, scale=1.0):
+    """(B, N, N) float64 logits with -inf outside the criss-cross key set."""
     B, C, T, H, W = q.shape
     t, h, w = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
     t, h, w = t.flatten(), h.flatten(), w.flatten()
     eq = lambda a: a[:, None] == a[None, :]  # noqa: E731
     mask = (eq(h) & eq(w)) | (eq(t) & eq(h)) | (eq(t) & eq(w))  # time line | row | column
-    q, k, v = (x.double().flatten(2) for x in (q, k, v))
-    e = torch.einsum("bcn,bcm->bnm", q, k) * scale
-    e = e.masked_fill(~mask, float("-inf"))
+    e = torch.einsum("bcn,bcm->bnm", q.double().flatten(2), k.double().flatten(2)) * scale
+    return e.masked_fill(~mask, float("-inf"))
+
+
+def dense_cca(q, k, v, scale=1.0):
+    """Dense (N x N) masked attention in float64: the definition, spelled out."""
+    B, C, T, H, W = q.shape
+    e = dense_logits(q, k, scale)
     lse = torch.logsumexp(e, -1)
-    out = torch.einsum("bnm,bcm->bcn", e.softmax(-1), v)
+    out = torch.einsum("bnm,bcm->bcn", e.softmax(-1), v.double().flatten(2))
     return out.view(B, -1, T, H, W), lse.view(B, T, H, W)
 
 
@@ -29,15 +35,31 @@ SHAPES = [  # (B, Cqk, Cv, T, H, W)
     (2, 8, 4, 1, 1, 1),
     (1, 4, 4, 5, 7, 13),
 ]
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
-def _inputs(shape, dtype=torch.float64, seed=0):
+def _inputs(shape, dtype=torch.float64, seed=0, qk_std=1.0):
+    """q, k, v, dO; q and k with entries of std `qk_std` (float64 draws, then cast)."""
     B, Cqk, Cv, T, H, W = shape
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, Cqk, T, H, W, generator=g, dtype=dtype)
-    k = torch.randn(B, Cqk, T, H, W, generator=g, dtype=dtype)
-    v = torch.randn(B, Cv, T, H, W, generator=g, dtype=dtype)
-    return q, k, v
+    q = torch.randn(B, Cqk, T, H, W, generator=g, dtype=torch.float64) * qk_std
+    k = torch.randn(B, Cqk, T, H, W, generator=g, dtype=torch.float64) * qk_std
+    v = torch.randn(B, Cv, T, H, W, generator=g, dtype=torch.float64)
+    go = torch.randn(B, Cv, T, H, W, generator=g, dtype=torch.float64)
+    return tuple(x.to(dtype) for x in (q, k, v, go))
+
+
+def _spread_inputs(shape, dtype, seed=0):
+    """Inputs whose logits have a standard deviation of 3: a peaked, not near-uniform softmax."""
+    return _inputs(shape, dtype, seed, qk_std=(9.0 / shape[1]) ** 0.25)
+
+
+def assert_close(actual, expected, tol, what=""):
+    """Elementwise |a - b| <= tol + tol * |b| against the float64 `expected`."""
+    a, b = actual.double(), expected.double()
+    bad = (a - b).abs() > tol + tol * b.abs()
+    worst = ((a - b).abs() / (tol + tol * b.abs())).max().item()
+    assert not bad.any(), f"{what}: {int(bad.sum())} elements off, worst {worst:.3g}x the tolerance"
 
 
 def test_key_count_is_t_plus_h_plus_w_minus_2():
@@ -52,69 +74,113 @@ def test_key_count_is_t_plus_h_plus_w_minus_2():
     assert torch.allclose(lse, torch.full_like(lse, float(n_keys)).log())
 
 
+def test_spread_inputs_give_a_peaked_softmax():
+    # Guards the inputs of the tolerance tests: near-uniform attention would hide errors.
+    q, k, _, _ = _spread_inputs((1, 4, 5, 3, 7, 13), torch.float64)
+    p_max = dense_logits(q, k).softmax(-1).amax(-1)  # (B, N): the largest weight per query
+    assert p_max.mean() > 0.4  # uniform over the 21 keys would be 0.048
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("scale", [1.0, 0.35])
 def test_reference_matches_dense_float64(shape, scale):
-    q, k, v = _inputs(shape)
+    q, k, v, _ = _spread_inputs(shape, torch.float64)
     out, lse = cca_reference(q, k, v, scale)
     ref_out, ref_lse = dense_cca(q, k, v, scale)
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(lse, ref_lse, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:4])
-def test_public_op_float32_matches_dense(shape):
-    q, k, v = _inputs(shape, torch.float32)
-    out = criss_cross_attention(q, k, v, backend="reference")
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), dense_cca(q, k, v)[0], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
-def test_half_precision_inputs(dtype, tol):
-    q, k, v = _inputs((2, 4, 6, 3, 5, 7), torch.float32)
-    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    out = criss_cross_attention(q, k, v, backend="reference")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_low_precision_matches_float64_dense(shape, dtype):
+    """Output, lse and gradients of the public op in float32/16, bfloat16 vs float64 dense."""
+    q, k, v, go = _spread_inputs(shape, dtype, seed=1)
+    ref_out, ref_lse = dense_cca(q, k, v)
+    leaves = [x.double().requires_grad_() for x in (q, k, v)]
+    ref_grads = torch.autograd.grad(dense_cca(*leaves)[0], leaves, go.double())
+    xs = [x.requires_grad_() for x in (q, k, v)]
+    out = criss_cross_attention(*xs, backend="reference")
     assert out.dtype == dtype
-    torch.testing.assert_close(out.double(), dense_cca(q, k, v)[0], rtol=tol, atol=tol)
+    grads = torch.autograd.grad(out, xs, go)
+    tol = TOL[dtype]
+    assert_close(out, ref_out, tol, "out")
+    assert_close(cca_reference(q, k, v)[1], ref_lse, tol, "lse")
+    # Gradients go through a difference (dP - Delta) of O(|v|) terms: float32 at 1e-4.
+    gtol = 1e-4 if dtype == torch.float32 else tol
+    for name, g, r in zip(("dq", "dk", "dv"), grads, ref_grads):
+        assert g.dtype == dtype
+        assert_close(g, r, gtol, name)
 
 
 def test_2d_input_is_ccnet():
     # 4-D input = T of 1: the key set is row + column, H + W - 1 keys (official CCNet).
-    q, k, v = _inputs((2, 4, 5, 1, 6, 9))
+    q, k, v, _ = _inputs((2, 4, 5, 1, 6, 9))
     out = criss_cross_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
     assert out.shape == (2, 5, 6, 9)
     torch.testing.assert_close(out, dense_cca(q, k, v)[0][:, :, 0])
 
 
-def test_non_contiguous_inputs():
-    q, k, v = _inputs((2, 4, 6, 3, 5, 7))
-    # channels-last-like permutation views and a strided slice
+def test_non_contiguous_inputs_and_gradients():
+    q, k, v, go = _spread_inputs((2, 4, 6, 3, 5, 7), torch.float64)
+    # a channels-last view, a strided slice, and a transposed (H, W) view
     qn = q.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
     vn = torch.stack([v, -v], dim=-1)[..., 0]
-    assert not qn.is_contiguous() and not vn.is_contiguous()
-    out = criss_cross_attention(qn, k, vn)
+    kn = k.transpose(3, 4).contiguous().transpose(3, 4)
+    gon = go.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+    assert not any(x.is_contiguous() for x in (qn, kn, vn, gon))
+    xs = [x.requires_grad_() for x in (qn, kn, vn)]
+    out = criss_cross_attention(*xs)
     torch.testing.assert_close(out, dense_cca(q, k, v)[0])
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = torch.autograd.grad(dense_cca(*leaves)[0], leaves, go)
+    for g, r in zip(torch.autograd.grad(out, xs, gon), ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 3, 4, 5), (1, 2, 3, 1, 5, 7), (1, 2, 2, 4, 1, 3)])
+@pytest.mark.parametrize("shape", [(2, 2, 3, 3, 4, 5), (1, 2, 2, 1, 3, 4), (1, 2, 2, 3, 1, 2)])
 def test_gradcheck_float64(shape):
-    q, k, v = (x.requires_grad_() for x in _inputs(shape))
+    q, k, v, _ = _spread_inputs(shape, torch.float64)
+    xs = [x.requires_grad_() for x in (q, k, v)]
     fn = lambda a, b, c: criss_cross_attention(a, b, c, scale=0.7)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (q, k, v))
+    assert torch.autograd.gradcheck(fn, xs, fast_mode=True)
 
 
 def test_analytic_backward_matches_autograd_of_dense():
-    q, k, v = (x.requires_grad_() for x in _inputs((2, 4, 6, 3, 5, 7)))
-    g = torch.randn(2, 6, 3, 5, 7, dtype=torch.float64)
-    grads = torch.autograd.grad(criss_cross_attention(q, k, v), (q, k, v), g)
-    ref = torch.autograd.grad(dense_cca(q, k, v)[0], (q, k, v), g)
+    q, k, v, g = _spread_inputs((2, 4, 6, 3, 5, 7), torch.float64)
+    xs = [x.requires_grad_() for x in (q, k, v)]
+    grads = torch.autograd.grad(criss_cross_attention(*xs, scale=0.6), xs, g)
+    ref = torch.autograd.grad(dense_cca(*xs, scale=0.6)[0], xs, g)
     for a, b in zip(grads, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("needs", [(False, False, True), (True, False, False), (False, True, True)])
+def test_partial_requires_grad(needs):
+    q, k, v, g = _spread_inputs((1, 3, 4, 3, 4, 5), torch.float64)
+    xs = [x.requires_grad_(n) for x, n in zip((q, k, v), needs)]
+    wanted = [x for x in xs if x.requires_grad]
+    ref = torch.autograd.grad(dense_cca(*xs)[0], wanted, g)
+    for fn in (criss_cross_attention, lambda *a: cca_reference(*a)[0]):
+        got = torch.autograd.grad(fn(*xs), wanted, g)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # the reference backward computes only what is asked for
+    out, lse = cca_reference(q.detach(), k.detach(), v.detach())
+    grads = cca_reference_backward(q, k, v, out, lse, g, 1.0, needs_grad=needs)
+    assert [gr is not None for gr in grads] == list(needs)
+
+
+def test_reference_double_backward_raises():
+    q, k, v, g = _inputs((1, 2, 3, 2, 3, 4))
+    xs = [x.requires_grad_() for x in (q, k, v)]
+    out = cca_reference(*xs)[0]
+    with pytest.raises(RuntimeError, match="not twice differentiable"):
+        torch.autograd.grad(out, xs[0], g, create_graph=True)
+
+
 def test_opcheck():
-    q, k, v = (x.requires_grad_() for x in _inputs((2, 4, 6, 3, 5, 7), torch.float32))
+    q, k, v = (x.requires_grad_() for x in _inputs((2, 4, 6, 3, 5, 7), torch.float32)[:3])
     torch.library.opcheck(torch.ops.vidccnet.cca_fwd.default, (q, k, v, 1.0, "reference"))
 
 
@@ -131,25 +197,43 @@ def test_torch_compile_fullgraph():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_memory_is_linear_in_keys_not_quadratic():
-    # The reference never builds an N x N matrix: at N = 8*48*48 = 18432 an N x N float32
-    # matrix would be 1.36 GB; the axis passes need N * (T + H + W) * 4 B ~ 7.7 MB each.
+def _peak_allocated(fn, tmp_path) -> int:
+    """Peak bytes allocated by PyTorch's CPU allocator during fn(), above the state before."""
+    import json
+
     from torch.profiler import ProfilerActivity, profile
 
-    q = torch.randn(1, 4, 8, 48, 48)
-    v = torch.randn(1, 4, 8, 48, 48)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        criss_cross_attention(q, q, v, backend="reference")
-    biggest = max(e.cpu_memory_usage for e in prof.key_averages())
-    n = 8 * 48 * 48
-    assert biggest < n * n * 4 / 20
+        fn()
+    prof.export_chrome_trace(str(tmp_path / "trace.json"))
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
+
+
+def test_memory_is_linear_and_a_few_value_tensors(tmp_path):
+    # Never an N x N matrix: at N = 2*48*48 = 4608 one N x N float32 matrix is 85 MB.
+    q, k, v, _ = _inputs((1, 4, 8, 2, 48, 48), torch.float32)
+    n = 2 * 48 * 48
+    peak = _peak_allocated(lambda: criss_cross_attention(q, k, v, backend="reference"), tmp_path)
+    assert peak < n * n * 4 / 20
+    # Value-sized buffers: the forward keeps the channels-last copy of v, the channels-last
+    # output and the output (<= 3x v's bytes) plus the (N, T + H + W) probabilities; the
+    # previous path peaked at ~7x. The backward: dO, dv channels-last, dv (and transients).
+    B, Cqk, Cv, T, H, W = 1, 4, 64, 4, 24, 24
+    q, k, v, go = _inputs((B, Cqk, Cv, T, H, W), torch.float32)
+    n, v_bytes, e_bytes = T * H * W, v.numel() * 4, T * H * W * (T + H + W) * 4
+    fwd = _peak_allocated(lambda: criss_cross_attention(q, k, v, backend="reference"), tmp_path)
+    assert fwd <= 3 * v_bytes + e_bytes
+    out, lse = cca_reference(q, k, v)
+    bwd = _peak_allocated(lambda: cca_reference_backward(q, k, v, out, lse, go, 1.0), tmp_path)
+    assert bwd <= 4 * v_bytes + 2 * e_bytes
 
 
 # --- bad input ---------------------------------------------------------------------------------
 
 
 def test_errors_name_the_shapes():
-    q, k, v = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
+    q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
     with pytest.raises(ValueError, match=r"q \(1, 4, 2, 3, 4\), k \(1, 3, 2, 3, 4\)"):
         criss_cross_attention(q, k[:, :3], v)
     with pytest.raises(ValueError, match="v must match q"):
@@ -192,6 +276,6 @@ def test_auto_uses_triton_only_for_inputs_it_takes(monkeypatch):
 
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    q, k, v = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
+    q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
     with pytest.raises(RuntimeError, match="triton backend cannot run here"):
         criss_cross_attention(q, k, v, backend="triton")

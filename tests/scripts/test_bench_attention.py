@@ -1,0 +1,49 @@
+"""scripts/bench_attention.py: a tiny CPU run writes a full JSON; bad flags fail in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_attention.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    name = "bench_attention_under_test"
+    if name not in sys.modules:  # dataclasses look their module up in sys.modules
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def test_tiny_run_writes_json(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.CASES, "quick", bench.Case("quick", 1, 2, 5, 6, 4, 8))
+    out = tmp_path / "bench.json"
+    args = ["--case", "quick", "--device", "cpu", "--repeats", "1", "--json", str(out),
+            "--methods", "reference", "reference-old", "dense"]
+    assert bench.main(args) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"reference", "reference-old", "dense"}
+    for r in rows.values():
+        assert r["fwd_err_over_tol"] <= 1.0  # float32 output within 1e-5 of float64
+        assert r["fwd_cpu_ms"] > 0 and r["fwd_bwd_cpu_ms"] > 0 and r["fwd_mem_mib"] >= 0
+    assert rows["reference"]["speedup_vs"]["reference-old"]["fwd"] > 0
+    # the floor: (2*4 + 2*8) * 4 + 4 bytes per position forward, (4*4 + 4*8) * 4 + 4 backward
+    assert bench.CASES["quick"].floor_bytes(4, False) == 60 * 100
+    assert bench.CASES["quick"].floor_bytes(4, True) == 60 * 196
+
+
+def test_cuda_without_gpu_is_one_line(bench, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert bench.main(["--device", "cuda", "--case", "quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["bench_attention.py: error: --device cuda: CUDA is not available"]
