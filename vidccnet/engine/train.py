@@ -42,8 +42,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.models.build import build_model  # re-exported: its old home
-
 from .amp import amp_name, autocast, resolve_amp
 from .checkpoint import (
     CHECKPOINT_VERSION,
@@ -72,7 +70,6 @@ __all__ = [
     "PolyWarmup",
     "TrainingError",
     "build_criterion",
-    "build_model",
     "build_optimizer",
     "build_scheduler",
     "check_dataset_kwargs",
@@ -81,6 +78,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """``build_model`` is still importable from here (its old home), without importing the
+    models (and torchvision) with this module."""
+    if name == "build_model":
+        from vidccnet.models.build import build_model
+
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TrainingError(RuntimeError):
@@ -537,6 +544,8 @@ def _train(  # noqa: C901 - the loop, in order
         )
 
     # model, optimisation
+    from vidccnet.models.build import build_model
+
     core = build_model(cfg, num_classes).to(device)
     if info.distributed and rt.sync_bn:
         if device.type == "cuda":
