@@ -25,8 +25,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.models.build import build_model
-
 from .config import Config, ConfigError, config_from_dict
 
 __all__ = [
@@ -273,6 +271,8 @@ def build_model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") 
     Raises:
         CheckpointError: the stored config is invalid or the weights do not fit.
     """
+    from vidccnet.models.build import build_model  # here: the models import torchvision
+
     try:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, KeyError) as exc:

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from vidccnet.metrics import resolve_metric_convention
-from vidccnet.models.build import build_model  # re-exported: its old home
 
 from .amp import amp_name, autocast, resolve_amp
 from .checkpoint import (
@@ -74,7 +73,6 @@ __all__ = [
     "PolyWarmup",
     "TrainingError",
     "build_criterion",
-    "build_model",
     "build_optimizer",
     "build_scheduler",
     "check_dataset_kwargs",
@@ -83,6 +81,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """``build_model`` is still importable from here (its old home), without importing the
+    models (and torchvision) with this module."""
+    if name == "build_model":
+        from vidccnet.models.build import build_model
+
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TrainingError(RuntimeError):
@@ -540,6 +548,8 @@ def _train(  # noqa: C901 - the loop, in order
         )
 
     # model, optimisation
+    from vidccnet.models.build import build_model
+
     core = build_model(cfg, num_classes)
     if cfg.model.init_from and not resume:
         init_model_from_checkpoint(core, cfg.model.init_from, dict(cfg.model.kwargs))
