@@ -93,3 +93,24 @@ def test_meter_restores_the_interpreter():
     assert interpreter.GridExecutor.__call__ is before
     assert "create_masked_load" not in vars(interpreter.interpreter_builder)
 
+
+def test_cca_kernels_are_coalesced():
+    """Every main load / store of the criss-cross kernels moves whole channel rows (<= 1.25)."""
+    from vidccnet.ops import triton_cca
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 16, 2, 3, 5, generator=g).half() for _ in range(2))
+    v, go = (torch.randn(1, 32, 2, 3, 5, generator=g).half() for _ in range(2))
+    with TrafficMeter() as meter:
+        out, lse = triton_cca.cca_forward(q, k, v, 1.0)
+        triton_cca.cca_backward(q, k, v, out, lse, go, 1.0)
+    assert [lt.kernel for lt in meter.launches] == ["_fwd_kernel"] * 2 + ["_bwd_kernel"] * 2
+    # The channel-row tensors; lse / Delta (4 bytes per position) are read along columns.
+    rows = {"Q", "K", "V", "OUT", "DO", "DQ", "DK", "DV", "DQP", "DKP"}
+    checked = 0
+    for launch in meter.launches:
+        for site in launch.sites.values():
+            if site.buffer in rows and site.bytes:
+                assert site.amplification <= 1.25, (launch.kernel, site)
+                checked += 1
+    assert checked >= 20
