@@ -46,7 +46,7 @@ class SiteTraffic:
     buffer: str  # kernel argument the pointers fall into
     bytes: int = 0  # bytes moved by active lanes
     sectors: int = 0  # 32-byte sectors touched, summed over executions
-    executions: int = 0
+    executions: int = 0  # executions with at least one active lane
 
     @property
     def amplification(self) -> float:
@@ -262,21 +262,20 @@ class TrafficMeter:
         active = np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)
         addrs = addrs[active].astype(np.int64)
         elem_bytes = ptrs.get_element_ty().primitive_bitwidth // 8
+        if not addrs.size:  # every lane masked: nothing moves
+            return
         line = _kernel_line(launch.kernel)
         buffer = "?"
-        if addrs.size:
-            i = bisect.bisect_right(self._bases, int(addrs[0])) - 1
-            if i >= 0:
-                b = launch.buffers[self._names[i]]
-                if int(addrs[0]) < b.base + b.nbytes:
-                    buffer = b.name
+        i = bisect.bisect_right(self._bases, int(addrs[0])) - 1
+        if i >= 0:
+            b = launch.buffers[self._names[i]]
+            if int(addrs[0]) < b.base + b.nbytes:
+                buffer = b.name
         key = (kind, line, buffer)
         site = launch.sites.get(key)
         if site is None:
             site = launch.sites[key] = SiteTraffic(kind, line, buffer)
         site.executions += 1
-        if not addrs.size:
-            return
         site.bytes += addrs.size * elem_bytes
         site.sectors += int(np.unique(addrs // SECTOR_BYTES).size)
         if buffer != "?":
