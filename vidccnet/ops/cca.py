@@ -187,12 +187,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse = ctx.saved_tensors
-    need = tuple(bool(n) for n in ctx.needs_input_grad[:3])
-    if not any(need):
+    need_q, need_k, need_v = ctx.needs_input_grad[:3]
+    if not (need_q or need_k or need_v):
         return None, None, None, None, None
-    grads = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend, *need)
-    dq, dk, dv = (g if n else None for g, n in zip(grads, need))
-    return dq, dk, dv, None, None
+    dq, dk, dv = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend,
+                            bool(need_q), bool(need_k), bool(need_v))
+    return (dq if need_q else None, dk if need_k else None, dv if need_v else None, None, None)
 
 
 cca_op.register_autograd(_backward, setup_context=_setup_context)
