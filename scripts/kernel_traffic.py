@@ -56,12 +56,14 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
 
 
-def measure(case: str, B: int, T: int, qk_std: float = 0.5) -> dict:
+def measure(case: str, B: int, T: int, qk_std: float = 0.5, backward: bool = True,
+            size: tuple[int, int] | None = None) -> dict:
     """Run forward + backward of the Triton kernels under the meter; return the figures."""
     from vidccnet.ops import triton_cca
     from vidccnet.ops.traffic import TrafficMeter
 
     _, _, H, W, cqk, cv, dtype = CASES[case]
+    H, W = size if size is not None else (H, W)
     g = torch.Generator().manual_seed(0)
     q, k = (torch.randn(B, cqk, T, H, W, generator=g) * qk_std for _ in range(2))
     v, go = (torch.randn(B, cv, T, H, W, generator=g) for _ in range(2))
@@ -74,7 +76,8 @@ def measure(case: str, B: int, T: int, qk_std: float = 0.5) -> dict:
     with TrafficMeter() as fwd:
         out, lse = triton_cca.cca_forward(q, k, v, 1.0)
     with TrafficMeter() as bwd:
-        triton_cca.cca_backward(q, k, v, out, lse, go, 1.0)
+        if backward:
+            triton_cca.cca_backward(q, k, v, out, lse, go, 1.0)
     seconds = time.perf_counter() - t0
 
     def part(meter, floor: int) -> dict:
@@ -98,6 +101,10 @@ def measure(case: str, B: int, T: int, qk_std: float = 0.5) -> dict:
         }
 
     f, b = part(fwd, floor_f), part(bwd, floor_b)
+    if not backward:
+        return {"case": case, "B": B, "T": T, "H": H, "W": W, "Cqk": cqk, "Cv": cv,
+                "dtype": str(dtype).replace("torch.", ""), "positions": positions,
+                "interpreter_seconds": round(seconds, 1), "forward": f}
     both = {
         "floor_per_position": floor_f + floor_b,
         "requested_per_position": f["requested_per_position"] + b["requested_per_position"],
@@ -119,7 +126,8 @@ def format_report(r: dict, sites: bool) -> str:
             "interpreter)")
     lines = [head, "| part | launch | grid | requested B/pos | distinct B/pos | sector amp "
              "| worst site amp |", "|---|---|---|---:|---:|---:|---:|"]
-    for name in ("forward", "backward"):
+    parts = [n for n in ("forward", "backward") if n in r]
+    for name in parts:
         part = r[name]
         for lt in part["launches"]:
             worst = max((s["sector_amplification"] for s in lt["sites"] if s["bytes"]),
@@ -131,7 +139,7 @@ def format_report(r: dict, sites: bool) -> str:
     lines.append("| part | floor B/pos | requested B/pos (x floor) | distinct B/pos (x floor) "
                  "| sector amp | worst site amp | worst main site amp |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|")
-    for name in ("forward", "backward", "forward_backward"):
+    for name in [n for n in ("forward", "backward", "forward_backward") if n in r]:
         p = r[name]
         amp = (f"{p['sector_amplification']:.2f} | {p['max_site_amplification']:.2f} "
                f"| {p['max_main_site_amplification']:.2f}"
@@ -142,7 +150,7 @@ def format_report(r: dict, sites: bool) -> str:
     if sites:
         lines += ["", "| part | kernel | line | kind | buffer | B/pos | sector amp |",
                   "|---|---|---:|---|---|---:|---:|"]
-        for name in ("forward", "backward"):
+        for name in parts:
             for lt in r[name]["launches"]:
                 for s in lt["sites"]:
                     lines.append(f"| {name} | {lt['kernel']} | {s['line']} | {s['kind']} "
@@ -158,6 +166,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, nargs="+", default=[2],
                     help="T values to measure (reduced for speed; default 2)")
     ap.add_argument("--sites", action="store_true", help="also list every load/store site")
+    ap.add_argument("--forward-only", action="store_true", help="skip the backward")
+    ap.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="override the case's feature size (channels and dtype kept)")
+    ap.add_argument("--block-v", type=int, default=None,
+                    help="Cv chunk of the kernels' inner loop in the interpreter (default: the "
+                         "CPU config, 64). Any divisor of Cv moves the same bytes in the same "
+                         "rows; larger is faster to interpret")
     ap.add_argument("--json", type=Path, default=None, help="also write all figures here")
     return ap.parse_args(argv)
 
@@ -167,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     prog = Path(sys.argv[0]).name
     try:
-        if args.batch < 1 or min(args.frames) < 1:
-            raise ValueError("--batch and --frames must be >= 1")
+        if args.batch < 1 or min(args.frames) < 1 or (args.size and min(args.size) < 1):
+            raise ValueError("--batch, --frames and --size must be >= 1")
         from vidccnet.ops.triton_cca import triton_available
 
         ok, why = triton_available(torch.device("cpu"))
@@ -177,9 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         return fail(prog, exc)
     results = []
+    if args.block_v is not None:
+        from vidccnet.ops import triton_cca
+
+        if hasattr(triton_cca, "CPU_CONFIG"):
+            triton_cca.CPU_CONFIG = (args.block_v, triton_cca.CPU_CONFIG[1])
     for case in args.case:
         for T in args.frames:
-            r = measure(case, args.batch, T)
+            r = measure(case, args.batch, T, backward=not args.forward_only,
+                        size=tuple(args.size) if args.size else None)
             results.append(r)
             print(format_report(r, args.sites), flush=True)
             print(flush=True)
