@@ -15,6 +15,7 @@ from .export import cca_export
 from .reference import cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
+# Whether the reference backward can skip unneeded gradients (it drops them otherwise).
 ENV_VAR = "VIDCCNET_CCA_BACKEND"
 
 
@@ -24,6 +25,7 @@ def _triton_module():
     return triton_cca
 
 
+@torch.compiler.assume_constant_result  # torch.compile: evaluated once while tracing
 def triton_status(device: torch.device) -> tuple[bool, str]:
     """Whether the Triton backend can run on `device`, and why not."""
     try:
@@ -38,11 +40,13 @@ def resolve_backend(
     device: torch.device,
     dtype: torch.dtype | None = None,
     head_dim: int | None = None,
+    frame: tuple[int, int] | None = None,
 ) -> str:
     """Turn "auto" (or the env var) into a concrete backend for tensors on `device`.
 
     "auto" picks the Triton kernels on CUDA only for inputs they take (`dtype`, query/key
-    width `head_dim`, when given); anything else runs on the reference path.
+    width `head_dim`, frame size `frame` = (H, W), when given); anything else runs on the
+    reference path.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -54,7 +58,9 @@ def resolve_backend(
             )
     if backend == "auto":
         if device.type == "cuda" and triton_status(device)[0]:
-            fits = dtype is None or head_dim is None or _triton_module().supports(dtype, head_dim)
+            H, W = frame if frame is not None else (None, None)
+            fits = dtype is None or head_dim is None or _triton_module().supports(
+                dtype, head_dim, H, W)
             return "triton" if fits else "reference"
         return "reference"
     if backend == "triton":
@@ -111,19 +117,31 @@ def criss_cross_attention(
     if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
         out = cca_export(q, k, v, float(scale))
         return out.squeeze(2) if two_d else out
-    name = resolve_backend(backend, q.device, q.dtype, q.shape[1])
+    name = resolve_backend(backend, q.device, q.dtype, q.shape[1], tuple(q.shape[3:]))
     out, _ = cca_op(q, k, v, float(scale), name)
     return out.squeeze(2) if two_d else out
 
 
 # --- torch.library custom op -------------------------------------------------------------------
+#
+# The Triton kernels work on channels-last storage: their outputs are (B, C, T, H, W) views of
+# (B, T, H, W, C) tensors (no copy back); the fake implementations give the same strides.
+
+
+def _like(x: Tensor, channels: int, backend: str, dtype: torch.dtype | None = None) -> Tensor:
+    """An empty (B, channels, T, H, W) tensor with the strides the backend's outputs have."""
+    B, _, T, H, W = x.shape
+    dtype = dtype or x.dtype
+    if backend == "triton":
+        return x.new_empty((B, T, H, W, channels), dtype=dtype).permute(0, 4, 1, 2, 3)
+    return x.new_empty((B, channels, T, H, W), dtype=dtype)
 
 
 @torch.library.custom_op("vidccnet::cca_fwd", mutates_args=())
 def cca_op(q: Tensor, k: Tensor, v: Tensor, scale: float, backend: str) -> tuple[Tensor, Tensor]:
     """Forward of the op: (out (B, Cv, T, H, W), lse (B, T, H, W) float32/float64)."""
     if backend == "triton":
-        return _triton_module().cca_forward(q.contiguous(), k.contiguous(), v.contiguous(), scale)
+        return _triton_module().cca_forward(q, k, v, scale)
     with torch.no_grad():
         out, lse = cca_reference(q, k, v, scale)
     return out.contiguous(), lse.contiguous()
@@ -133,25 +151,31 @@ def cca_op(q: Tensor, k: Tensor, v: Tensor, scale: float, backend: str) -> tuple
 def _(q, k, v, scale, backend):
     B, _, T, H, W = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    return v.new_empty(v.shape), q.new_empty((B, T, H, W), dtype=lse_dtype)
+    return _like(v, v.shape[1], backend), q.new_empty((B, T, H, W), dtype=lse_dtype)
 
 
 @torch.library.custom_op("vidccnet::cca_bwd", mutates_args=())
 def cca_bwd_op(
     q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad_out: Tensor,
-    scale: float, backend: str,
+    scale: float, backend: str, need_q: bool, need_k: bool, need_v: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward of the op: (dq, dk, dv), recomputing probabilities from the saved lse."""
+    """Backward of the op: (dq, dk, dv), recomputing probabilities from the saved lse.
+
+    Only the gradients flagged by ``need_*`` are computed; the others are empty tensors.
+    """
+    need = (need_q, need_k, need_v)
     if backend == "triton":
-        c = [x.contiguous() for x in (q, k, v, out, lse, grad_out)]
-        return _triton_module().cca_backward(*c, scale)
-    grads = cca_reference_backward(q, k, v, out, lse, grad_out, scale)
-    return tuple(g.contiguous() for g in grads)
+        grads = _triton_module().cca_backward(q, k, v, out, lse, grad_out, scale, need)
+    else:
+        grads = cca_reference_backward(q, k, v, out, lse, grad_out, scale, needs_grad=need)
+        grads = tuple(g.contiguous() if n else None for g, n in zip(grads, need))
+    return tuple(g if g is not None else x.new_empty(0) for g, x in zip(grads, (q, k, v)))
 
 
 @cca_bwd_op.register_fake
-def _(q, k, v, out, lse, grad_out, scale, backend):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+def _(q, k, v, out, lse, grad_out, scale, backend, need_q, need_k, need_v):
+    return tuple(_like(x, x.shape[1], backend) if n else x.new_empty(0)
+                 for x, n in zip((q, k, v), (need_q, need_k, need_v)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -164,8 +188,26 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend)
-    return dq, dk, dv, None, None
+    need_q, need_k, need_v = ctx.needs_input_grad[:3]
+    if not (need_q or need_k or need_v):
+        return None, None, None, None, None
+    dq, dk, dv = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend,
+                            bool(need_q), bool(need_k), bool(need_v))
+    return (dq if need_q else None, dk if need_k else None, dv if need_v else None, None, None)
 
 
 cca_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _bwd_setup_context(ctx, inputs, output):
+    pass
+
+
+def _double_backward(ctx, *grads):
+    raise RuntimeError(
+        "criss_cross_attention does not support double backward (second-order gradients); "
+        "differentiate it once, without create_graph=True through its backward"
+    )
+
+
+cca_bwd_op.register_autograd(_double_backward, setup_context=_bwd_setup_context)

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# All GPU checks of the criss-cross attention kernels in one run, results in ONE JSON file.
+#
+#   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
+#                                            # else ./gpu_check.json
+#
+# Steps (each under its own time limit, ~7.5 min in all on one GPU):
+#   1. pytest -m gpu (kernels vs a float64 dense reference, fp32 / fp16 / bf16; no autotuning)
+#   2. scripts/bench_attention.py at the CamVid (fp16) and VSPW (bf16) shapes: the operator's
+#      backends vs dense SDPA and FlexAttention, forward and forward+backward, % of the
+#      bandwidth floor, peak memory
+#   3. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
+# A step that fails or times out is recorded as such; the script exits non-zero if any did.
+# Without a CUDA GPU it stops at once with one line on stderr (exit 2).
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 2
+default_out="gpu_check.json"
+if [[ -n "${OUT:-}" ]]; then default_out="$OUT/gpu_check.json"; fi
+out="${1:-$default_out}"
+unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "gpu_check.sh: error: no CUDA GPU visible to torch (torch.cuda.is_available() is False); run it on a GPU machine" >&2
+    exit 2
+fi
+if ! mkdir -p "$(dirname "$out")"; then
+    echo "gpu_check.sh: error: cannot create the folder of $out" >&2
+    exit 2
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+status=0
+
+step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and exit code
+    local name="$1" limit="$2"
+    shift 2
+    local t0=$SECONDS
+    timeout --signal=INT --kill-after=20 "$limit" "$@" >"$work/$name.log" 2>&1
+    local rc=$?
+    echo "$rc $((SECONDS - t0))" >"$work/$name.rc"
+    echo "gpu_check.sh: $name: exit $rc in $((SECONDS - t0)) s" >&2
+    if [[ $rc -ne 0 ]]; then status=1; fi
+}
+
+step pytest 210 env VIDCCNET_CCA_AUTOTUNE=0 "$PY" -m pytest -q -m gpu -p no:cacheprovider \
+    tests/ops --junitxml="$work/pytest.xml"
+step bench_camvid 90 "$PY" scripts/bench_attention.py --case camvid --device cuda \
+    --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
+step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
+    --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
+step bench_model 70 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
+    --json "$work/bench_model.json"
+
+"$PY" - "$work" "$out" <<'PYEOF'
+import json, os, socket, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+import triton
+
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+result = {
+    "host": socket.gethostname(),
+    "gpu": torch.cuda.get_device_name(0),
+    "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+    "steps": {},
+}
+for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
+    rc_file = work / f"{name}.rc"
+    rc, seconds = (int(x) for x in rc_file.read_text().split()) if rc_file.exists() else (-1, 0)
+    step = {"exit_code": rc, "timed_out": rc in (124, 130, 137), "seconds": seconds}
+    log = work / f"{name}.log"
+    if log.exists():
+        step["log_tail"] = log.read_text(errors="replace")[-4000:]
+    data = work / f"{name}.json"
+    if data.exists():
+        step["results"] = json.loads(data.read_text())
+    if name == "pytest" and (work / "pytest.xml").exists():
+        suite = ET.parse(work / "pytest.xml").getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        step["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+        step["failed"] = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
+                          if c.find("failure") is not None or c.find("error") is not None]
+    result["steps"][name] = step
+tmp = out.with_name(out.name + ".tmp")
+tmp.write_text(json.dumps(result, indent=1))
+os.replace(tmp, out)
+print(f"gpu_check.sh: wrote {out}", file=sys.stderr)
+PYEOF
+exit $status
