@@ -160,18 +160,6 @@ def study_videos(cfg: Any) -> tuple[Any, list]:
     return ds, ds.eval_videos()
 
 
-def _iou_over_present(cm: Any) -> float | None:
-    """Mean IoU over the classes present in the ground truth of a confusion matrix."""
-    import numpy as np
-
-    m = cm.matrix().astype(np.float64)  # (K, K) rows: ground truth, columns: prediction
-    gt, pred, tp = m.sum(1), m.sum(0), np.diag(m)
-    present = gt > 0
-    if not present.any():
-        return None
-    return float((tp[present] / (gt + pred - tp)[present]).mean())
-
-
 def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     """The study's figures of a trained model on the validation videos (see module docstring)."""
     import numpy as np
@@ -184,7 +172,8 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     ds, videos = study_videos(cfg)
     k = len(cfg.data.class_names)
     ev = Evaluator(num_classes=k, **{**evaluator_kwargs(cfg, device), "vc_windows": (8,)})
-    cm_all, cm_cor, cm_amb = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
+    cm_all, cm_cor = ConfusionMatrix(k), ConfusionMatrix(k)
+    cm_amb = ConfusionMatrix(k, miou_over="gt")  # crate / beacon pixels: classes in the gt
     vc, flicker = VideoConsistency(8, count_ignored=False), FlickerMeter()  # no void here
     t0 = time.perf_counter()
     for v, video in enumerate(videos):
@@ -207,7 +196,7 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     res_all, res_cor = cm_all.compute(), cm_cor.compute()
     return {
         "mIoU": res_all["mIoU"], "IoU": res_all["IoU"], "pixel_acc": res_all["pixel_acc"],
-        "mIoU_ambiguous": _iou_over_present(cm_amb),
+        "mIoU_ambiguous": cm_amb.compute()["mIoU"],
         "mIoU_corrupted": res_cor["mIoU"],
         "mVC_8": vc.compute(), "flicker": flicker.compute(),
         "val_videos": len(videos), "corrupted_frames": sum(len(v.corrupted) for v in videos),

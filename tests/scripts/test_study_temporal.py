@@ -1,0 +1,50 @@
+"""scripts/study_temporal.py end to end on a tiny budget: a run trains through the real trainer
+in a subprocess, is evaluated with and without its attention, and the report is written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "data.kwargs={num_videos: 2, num_frames: 12, height: 32, width: 48, seed: 0, "
+    "blink_period: 12}",
+    "data.crop_size=[32, 48]",
+    "eval.kwargs={num_videos: 1}",
+    "eval.interval=1",
+]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("study_temporal_under_test",
+                                                  REPO / "scripts" / "study_temporal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_run_and_the_report(tmp_path, capsys):
+    study = _load()
+    rc = study.main(["--variants", "cca3d", "--seeds", "0", "--iterations", "2", "--no-cost",
+                     "--threads", "1", "--runs-dir", str(tmp_path / "runs"),
+                     "--results", str(tmp_path / "res"), "--override", *TINY])
+    assert rc == 0
+    run = json.loads((tmp_path / "runs" / "small" / "cca3d_s0" / "study_result.json").read_text())
+    assert run["variant"] == "cca3d" and run["iterations"] == 2
+    assert [c["iteration"] for c in run["curve"]] == [1, 2]  # the learning curve
+    assert abs(run["gamma"] - 1.0) < 0.1  # identity init, after 2 steps
+    for m in study.METRICS:
+        assert m in run and m in run["ablated"]
+    doc = json.loads((tmp_path / "res" / "synthetic_study.json").read_text())
+    assert doc["summary"]["cca3d"]["mIoU"]["min"] == run["mIoU"]
+    for name in ("synthetic_study.png", "synthetic_study_curves.png", "synthetic_study.md"):
+        assert (tmp_path / "res" / name).is_file()
+    assert "3D CCA (no shift)" in capsys.readouterr().out
+
+
+def test_bad_variant_is_one_line_and_exit_2(capsys):
+    assert _load().main(["--variants", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown variant" in err[0]
