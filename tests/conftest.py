@@ -2,9 +2,39 @@
 
 import os
 
+import pytest
 import torch
 
 # Without a GPU the fused Triton kernels run under Triton's interpreter on CPU tensors (slowly).
 # Triton reads the flag when a kernel is defined, so it is set before anything imports them.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def fork_ranks():
+    """``run(target, world, *args) -> {rank: result}``: ``target(rank, world, *args, queue)`` in
+    ``world`` forked processes, each putting one ``(rank, result)`` on ``queue``. Skips where
+    torch.distributed or fork is missing."""
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs torch.distributed and fork")
+
+    def run(target, world: int, *args) -> dict:
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=target, args=(r, world, *args, queue)) for r in range(world)]
+        for p in procs:
+            p.start()
+        try:
+            return dict(queue.get(timeout=120) for _ in procs)
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+
+    return run

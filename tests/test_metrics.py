@@ -511,14 +511,8 @@ def _meter_figures(videos, k, reduce=False):
     }
 
 
-def test_two_ranks_all_reduce_both_conventions(tmp_path):
+def test_two_ranks_all_reduce_both_conventions(tmp_path, fork_ranks):
     """Sharding videos over two gloo ranks and all_reduce gives the single-process figures."""
-    import multiprocessing as mp
-
-    import torch.distributed as dist
-
-    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
-        pytest.skip("needs torch.distributed and fork")
     k = 4
     videos = [
         (torch.from_numpy(p), torch.from_numpy(g))
@@ -528,21 +522,7 @@ def test_two_ranks_all_reduce_both_conventions(tmp_path):
     pred0[0][gt0[0] != IGN] = k - 1  # class k - 1 only predicted (the gt has classes 0..k-2)
     local = _meter_figures(videos, k)
     assert local["mIoU_union"] != pytest.approx(local["mIoU_gt"], rel=1e-6)
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_meters_rank_main, args=(r, 2, tmp_path / "store", videos, k, queue))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        results = dict(queue.get(timeout=120) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    results = fork_ranks(_meters_rank_main, 2, tmp_path / "store", videos, k)
     assert sorted(results) == [0, 1]
     for r in results.values():
         assert r["windows"] == local["windows"] and r["pairs"] == local["pairs"]

@@ -508,31 +508,11 @@ def _mixed_videos(seed, k, count=3):
     return videos
 
 
-def test_two_ranks_shard_videos_and_reduce_to_the_local_figures(tmp_path):
-    import multiprocessing as mp
-
-    import torch.distributed as dist
-
-    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
-        pytest.skip("needs torch.distributed and fork")
+def test_two_ranks_shard_videos_and_reduce_to_the_local_figures(tmp_path, fork_ranks):
     k = 3
     videos = _mixed_videos(6, k)
     local = Evaluator(num_classes=k, clip_len=3, vc_windows=(2,)).run(RedChannelModel(k), videos)
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_rank_main, args=(r, 2, tmp_path / "store", videos, k, queue))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        results = dict(queue.get(timeout=120) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    results = fork_ranks(_rank_main, 2, tmp_path / "store", videos, k)
     for r in results.values():
         assert r["frames"] == local["frames"] and r["videos"] == 3
         assert r["consecutive_videos"] == 2
