@@ -3,10 +3,14 @@
     python scripts/evaluate.py --checkpoint runs/camvid_r50/best.pt --config \
         configs/camvid_ccnet3d_r50.yaml --split test data.root=/data/camvid
     python scripts/evaluate.py --checkpoint runs/tiny/best.pt      # data settings from the ckpt
+    python scripts/evaluate.py --checkpoint runs/tiny/best.pt --attention-off   # ablation
 
 The model is rebuilt from the checkpoint (its stored config); ``--config`` and the
 ``section.key=value`` overrides only set the data / evaluation settings (dataset root, split,
-clip length, test-time scales, ...). Results go to ``--output`` (default: ``eval_<split>/`` next
+clip length, test-time scales, ...). ``--attention-off`` evaluates the test-time ablation of the
+attention: every criss-cross attention block's gamma set to 0, so each block passes its input
+through (compare with a plain run to see how much the trained model uses its attention).
+Results go to ``--output`` (default: ``eval_<split>/``, or ``eval_<split>_attention_off/``, next
 to the checkpoint); plots an earlier evaluation left there are replaced or removed. Expected
 errors print one line on stderr and exit with code 2.
 """
@@ -14,6 +18,7 @@ errors print one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,6 +42,18 @@ def _remove_stale_plots(out: Path, written: dict) -> None:
             path.unlink()
 
 
+@contextlib.contextmanager
+def _attention_off(model, recurrence: int):
+    """``vidccnet.nn.attention_off``, refusing a model whose head applies no attention."""
+    from vidccnet.nn import attention_off
+
+    with attention_off(model) as n_blocks:
+        if n_blocks == 0 or recurrence == 0:
+            raise ValueError("--attention-off: this checkpoint's model has no criss-cross "
+                             "attention block (recurrence 0 or no attention head)")
+        yield n_blocks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
@@ -46,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="output folder (default: eval_<split>/)")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: config)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--attention-off", action="store_true",
+                        help="test-time ablation: every attention gamma set to 0")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
@@ -91,17 +110,23 @@ def main(argv: list[str] | None = None) -> int:
                 "trained for"
             )
         split = args.split or cfg.eval.split
-        out = Path(args.output) if args.output else ckpt_path.parent / f"eval_{split}"
+        suffix = "_attention_off" if args.attention_off else ""
+        out = Path(args.output) if args.output else ckpt_path.parent / f"eval_{split}{suffix}"
+        ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if args.attention_off:
+            ablation = _attention_off(model, train_cfg.model.recurrence)
         videos = build_val_videos(cfg, split)
-        report = evaluate_and_report(
-            model, videos, out,
-            num_classes=len(names), class_names=names, palette=palette,
-            config={"eval_config": config_to_dict(dataclasses.replace(cfg)),
-                    "checkpoint": str(ckpt_path), "checkpoint_iteration": ckpt.get("iteration"),
-                    "split": split},
-            plots=not args.no_plots, stream=sys.stdout,
-            **evaluator_kwargs(cfg, device),
-        )
+        with ablation:
+            report = evaluate_and_report(
+                model, videos, out,
+                num_classes=len(names), class_names=names, palette=palette,
+                config={"eval_config": config_to_dict(dataclasses.replace(cfg)),
+                        "checkpoint": str(ckpt_path),
+                        "checkpoint_iteration": ckpt.get("iteration"),
+                        "split": split, "attention_off": args.attention_off},
+                plots=not args.no_plots, stream=sys.stdout,
+                **evaluator_kwargs(cfg, device),
+            )
     except expected as exc:
         if args.debug:
             raise

@@ -311,6 +311,44 @@ def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
 
 
+def test_evaluate_script_attention_off(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--attention-off evaluates with every gamma = 0 (its own folder, flagged in eval.json) and
+    refuses a model whose head applies no attention."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    def checkpoint(name: str, *extra: str) -> Path:
+        cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]", *extra)
+        torch.manual_seed(0)
+        model = build_model(cfg, 7, pretrained=False)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.endswith("gamma"):
+                    p.fill_(5.0)  # an attention that matters
+        path = tmp_path / name / "best.pt"
+        path.parent.mkdir()
+        save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(cfg),
+                               "version": 1, "iteration": 0})
+        return path
+
+    script = _load_script("evaluate.py")
+    ckpt = checkpoint("att")
+    assert script.main(["--checkpoint", str(ckpt), "--no-plots"]) == 0
+    assert script.main(["--checkpoint", str(ckpt), "--no-plots", "--attention-off"]) == 0
+    on = json.loads((ckpt.parent / "eval_val" / "eval.json").read_text())
+    off = json.loads((ckpt.parent / "eval_val_attention_off" / "eval.json").read_text())
+    assert off["config"]["attention_off"] is True and on["config"]["attention_off"] is False
+    assert off["metrics"]["IoU"] != on["metrics"]["IoU"]
+    assert load_checkpoint(ckpt)["model"]["head.cca.cca.gamma"].item() == 5.0  # untouched
+    capsys.readouterr()
+    plain = checkpoint("plain", "model.recurrence=0")
+    assert script.main(["--checkpoint", str(plain), "--attention-off"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no criss-cross attention" in err, err
+    assert not (plain.parent / "eval_val_attention_off").exists()
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
