@@ -30,7 +30,7 @@ def fork_ranks():
         for p in procs:
             p.start()
         try:
-            return dict(queue.get(timeout=120) for _ in procs)
+            return dict(queue.get(timeout=600) for _ in procs)
         finally:
             for p in procs:
                 p.join(timeout=10)

@@ -537,7 +537,7 @@ def test_train_script_missing_config_subprocess() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "scripts/train.py", "--config", "configs/does_not_exist.yaml"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not found" in lines[0], proc.stderr

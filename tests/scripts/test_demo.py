@@ -91,7 +91,7 @@ def test_segment_video_uses_demo_checkpoint_by_default(demo_run, monkeypatch, tm
 def test_demo_bad_options_one_line(argv, words, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out",
                            str(tmp_path / "d"), *argv], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert proc.returncode == 2
     assert words in proc.stderr
     assert "Traceback" not in proc.stderr

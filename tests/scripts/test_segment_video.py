@@ -303,7 +303,7 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), str(video), "--out", str(tmp_path / "masks"),
          "--checkpoint", str(tmp_path / "missing.pt")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -477,7 +477,7 @@ def test_expected_errors_come_before_torch_is_imported(tmp_path):
     ]
     proc = subprocess.run(
         [sys.executable, "-c", FAIL_FAST, str(SCRIPT), *("|".join(c) for c in cases)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     lines = proc.stdout.split()
