@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optim", choices=("sgd", "adam"), default="sgd",
                    help="SGD with momentum 0.9 (as the training recipes) or Adam")
     p.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    p.add_argument("--size", nargs=5, type=int, default=[8, 16, 6, 6, 6], metavar=("B", "C", "T", "H", "W"))
+    p.add_argument("--size", nargs=5, type=int, default=[8, 16, 6, 6, 6],
+                   metavar=("B", "C", "T", "H", "W"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write every run and the summary here")
     args = p.parse_args(argv)
@@ -183,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     summary = summarise(runs)
-    print(f"\n| task / variant | accuracy off the cue % | gamma | weight on the cue |")
+    print("\n| task / variant | accuracy off the cue % | gamma | weight on the cue |")
     print("|---|---:|---:|---:|")
     for key, figs in summary.items():
         cells = []
         for name, scale in (("accuracy", 100), ("gamma", 1), ("cue_weight", 1)):
             f = figs.get(name)
-            cells.append("-" if f is None else
-                         f"{f['mean'] * scale:.2f} [{f['min'] * scale:.2f}, {f['max'] * scale:.2f}]")
+            lo, mean, hi = (None if f is None else f[k] * scale for k in ("min", "mean", "max"))
+            cells.append("-" if f is None else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
         print(f"| {key} | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,

@@ -1,9 +1,14 @@
-"""Test-session settings shared by every test folder."""
+"""Test-session settings and fixtures shared by every test folder."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Without a GPU the fused Triton kernels run under Triton's interpreter on CPU tensors (slowly).
 # Triton reads the flag when a kernel is defined, so it is set before anything imports them.
@@ -38,3 +43,20 @@ def fork_ranks():
                     p.kill()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load(name) -> module``: ``scripts/<name>.py`` imported as a fresh module (its
+    ``main(argv)`` is the command line), registered in ``sys.modules`` (dataclasses need it)."""
+
+    def load(name: str):
+        path = REPO / "scripts" / (name if name.endswith(".py") else f"{name}.py")
+        module_name = f"script_{path.stem}_under_test"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

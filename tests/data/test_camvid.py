@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -16,15 +15,6 @@ from vidccnet.data.camvid import CamVid, parse_camvid_name, remap_camvid_label
 from vidccnet.data.synthetic import SyntheticVideoWorld
 from vidccnet.data.transforms import from_clip_tensor
 from vidccnet.data.video import write_video
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_camvid.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prepare_camvid", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -80,9 +70,9 @@ def camvid_raw(tmp_path_factory):
     return root, raw, world, seqs, truth
 
 
-def test_prepare_camvid_finds_offsets_and_extracts_frames(camvid_raw, tmp_path):
+def test_prepare_camvid_finds_offsets_and_extracts_frames(load_script, camvid_raw, tmp_path):
     root, raw, world, seqs, truth = camvid_raw
-    mod = _load_script()
+    mod = load_script("prepare_camvid")
     out = tmp_path / "out"
     rc = mod.main(["--segnet", str(root), "--out", str(out), "--videos", str(raw / "0016E5.mp4"),
                    f"0006R0={raw / '0006R0.avi'}", "--window", "3", "--context-before", "2",
@@ -174,9 +164,9 @@ def test_val_stretch_is_one_consecutive_video(tmp_path):
     assert len(isolated) == 4 and not any(v.consecutive for v in isolated)
 
 
-def test_prepare_camvid_cli_errors(tmp_path, capsys):
+def test_prepare_camvid_cli_errors(load_script, tmp_path, capsys):
     """Expected errors: one line on stderr, exit code 2 (in-process: no torch re-import)."""
-    mod = _load_script()
+    mod = load_script("prepare_camvid")
     assert mod.main(["--segnet", str(tmp_path / "none"), "--videos", "x.avi"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none" in err and "Traceback" not in err
@@ -189,7 +179,7 @@ def test_prepare_camvid_cli_errors(tmp_path, capsys):
     assert "no.avi" in capsys.readouterr().err
 
 
-def test_prepare_camvid_video_extract_with_index_offset(camvid_raw, tmp_path):
+def test_prepare_camvid_video_extract_with_index_offset(load_script, camvid_raw, tmp_path):
     """A frame-folder 'video' that starts at sequence frame 5 (an extract): --index-offset."""
     root, _, _, seqs, truth = camvid_raw
     v = seqs["0006R0"][0]
@@ -197,7 +187,7 @@ def test_prepare_camvid_video_extract_with_index_offset(camvid_raw, tmp_path):
     for j in range(5, 30):
         _save(folder / f"img{j - 5}.png", v.frames[j].repeat(2, 0).repeat(2, 1))
     out = tmp_path / "out"
-    rc = _load_script().main(["--segnet", str(root), "--out", str(out), "--videos",
+    rc = load_script("prepare_camvid").main(["--segnet", str(root), "--out", str(out), "--videos",
                               f"0006R0={folder}", "--index-offset", "0006R0=-5",
                               "--window", "2", "--context-before", "1", "--context-after", "0"])
     assert rc == 0

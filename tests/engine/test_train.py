@@ -108,7 +108,7 @@ def test_poly_warmup_schedule() -> None:
     assert f(100) == 0.0
 
 
-def test_train_writes_outputs_and_refuses_to_clobber(tmp_path: Path) -> None:
+def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.log_interval=1",
                    "runtime.ckpt_interval=1", "eval.interval=1", "runtime.tensorboard=true")
@@ -141,7 +141,7 @@ def test_train_writes_outputs_and_refuses_to_clobber(tmp_path: Path) -> None:
     assert (out / "last.pt").read_bytes() == before
 
     # scripts/evaluate.py on the best checkpoint (in-process): eval.json next to it
-    script = _load_script("evaluate.py")
+    script = load_script("evaluate.py")
     assert script.main(["--checkpoint", str(out / "best.pt"), "--no-plots"]) == 0
     report = json.loads((out / "eval_val" / "eval.json").read_text())
     assert report["metrics"]["mIoU"] == pytest.approx(best["metrics"]["mIoU"], abs=1e-6)
@@ -286,7 +286,7 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_off_its_line(
     assert "LOG iteration 1/2" not in text  # per-interval lines stay on the bar
 
 
-def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
+def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> None:
     from vidccnet.engine.checkpoint import save_checkpoint
     from vidccnet.engine.config import config_to_dict
     from vidccnet.engine.train import build_model
@@ -300,7 +300,7 @@ def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
     out.mkdir()
     for name in ("class_iou.png", "strip_gone_video.png", "notes.txt"):  # an earlier run's
         (out / name).write_bytes(b"old")
-    script = _load_script("evaluate.py")
+    script = load_script("evaluate.py")
     assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
     files = json.loads((out / "eval.json").read_text())["files"]
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -311,7 +311,8 @@ def test_evaluate_script_replaces_stale_plots(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
 
 
-def test_evaluate_script_attention_off(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_script_attention_off(load_script, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
     """--attention-off evaluates with every gamma = 0 (its own folder, flagged in eval.json) and
     refuses a model whose head applies no attention."""
     from vidccnet.engine.checkpoint import save_checkpoint
@@ -332,7 +333,7 @@ def test_evaluate_script_attention_off(tmp_path: Path, capsys: pytest.CaptureFix
                                "version": 1, "iteration": 0})
         return path
 
-    script = _load_script("evaluate.py")
+    script = load_script("evaluate.py")
     ckpt = checkpoint("att")
     assert script.main(["--checkpoint", str(ckpt), "--no-plots"]) == 0
     assert script.main(["--checkpoint", str(ckpt), "--no-plots", "--attention-off"]) == 0
@@ -523,15 +524,6 @@ def _model_params(cfg) -> list:
 # -------------------------------------------------------------------------------- scripts
 
 
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_script_missing_config_subprocess() -> None:
     """The real command line: exit status 2 and exactly one line on stderr."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -544,9 +536,10 @@ def test_train_script_missing_config_subprocess() -> None:
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
-def test_script_help_says_amp_is_cuda_only(script: str, capsys: pytest.CaptureFixture) -> None:
+def test_script_help_says_amp_is_cuda_only(load_script, script: str,
+                                           capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
-        _load_script(script).main(["--help"])
+        load_script(script).main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored" in text
 
@@ -568,9 +561,9 @@ def test_script_help_says_amp_is_cuda_only(script: str, capsys: pytest.CaptureFi
          "did you mean 'data.kwargs.num_videos'"),
     ],
 )
-def test_scripts_fail_with_one_line(script: str, args: list[str], needle: str,
+def test_scripts_fail_with_one_line(load_script, script: str, args: list[str], needle: str,
                                     capsys: pytest.CaptureFixture) -> None:
-    assert _load_script(script).main(args) == 2
+    assert load_script(script).main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     assert needle.lower() in lines[0].lower()

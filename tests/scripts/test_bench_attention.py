@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_attention.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    name = "bench_attention_under_test"
-    if name not in sys.modules:  # dataclasses look their module up in sys.modules
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+def bench(load_script):
+    return load_script("bench_attention")
 
 
 def test_tiny_run_writes_json(bench, tmp_path, monkeypatch):

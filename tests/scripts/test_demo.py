@@ -4,7 +4,6 @@ real trainer, evaluator and segment_video code; a second run replaces the first;
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,17 +16,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
-                                                  REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    demo = _load("demo")
+def demo_run(load_script, tmp_path_factory):
+    demo = load_script("demo")
     root = tmp_path_factory.mktemp("demo")
     out = root / "runs" / "demo"
     rc = demo.main(["--out", str(out), "--quick", "--iterations", "3", "--device", "cpu"])
@@ -72,9 +63,10 @@ def test_demo_rerun_replaces_the_earlier_demo(demo_run):
     assert len(list((out / "masks").glob("*.png"))) == 4
 
 
-def test_segment_video_uses_demo_checkpoint_by_default(demo_run, monkeypatch, tmp_path):
+def test_segment_video_uses_demo_checkpoint_by_default(load_script, demo_run, monkeypatch,
+                                                       tmp_path):
     _, root, out = demo_run
-    seg = _load("segment_video")
+    seg = load_script("segment_video")
     monkeypatch.chdir(root)
     monkeypatch.delenv("VIDCCNET_CHECKPOINT", raising=False)
     rc = seg.main([str(out / "input" / "demo_video.mp4"), "--out", str(tmp_path / "m"),

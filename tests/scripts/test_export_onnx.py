@@ -1,7 +1,6 @@
 """scripts/export_onnx.py: one-line errors before anything is loaded, and a ccnet3d export whose
 onnxruntime logits match PyTorch's (fp32, 1e-4) at the export shape and at other B, T, H, W."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,16 +8,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "export_onnx.py"
 NAMES = ["sky", "road", "car"]
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("export_onnx_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("export_onnx")
 
 
 @pytest.fixture(scope="module")

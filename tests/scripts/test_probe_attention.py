@@ -3,23 +3,13 @@ the cue learns it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location(
-        "probe_attention_script", REPO / "scripts" / "probe_attention.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def probe(load_script):
+    return load_script("probe_attention")
 
 
 @pytest.mark.parametrize("task", ["time", "volume"])
@@ -38,7 +28,6 @@ def test_batches_hold_one_cue_per_line_with_the_label_sign(probe, task: str) -> 
 
 
 def test_3d_attention_fetches_the_time_cue_and_2d_cannot(probe) -> None:
-    torch.set_num_threads(1)
     size = (4, 8, 4, 4, 4)
     r3 = probe.run("time", "3d_R1_identity", 0, 120, size, 0.1)
     r2 = probe.run("time", "2d_R2_identity", 0, 120, size, 0.1)

@@ -7,7 +7,6 @@ process (fast); one runs it as a subprocess to check the exit code and the absen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,11 +27,8 @@ PALETTE = [(70, 130, 180), (128, 64, 128), (0, 0, 142), (220, 20, 60)]
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("segment_video_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("segment_video")
 
 
 @pytest.fixture(scope="module")

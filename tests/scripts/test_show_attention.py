@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,11 +19,8 @@ H, W, N = 20, 30, 6  # frame size and length of the test videos
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("show_attention_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("show_attention")
 
 
 def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2):

@@ -3,11 +3,8 @@ in a subprocess, is evaluated with and without its attention, and the report is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "data.kwargs={num_videos: 2, num_frames: 12, height: 32, width: 48, seed: 0, "
     "blink_period: 12}",
@@ -17,16 +14,8 @@ TINY = [
 ]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("study_temporal_under_test",
-                                                  REPO / "scripts" / "study_temporal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_one_run_and_the_report(tmp_path, capsys):
-    study = _load()
+def test_one_run_and_the_report(load_script, tmp_path, capsys):
+    study = load_script("study_temporal")
     rc = study.main(["--variants", "cca3d", "--seeds", "0", "--iterations", "2", "--no-cost",
                      "--threads", "1", "--runs-dir", str(tmp_path / "runs"),
                      "--results", str(tmp_path / "res"), "--override", *TINY])
@@ -44,7 +33,7 @@ def test_one_run_and_the_report(tmp_path, capsys):
     assert "3D CCA (no shift)" in capsys.readouterr().out
 
 
-def test_bad_variant_is_one_line_and_exit_2(capsys):
-    assert _load().main(["--variants", "nope"]) == 2
+def test_bad_variant_is_one_line_and_exit_2(load_script, capsys):
+    assert load_script("study_temporal").main(["--variants", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown variant" in err[0]
