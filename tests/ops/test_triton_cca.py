@@ -539,3 +539,30 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
     ro.backward(go.float())
     for name, a, r in (("dq", g1[0], qr.grad), ("dk", g1[1], kr.grad), ("dv", g1[2], vr.grad)):
         _close(a, r, tol, name)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fused_forward_synchronises(dtype, monkeypatch):
+    """The one-launch forward at the CamVid size (2 x 5 frames, 2100 programs): the row programs
+    wait for their frame's column partial (a missed wait reads a stale or unwritten partial):
+    within tolerance of the float32 reference, bitwise repeatable over runs (its math has no
+    atomics), and close to the two-launch fallback."""
+    from vidccnet.ops.reference import cca_reference
+
+    dev = torch.device("cuda")
+    q, k, v, _ = _inputs(2, 64, 512, 5, 90, 120, dtype, dev)
+    ref_out, ref_lse = cca_reference(q.float(), k.float(), v.float(), 1.0)
+    tol = TOL[dtype]
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1")
+    out, lse = cca_forward(q, k, v, 1.0)
+    _close(out, ref_out, tol, "out (fused)")
+    _close(lse, ref_lse, tol, "lse (fused)")
+    for _ in range(5):
+        o2, l2 = cca_forward(q, k, v, 1.0)
+        assert torch.equal(o2, out) and torch.equal(l2, lse)
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "0")
+    o3, l3 = cca_forward(q, k, v, 1.0)
+    _close(o3, out, tol, "out (two launches vs fused)")
+    _close(l3, lse, tol, "lse (two launches vs fused)")
