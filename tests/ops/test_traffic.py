@@ -178,3 +178,30 @@ def test_cca_kernels_are_coalesced(fused, monkeypatch):
                 assert site.amplification <= 1.25, (launch.kernel, site)
                 checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_kernel_traffic_script_forward_figures(fused, monkeypatch):
+    """scripts/kernel_traffic.py on the CamVid widths (Cqk 64, Cv 512, fp16) at 2 x 3, T = 2:
+    exact distinct bytes of the forward. One launch: q, k, v read (1280 B/pos), out and lse
+    written (1028) and read back (the column partial, 1028), plus the counters (2 frames x 4
+    bytes, read and written); two launches: q, k, v read twice, out and lse written twice and
+    read once."""
+    import importlib.util
+    from pathlib import Path
+
+    from vidccnet.ops import triton_cca
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "kernel_traffic.py"
+    spec = importlib.util.spec_from_file_location("kernel_traffic_under_test", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1" if fused else "0")
+    monkeypatch.setattr(triton_cca, "CPU_CONFIG", (512, 4))  # one Cv chunk: fast, same bytes
+    r = script.measure("camvid", 1, 2, backward=False, size=(2, 3))
+    f = r["forward"]
+    assert r["positions"] == 12 and f["floor_per_position"] == 2308
+    assert f["launch_count"] == (1 if fused else 2)
+    distinct = f["distinct_per_position"] * 12
+    assert round(distinct) == (12 * 3336 + 2 * 8 if fused else 12 * 5644)
+    assert f["max_main_site_amplification"] <= 1.25

@@ -19,13 +19,14 @@ Passes
 ------
 A *line* is the set of positions along one axis with the other coordinates fixed. One program
 owns one whole line (``L <= 256`` positions, one ``BLOCK_L`` tile: ``tl.dot`` over the line's
-queries and keys), computes ``P`` once and loops over ``Cv`` inside:
+queries and keys), computes ``P`` once and loops over ``Cv`` inside. There are two kinds of line
+program (the forward's math is written once, in the device function ``_fwd_line``):
 
 ============  =====================  ======  ==================================================
-launch        programs               L       work
+pass          programs               L       work
 ============  =====================  ======  ==================================================
-1: column     B * T * W lines        H       keys of the column (centre excluded)
-2: row        B * T * H lines        W       keys of the row (centre included) + the time line
+column        B * T * W lines        H       keys of the column (centre excluded)
+row           B * T * H lines        W       keys of the row (centre included) + the time line
                                              of every query, elementwise over the rows (t', h)
 ============  =====================  ======  ==================================================
 
@@ -33,10 +34,34 @@ The time keys of query ``(t, h, w)`` are ``(t', h, w)``: the same ``w`` in the r
 so the row program handles them with coalesced row loads and ``T (Cqk + Cv)`` CUDA-core FMAs per
 position (no launch over ``B * H * W`` lines of length ``T``).
 
-Forward: launch 1 stores the column pass's own softmax output (normalised within the pass, in the
-input dtype, into ``out``) and its log-sum-exp (``lse``, fp32, ``-inf`` when ``H = 1``). Launch 2
-computes the row and time energies, merges the three parts exactly (log-sum-exp), writes the global
-``lse`` and ``out = P_row V_row + P_time V_time + exp(lse_col - lse) * out_col``.
+Forward: a column program stores its pass's own softmax output (normalised within the pass, in
+the input dtype, into ``out``) and its log-sum-exp (``lse``, fp32, ``-inf`` when ``H = 1``). A row
+program computes the row and time energies, reads the column partial of its positions, merges the
+three parts exactly (log-sum-exp), writes the global ``lse`` and
+``out = P_row V_row + P_time V_time + exp(lse_col - lse) * out_col``.
+
+By default the forward is **one launch** (``_fwd_fused_kernel``), grid ``B T (W + H)`` in
+frame-major order: program ``pid`` works on frame ``f = pid // (W + H)`` (``f = b T + t``); its
+first ``W`` programs are the frame's column lines, the next ``H`` its row lines. A column program,
+after its stores, does ``tl.debug_barrier()`` and ``atomic_add(CNT[f], 1)`` with release
+semantics; a row program computes its row and time energies, then spins on an acquire read of
+``CNT[f]`` until it reaches ``W`` and reads the partial past L1 (``.cg``) -- the decoupled
+look-back pattern of single-pass scans. ``CNT`` holds one int32 per frame, zeroed by the host
+for every call (and by the autotuner before each timed run). **Deadlock freedom assumes that the
+GPU dispatches thread blocks in increasing block id**: all column programs of frame ``f`` have
+lower ids than its row programs, so they are resident or finished before a row program of ``f``
+waits, and they wait on nothing. CUDA does not document that order (it is what NVIDIA GPUs
+are observed to do); ``VIDCCNET_CCA_FUSED_FORWARD=0`` selects the
+two-launch forward (column launch, then row launch; no counters, no ordering assumption) should
+some GPU not dispatch in order. Triton's interpreter runs programs one by one in id order, so
+there the wait ends at once. Why one launch: each launch reads q, k, v once from DRAM at best;
+in one launch the row programs of frame ``f`` read q, k, v and the column partial that the
+frame's column programs have just touched, which stay in L2 when a frame's working set fits
+(CamVid, 90 x 120 x (64 + 64 + 512) fp16: ~13.8 MB of q, k, v and ~11 MB of partial, vs 50 MB of
+L2 on an H200) -- an expectation, not yet measured on a GPU. The time lines also read k and v
+of the clip's other frames (T x 12.4 MB per CamVid clip), which L2 cannot all hold. The traffic
+meter (below), which assumes re-reads inside a launch hit L2, counts the partial's read as
+distinct bytes anyway.
 
 Backward (two launches, no atomics, deterministic): the column launch computes
 ``Delta = rowsum(dO * O)`` of its positions in-kernel and stores it (4 bytes per position);
@@ -54,7 +79,7 @@ against float64 with realistic logits (about half of its error is the bf16 round
 computed (``need``), e.g. ``dv`` alone skips ``dP`` entirely.
 
 Memory traffic is measured, not estimated: ``scripts/kernel_traffic.py`` runs these kernels in
-Triton's interpreter with every load and store instrumented (see ``docs/benchmarks.md``).
+Triton's interpreter with every load, store and atomic instrumented (see ``docs/benchmarks.md``).
 
 GPU validity: every ``tl.dot`` has M, N, K >= 16 (``BLOCK_L`` and ``BLOCK_V`` >= 16, channels
 padded to a power of two >= 16 by masked loads); fp32 dots use ``input_precision="ieee"`` (no
@@ -63,9 +88,10 @@ offset is int64. On CUDA ``BLOCK_V`` and ``num_warps`` are autotuned over a smal
 (:data:`GPU_CONFIGS`; ``VIDCCNET_CCA_AUTOTUNE=0`` picks ``GPU_CONFIGS[1]`` without tuning, e.g.
 for tests); the interpreter (which cannot autotune) uses :data:`CPU_CONFIG`.
 
-The kernels are plain Python functions wrapped by ``triton.jit`` lazily, on first use, for the
-current value of ``TRITON_INTERPRET`` (Triton fixes interpreted-vs-compiled at decoration time),
-so importing this module never needs Triton or a GPU.
+The kernels and their device function are plain Python functions wrapped by ``triton.jit``
+lazily, on first use, for the current value of ``TRITON_INTERPRET`` (Triton fixes
+interpreted-vs-compiled at decoration time), so importing this module never needs Triton or a GPU
+(:func:`jit_functions`).
 """
 
 from __future__ import annotations
