@@ -5,8 +5,8 @@
     python scripts/kernel_traffic.py --sites                 # also every load/store site
 
 Runs the real Triton kernels (forward, then backward) in Triton's CPU interpreter with every
-tl.load / tl.store / atomic instrumented (vidccnet.ops.traffic.TrafficMeter) and reports, per launch and in
-total, per position and as a multiple of the bandwidth floor:
+tl.load / tl.store / atomic instrumented (vidccnet.ops.traffic.TrafficMeter) and reports, per
+launch and in total, per position and as a multiple of the bandwidth floor:
 
 * requested bytes: what all loads and stores ask for (re-reads included);
 * distinct bytes: per launch, the bytes read at least once plus the bytes written at least once

@@ -66,6 +66,7 @@ def test_two_launch_method_sets_the_switch_only_during_its_calls(bench, monkeypa
     fn(1, 2, 3)
     assert seen == [("triton", False)] and triton_cca.FUSED_FORWARD_ENV not in os.environ
     if not torch.cuda.is_available():
-        assert bench.main(["--device", "cpu", "--case", "quick", "--methods", "triton-2launch"]) == 2
+        args = ["--device", "cpu", "--case", "quick", "--methods", "triton-2launch"]
+        assert bench.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--methods triton-2launch" in err[0]
