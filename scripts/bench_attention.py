@@ -12,7 +12,9 @@ vspw (4, 4, 60, 60, 64, 512), 2d (2, 1, 97, 97, 64, 512), quick (1, 4, 24, 24, 1
 Methods: `reference` (the operator's PyTorch backend), `reference-old` (the reference path
 before the channels-last rewrite, kept here as the baseline), `dense` (scaled_dot_product_attention
 with the N x N criss-cross mask; skipped where it does not fit), `flex` (compiled FlexAttention
-with a criss-cross mask_mod; no CPU backward), `triton` (the fused kernels; CUDA only).
+with a criss-cross mask_mod; no CPU backward), `triton` (the fused kernels; CUDA only),
+`triton-2launch` (the same with the two-launch forward, VIDCCNET_CCA_FUSED_FORWARD=0 during
+its calls: the fallback the one-launch forward is timed against; CUDA only).
 
 Timing: forward, and forward + backward (torch.autograd.grad of all three inputs), each method's
 calls interleaved round-robin over the repeats so that drifting load hits them alike; the minimum
@@ -52,11 +54,13 @@ from vidccnet.engine.report import to_jsonable  # noqa: E402
 from vidccnet.nn import RecurrentCrissCrossAttention  # noqa: E402
 from vidccnet.ops import criss_cross_attention, triton_status  # noqa: E402
 from vidccnet.ops.reference import cca_reference_backward, cca_reference_forward  # noqa: E402
+from vidccnet.ops.triton_cca import FUSED_FORWARD_ENV  # noqa: E402
 
 # Peak HBM bandwidth (GB/s) by substring of the device name.
 PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "4090": 1008.0}
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-METHODS = ("reference", "reference-old", "dense", "flex", "triton")
+METHODS = ("reference", "reference-old", "dense", "flex", "triton", "triton-2launch")
+TRITON_METHODS = ("triton", "triton-2launch")
 
 
 class BenchError(Exception):
@@ -224,6 +228,13 @@ def flex_fn(c: Case, device: torch.device) -> Callable:
 def method_fn(method: str, c: Case, device: torch.device) -> Callable:
     if method in ("reference", "triton"):
         return lambda q, k, v: criss_cross_attention(q, k, v, backend=method)
+    if method == "triton-2launch":
+
+        def two_launch(q, k, v):
+            with _env(FUSED_FORWARD_ENV, "0"):
+                return criss_cross_attention(q, k, v, backend="triton")
+
+        return two_launch
     if method == "reference-old":
         return _OldReference.apply
     if method == "dense":
@@ -267,6 +278,20 @@ def timed(fn: Callable, inputs: list, grad_out, device: torch.device) -> tuple[f
     run_once(fn, inputs, grad_out)
     sync(device)
     return (time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable `name` to `value` for the duration of the block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 @contextlib.contextmanager
@@ -528,10 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = [CASES[n] for n in (args.case or ["small"])]
     triton_ok, why = triton_status(device)
     methods = list(args.methods or METHODS)
-    if "triton" in methods and not (on_gpu and triton_ok):
-        if args.methods:
-            return fail("bench_attention.py", BenchError(f"--methods triton: {why}"))
-        methods.remove("triton")
+    for m in TRITON_METHODS:
+        if m in methods and not (on_gpu and triton_ok):
+            if args.methods:
+                return fail("bench_attention.py", BenchError(f"--methods {m}: {why}"))
+            methods.remove(m)
 
     name = torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "CPU"
     meta = {

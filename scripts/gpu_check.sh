@@ -4,11 +4,14 @@
 #   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
 #                                            # else ./gpu_check.json
 #
-# Steps (each under its own time limit, ~7.5 min in all on one GPU):
-#   1. pytest -m gpu (kernels vs a float64 dense reference, fp32 / fp16 / bf16; no autotuning)
+# Steps (each under its own time limit, <= 7 min 50 s in all on one GPU):
+#   1. pytest -m gpu (kernels vs a float64 dense reference, fp32 / fp16 / bf16; no autotuning;
+#      the one-launch forward and the two-launch fallback; repeated runs bitwise equal)
 #   2. scripts/bench_attention.py at the CamVid (fp16) and VSPW (bf16) shapes: the operator's
 #      backends vs dense SDPA and FlexAttention, forward and forward+backward, % of the
-#      bandwidth floor, peak memory
+#      bandwidth floor, peak memory; `triton` (one-launch forward, the default) against
+#      `triton-2launch` (VIDCCNET_CCA_FUSED_FORWARD=0) in the same interleaved run: the check
+#      that decides whether the fused forward stays the default
 #   3. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
 # A step that fails or times out is recorded as such; the script exits non-zero if any did.
 # Without a CUDA GPU it stops at once with one line on stderr (exit 2).
@@ -48,9 +51,9 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and ex
 
 step pytest 210 env VIDCCNET_CCA_AUTOTUNE=0 "$PY" -m pytest -q -m gpu -p no:cacheprovider \
     tests/ops --junitxml="$work/pytest.xml"
-step bench_camvid 90 "$PY" scripts/bench_attention.py --case camvid --device cuda \
+step bench_camvid 100 "$PY" scripts/bench_attention.py --case camvid --device cuda \
     --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
-step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
+step bench_vspw 90 "$PY" scripts/bench_attention.py --case vspw --device cuda \
     --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
 step bench_model 70 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
     --json "$work/bench_model.json"

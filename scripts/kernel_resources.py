@@ -3,7 +3,8 @@
     python scripts/kernel_resources.py  # fp16, 128-wide lines, BLOCK_V 64, 8 warps
     python scripts/kernel_resources.py --dtype bf16 --block-l 64 --block-v 128 --warps 8
 
-Compiles each kernel variant (forward column / row, backward column / row) with Triton's NVIDIA
+Compiles each kernel variant (forward column / row of the two-launch fallback, the one-launch
+forward with both line lengths --block-l, backward column / row) with Triton's NVIDIA
 backend and its bundled ptxas (no GPU needed; TRITON_INTERPRET must be unset) and prints
 `cuobjdump --dump-resource-usage` (REG = registers per thread, STACK = spill stack bytes).
 Compiling takes tens of seconds per variant.
@@ -41,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         from triton.backends.compiler import GPUTarget
         from triton.compiler import ASTSource
         from triton.compiler import compile as triton_compile
-        from triton.runtime.jit import JITFunction
     except ImportError as exc:
         return fail(prog, exc)
     from vidccnet.ops import triton_cca
@@ -53,13 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.dtype == "fp16"
         else (tl.float32, "tf32" if args.dtype == "bf16" else "ieee")
     )
-    ints = {"L", "D1", "D2", "S1", "S2", "STRIDE", "NPB", "HW", "T", "CQK", "CV"}
-    fp32 = {"LSE": "*fp32", "DELTA": "*fp32", "DQP": "*fp32", "DKP": "*fp32", "scale": "fp32"}
+    ints = {"L", "D1", "D2", "S1", "S2", "STRIDE", "NPB", "HW", "T", "CQK", "CV", "H", "W"}
+    fp32 = {
+        "LSE": "*fp32",
+        "DELTA": "*fp32",
+        "DQP": "*fp32",
+        "DKP": "*fp32",
+        "scale": "fp32",
+        "CNT": "*i32",
+    }
     tiles = dict(BLOCK_L=args.block_l, CQK_PAD=args.cqk, BLOCK_V=args.block_v, T_PAD=8, DOT_TY=dot)
+    jitted = triton_cca.jit_functions()
     for raw in triton_cca._KERNEL_FNS:
-        fn = JITFunction(raw)
-        for last in (False, True):
+        fn = jitted[raw.__name__]
+        fused = raw.__name__ == "_fwd_fused_kernel"
+        for last in (None,) if fused else (False, True):
             consts = dict(tiles, LAST=last)
+            if fused:
+                del consts["LAST"], consts["BLOCK_L"]
+                consts.update(BLOCK_H=args.block_l, BLOCK_W=args.block_l)
             if raw.__name__ == "_bwd_kernel":
                 consts.update(
                     NEED_DQ=True,
@@ -92,10 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                 ).stdout
             usage = " ".join(line.strip() for line in res.splitlines() if "REG" in line)
-            print(
-                f"{raw.__name__} {'row' if last else 'column'}: {usage} shared={k.metadata.shared}",
-                flush=True,
-            )
+            part = "column + row" if fused else ("row" if last else "column")
+            print(f"{raw.__name__} {part}: {usage} shared={k.metadata.shared}", flush=True)
     return 0
 
 

@@ -5,8 +5,8 @@
     python scripts/kernel_traffic.py --sites                 # also every load/store site
 
 Runs the real Triton kernels (forward, then backward) in Triton's CPU interpreter with every
-tl.load / tl.store instrumented (vidccnet.ops.traffic.TrafficMeter) and reports, per launch and in
-total, per position and as a multiple of the bandwidth floor:
+tl.load / tl.store / atomic instrumented (vidccnet.ops.traffic.TrafficMeter) and reports, per
+launch and in total, per position and as a multiple of the bandwidth floor:
 
 * requested bytes: what all loads and stores ask for (re-reads included);
 * distinct bytes: per launch, the bytes read at least once plus the bytes written at least once
@@ -20,6 +20,9 @@ Floors (b = bytes per element): forward reads q, k, v and writes out and the fp3
 once, (4 Cqk + 4 Cv) b + 4. Shapes keep H, W and the channels of the named case; B and T are
 reduced for interpreter speed (pass several --frames to see that the per-position figures hold).
 Only the kernels are measured: inputs are made channels-last so the op does no layout copy.
+The forward is the one-launch kernel unless VIDCCNET_CCA_FUSED_FORWARD=0 (the two-launch
+fallback). Atomics (the fused forward's per-frame counters) count 4 bytes read and 4 written per
+executed instruction; in the interpreter a spin-wait executes once.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def measure(
             s["distinct_per_position"] = lt.distinct / positions
             launches.append(s)
         return {
+            "launch_count": tot["launches"],
             "floor_per_position": floor,
             "requested_per_position": tot["requested_bytes"] / positions,
             "distinct_per_position": tot["distinct_bytes"] / positions,
@@ -122,6 +126,7 @@ def measure(
             "forward": f,
         }
     both = {
+        "launch_count": f["launch_count"] + b["launch_count"],
         "floor_per_position": floor_f + floor_b,
         "requested_per_position": f["requested_per_position"] + b["requested_per_position"],
         "distinct_per_position": f["distinct_per_position"] + b["distinct_per_position"],
@@ -168,10 +173,10 @@ def format_report(r: dict, sites: bool) -> str:
             )
     lines.append("")
     lines.append(
-        "| part | floor B/pos | requested B/pos (x floor) | distinct B/pos (x floor) "
+        "| part | launches | floor B/pos | requested B/pos (x floor) | distinct B/pos (x floor) "
         "| sector amp | worst site amp | worst main site amp |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in [n for n in ("forward", "backward", "forward_backward") if n in r]:
         p = r[name]
         amp = (
@@ -180,22 +185,24 @@ def format_report(r: dict, sites: bool) -> str:
             if "sector_amplification" in p
             else " | | "
         )
+        launches = p.get("launch_count", "")
         lines.append(
-            f"| {name} | {p['floor_per_position']} "
+            f"| {name} | {launches} | {p['floor_per_position']} "
             f"| {p['requested_per_position']:.0f} ({p['requested_x_floor']:.2f}x) "
             f"| {p['distinct_per_position']:.0f} ({p['distinct_x_floor']:.2f}x) | {amp} |"
         )
     if sites:
         lines += [
             "",
-            "| part | kernel | line | kind | buffer | B/pos | sector amp |",
-            "|---|---|---:|---|---|---:|---:|",
+            "| part | kernel | line | via kernel line | kind | buffer | B/pos | sector amp |",
+            "|---|---|---:|---:|---|---|---:|---:|",
         ]
         for name in parts:
             for lt in r[name]["launches"]:
                 for s in lt["sites"]:
                     lines.append(
-                        f"| {name} | {lt['kernel']} | {s['line']} | {s['kind']} "
+                        f"| {name} | {lt['kernel']} | {s['line']} | {s['call_line']} "
+                        f"| {s['kind']} "
                         f"| {s['buffer']} | {s['bytes'] / r['positions']:.1f} "
                         f"| {s['sector_amplification']:.2f} |"
                     )

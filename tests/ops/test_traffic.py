@@ -34,6 +34,29 @@ def _reread(X, Y, BLOCK: tl.constexpr):
     tl.store(Y + tl.program_id(0) * BLOCK + offs, x)
 
 
+@triton.jit
+def _count(X, CNT, n, BLOCK: tl.constexpr):
+    # Each program reads its block and bumps one shared counter (one scalar atomic).
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.load(X + offs, mask=offs < n)
+    tl.atomic_add(CNT, 1)
+
+
+@triton.jit
+def _copy_row(X, Y, row, BLOCK: tl.constexpr):
+    offs = row * BLOCK + tl.arange(0, BLOCK)
+    tl.store(Y + offs, tl.load(X + offs))
+
+
+@triton.jit
+def _two_calls(X, Y, BLOCK: tl.constexpr):
+    # One device function, reached from two lines of the kernel: two sites per instruction.
+    if tl.program_id(0) == 0:
+        _copy_row(X, Y, 0, BLOCK)
+    else:
+        _copy_row(X, Y, 1, BLOCK)
+
+
 def _site(launch, kind):
     (site,) = [s for s in launch.sites.values() if s.kind == kind]
     return site
@@ -87,6 +110,32 @@ def test_rereads_count_as_requested_not_distinct():
     assert totals["distinct_bytes"] == 128 + 4 * 128
 
 
+def test_atomics_count_as_read_and_written():
+    x, cnt = torch.randn(100), torch.zeros(1, dtype=torch.int32)
+    with TrafficMeter() as meter:
+        _count[(4,)](x, cnt, 100, BLOCK=32)
+    (launch,) = meter.launches
+    assert cnt.item() == 4
+    site = _site(launch, "atomic")
+    assert site.buffer == "CNT" and site.executions == 4 and site.bytes == 4 * 4
+    b = launch.buffers["CNT"]
+    assert b.read_requested == b.write_requested == 4 * 4
+    assert b.distinct_read == b.distinct_written == 4
+    assert launch.distinct == 100 * 4 + 4 + 4
+
+
+def test_device_function_sites_split_by_call_line():
+    x, y = torch.randn(64), torch.empty(64)
+    with TrafficMeter() as meter:
+        _two_calls[(2,)](x, y, BLOCK=32)
+    (launch,) = meter.launches
+    loads = [s for s in launch.sites.values() if s.kind == "load"]
+    assert len(loads) == 2 and len({s.line for s in loads}) == 1  # one line in _copy_row
+    assert len({s.call_line for s in loads}) == 2 and all(s.call_line != s.line for s in loads)
+    assert all(s.bytes == 32 * 4 and s.amplification == 1.0 for s in loads)
+    torch.testing.assert_close(y, x)
+
+
 def test_meter_restores_the_interpreter():
     from triton.runtime import interpreter
 
@@ -94,20 +143,32 @@ def test_meter_restores_the_interpreter():
     with TrafficMeter():
         assert interpreter.GridExecutor.__call__ is not before
     assert interpreter.GridExecutor.__call__ is before
-    assert "create_masked_load" not in vars(interpreter.interpreter_builder)
+    for name in ("create_masked_load", "create_masked_store", "create_atomic_rmw"):
+        assert name not in vars(interpreter.interpreter_builder)
 
 
-def test_cca_kernels_are_coalesced():
-    """Every main load / store of the criss-cross kernels moves whole channel rows (<= 1.25)."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_cca_kernels_are_coalesced(fused, monkeypatch):
+    """Every main load / store of the criss-cross kernels moves whole channel rows (<= 1.25);
+    the fused forward is one launch (one atomic per column program and, in the interpreter,
+    one per row program), the fallback two."""
     from vidccnet.ops import triton_cca
 
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1" if fused else "0")
     g = torch.Generator().manual_seed(0)
     q, k = (torch.randn(1, 16, 2, 3, 5, generator=g).half() for _ in range(2))
     v, go = (torch.randn(1, 32, 2, 3, 5, generator=g).half() for _ in range(2))
     with TrafficMeter() as meter:
         out, lse = triton_cca.cca_forward(q, k, v, 1.0)
         triton_cca.cca_backward(q, k, v, out, lse, go, 1.0)
-    assert [lt.kernel for lt in meter.launches] == ["_fwd_kernel"] * 2 + ["_bwd_kernel"] * 2
+    fwd = ["_fwd_fused_kernel"] if fused else ["_fwd_kernel"] * 2
+    assert [lt.kernel for lt in meter.launches] == fwd + ["_bwd_kernel"] * 2
+    atomics = [s for lt in meter.launches for s in lt.sites.values() if s.kind == "atomic"]
+    if fused:  # B T (W + H) = 2 * 8 programs: W column signals + H row waits per frame
+        assert sum(s.executions for s in atomics) == 16
+        assert meter.launches[0].buffers["CNT"].distinct_written == 2 * 4
+    else:
+        assert not atomics
     # The channel-row tensors; lse / Delta (4 bytes per position) are read along columns.
     rows = {"Q", "K", "V", "OUT", "DO", "DQ", "DK", "DV", "DQP", "DKP"}
     checked = 0
@@ -117,3 +178,30 @@ def test_cca_kernels_are_coalesced():
                 assert site.amplification <= 1.25, (launch.kernel, site)
                 checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_kernel_traffic_script_forward_figures(fused, monkeypatch):
+    """scripts/kernel_traffic.py on the CamVid widths (Cqk 64, Cv 512, fp16) at 2 x 3, T = 2:
+    exact distinct bytes of the forward. One launch: q, k, v read (1280 B/pos), out and lse
+    written (1028) and read back (the column partial, 1028), plus the counters (2 frames x 4
+    bytes, read and written); two launches: q, k, v read twice, out and lse written twice and
+    read once."""
+    import importlib.util
+    from pathlib import Path
+
+    from vidccnet.ops import triton_cca
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "kernel_traffic.py"
+    spec = importlib.util.spec_from_file_location("kernel_traffic_under_test", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1" if fused else "0")
+    monkeypatch.setattr(triton_cca, "CPU_CONFIG", (512, 4))  # one Cv chunk: fast, same bytes
+    r = script.measure("camvid", 1, 2, backward=False, size=(2, 3))
+    f = r["forward"]
+    assert r["positions"] == 12 and f["floor_per_position"] == 2308
+    assert f["launch_count"] == (1 if fused else 2)
+    distinct = f["distinct_per_position"] * 12
+    assert round(distinct) == (12 * 3336 + 2 * 8 if fused else 12 * 5644)
+    assert f["max_main_site_amplification"] <= 1.25

@@ -198,6 +198,44 @@ def test_matches_dense_reference(B, cqk, cv, T, H, W, scale, dtype):
 
 
 @needs_interpreter
+@pytest.mark.parametrize(
+    "B, cqk, cv, T, H, W, scale, dtype",
+    [
+        (2, 8, 20, 2, 1, 5, 0.5, torch.float32),  # H = 1 (column lines without keys), B = 2
+        (1, 8, 20, 2, 3, 1, 1.0, torch.float32),  # W = 1: one column per frame
+        (1, 8, 20, 1, 1, 1, 1.0, torch.float32),  # a single position
+        (1, 16, 24, 2, 5, 7, 1.0, torch.float16),  # odd 5 x 7 frame
+        (1, 16, 20, 1, 3, 4, 1.0, torch.float16),  # T = 1
+        (1, 16, 20, 3, 2, 3, 1.0, torch.bfloat16),  # three frames
+    ],
+)
+def test_forward_paths_match_dense_and_each_other(B, cqk, cv, T, H, W, scale, dtype, monkeypatch):
+    """The one-launch forward (default) and the two-launch fallback against float64, and
+    bitwise equal to each other (same operations in the same order)."""
+    q, k, v, _ = _inputs(B, cqk, cv, T, H, W, dtype, qk_std=_qk_std(cqk, scale))
+    _assert_peaked(q, k, scale)
+    ref_out, ref_lse = dense_cca(q, k, v, scale)
+    results = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, fused)
+        out, lse = cca_forward(q, k, v, scale)
+        _close(out, ref_out, TOL[dtype], f"out (fused={fused})")
+        _close(lse, ref_lse, TOL[dtype], f"lse (fused={fused})")
+        results.append((out, lse))
+    (o1, l1), (o2, l2) = results
+    assert torch.equal(o1, o2) and torch.equal(l1, l2)
+
+
+def test_fused_forward_switch(monkeypatch):
+    monkeypatch.delenv(triton_cca.FUSED_FORWARD_ENV, raising=False)
+    assert triton_cca.fused_forward_enabled()
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "0")
+    assert not triton_cca.fused_forward_enabled()
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1")
+    assert triton_cca.fused_forward_enabled()
+
+
+@needs_interpreter
 def test_large_energies_stay_finite():
     """Huge dot products: the softmax must be computed stably (no inf / nan)."""
     q, k, v, go = _inputs(1, 8, 8, 2, 3, 4, qk_std=1.0)
@@ -390,18 +428,24 @@ import sys
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, compile as triton_compile
-from triton.runtime.jit import JITFunction
 from vidccnet.ops import triton_cca
 
 arch = int(sys.argv[1])
-ints = {"L", "D1", "D2", "S1", "S2", "STRIDE", "NPB", "HW", "T", "CQK", "CV"}
-fp32 = {"LSE": "*fp32", "DELTA": "*fp32", "DQP": "*fp32", "DKP": "*fp32", "scale": "fp32"}
+ints = {"L", "D1", "D2", "S1", "S2", "STRIDE", "NPB", "HW", "T", "CQK", "CV", "H", "W"}
+fp32 = {"LSE": "*fp32", "DELTA": "*fp32", "DQP": "*fp32", "DKP": "*fp32", "scale": "fp32",
+        "CNT": "*i32"}
+jitted = triton_cca.jit_functions()
 # Small tiles (fast to compile): the kernels' structure, not their tuning, is checked here.
 for dtype, dot in (("fp16", tl.float16), ("bf16", tl.bfloat16), ("fp32", tl.float32)):
     tiles = dict(BLOCK_L=16, CQK_PAD=16, BLOCK_V=16, T_PAD=2, DOT_TY=dot)
     for raw in triton_cca._KERNEL_FNS:
-        fn = JITFunction(raw)
+        fn = jitted[raw.__name__]
         variants = [dict(LAST=False), dict(LAST=True)]
+        if raw.__name__ == "_fwd_fused_kernel":
+            if dtype != "fp16":
+                continue  # its lines are the two-launch variants' code, compiled below
+            tiles_f = {n: x for n, x in tiles.items() if n != "BLOCK_L"}
+            variants = [dict(BLOCK_H=16, BLOCK_W=16)]
         if raw.__name__ == "_bwd_kernel":
             ds_ty, ds_prec = (tl.float16, "ieee") if dtype == "fp16" else (tl.float32, "tf32")
             if dtype == "fp32":
@@ -409,9 +453,9 @@ for dtype, dot in (("fp16", tl.float16), ("bf16", tl.bfloat16), ("fp32", tl.floa
             variants = [dict(v, NEED_DQ=True, NEED_DK=True, NEED_DV=True, NEED_DS=True,
                              DS_TY=ds_ty, DS_PREC=ds_prec) for v in variants]
         if dtype != "fp16":
-            variants = variants[1:]  # the row launch holds every code path
+            variants = variants[-1:]  # the row launch (or the fused one) holds every code path
         for consts in variants:
-            consts = {**consts, **tiles}
+            consts = {**consts, **(tiles_f if "BLOCK_H" in consts else tiles)}
             sig = {
                 n: "constexpr" if n in consts else fp32.get(n, "i32" if n in ints else "*" + dtype)
                 for n in fn.arg_names
@@ -495,3 +539,30 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
     ro.backward(go.float())
     for name, a, r in (("dq", g1[0], qr.grad), ("dk", g1[1], kr.grad), ("dv", g1[2], vr.grad)):
         _close(a, r, tol, name)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fused_forward_synchronises(dtype, monkeypatch):
+    """The one-launch forward at the CamVid size (2 x 5 frames, 2100 programs): the row programs
+    wait for their frame's column partial (a missed wait reads a stale or unwritten partial):
+    within tolerance of the float32 reference, bitwise repeatable over runs (its math has no
+    atomics), and close to the two-launch fallback."""
+    from vidccnet.ops.reference import cca_reference
+
+    dev = torch.device("cuda")
+    q, k, v, _ = _inputs(2, 64, 512, 5, 90, 120, dtype, dev)
+    ref_out, ref_lse = cca_reference(q.float(), k.float(), v.float(), 1.0)
+    tol = TOL[dtype]
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1")
+    out, lse = cca_forward(q, k, v, 1.0)
+    _close(out, ref_out, tol, "out (fused)")
+    _close(lse, ref_lse, tol, "lse (fused)")
+    for _ in range(5):
+        o2, l2 = cca_forward(q, k, v, 1.0)
+        assert torch.equal(o2, out) and torch.equal(l2, lse)
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "0")
+    o3, l3 = cca_forward(q, k, v, 1.0)
+    _close(o3, out, tol, "out (two launches vs fused)")
+    _close(l3, lse, tol, "lse (two launches vs fused)")

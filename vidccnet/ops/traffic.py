@@ -13,6 +13,16 @@ launch it reports, for each pointer argument of the kernel:
   sectors the instruction touches (all active lanes of one program's tile together) times 32,
   divided by the bytes it moves; 1.0 means fully coalesced.
 
+Atomics (``tl.atomic_add`` and the other read-modify-writes, ``tl.atomic_cas``) are counted
+too, as instruction kind ``"atomic"``: each active lane reads and writes its element once (its
+bytes count as read and as written, requested and distinct). A spin loop on an atomic runs once
+per program in the interpreter (programs run one after another), so the meter counts the
+fewest atomics such a loop can execute on a GPU.
+
+Sites are keyed by the source line of the instruction and by the line of the launched kernel it
+is reached from (``call_line``; the same line unless the instruction is in a device function the
+kernel calls), so one device function called from two places of a kernel gives two sites.
+
 Sectors are counted per program-level instruction: a GPU splits a tile among warps, and a warp's
 share can touch more sectors than its fraction of the tile when the tile's rows are shorter than
 a sector; for rows of >= 32 contiguous bytes (every main load of the channels-last kernels) the
@@ -41,9 +51,10 @@ __all__ = ["BufferTraffic", "LaunchTraffic", "SiteTraffic", "TrafficMeter", "SEC
 class SiteTraffic:
     """One load or store instruction of a kernel, summed over its executions in a launch."""
 
-    kind: str  # "load" or "store"
+    kind: str  # "load", "store" or "atomic"
     line: int  # source line in the kernel's file
     buffer: str  # kernel argument the pointers fall into
+    call_line: int = -1  # line of the launched kernel the instruction is reached from
     bytes: int = 0  # bytes moved by active lanes
     sectors: int = 0  # 32-byte sectors touched, summed over executions
     executions: int = 0  # executions with at least one active lane
@@ -75,12 +86,12 @@ class BufferTraffic:
             idx = (addrs - self.base) // self.elem_bytes
         size = self.nbytes // self.elem_bytes
         idx = idx[(idx >= 0) & (idx < size)]
-        if kind == "load":
+        if kind in ("load", "atomic"):
             self.read_requested += addrs.size * elem_bytes
             if self._read is None:
                 self._read = np.zeros(size, dtype=bool)
             self._read[idx] = True
-        else:
+        if kind in ("store", "atomic"):
             self.write_requested += addrs.size * elem_bytes
             if self._written is None:
                 self._written = np.zeros(size, dtype=bool)
@@ -112,7 +123,7 @@ class LaunchTraffic:
     kernel: str
     grid: tuple[int, int, int]
     buffers: dict[str, BufferTraffic] = field(default_factory=dict)
-    sites: dict[tuple[str, int, str], SiteTraffic] = field(default_factory=dict)
+    sites: dict[tuple[str, int, int, str], SiteTraffic] = field(default_factory=dict)
 
     @property
     def requested(self) -> int:
@@ -153,12 +164,13 @@ class LaunchTraffic:
                 {
                     "kind": s.kind,
                     "line": s.line,
+                    "call_line": s.call_line,
                     "buffer": s.buffer,
                     "bytes": s.bytes,
                     "sector_amplification": s.amplification,
                     "executions": s.executions,
                 }
-                for s in sorted(self.sites.values(), key=lambda s: (s.line, s.kind))
+                for s in sorted(self.sites.values(), key=lambda s: (s.call_line, s.line, s.kind))
             ],
         }
 
@@ -183,6 +195,7 @@ class TrafficMeter:
         self._bases: list[int] = []
         self._names: list[str] = []
         self._saved: list[tuple[Any, str, Any]] = []
+        self._file = ""
 
     # -- patching --------------------------------------------------------------------------
     def __enter__(self) -> TrafficMeter:
@@ -196,6 +209,7 @@ class TrafficMeter:
         builder = interp.interpreter_builder
         meter = self
         orig_load, orig_store = builder.create_masked_load, builder.create_masked_store
+        orig_rmw, orig_cas = builder.create_atomic_rmw, builder.create_atomic_cas
         orig_call, orig_init = interp.GridExecutor.__call__, interp.GridExecutor._init_args_hst
 
         def masked_load(ptrs, mask, other, *args):
@@ -205,6 +219,14 @@ class TrafficMeter:
         def masked_store(ptrs, value, mask, *args):
             meter._record("store", ptrs, mask)
             return orig_store(ptrs, value, mask, *args)
+
+        def atomic_rmw(rmw_op, ptr, val, mask, *args):
+            meter._record("atomic", ptr, mask)
+            return orig_rmw(rmw_op, ptr, val, mask, *args)
+
+        def atomic_cas(ptr, cmp, val, *args):
+            meter._record("atomic", ptr, None)
+            return orig_cas(ptr, cmp, val, *args)
 
         def call(executor, *args, **kwargs):
             meter._begin(executor)
@@ -221,11 +243,15 @@ class TrafficMeter:
         self._saved = [
             (builder, "create_masked_load", None),
             (builder, "create_masked_store", None),
+            (builder, "create_atomic_rmw", None),
+            (builder, "create_atomic_cas", None),
             (interp.GridExecutor, "__call__", orig_call),
             (interp.GridExecutor, "_init_args_hst", orig_init),
         ]
         builder.create_masked_load = masked_load  # instance attributes shadow the methods
         builder.create_masked_store = masked_store
+        builder.create_atomic_rmw = atomic_rmw
+        builder.create_atomic_cas = atomic_cas
         interp.GridExecutor.__call__ = call
         interp.GridExecutor._init_args_hst = init_args
         return self
@@ -241,6 +267,7 @@ class TrafficMeter:
     # -- recording -------------------------------------------------------------------------
     def _begin(self, executor: Any) -> None:
         self._current = LaunchTraffic(kernel=executor.fn.__name__, grid=(0, 0, 0))
+        self._file = executor.fn.__code__.co_filename
         self._bases, self._names = [], []
 
     def _register(self, executor: Any, args: list, kwargs: dict) -> None:
@@ -277,22 +304,25 @@ class TrafficMeter:
         if launch is None:
             return
         addrs = np.asarray(ptrs.data, dtype=np.uint64)
-        active = np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)
+        if mask is None:
+            active = np.ones(addrs.shape, dtype=bool)
+        else:
+            active = np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)
         addrs = addrs[active].astype(np.int64)
         elem_bytes = ptrs.get_element_ty().primitive_bitwidth // 8
         if not addrs.size:  # every lane masked: nothing moves
             return
-        line = _kernel_line(launch.kernel)
+        line, call_line = _kernel_lines(launch.kernel, self._file)
         buffer = "?"
         i = bisect.bisect_right(self._bases, int(addrs[0])) - 1
         if i >= 0:
             b = launch.buffers[self._names[i]]
             if int(addrs[0]) < b.base + b.nbytes:
                 buffer = b.name
-        key = (kind, line, buffer)
+        key = (kind, line, call_line, buffer)
         site = launch.sites.get(key)
         if site is None:
-            site = launch.sites[key] = SiteTraffic(kind, line, buffer)
+            site = launch.sites[key] = SiteTraffic(kind, line, buffer, call_line)
         site.executions += 1
         site.bytes += addrs.size * elem_bytes
         site.sectors += int(np.unique(addrs // SECTOR_BYTES).size)
@@ -302,10 +332,10 @@ class TrafficMeter:
     # -- totals ----------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
         """Requested and distinct bytes summed over launches, and amplification per site."""
-        sites: dict[tuple[str, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+        sites: dict[tuple[str, str, int, int, str], list[int]] = defaultdict(lambda: [0, 0])
         for launch in self.launches:
-            for (kind, line, buf), s in launch.sites.items():
-                acc = sites[(launch.kernel, kind, line, buf)]
+            for (kind, line, call_line, buf), s in launch.sites.items():
+                acc = sites[(launch.kernel, kind, line, call_line, buf)]
                 acc[0] += s.bytes
                 acc[1] += s.sectors
         moved = sum(v[0] for v in sites.values())
@@ -333,11 +363,17 @@ def _interpreting() -> bool:
     return isinstance(tl.zeros, InterpretedFunction)
 
 
-def _kernel_line(kernel: str) -> int:
-    """Line number of the innermost frame of the kernel `kernel` on the current stack."""
+def _kernel_lines(kernel: str, filename: str) -> tuple[int, int]:
+    """``(line, call_line)`` of the instruction being executed: the line of the innermost frame
+    of the kernel's file (the kernel or a device function it calls) and the line of the kernel
+    `kernel` itself on the current stack; ``-1`` where not found."""
     frame = sys._getframe(2)
+    line = -1
     while frame is not None:
-        if frame.f_code.co_name == kernel:
-            return frame.f_lineno
+        code = frame.f_code
+        if line < 0 and code.co_filename == filename:
+            line = frame.f_lineno
+        if code.co_name == kernel and code.co_filename == filename:
+            return line, frame.f_lineno
         frame = frame.f_back
-    return -1
+    return line, -1

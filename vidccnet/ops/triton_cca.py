@@ -19,13 +19,14 @@ Passes
 ------
 A *line* is the set of positions along one axis with the other coordinates fixed. One program
 owns one whole line (``L <= 256`` positions, one ``BLOCK_L`` tile: ``tl.dot`` over the line's
-queries and keys), computes ``P`` once and loops over ``Cv`` inside:
+queries and keys), computes ``P`` once and loops over ``Cv`` inside. There are two kinds of line
+program (the forward's math is written once, in the device function ``_fwd_line``):
 
 ============  =====================  ======  ==================================================
-launch        programs               L       work
+pass          programs               L       work
 ============  =====================  ======  ==================================================
-1: column     B * T * W lines        H       keys of the column (centre excluded)
-2: row        B * T * H lines        W       keys of the row (centre included) + the time line
+column        B * T * W lines        H       keys of the column (centre excluded)
+row           B * T * H lines        W       keys of the row (centre included) + the time line
                                              of every query, elementwise over the rows (t', h)
 ============  =====================  ======  ==================================================
 
@@ -33,10 +34,34 @@ The time keys of query ``(t, h, w)`` are ``(t', h, w)``: the same ``w`` in the r
 so the row program handles them with coalesced row loads and ``T (Cqk + Cv)`` CUDA-core FMAs per
 position (no launch over ``B * H * W`` lines of length ``T``).
 
-Forward: launch 1 stores the column pass's own softmax output (normalised within the pass, in the
-input dtype, into ``out``) and its log-sum-exp (``lse``, fp32, ``-inf`` when ``H = 1``). Launch 2
-computes the row and time energies, merges the three parts exactly (log-sum-exp), writes the global
-``lse`` and ``out = P_row V_row + P_time V_time + exp(lse_col - lse) * out_col``.
+Forward: a column program stores its pass's own softmax output (normalised within the pass, in
+the input dtype, into ``out``) and its log-sum-exp (``lse``, fp32, ``-inf`` when ``H = 1``). A row
+program computes the row and time energies, reads the column partial of its positions, merges the
+three parts exactly (log-sum-exp), writes the global ``lse`` and
+``out = P_row V_row + P_time V_time + exp(lse_col - lse) * out_col``.
+
+By default the forward is **one launch** (``_fwd_fused_kernel``), grid ``B T (W + H)`` in
+frame-major order: program ``pid`` works on frame ``f = pid // (W + H)`` (``f = b T + t``); its
+first ``W`` programs are the frame's column lines, the next ``H`` its row lines. A column program,
+after its stores, does ``tl.debug_barrier()`` and ``atomic_add(CNT[f], 1)`` with release
+semantics; a row program computes its row and time energies, then spins on an acquire read of
+``CNT[f]`` until it reaches ``W`` and reads the partial past L1 (``.cg``) -- the decoupled
+look-back pattern of single-pass scans. ``CNT`` holds one int32 per frame, zeroed by the host
+for every call (and by the autotuner before each timed run). **Deadlock freedom assumes that the
+GPU dispatches thread blocks in increasing block id**: all column programs of frame ``f`` have
+lower ids than its row programs, so they are resident or finished before a row program of ``f``
+waits, and they wait on nothing. CUDA does not document that order (it is what NVIDIA GPUs
+are observed to do); ``VIDCCNET_CCA_FUSED_FORWARD=0`` selects the
+two-launch forward (column launch, then row launch; no counters, no ordering assumption) should
+some GPU not dispatch in order. Triton's interpreter runs programs one by one in id order, so
+there the wait ends at once. Why one launch: each launch reads q, k, v once from DRAM at best;
+in one launch the row programs of frame ``f`` read q, k, v and the column partial that the
+frame's column programs have just touched, which stay in L2 when a frame's working set fits
+(CamVid, 90 x 120 x (64 + 64 + 512) fp16: ~13.8 MB of q, k, v and ~11 MB of partial, vs 50 MB of
+L2 on an H200) -- an expectation, not yet measured on a GPU. The time lines also read k and v
+of the clip's other frames (T x 12.4 MB per CamVid clip), which L2 cannot all hold. The traffic
+meter (below), which assumes re-reads inside a launch hit L2, counts the partial's read as
+distinct bytes anyway.
 
 Backward (two launches, no atomics, deterministic): the column launch computes
 ``Delta = rowsum(dO * O)`` of its positions in-kernel and stores it (4 bytes per position);
@@ -54,7 +79,7 @@ against float64 with realistic logits (about half of its error is the bf16 round
 computed (``need``), e.g. ``dv`` alone skips ``dP`` entirely.
 
 Memory traffic is measured, not estimated: ``scripts/kernel_traffic.py`` runs these kernels in
-Triton's interpreter with every load and store instrumented (see ``docs/benchmarks.md``).
+Triton's interpreter with every load, store and atomic instrumented (see ``docs/benchmarks.md``).
 
 GPU validity: every ``tl.dot`` has M, N, K >= 16 (``BLOCK_L`` and ``BLOCK_V`` >= 16, channels
 padded to a power of two >= 16 by masked loads); fp32 dots use ``input_precision="ieee"`` (no
@@ -63,15 +88,17 @@ offset is int64. On CUDA ``BLOCK_V`` and ``num_warps`` are autotuned over a smal
 (:data:`GPU_CONFIGS`; ``VIDCCNET_CCA_AUTOTUNE=0`` picks ``GPU_CONFIGS[1]`` without tuning, e.g.
 for tests); the interpreter (which cannot autotune) uses :data:`CPU_CONFIG`.
 
-The kernels are plain Python functions wrapped by ``triton.jit`` lazily, on first use, for the
-current value of ``TRITON_INTERPRET`` (Triton fixes interpreted-vs-compiled at decoration time),
-so importing this module never needs Triton or a GPU.
+The kernels and their device function are plain Python functions wrapped by ``triton.jit``
+lazily, on first use, for the current value of ``TRITON_INTERPRET`` (Triton fixes
+interpreted-vs-compiled at decoration time), so importing this module never needs Triton or a GPU
+(:func:`jit_functions`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import types
 from typing import Any
 
 import torch
@@ -109,17 +136,16 @@ CPU_CONFIG = (64, 4)
 # --------------------------------------------------------------------------------------------
 
 
-def _fwd_kernel(
-    Q, K, V, OUT, LSE, scale, L, D1, D2, S1, S2, STRIDE, NPB, HW, T, CQK, CV,
-    LAST: tl.constexpr, BLOCK_L: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
-    T_PAD: tl.constexpr, DOT_TY: tl.constexpr,
+def _fwd_line(
+    Q, K, V, OUT, LSE, CNT, scale, pos0, t, f, L, STRIDE, HW, T, CQK, CV, NWAIT,
+    LAST: tl.constexpr, SYNC: tl.constexpr, BLOCK_L: tl.constexpr, CQK_PAD: tl.constexpr,
+    BLOCK_V: tl.constexpr, T_PAD: tl.constexpr, DOT_TY: tl.constexpr,
 ):  # fmt: skip
-    # One program = one line (all its L <= BLOCK_L positions as queries and keys).
-    line = tl.program_id(0)
-    i2 = line % D2
-    rest = line // D2
-    i1 = rest % D1
-    pos0 = (rest // D1).to(tl.int64) * NPB + i1 * S1 + i2 * S2  # first position of the line
+    # One line: its L <= BLOCK_L positions (``STRIDE`` apart from position ``pos0``, int64, of
+    # frame ``t``) as queries and keys. LAST=False: the column pass; LAST=True: the row pass with
+    # the time lines, merged with the column partial. SYNC (row pass of the fused kernel): wait
+    # until the counter CNT[f] reaches NWAIT (the frame's column programs have all stored)
+    # before reading the column partial.
     qb, kb, vb, ob = Q + pos0 * CQK, K + pos0 * CQK, V + pos0 * CV, OUT + pos0 * CV
     lb = LSE + pos0
     offs = tl.arange(0, BLOCK_L)
@@ -139,7 +165,6 @@ def _fwd_kernel(
     if LAST:
         # Row program (line (b, t, h)): the time line of each query (t', h, w), t' != t, as
         # elementwise products with the rows (t', h) (contiguous loads), kept as (BL, T_PAD).
-        t = i1
         offs_t = tl.arange(0, T_PAD)
         qf = q.to(tl.float32)
         st = tl.full([BLOCK_L, T_PAD], float("-inf"), tl.float32)
@@ -153,7 +178,14 @@ def _fwd_kernel(
             )
             s1 = tl.where(keep, tl.sum(qf * kt.to(tl.float32), 1) * scale, float("-inf"))
             st = tl.where(offs_t[None, :] == tp, s1[:, None], st)
-        prev = tl.load(lb + rel, mask=mask, other=0.0)  # column pass lse (-inf when H = 1)
+        if SYNC:
+            # Decoupled look-back: the frame's column programs signal CNT[f] after their stores
+            # (release); acquire it before reading their partial, then read it past L1 (.cg).
+            done = tl.atomic_add(CNT + f, 0, sem="acquire")
+            while done < NWAIT:
+                done = tl.atomic_add(CNT + f, 0, sem="acquire")
+        # column pass lse (-inf when H = 1)
+        prev = tl.load(lb + rel, mask=mask, other=0.0, cache_modifier=".cg")
         m = tl.maximum(tl.maximum(m, tl.max(st, 1)), prev)  # finite: the row holds the centre
         m = tl.where(mask, m, 0.0)
         total = (
@@ -193,11 +225,62 @@ def _fwd_kernel(
                 )
                 p1 = tl.sum(tl.where(offs_t[None, :] == tp, pt, 0.0), 1)
                 acc += p1[:, None] * vt.to(tl.float32)
-            o_prev = tl.load(ob + rel[:, None] * CV + offs_v[None, :], mask=mask_v, other=0.0)
+            o_prev = tl.load(
+                ob + rel[:, None] * CV + offs_v[None, :],
+                mask=mask_v,
+                other=0.0,
+                cache_modifier=".cg",
+            )
             acc += w_prev[:, None] * o_prev.to(tl.float32)
         tl.store(
             ob + rel[:, None] * CV + offs_v[None, :], acc.to(OUT.dtype.element_ty), mask=mask_v
         )
+
+
+def _fwd_kernel(
+    Q, K, V, OUT, LSE, scale, L, D1, D2, S1, S2, STRIDE, NPB, HW, T, CQK, CV,
+    LAST: tl.constexpr, BLOCK_L: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
+    T_PAD: tl.constexpr, DOT_TY: tl.constexpr,
+):  # fmt: skip
+    # Two-launch forward (the fallback): one program = one line of one pass (LAST: row pass).
+    line = tl.program_id(0)
+    i2 = line % D2
+    rest = line // D2
+    i1 = rest % D1  # t
+    pos0 = (rest // D1).to(tl.int64) * NPB + i1 * S1 + i2 * S2  # first position of the line
+    _fwd_line(
+        Q, K, V, OUT, LSE, LSE, scale, pos0, i1, 0, L, STRIDE, HW, T, CQK, CV, 0,
+        LAST=LAST, SYNC=False, BLOCK_L=BLOCK_L, CQK_PAD=CQK_PAD, BLOCK_V=BLOCK_V, T_PAD=T_PAD,
+        DOT_TY=DOT_TY,
+    )  # fmt: skip
+
+
+def _fwd_fused_kernel(
+    Q, K, V, OUT, LSE, CNT, scale, H, W, NPB, HW, T, CQK, CV,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
+    T_PAD: tl.constexpr, DOT_TY: tl.constexpr,
+):  # fmt: skip
+    # One-launch forward, frame-major: program pid -> frame f = (b, t) = pid // (W + H); the
+    # first W programs of a frame are its column lines, the next H its row lines (+ time lines).
+    pid = tl.program_id(0)
+    f = pid // (W + H)
+    j = pid - f * (W + H)
+    t = f % T
+    base = (f // T).to(tl.int64) * NPB + t * HW  # first position of the frame
+    if j < W:  # column line (b, t, w = j): H positions, W apart
+        _fwd_line(
+            Q, K, V, OUT, LSE, CNT, scale, base + j, t, f, H, W, HW, T, CQK, CV, 0,
+            LAST=False, SYNC=False, BLOCK_L=BLOCK_H, CQK_PAD=CQK_PAD, BLOCK_V=BLOCK_V,
+            T_PAD=T_PAD, DOT_TY=DOT_TY,
+        )  # fmt: skip
+        tl.debug_barrier()  # every thread's stores of out / lse issued before the signal
+        tl.atomic_add(CNT + f, 1, sem="release")
+    else:  # row line (b, t, h = j - W): W contiguous positions, after the frame's W columns
+        _fwd_line(
+            Q, K, V, OUT, LSE, CNT, scale, base + (j - W) * W, t, f, W, 1, HW, T, CQK, CV, W,
+            LAST=True, SYNC=True, BLOCK_L=BLOCK_W, CQK_PAD=CQK_PAD, BLOCK_V=BLOCK_V,
+            T_PAD=T_PAD, DOT_TY=DOT_TY,
+        )  # fmt: skip
 
 
 def _bwd_kernel(
@@ -349,9 +432,39 @@ def _bwd_kernel(
             tl.store(DV + pos0 * CV + v_off, dv.to(DV.dtype.element_ty), mask=mask_v)
 
 
-_KERNEL_FNS = (_fwd_kernel, _bwd_kernel)
+_HELPER_FNS = (_fwd_line,)  # device functions called by the kernels
+_KERNEL_FNS = (_fwd_kernel, _fwd_fused_kernel, _bwd_kernel)
 _JIT_CACHE: dict[tuple[bool, bool], dict[str, Any]] = {}
 AUTOTUNE_ENV = "VIDCCNET_CCA_AUTOTUNE"  # "0": one config (GPU_CONFIGS[1]) on CUDA, no tuning
+FUSED_FORWARD_ENV = "VIDCCNET_CCA_FUSED_FORWARD"  # "0": the two-launch forward (fallback)
+
+
+def fused_forward_enabled() -> bool:
+    """Whether :func:`cca_forward` uses the one-launch kernel (``$VIDCCNET_CCA_FUSED_FORWARD``
+    unset or not ``0``) rather than the two-launch fallback."""
+    return os.environ.get(FUSED_FORWARD_ENV, "1").strip() != "0"
+
+
+def jit_functions() -> dict[str, Any]:
+    """The kernels and their device functions wrapped by ``triton.jit`` for the current
+    ``TRITON_INTERPRET`` setting, not autotuned (e.g. to compile them ahead of time).
+
+    Each function gets its own copy of this module's globals in which the names of
+    :data:`_HELPER_FNS` are the jitted helpers: a kernel calls ``_fwd_line`` and Triton (the
+    compiler and the interpreter alike) needs that name to resolve to a jitted function, while
+    the module itself keeps plain functions (importing it needs no Triton mode decided).
+    """
+    scope = dict(globals())
+    jitted: dict[str, Any] = {}
+    for fn in (*_HELPER_FNS, *_KERNEL_FNS):
+        rebound = types.FunctionType(
+            fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        rebound.__qualname__, rebound.__module__ = fn.__qualname__, fn.__module__
+        jitted[fn.__name__] = triton.jit(rebound)
+        if fn in _HELPER_FNS:
+            scope[fn.__name__] = jitted[fn.__name__]
+    return jitted
 
 
 def _interpret_enabled() -> bool:
@@ -384,7 +497,7 @@ def _kernels() -> dict[str, Any]:
     autotune = not interpret and os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
     kernels = _JIT_CACHE.get((interpret, autotune))
     if kernels is None:
-        kernels = {fn.__name__: triton.jit(fn) for fn in _KERNEL_FNS}
+        kernels = jit_functions()
         if autotune:
             configs = [triton.Config({"BLOCK_V": bv}, num_warps=w) for bv, w in GPU_CONFIGS]
             kernels["_fwd_kernel"] = triton.autotune(
@@ -392,6 +505,13 @@ def _kernels() -> dict[str, Any]:
                 key=["L", "T", "CQK", "CV", "LAST"],
                 restore_value=["OUT", "LSE"],
             )(kernels["_fwd_kernel"])
+            # CNT (the per-frame column counters) restarts at zero for every timed run.
+            kernels["_fwd_fused_kernel"] = triton.autotune(
+                configs,
+                key=["H", "W", "T", "CQK", "CV"],
+                reset_to_zero=["CNT"],
+                restore_value=["OUT", "LSE"],
+            )(kernels["_fwd_fused_kernel"])
             kernels["_bwd_kernel"] = triton.autotune(
                 configs,
                 key=["L", "T", "CQK", "CV", "LAST", "NEED_DQ", "NEED_DK", "NEED_DV"],
@@ -577,6 +697,41 @@ def _tuning(kern: Any) -> dict[str, int]:
     return dict(BLOCK_V=block_v, num_warps=warps)
 
 
+def _launch_fused_forward(
+    qc: Tensor, kc: Tensor, vc: Tensor, out: Tensor, lse: Tensor, scale: float
+) -> None:
+    """One launch of ``_fwd_fused_kernel`` over channels-last (B, T, H, W, C) tensors.
+
+    Grid ``B T (W + H)``, frame-major; ``cnt`` holds one int32 counter per frame, zeroed here
+    (and by the autotuner before each timed run), counted up by the frame's column programs.
+    """
+    B, T, H, W, cqk = qc.shape
+    cnt = torch.zeros(B * T, device=qc.device, dtype=torch.int32)
+    kern = _kernels()["_fwd_fused_kernel"]
+    kern[(B * T * (W + H),)](
+        qc,
+        kc,
+        vc,
+        out,
+        lse,
+        cnt,
+        scale,
+        H,
+        W,
+        T * H * W,
+        H * W,
+        T,
+        cqk,
+        vc.shape[-1],
+        BLOCK_H=max(16, _next_pow2(H)),
+        BLOCK_W=max(16, _next_pow2(W)),
+        CQK_PAD=max(16, _next_pow2(cqk)),
+        T_PAD=max(2, _next_pow2(T)),
+        DOT_TY=_dot_type(qc.dtype),
+        **_tuning(kern),
+    )
+
+
 def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """Criss-cross attention forward with the Triton kernels.
 
@@ -597,6 +752,9 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
     out = torch.empty_like(vc)  # (B, T, H, W, Cv)
     lse = torch.empty((B, T, H, W), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
+        return _cf(out), lse
+    if fused_forward_enabled():
+        _launch_fused_forward(qc, kc, vc, out, lse, float(scale))
         return _cf(out), lse
     kern = _kernels()["_fwd_kernel"]
     for i, (L, D1, D2, S1, S2, stride) in enumerate(_passes(T, H, W)):
