@@ -226,6 +226,48 @@ def test_forward_paths_match_dense_and_each_other(B, cqk, cv, T, H, W, scale, dt
     assert torch.equal(o1, o2) and torch.equal(l1, l2)
 
 
+_REVERSED_ORDER_SCRIPT = r"""
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+import triton.runtime.interpreter as interp
+from vidccnet.ops import triton_cca
+
+builder = interp.interpreter_builder
+set_idx = type(builder).set_grid_idx
+
+def reversed_x(self, x, y, z):  # run the programs of a launch in decreasing id order
+    set_idx(self, self.grid_dim[0] - 1 - x, y, z)
+
+g = torch.Generator().manual_seed(0)
+q, k = (torch.randn(2, 8, 2, 3, 4, generator=g) for _ in range(2))
+v = torch.randn(2, 12, 2, 3, 4, generator=g)
+os.environ[triton_cca.FUSED_FORWARD_ENV] = "0"
+ref = triton_cca.cca_forward(q, k, v, 1.0)
+os.environ[triton_cca.FUSED_FORWARD_ENV] = "1"
+type(builder).set_grid_idx = reversed_x
+out = triton_cca.cca_forward(q, k, v, 1.0)
+assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+print("OK")
+"""
+
+
+@needs_interpreter
+def test_fused_forward_does_not_depend_on_program_order():
+    """The interpreter runs a launch's programs in decreasing id order: a row program would then
+    run before its frame's column programs and wait forever if tiles were numbered by program
+    id. With the ticket the result equals the two-launch forward (a subprocess, so that a hang
+    is a timeout, not a stuck test run)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _REVERSED_ORDER_SCRIPT], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-2000:]
+
+
 def test_fused_forward_switch(monkeypatch):
     monkeypatch.delenv(triton_cca.FUSED_FORWARD_ENV, raising=False)
     assert triton_cca.fused_forward_enabled()

@@ -46,22 +46,24 @@ first ``W`` programs are the frame's column lines, the next ``H`` its row lines.
 after its stores, does ``tl.debug_barrier()`` and ``atomic_add(CNT[f], 1)`` with release
 semantics; a row program computes its row and time energies, then spins on an acquire read of
 ``CNT[f]`` until it reaches ``W`` and reads the partial past L1 (``.cg``) -- the decoupled
-look-back pattern of single-pass scans. ``CNT`` holds one int32 per frame, zeroed by the host
-for every call (and by the autotuner before each timed run). **Deadlock freedom assumes that the
-GPU dispatches thread blocks in increasing block id**: all column programs of frame ``f`` have
-lower ids than its row programs, so they are resident or finished before a row program of ``f``
-waits, and they wait on nothing. CUDA does not document that order (it is what NVIDIA GPUs
-are observed to do); ``VIDCCNET_CCA_FUSED_FORWARD=0`` selects the
-two-launch forward (column launch, then row launch; no counters, no ordering assumption) should
-some GPU not dispatch in order. Triton's interpreter runs programs one by one in id order, so
-there the wait ends at once. Why one launch: each launch reads q, k, v once from DRAM at best;
-in one launch the row programs of frame ``f`` read q, k, v and the column partial that the
-frame's column programs have just touched, which stay in L2 when a frame's working set fits
-(CamVid, 90 x 120 x (64 + 64 + 512) fp16: ~13.8 MB of q, k, v and ~11 MB of partial, vs 50 MB of
-L2 on an H200) -- an expectation, not yet measured on a GPU. The time lines also read k and v
-of the clip's other frames (T x 12.4 MB per CamVid clip), which L2 cannot all hold. The traffic
-meter (below), which assumes re-reads inside a launch hit L2, counts the partial's read as
-distinct bytes anyway.
+look-back pattern of single-pass scans. ``CNT`` holds one int32 per frame and, last, a ticket,
+zeroed by the host for every call (and by the autotuner before each timed run). A program takes
+its tile id ``pid`` from the ticket (an atomic increment), not from ``tl.program_id``: every
+tile below ``pid`` is held by a program that has already started, so all column programs of
+frame ``f`` (lower ids than its row programs, and never waiting) are running or finished when a
+row program of ``f`` waits. The wait therefore ends whatever order the GPU dispatches thread
+blocks in (CUDA does not document one), at the cost of one 4-byte atomic per program.
+``VIDCCNET_CCA_FUSED_FORWARD=0`` selects the two-launch forward (column launch, then row
+launch; no counters). Triton's interpreter runs programs one by one, so there the tickets
+follow the program ids and the wait ends at once.
+
+Why one launch: each launch reads q, k, v once from DRAM at best; in one launch the row programs of
+frame ``f`` read q, k, v and the column partial that the frame's column programs have just touched,
+which stay in L2 when a frame's working set fits (CamVid, 90 x 120 x (64 + 64 + 512) fp16: ~13.8 MB
+of q, k, v and ~11 MB of partial, vs 50 MB of L2 on an H200) -- an expectation, not yet measured on
+a GPU. The time lines also read k and v of the clip's other frames (T x 12.4 MB per CamVid clip),
+which L2 cannot all hold. The traffic meter (below), which assumes re-reads inside a launch hit L2,
+counts the partial's read as distinct bytes anyway.
 
 Backward (two launches, no atomics, deterministic): the column launch computes
 ``Delta = rowsum(dO * O)`` of its positions in-kernel and stores it (4 bytes per position);
@@ -260,9 +262,12 @@ def _fwd_fused_kernel(
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
     T_PAD: tl.constexpr, DOT_TY: tl.constexpr,
 ):  # fmt: skip
-    # One-launch forward, frame-major: program pid -> frame f = (b, t) = pid // (W + H); the
-    # first W programs of a frame are its column lines, the next H its row lines (+ time lines).
-    pid = tl.program_id(0)
+    # One-launch forward, frame-major: tile pid -> frame f = (b, t) = pid // (W + H); the
+    # first W tiles of a frame are its column lines, the next H its row lines (+ time lines).
+    # Tiles are numbered by a ticket (CNT's last entry), not by program_id: the tiles below
+    # pid belong to programs that have started, so the column programs a row program waits
+    # for are running or done, whatever order the GPU dispatches blocks in.
+    pid = tl.atomic_add(CNT + tl.num_programs(0) // (W + H), 1, sem="relaxed")
     f = pid // (W + H)
     j = pid - f * (W + H)
     t = f % T
@@ -702,11 +707,12 @@ def _launch_fused_forward(
 ) -> None:
     """One launch of ``_fwd_fused_kernel`` over channels-last (B, T, H, W, C) tensors.
 
-    Grid ``B T (W + H)``, frame-major; ``cnt`` holds one int32 counter per frame, zeroed here
-    (and by the autotuner before each timed run), counted up by the frame's column programs.
+    Grid ``B T (W + H)``, frame-major; ``cnt`` holds one int32 counter per frame, counted up
+    by the frame's column programs, and the tile ticket; zeroed here (and by the autotuner
+    before each timed run).
     """
     B, T, H, W, cqk = qc.shape
-    cnt = torch.zeros(B * T, device=qc.device, dtype=torch.int32)
+    cnt = torch.zeros(B * T + 1, device=qc.device, dtype=torch.int32)
     kern = _kernels()["_fwd_fused_kernel"]
     kern[(B * T * (W + H),)](
         qc,
