@@ -39,6 +39,26 @@ needs_interpreter = pytest.mark.skipif(not _cpu_ok, reason=f"Triton interpreter:
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def _interpreter_truncates_bf16() -> bool:
+    """Whether Triton's interpreter converts float32 to bfloat16 by truncation (Triton 3.8 does,
+    whatever ``fp_downcast_rounding`` says; a GPU rounds to nearest even): 1 + 3 * 2**-9 is
+    1 + 2**-7 rounded to nearest, 1.0 truncated."""
+    if not _cpu_ok:
+        return False
+    import triton.language as tl
+
+    def probe(X, Y):
+        tl.store(Y, tl.load(X).to(tl.bfloat16))
+
+    x = torch.tensor([1 + 3 * 2**-9])
+    y = torch.empty(1, dtype=torch.bfloat16)
+    triton.jit(probe)[(1,)](x, y)
+    return y.item() == 1.0
+
+
+INTERPRETER_TRUNCATES_BF16 = _interpreter_truncates_bf16()
+
+
 # ---------------------------------------------------------------------------------------------
 # Independent float64 reference: dense (N x N) masked softmax, autograd for the gradients.
 # ---------------------------------------------------------------------------------------------
@@ -184,10 +204,15 @@ def test_dense_reference_matches_project_reference():
             5,
             1.0,
             torch.bfloat16,
+            # The interpreter truncates float32 -> bf16 (2x the error of rounding to nearest,
+            # measured), which makes the saved out 3x less exact than one rounding (0.023 vs
+            # 0.0075 here) and, through Delta = rowsum(dO * out), one dq element 0.0545 off where
+            # 0.051 is allowed. A float64 emulation of the kernel's bf16 roundings done to
+            # nearest keeps that element 0.034 inside its bound; the GPU test runs this shape.
             marks=pytest.mark.xfail(
+                condition=INTERPRETER_TRUNCATES_BF16,
                 strict=True,
-                reason="known: one dq element is 0.0545 off where 0.051 is allowed; "
-                "the bf16 rounding of the saved out (used by Delta) alone accounts for 0.031",
+                reason="Triton's interpreter truncates float32 -> bf16 (a GPU rounds to nearest)",
             ),
         ),
         (1, 16, 20, 1, 4, 3, 1.0, torch.bfloat16),
@@ -552,6 +577,7 @@ def test_kernels_compile_for_sm90():
         (1, 32, 64, 16, 1, 130),
         (1, 64, 512, 2, 90, 120),
         (1, 16, 32, 1, 64, 256),
+        (1, 16, 24, 2, 3, 5),  # bf16: xfails in the interpreter (truncation), must pass here
     ],
 )
 def test_gpu_matches_dense_reference(B, cqk, cv, T, H, W, dtype):
