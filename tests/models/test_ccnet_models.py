@@ -251,3 +251,13 @@ def test_to_memory_format_points_to_to_channels_last():
     assert m.backbone.conv1.weight.is_contiguous()
     assert m.to(torch.float64).backbone.conv1.weight.dtype == torch.float64
     assert m.to("cpu", memory_format=torch.contiguous_format) is m
+
+
+def test_attention_reduction_sets_the_query_key_width():
+    default = create_model("ccnet3d_resnet18", 5, head_channels=32)
+    assert default.head.cca.cca.query.out_channels == 4  # 32 // 8, CCNet's reduction
+    wide = create_model("ccnet3d_resnet18", 5, head_channels=32, attention_reduction=2)
+    assert wide.head.cca.cca.query.out_channels == wide.head.cca.cca.key.out_channels == 16
+    assert wide.head.cca.cca.value.out_channels == 32
+    with pytest.raises(ValueError, match="attention_reduction must divide head_channels=32"):
+        create_model("ccnet3d_resnet18", 5, head_channels=32, attention_reduction=3)

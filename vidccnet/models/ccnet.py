@@ -53,6 +53,8 @@ class CCNet(nn.Module):
         attention_init: "identity" (default: value projection = identity, gamma = 1, chosen by
             measurement, docs/training.md) or "ccnet" (gamma = 0, CCNet's exact init).
         backbone_width: base width of the ResNet (64; narrower for CPU studies).
+        attention_reduction: the attention's query / key width is head_channels // this (8 in
+            CCNet: 64 channels with the 512-wide head, 4 with a 32-wide one).
     """
 
     # state-dict prefixes of training-only parts (the category-consistent loss's embedding): a
@@ -80,12 +82,18 @@ class CCNet(nn.Module):
         embed_dim: int = 16,
         attention_init: str = "identity",
         backbone_width: int = 64,
+        attention_reduction: int = 8,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if head_channels < 8 or head_channels % 8:
             raise ValueError(f"head_channels must be a positive multiple of 8, got {head_channels}")
+        if attention_reduction < 1 or head_channels % attention_reduction:
+            raise ValueError(
+                f"attention_reduction must divide head_channels={head_channels}, got "
+                f"{attention_reduction}"
+            )
         if head_activation not in HEAD_SLOPES:
             raise ValueError(
                 f"head_activation must be one of {', '.join(HEAD_SLOPES)}, got {head_activation!r}"
@@ -102,7 +110,8 @@ class CCNet(nn.Module):
         c3, c4 = self.backbone.channels
         slope = HEAD_SLOPES[head_activation]
         self.head = RCCAHead(
-            c4, num_classes, head_channels, recurrence, temporal_attention, 8, attention_backend,
+            c4, num_classes, head_channels, recurrence, temporal_attention, attention_reduction,
+            attention_backend,
             negative_slope=slope, embed_dim=embed_dim, attention_init=attention_init,
         )
         aux_width = head_channels // 2 if aux_channels is None else aux_channels
