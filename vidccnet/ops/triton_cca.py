@@ -686,15 +686,30 @@ def _ds_type(dtype: torch.dtype) -> tuple[Any, str]:
     return tl.float32, "ieee"
 
 
-def _geometry(q: Tensor, v: Tensor, L: int) -> tuple[dict[str, int], dict[str, Any]]:
-    _, cqk, T, H, W = q.shape
-    consts = dict(
-        BLOCK_L=max(16, _next_pow2(L)),
-        CQK_PAD=max(16, _next_pow2(cqk)),
-        T_PAD=max(2, _next_pow2(T)),
-        DOT_TY=_dot_type(q.dtype),
-    )
-    return dict(NPB=T * H * W, HW=H * W, T=T, CQK=cqk, CV=v.shape[1]), consts
+def _block(n: int) -> int:
+    """Tile size for ``n`` lanes: a power of two >= 16 (``tl.dot`` needs M, N, K >= 16)."""
+    return max(16, _next_pow2(n))
+
+
+def _tile_consts(cqk: int, T: int, dtype: torch.dtype) -> dict[str, Any]:
+    """The constexprs every kernel takes besides its line tiles and ``BLOCK_V``."""
+    return dict(CQK_PAD=_block(cqk), T_PAD=max(2, _next_pow2(T)), DOT_TY=_dot_type(dtype))
+
+
+def _line_launches(q: Tensor, v: Tensor) -> list[tuple[tuple[int], tuple[int, ...], dict]]:
+    """The two-launch schedule (column, then row) of ``_fwd_kernel`` / ``_bwd_kernel``.
+
+    Each launch is ``(grid, geometry, consts)``: ``geometry`` is the kernels' positional
+    ``L, D1, D2, S1, S2, STRIDE, NPB, HW, T, CQK, CV`` (see :func:`_passes`), ``consts`` their
+    constexprs (``LAST`` for the row launch) without ``BLOCK_V``.
+    """
+    B, cqk, T, H, W = q.shape
+    launches = []
+    for i, (L, D1, D2, S1, S2, stride) in enumerate(_passes(T, H, W)):
+        geometry = (L, D1, D2, S1, S2, stride, T * H * W, H * W, T, cqk, v.shape[1])
+        consts = dict(_tile_consts(cqk, T, q.dtype), BLOCK_L=_block(L), LAST=i == 1)
+        launches.append(((B * D1 * D2,), geometry, consts))
+    return launches
 
 
 def _tuning(kern: Any) -> dict[str, int]:
@@ -732,11 +747,9 @@ def _launch_fused_forward(
         T,
         cqk,
         vc.shape[-1],
-        BLOCK_H=max(16, _next_pow2(H)),
-        BLOCK_W=max(16, _next_pow2(W)),
-        CQK_PAD=max(16, _next_pow2(cqk)),
-        T_PAD=max(2, _next_pow2(T)),
-        DOT_TY=_dot_type(qc.dtype),
+        BLOCK_H=_block(H),
+        BLOCK_W=_block(W),
+        **_tile_consts(cqk, T, qc.dtype),
         **_tuning(kern),
     )
 
@@ -766,30 +779,8 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
         _launch_fused_forward(qc, kc, vc, out, lse, float(scale))
         return _cf(out), lse
     kern = _kernels()["_fwd_kernel"]
-    for i, (L, D1, D2, S1, S2, stride) in enumerate(_passes(T, H, W)):
-        sizes, consts = _geometry(q, v, L)
-        kern[(B * D1 * D2,)](
-            qc,
-            kc,
-            vc,
-            out,
-            lse,
-            float(scale),
-            L,
-            D1,
-            D2,
-            S1,
-            S2,
-            stride,
-            sizes["NPB"],
-            sizes["HW"],
-            T,
-            sizes["CQK"],
-            sizes["CV"],
-            LAST=i == 1,
-            **consts,
-            **_tuning(kern),
-        )
+    for grid, geometry, consts in _line_launches(q, v):
+        kern[grid](qc, kc, vc, out, lse, float(scale), *geometry, **consts, **_tuning(kern))
     return _cf(out), lse
 
 
@@ -840,34 +831,9 @@ def cca_backward(
     if dv.numel() and (need_dq or need_dk or need_dv):
         kern = _kernels()["_bwd_kernel"]
         ds_ty, ds_prec = _ds_type(q.dtype)
-        for i, (L, D1, D2, S1, S2, stride) in enumerate(_passes(T, H, W)):
-            sizes, consts = _geometry(q, v, L)
-            kern[(B * D1 * D2,)](
-                qc,
-                kc,
-                vc,
-                oc,
-                doc,
-                lse,
-                delta,
-                dqp,
-                dkp,
-                dq,
-                dk,
-                dv,
-                float(scale),
-                L,
-                D1,
-                D2,
-                S1,
-                S2,
-                stride,
-                sizes["NPB"],
-                sizes["HW"],
-                T,
-                sizes["CQK"],
-                sizes["CV"],
-                LAST=i == 1,
+        for grid, geometry, consts in _line_launches(q, v):
+            kern[grid](
+                qc, kc, vc, oc, doc, lse, delta, dqp, dkp, dq, dk, dv, float(scale), *geometry,
                 NEED_DQ=need_dq,
                 NEED_DK=need_dk,
                 NEED_DV=need_dv,
