@@ -110,30 +110,7 @@ def measure(
             "launches": launches,
         }
 
-    f, b = part(fwd, floor_f), part(bwd, floor_b)
-    if not backward:
-        return {
-            "case": case,
-            "B": B,
-            "T": T,
-            "H": H,
-            "W": W,
-            "Cqk": cqk,
-            "Cv": cv,
-            "dtype": str(dtype).replace("torch.", ""),
-            "positions": positions,
-            "interpreter_seconds": round(seconds, 1),
-            "forward": f,
-        }
-    both = {
-        "launch_count": f["launch_count"] + b["launch_count"],
-        "floor_per_position": floor_f + floor_b,
-        "requested_per_position": f["requested_per_position"] + b["requested_per_position"],
-        "distinct_per_position": f["distinct_per_position"] + b["distinct_per_position"],
-    }
-    both["requested_x_floor"] = both["requested_per_position"] / both["floor_per_position"]
-    both["distinct_x_floor"] = both["distinct_per_position"] / both["floor_per_position"]
-    return {
+    result = {
         "case": case,
         "B": B,
         "T": T,
@@ -144,10 +121,20 @@ def measure(
         "dtype": str(dtype).replace("torch.", ""),
         "positions": positions,
         "interpreter_seconds": round(seconds, 1),
-        "forward": f,
-        "backward": b,
-        "forward_backward": both,
+        "forward": part(fwd, floor_f),
     }
+    if not backward:
+        return result
+    f, b = result["forward"], part(bwd, floor_b)
+    both = {
+        "launch_count": f["launch_count"] + b["launch_count"],
+        "floor_per_position": floor_f + floor_b,
+        "requested_per_position": f["requested_per_position"] + b["requested_per_position"],
+        "distinct_per_position": f["distinct_per_position"] + b["distinct_per_position"],
+    }
+    both["requested_x_floor"] = both["requested_per_position"] / both["floor_per_position"]
+    both["distinct_x_floor"] = both["distinct_per_position"] / both["floor_per_position"]
+    return {**result, "backward": b, "forward_backward": both}
 
 
 def format_report(r: dict, sites: bool) -> str:
