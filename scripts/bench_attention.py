@@ -55,6 +55,7 @@ from vidccnet.nn import RecurrentCrissCrossAttention  # noqa: E402
 from vidccnet.ops import criss_cross_attention, triton_status  # noqa: E402
 from vidccnet.ops.reference import cca_reference_backward, cca_reference_forward  # noqa: E402
 from vidccnet.ops.triton_cca import FUSED_FORWARD_ENV  # noqa: E402
+from vidccnet.profiling import cpu_peak_allocated  # noqa: E402
 
 # Peak HBM bandwidth (GB/s) by substring of the device name.
 PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "4090": 1008.0}
@@ -294,20 +295,6 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
-@contextlib.contextmanager
-def _quiet_stderr_fd() -> Iterator[None]:
-    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the block."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def peak_memory_mib(fn: Callable, inputs: list, grad_out, device: torch.device) -> float:
     """Peak bytes allocated during one call above what was allocated before it (MiB)."""
     if device.type == "cuda":
@@ -317,17 +304,7 @@ def peak_memory_mib(fn: Callable, inputs: list, grad_out, device: torch.device) 
         run_once(fn, inputs, grad_out)
         sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        run_once(fn, inputs, grad_out)
-    with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        p.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text())["traceEvents"]
-    # "Total Allocated" of a [memory] event counts from the start of profiling
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return max(totals, default=0) / 2**20
+    return cpu_peak_allocated(lambda: run_once(fn, inputs, grad_out)) / 2**20
 
 
 def error_vs_float64(results, reference, dtype: torch.dtype) -> float:

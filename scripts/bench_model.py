@@ -22,14 +22,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,39 +45,21 @@ class BenchError(Exception):
     """An expected failure: reported on one line, exit code 2."""
 
 
-@contextlib.contextmanager
-def _quiet_stderr_fd() -> Iterator[None]:
-    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the block."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _forward_cpu_profiled(model, x) -> tuple[int, float, float]:
     """Run model(x) under the profiler.
 
     Returns (peak bytes allocated above the state before the call, wall s, CPU s).
     """
-    from torch.profiler import ProfilerActivity, profile
+    from vidccnet.profiling import cpu_peak_allocated
 
-    quiet = _quiet_stderr_fd()
-    with quiet, profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    times: dict[str, float] = {}
+
+    def call() -> None:
         c0, w0 = time.process_time(), time.perf_counter()
         model(x)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text())["traceEvents"]
-    # "Total Allocated" of a [memory] event counts from the start of profiling
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return max(totals, default=0), wall, cpu
+        times["wall"], times["cpu"] = time.perf_counter() - w0, time.process_time() - c0
+
+    return cpu_peak_allocated(call), times["wall"], times["cpu"]
 
 
 def bench_depth(depth: int, args: argparse.Namespace, device: str) -> list[dict]:
