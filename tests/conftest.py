@@ -60,3 +60,27 @@ def load_script():
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def save_tiny_checkpoint():
+    """``save(path, class_names, model=..., data=..., prepare=None) -> path``: a checkpoint as
+    ``scripts/train.py`` writes it of a freshly initialised model (seed 0). ``model`` and
+    ``data`` are ``ModelConfig`` / ``DataConfig`` fields (``model["kwargs"]`` also go to
+    ``create_model``); ``prepare(model)`` may change the weights before saving."""
+    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
+    from vidccnet.models import create_model
+
+    def save(path, class_names, model: dict, data: dict, prepare=None):
+        cfg = Config(model=ModelConfig(**model), data=DataConfig(class_names=class_names, **data))
+        torch.manual_seed(0)
+        net = create_model(cfg.model.name, len(class_names), recurrence=cfg.model.recurrence,
+                           **cfg.model.kwargs)
+        if prepare is not None:
+            prepare(net)
+        torch.save({"model": net.state_dict(), "optimizer": {}, "lr_scheduler": {},
+                    "scaler": None, "iteration": 0, "config": config_to_dict(cfg), "metrics": {},
+                    "version": 1}, path)
+        return path
+
+    return save

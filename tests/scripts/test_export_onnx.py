@@ -17,25 +17,19 @@ def script(load_script):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
-    from vidccnet.models import create_model
+def ckpt(tmp_path_factory, save_tiny_checkpoint):
+    def prepare(model):
+        torch.nn.init.constant_(model.head.cca.cca.gamma, 0.8)  # let the attention act
+        for m in model.modules():  # non-trivial BatchNorm statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
 
-    torch.manual_seed(0)
-    cfg = Config(
-        model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
-        data=DataConfig(clip_len=3, class_names=NAMES),
+    return save_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", NAMES,
+        model={"name": "ccnet3d_resnet18", "kwargs": {"head_channels": 16}},
+        data={"clip_len": 3}, prepare=prepare,
     )
-    model = create_model("ccnet3d_resnet18", len(NAMES), head_channels=16)
-    torch.nn.init.constant_(model.head.cca.cca.gamma, 0.8)  # let the attention act
-    for m in model.modules():  # non-trivial BatchNorm statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"model": model.state_dict(), "iteration": 7, "config": config_to_dict(cfg),
-                "metrics": {}, "version": 1}, path)
-    return path
 
 
 def _one_line_error(capsys, needle):

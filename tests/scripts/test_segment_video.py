@@ -32,22 +32,13 @@ def script(load_script):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
-    from vidccnet.models import create_model
-
-    torch.manual_seed(0)
-    cfg = Config(
-        model=ModelConfig(name="ccnet3d_resnet18", kwargs={"head_channels": 16}),
+def ckpt(tmp_path_factory, save_tiny_checkpoint):
+    return save_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", NAMES,
+        model={"name": "ccnet3d_resnet18", "kwargs": {"head_channels": 16}},
         # trained (and evaluated) on 24x32 synthetic frames: the default inference scale
-        data=DataConfig(clip_len=2, class_names=NAMES, palette=PALETTE,
-                        kwargs={"height": 24, "width": 32}),
+        data={"clip_len": 2, "palette": PALETTE, "kwargs": {"height": 24, "width": 32}},
     )
-    model = create_model("ccnet3d_resnet18", len(NAMES), head_channels=16)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
-                "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
-    return path
 
 
 def write_video(path, n, height, width, codec="libx264", fps=12, pix="yuv420p", rotation=0):

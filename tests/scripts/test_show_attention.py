@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,23 +22,14 @@ def script(load_script):
     return load_script("show_attention")
 
 
-def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2):
-    from vidccnet.engine.config import Config, DataConfig, ModelConfig, config_to_dict
-    from vidccnet.models import create_model
-
-    kwargs = {"head_channels": 16, "backbone_width": 8}
-    torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(name=name, recurrence=recurrence, kwargs=kwargs),
-                 data=DataConfig(clip_len=3, class_names=NAMES))
-    model = create_model(name, len(NAMES), recurrence=recurrence, **kwargs)
-    torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "scaler": None,
-                "iteration": 0, "config": config_to_dict(cfg), "metrics": {}, "version": 1}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, save_tiny_checkpoint):
     from vidccnet.data.video import write_video
+
+    def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2):
+        model = {"name": name, "recurrence": recurrence,
+                 "kwargs": {"head_channels": 16, "backbone_width": 8}}
+        return save_tiny_checkpoint(path, NAMES, model=model, data={"clip_len": 3})
 
     root = tmp_path_factory.mktemp("show_attention")
     frames = np.random.default_rng(0).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
