@@ -100,6 +100,29 @@ def test_gamma_lr_mult_gives_the_attention_gamma_its_own_group() -> None:
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == n
 
 
+def test_attention_lr_mult_gives_query_key_value_their_own_group() -> None:
+    from vidccnet.engine.config import apply_overrides
+    from vidccnet.engine.train import build_optimizer
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16)
+    cca = model.head.cca.cca
+    qkv = [cca.query.weight, cca.query.bias, cca.key.weight, cca.key.bias, cca.value.weight,
+           cca.value.bias]
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", [])
+    cfg = apply_overrides(cfg, ["optim.attention_lr_mult=5", "optim.gamma_lr_mult=2"])
+    groups = build_optimizer(cfg, model).param_groups
+    rest, gam, att = sorted(groups, key=lambda g: g["lr"])
+    assert [id(p) for p in att["params"]] == [id(p) for p in qkv]
+    assert len(gam["params"]) == 1 and gam["params"][0] is cca.gamma
+    assert att["lr"] == pytest.approx(5 * cfg.optim.lr) and gam["lr"] == pytest.approx(
+        2 * cfg.optim.lr) and rest["lr"] == cfg.optim.lr
+    n = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in (rest, att, gam) for p in g["params"]) == n
+    with pytest.raises(ValueError, match="attention_lr_mult"):
+        apply_overrides(cfg, ["optim.attention_lr_mult=0"])
+
+
 def test_poly_warmup_schedule() -> None:
     f = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1)
     assert f(0) == pytest.approx(0.1)

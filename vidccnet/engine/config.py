@@ -125,13 +125,17 @@ class OptimConfig:
     # init). 1.0 is CCNet's single learning rate; a larger value lets the attention switch on
     # within short schedules (docs/results.md, study findings).
     gamma_lr_mult: float = 1.0
+    # Learning-rate multiplier for the attention's query, key and value projections: 5 lets
+    # the demo's attention learn its temporal cue within 600 steps (docs/training.md).
+    attention_lr_mult: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, ("sgd", "adamw"))
-        if self.gamma_lr_mult <= 0:
-            raise ConfigError(
-                f"config key 'optim.gamma_lr_mult' must be > 0, got {self.gamma_lr_mult}"
-            )
+        for key in ("gamma_lr_mult", "attention_lr_mult"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(
+                    f"config key 'optim.{key}' must be > 0, got {getattr(self, key)}"
+                )
         _positive("optim.accum_steps", self.accum_steps)
 
 

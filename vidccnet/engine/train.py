@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import random
+import re
 import sys
 import time
 from collections import defaultdict
@@ -120,21 +121,30 @@ def build_criterion(cfg: Config) -> nn.Module:
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (momentum, weight decay on all parameters, one LR, as the official CCNet) or AdamW.
 
-    With ``optim.gamma_lr_mult != 1`` the attention's residual weights (``*.cca.gamma``) form a
-    second parameter group at ``lr * gamma_lr_mult``; the schedule scales both groups alike.
+    With ``optim.gamma_lr_mult != 1`` the attention's residual weights (``*.cca.gamma``), and
+    with ``optim.attention_lr_mult != 1`` its query / key / value projections, get their own
+    parameter groups at ``lr * mult``; the schedule scales every group alike.
     """
     o = cfg.optim
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params: list = [p for _, p in named]
-    if o.gamma_lr_mult != 1.0:
-        gammas = [p for n, p in named if n.endswith("cca.gamma")]
-        others = [p for n, p in named if not n.endswith("cca.gamma")]
-        params = [{"params": others}, {"params": gammas, "lr": o.lr * o.gamma_lr_mult}]
+    groups: dict[float, list] = {}  # lr multiplier -> parameters, in model order
+    for n, p in named:
+        groups.setdefault(_lr_mult(n, o), []).append(p)
+    params: list = [{"params": ps, "lr": o.lr * m} for m, ps in groups.items()]
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _lr_mult(name: str, o: Any) -> float:
+    """The learning-rate multiplier of parameter `name` under OptimConfig `o`."""
+    if name.endswith("cca.gamma"):
+        return o.gamma_lr_mult
+    if re.search(r"cca\.(query|key|value)\.", name):
+        return o.attention_lr_mult
+    return 1.0
 
 
 class PolyWarmup:
