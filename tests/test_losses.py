@@ -9,7 +9,6 @@ import torch
 from vidccnet.losses import (
     CategoryConsistentLoss,
     SegmentationCriterion,
-    cell_labels,
     cross_entropy,
     ohem_mask,
 )
@@ -100,61 +99,8 @@ def test_cc_loss_downsamples_labels_nearest():
     big[..., 1::3, :] = 7  # rows nearest sampling never reads
     big[..., :, 1::2] = 255
     ref, _ = cc_loop(feats.numpy(), labels.numpy())
-    loss = CategoryConsistentLoss(label_sampling="nearest")(feats, big)
-    assert loss.item() == pytest.approx(ref, rel=1e-10)
-
-
-def cell_labels_loop(labels, h, w, ignore=255):
-    """Majority label of each cell, with Python loops (rows i*H//h .. (i+1)*H//h)."""
-    N, H, W = labels.shape
-    out = np.full((N, h, w), ignore, dtype=np.int64)
-    for n in range(N):
-        for i in range(h):
-            for j in range(w):
-                rs = [y for y in range(H) if y * h // H == i]
-                cs = [x for x in range(W) if x * w // W == j]
-                patch = labels[n][np.ix_(rs, cs)].ravel()
-                vals, counts = np.unique(patch[patch != ignore], return_counts=True)
-                if len(vals) and 2 * counts.max() > patch.size:
-                    out[n, i, j] = vals[counts.argmax()]
-    return out
-
-
-@pytest.mark.parametrize("H,W,h,w", [(6, 8, 2, 2), (7, 13, 3, 4), (5, 5, 5, 5), (9, 1, 2, 1)])
-def test_cell_labels_matches_loop(H, W, h, w):
-    g = torch.Generator().manual_seed(H * W)
-    labels = torch.randint(0, 3, (4, H, W), generator=g)  # few classes: many clear majorities
-    labels[0] = 2
-    labels[1, : H // 2] = 255
-    labels[2] = 255
-    ref = cell_labels_loop(labels.numpy(), h, w)
-    got = cell_labels(labels, (h, w))
-    assert got.dtype == torch.int64
-    np.testing.assert_array_equal(got.numpy(), ref)
-    assert (got[0] == 2).all() and (got[2] == 255).all()
-
-
-def test_cell_labels_majority_not_corner():
-    # an object covering most of cell (1, 0) but not its top-left pixel, and the top-left
-    # pixel of cell (0, 1) without the rest of it
-    labels = torch.zeros(1, 8, 8, dtype=torch.long)
-    labels[0, 5:8, 0:4] = 3
-    labels[0, 4, 1:4] = 3
-    labels[0, 0, 4] = 3
-    assert cell_labels(labels, (2, 2)).tolist() == [[[0, 0], [3, 0]]]
-    with pytest.raises(ValueError, match="cell labels"):
-        cell_labels(labels, (9, 2))
-
-
-def test_cc_loss_default_takes_majority_cell_labels():
-    feats, labels = make_case(seed=2)
-    big = labels.repeat_interleave(3, dim=2).repeat_interleave(2, dim=3)  # (B, T, 3h, 2w)
-    big[..., 0::3, 0::2] = 7  # the pixel nearest sampling reads: a minority of each cell
-    ref, _ = cc_loop(feats.numpy(), labels.numpy())
     loss = CategoryConsistentLoss()(feats, big)
     assert loss.item() == pytest.approx(ref, rel=1e-10)
-    with pytest.raises(ValueError, match="label_sampling"):
-        CategoryConsistentLoss(label_sampling="bilinear")
 
 
 def test_cc_loss_float32_and_gradients_finite():

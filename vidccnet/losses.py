@@ -104,41 +104,6 @@ def _phi_var(d: Tensor, delta_v: float, delta_d: float) -> Tensor:
     return torch.where(d > delta_d, lin, quad)
 
 
-LABEL_SAMPLINGS = ("nearest", "majority")
-
-
-def cell_labels(labels: Tensor, size: tuple[int, int], ignore_index: int = 255) -> Tensor:
-    """The label of each feature cell: the class of more than half of its pixels.
-
-    The (H, W) label map is split into h x w cells (rows ``i*H//h`` to ``(i+1)*H//h``, as
-    adaptive pooling splits them when H is a multiple of h); a cell where no class holds more
-    than half of the pixels (a boundary, a thin object, mostly ignored) gets `ignore_index`.
-
-    Args:
-        labels: (N, H, W) integer labels. size: (h, w) <= (H, W).
-
-    Returns:
-        (N, h, w) int64.
-    """
-    N, H, W = labels.shape
-    h, w = size
-    if h > H or w > W:
-        raise ValueError(f"cannot take cell labels of size {size} from labels of size {(H, W)}")
-    lab = labels.long()
-    valid = lab != ignore_index
-    K = int(lab[valid].max()) + 1 if bool(valid.any()) else 1
-    lab = lab.masked_fill(~valid, K)  # ignored pixels count as a class of their own
-    rows = torch.arange(H, device=lab.device) * h // H  # (H,) cell row of each pixel row
-    cols = torch.arange(W, device=lab.device) * w // W
-    cell = (rows[:, None] * w + cols[None, :]).expand(N, H, W)
-    frame = torch.arange(N, device=lab.device)[:, None, None] * (h * w)
-    key = ((frame + cell) * (K + 1) + lab).flatten()
-    counts = torch.bincount(key, minlength=N * h * w * (K + 1)).view(N, h, w, K + 1)
-    area = counts.sum(-1)  # (N, h, w) pixels per cell
-    top, cls = counts[..., :K].max(-1)
-    return cls.masked_fill(2 * top <= area, ignore_index)
-
-
 class CategoryConsistentLoss(nn.Module):
     """Category-consistent loss of CCNet (section 3.4), applied frame by frame.
 
@@ -149,11 +114,8 @@ class CategoryConsistentLoss(nn.Module):
     l_reg = 1/C sum_c ||mu_c||; frame loss = alpha*l_var + beta*l_dis + gamma*l_reg.
     The loss is the mean over frames with at least one labelled pixel (0 if there is none).
 
-    Labels larger than the features are brought to the feature size by `label_sampling`:
-    "majority" (default) labels a cell with the class of more than half of its pixels and
-    ignores mixed cells (`cell_labels`); "nearest" reads one pixel per cell, the top-left one
-    (PyTorch's nearest interpolation), and keeps every cell. Computed in float32 (float64 for
-    float64 features), vectorised over all frames and classes with segment ids.
+    Labels are resized to the feature size with nearest-neighbour sampling. Computed in float32
+    (float64 for float64 features), vectorised over all frames and classes with segment ids.
     """
 
     def __init__(
@@ -164,14 +126,8 @@ class CategoryConsistentLoss(nn.Module):
         beta: float = 1.0,
         gamma: float = 0.001,
         ignore_index: int = 255,
-        label_sampling: str = "majority",
     ) -> None:
         super().__init__()
-        if label_sampling not in LABEL_SAMPLINGS:
-            raise ValueError(
-                f"unknown label_sampling {label_sampling!r}; choose one of {LABEL_SAMPLINGS}"
-            )
-        self.label_sampling = label_sampling
         if not 0 <= delta_v < delta_d:
             raise ValueError(f"need 0 <= delta_v < delta_d, got {delta_v}, {delta_d}")
         self.delta_v, self.delta_d = float(delta_v), float(delta_d)
@@ -196,10 +152,7 @@ class CategoryConsistentLoss(nn.Module):
                 f"{tuple(labels.shape)} disagree in (B, T)"
             )
         acc = torch.float64 if features.dtype == torch.float64 else torch.float32
-        if labels.shape[-2:] != (h, w) and self.label_sampling == "majority":
-            lab = cell_labels(labels.reshape(B * T, *labels.shape[-2:]), (h, w),
-                              self.ignore_index).view(B * T, h * w)
-        elif labels.shape[-2:] != (h, w):
+        if labels.shape[-2:] != (h, w):
             lab = labels.reshape(B * T, 1, *labels.shape[-2:]).float()
             lab = F.interpolate(lab, size=(h, w), mode="nearest").long().view(B * T, h * w)
         else:
