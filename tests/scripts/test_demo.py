@@ -88,3 +88,18 @@ def test_demo_bad_options_one_line(argv, words, tmp_path):
     assert words in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_synthetic_tiny_config_is_the_demo_recipe(load_script):
+    """configs/synthetic_tiny.yaml trains what the demo trains (they differ only in where and
+    how often they write, and in the device)."""
+    import dataclasses
+
+    from vidccnet.engine.config import config_from_dict, load_config
+
+    demo = dataclasses.asdict(config_from_dict(load_script("demo").DEMO_CONFIG))
+    tiny = dataclasses.asdict(load_config(REPO / "configs/synthetic_tiny.yaml"))
+    for section in ("model", "data", "optim", "schedule", "loss"):
+        assert tiny[section] == demo[section], section
+    assert {k for k in tiny["eval"] if tiny["eval"][k] != demo["eval"][k]} <= {"clip_len"}
+    assert tiny["runtime"]["seed"] == demo["runtime"]["seed"]
