@@ -221,6 +221,24 @@ def test_checkpoints_without_the_training_only_embedding_load_strictly():
         m2.load_state_dict({k: v for k, v in state.items() if "conva" not in k})
 
 
+@pytest.mark.parametrize("source", ["attention", "head"])
+def test_embedding_source(source):
+    """embed_from picks the tensor the embedding projects: the attention loops' output or the
+    fused head features the classifier reads; predictions do not depend on it."""
+    m = build(embed_from=source).train()
+    seen = {}
+    m.head.cca.register_forward_hook(lambda _m, _a, out: seen.update(attention=out))
+    m.head.bottleneck.register_forward_hook(lambda _m, _a, out: seen.update(head=out))
+    out = m(torch.randn(1, 3, 2, 33, 47))
+    src = seen[source]
+    if src.dim() == 5:  # (B, C, T, h, w) -> (B*T, C, h, w)
+        src = src.transpose(1, 2).flatten(0, 1)
+    emb = m.head.embed(src)  # (B*T, D, h, w)
+    torch.testing.assert_close(out["features"], emb.unflatten(0, (1, 2)).transpose(1, 2))
+    with pytest.raises(ValueError, match="embed_from"):
+        build(embed_from="backbone")
+
+
 @torch.no_grad()
 def test_embedding_is_training_only():
     m = build().eval()

@@ -48,8 +48,11 @@ class CCNet(nn.Module):
             head, as mmseg's CCNet; the official CCNet uses 512).
         head_activation: "relu" (mmseg) or "leaky_relu" (slope 0.01, the official CCNet's
             InPlace-ABN default) after each BN of both heads.
-        embed_dim: D, the training-only embedding of the attention output on which the
-            category-consistent loss works (16).
+        embed_dim: D, the training-only embedding on which the category-consistent loss
+            works (16).
+        embed_from: where that embedding is taken: "attention" (the output of the R attention
+            loops) or "head" (the fused head features the classifier reads); see
+            docs/training.md.
         attention_init: "identity" (default: value projection = identity, gamma = 1, chosen by
             measurement, docs/training.md) or "ccnet" (gamma = 0, CCNet's exact init).
         backbone_width: base width of the ResNet (64; narrower for CPU studies).
@@ -83,6 +86,7 @@ class CCNet(nn.Module):
         attention_init: str = "identity",
         backbone_width: int = 64,
         attention_reduction: int = 8,
+        embed_from: str = "attention",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -113,6 +117,7 @@ class CCNet(nn.Module):
             c4, num_classes, head_channels, recurrence, temporal_attention, attention_reduction,
             attention_backend,
             negative_slope=slope, embed_dim=embed_dim, attention_init=attention_init,
+            embed_from=embed_from,
         )
         aux_width = head_channels // 2 if aux_channels is None else aux_channels
         self.aux_head = (

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from ..nn import RecurrentCrissCrossAttention
 
+EMBED_SOURCES = ("attention", "head")
+
 
 def conv_bn_relu(
     in_channels: int, out_channels: int, negative_slope: float = 0.0
@@ -46,8 +48,10 @@ class RCCAHead(nn.Module):
     conva: conv3x3 C_in -> C + BN + ReLU; cca: R shared criss-cross attention loops;
     convb: conv3x3 C -> C + BN + ReLU; bottleneck: concat(input, convb) (C_in + C) -> conv3x3
     -> C + BN + ReLU; dropout: Dropout2d(0.1); classifier: 1x1 conv C -> K.
-    embed: a training-only 1x1 conv C -> D on the output of the R attention loops; its output
-    is the low-dimensional embedding on which the category-consistent loss works.
+    embed: a training-only 1x1 conv C -> D on the output of the R attention loops
+    (`embed_from="attention"`) or on the fused features the classifier reads
+    (`embed_from="head"`); its output is the low-dimensional embedding on which the
+    category-consistent loss works.
 
     Args:
         in_channels: C_in (backbone layer4 channels).
@@ -62,6 +66,7 @@ class RCCAHead(nn.Module):
         embed_dim: D, width of the category-consistent loss's embedding (16).
         attention_init: "ccnet" (gamma = 0) or "identity" (see `CrissCrossAttention3d`).
         gamma_init: gamma's initial value for attention_init="identity".
+        embed_from: "attention" or "head": where the embedding is taken (see above).
     """
 
     def __init__(
@@ -78,8 +83,12 @@ class RCCAHead(nn.Module):
         embed_dim: int = 16,
         attention_init: str = "ccnet",
         gamma_init: float = 1.0,
+        embed_from: str = "attention",
     ) -> None:
         super().__init__()
+        if embed_from not in EMBED_SOURCES:
+            raise ValueError(f"embed_from must be one of {EMBED_SOURCES}, got {embed_from!r}")
+        self.embed_from = embed_from
         self.conva = conv_bn_relu(in_channels, channels, negative_slope)
         self.cca = RecurrentCrissCrossAttention(
             channels, recurrence=recurrence, reduction=reduction, temporal=temporal,
@@ -98,9 +107,11 @@ class RCCAHead(nn.Module):
         if self.cca.recurrence > 0:
             y5 = self.cca(unfold_frames(y, num_frames))  # (B, C, T, h, w)
             y = fold_frames(y5).contiguous(memory_format=_format_of(x))
-        emb = self.embed(y) if self.training else None  # (B*T, D, h, w)
+        emb = self.embed(y) if self.training and self.embed_from == "attention" else None
         y = self.convb(y)
         feats = self.bottleneck(torch.cat([x, y], dim=1))  # (B*T, C, h, w)
+        if self.training and self.embed_from == "head":
+            emb = self.embed(feats)  # (B*T, D, h, w)
         return self.classifier(self.dropout(feats)), emb
 
 
