@@ -88,7 +88,7 @@ def test_gamma_lr_mult_gives_the_attention_gamma_its_own_group() -> None:
 
     model = create_model("ccnet3d_resnet18", 3, head_channels=16)
     gamma = model.head.cca.cca.gamma
-    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", [])
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", ["optim.attention_lr_mult=1"])
     opt = build_optimizer(cfg, model)  # CCNet: one group, one learning rate
     assert len(opt.param_groups) == 1 and any(p is gamma for p in opt.param_groups[0]["params"])
     cfg = apply_overrides(cfg, ["optim.gamma_lr_mult=50"])
