@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         B, C, T, H, W = args.size
         if min(args.size) < 1 or C % 2 or C < 2:
             raise ValueError(f"--size needs positive sizes and an even C >= 2, got {args.size}")
+        if args.json and not Path(args.json).resolve().parent.is_dir():
+            raise ValueError(f"--json {args.json}: its folder does not exist; create it first")
     except ValueError as exc:
         return fail("probe_attention.py", exc)
     torch.set_num_threads(args.threads)
@@ -193,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             lo, mean, hi = (None if f is None else f[k] * scale for k in ("min", "mean", "max"))
             cells.append("-" if f is None else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
         print(f"| {key} | " + " | ".join(cells) + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,
-                                               "summary": summary}, indent=1))
+    if args.json:  # whole or not at all: a temporary file, then renamed
+        out = Path(args.json)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary},
+                                  indent=1))
+        tmp.replace(out)
     return 0
 
 

@@ -3,6 +3,8 @@ the cue learns it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -44,3 +46,22 @@ def test_bad_arguments_exit_2_with_one_line(probe, capsys: pytest.CaptureFixture
     assert err.count("\n") == 0 and "--steps" in err
     assert probe.main(["--size", "2", "3", "2", "2", "2"]) == 2
     assert "even C" in capsys.readouterr().err
+
+
+def test_json_into_a_missing_folder_is_refused_before_training(
+    probe, tmp_path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probe, "run", lambda *a, **k: pytest.fail("trained before the check"))
+    assert probe.main(["--json", str(tmp_path / "missing" / "probe.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--json" in err and "missing" in err
+
+
+def test_json_written_whole(probe, tmp_path) -> None:
+    out = tmp_path / "probe.json"
+    argv = ["--task", "time", "--variants", "2d_R2_identity", "--seeds", "0", "--steps", "1",
+            "--size", "2", "4", "2", "2", "2", "--json", str(out)]
+    assert probe.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 1 and "time/2d_R2_identity" in data["summary"]
+    assert [p.name for p in tmp_path.iterdir()] == ["probe.json"]  # no temporary file left
