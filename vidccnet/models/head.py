@@ -107,11 +107,10 @@ class RCCAHead(nn.Module):
         if self.cca.recurrence > 0:
             y5 = self.cca(unfold_frames(y, num_frames))  # (B, C, T, h, w)
             y = fold_frames(y5).contiguous(memory_format=_format_of(x))
-        emb = self.embed(y) if self.training and self.embed_from == "attention" else None
-        y = self.convb(y)
-        feats = self.bottleneck(torch.cat([x, y], dim=1))  # (B*T, C, h, w)
-        if self.training and self.embed_from == "head":
-            emb = self.embed(feats)  # (B*T, D, h, w)
+        feats = self.bottleneck(torch.cat([x, self.convb(y)], dim=1))  # (B*T, C, h, w)
+        emb = None
+        if self.training:  # (B*T, D, h, w)
+            emb = self.embed(y if self.embed_from == "attention" else feats)
         return self.classifier(self.dropout(feats)), emb
 
 
