@@ -56,7 +56,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import Config, ConfigError, config_to_dict, config_to_yaml
+from .config import Config, ConfigError, OptimConfig, config_to_dict, config_to_yaml
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -138,8 +138,8 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _lr_mult(name: str, o: Any) -> float:
-    """The learning-rate multiplier of parameter `name` under OptimConfig `o`."""
+def _lr_mult(name: str, o: OptimConfig) -> float:
+    """The learning-rate multiplier of parameter `name`."""
     if name.endswith("cca.gamma"):
         return o.gamma_lr_mult
     if re.search(r"cca\.(query|key|value)\.", name):
