@@ -235,6 +235,10 @@ def test_embedding_source(source):
         src = src.transpose(1, 2).flatten(0, 1)
     emb = m.head.embed(src)  # (B*T, D, h, w)
     torch.testing.assert_close(out["features"], emb.unflatten(0, (1, 2)).transpose(1, 2))
+    x = torch.randn(1, 3, 2, 33, 47)
+    with torch.no_grad():
+        fresh = build(embed_from=source).eval()  # m's BN statistics moved in train()
+        assert torch.equal(fresh(x), build(embed_from="attention").eval()(x))
     with pytest.raises(ValueError, match="embed_from"):
         build(embed_from="backbone")
 
