@@ -45,8 +45,9 @@ log = logging.getLogger("demo")
 # The embedded default: a complete training config (sections of vidccnet.engine.config).
 DEMO_CONFIG: dict[str, Any] = {
     # The temporal shift in layers 3-4 only, the attention with the identity init, q / k of
-    # 16 channels (head 128) at 5x the learning rate, and 256 training videos: the recipe in
-    # which the trained attention carries the beacon cue (docs/training.md, docs/results.md)
+    # 16 channels (head 128) at 5x the learning rate, 256 training videos and crate / beacon
+    # at class weight 2: the recipe in which the trained attention carries the beacon cue
+    # (docs/training.md, docs/results.md)
     "model": {"name": "ccnet3d_resnet18", "pretrained_backbone": None, "recurrence": 2,
               "attention_backend": "auto",
               "kwargs": {"head_channels": 128, "attention_init": "identity",
@@ -59,10 +60,11 @@ DEMO_CONFIG: dict[str, Any] = {
               "attention_lr_mult": 5.0},
     "schedule": {"iterations": 600, "warmup_iters": 10, "poly_power": 0.9},
     # background down-weighted: from scratch the net otherwise predicts only background for
-    # the first ~100 steps; no category-consistent loss: in schedules this short it costs mIoU
-    # (docs/results.md)
+    # the first ~100 steps; crate and beacon (told apart only by the beacon's flash) at 2: the
+    # cue's gradient is otherwise too weak for every run to learn it; no category-consistent
+    # loss: in schedules this short it costs mIoU (docs/training.md, docs/results.md)
     "loss": {"aux_weight": 0.4, "cc_weight": 0.0,
-             "class_weights": [0.3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]},
+             "class_weights": [0.3, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]},
     "eval": {"split": "val", "interval": 0, "at_end": True, "anchor": "causal",
              "vc_windows": [8], "kwargs": {"num_videos": 6}},
     "runtime": {"seed": 0, "device": "auto", "log_interval": 10, "ckpt_interval": 100000,
