@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -50,7 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
 from vidccnet.cli import fail  # noqa: E402
-from vidccnet.engine.report import to_jsonable  # noqa: E402
+from vidccnet.engine.report import write_json  # noqa: E402
 from vidccnet.nn import RecurrentCrissCrossAttention  # noqa: E402
 from vidccnet.ops import criss_cross_attention, triton_status  # noqa: E402
 from vidccnet.ops.reference import cca_reference_backward, cca_reference_forward  # noqa: E402
@@ -471,18 +469,6 @@ def format_table(rows: list[dict], metric: str, baseline: str) -> str:
         ]
         lines.append(f"| {r['case']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then renamed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(payload), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -32,7 +32,6 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +40,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from vidccnet.cli import fail  # noqa: E402
+from vidccnet.engine.report import write_json  # noqa: E402
 
 # name: (B, T, H, W, Cqk, Cv, dtype) as trained / evaluated.
 CASES = {
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch < 1 or min(args.frames) < 1 or (args.size and min(args.size) < 1):
             raise ValueError("--batch, --frames and --size must be >= 1")
+        if args.json is not None and not args.json.resolve().parent.is_dir():
+            raise ValueError(f"--json {args.json}: its folder does not exist; create it first")
         from vidccnet.ops.triton_cca import triton_available
 
         ok, why = triton_available(torch.device("cpu"))
@@ -262,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_report(r, args.sites), flush=True)
             print(flush=True)
     if args.json is not None:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.json)
+        write_json(args.json, results, indent=1)
     return 0
 
 

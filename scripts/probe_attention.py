@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidccnet.cli import fail
+from vidccnet.engine.report import write_json
 
 # name: (temporal, recurrence, init)
 VARIANTS = {
@@ -195,12 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             lo, mean, hi = (None if f is None else f[k] * scale for k in ("min", "mean", "max"))
             cells.append("-" if f is None else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
         print(f"| {key} | " + " | ".join(cells) + " |")
-    if args.json:  # whole or not at all: a temporary file, then renamed
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary},
-                                  indent=1))
-        tmp.replace(out)
+    if args.json:
+        write_json(args.json, {"args": vars(args), "runs": runs, "summary": summary}, indent=1)
     return 0
 
 

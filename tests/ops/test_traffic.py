@@ -199,3 +199,13 @@ def test_kernel_traffic_script_forward_figures(load_script, fused, monkeypatch):
     distinct = f["distinct_per_position"] * 12
     assert round(distinct) == (12 * 3336 + 3 * 8 if fused else 12 * 5644)
     assert f["max_main_site_amplification"] <= 1.25
+
+
+def test_kernel_traffic_json_into_a_missing_folder_is_refused_before_measuring(
+    load_script, tmp_path, capsys, monkeypatch
+):
+    script = load_script("kernel_traffic")
+    monkeypatch.setattr(script, "measure", lambda *a, **k: pytest.fail("measured before the check"))
+    assert script.main(["--json", str(tmp_path / "missing" / "t.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--json" in err and "missing" in err

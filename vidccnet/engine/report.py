@@ -18,7 +18,9 @@ import datetime as _dt
 import json
 import logging
 import math
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -118,6 +120,22 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     return "\n".join(lines)
 
 
+def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
+    """Write ``to_jsonable(payload)`` as strict JSON, whole or not at all: a temporary file in
+    ``path``'s folder, then renamed over ``path`` (a failed write leaves an earlier file and no
+    temporary behind)."""
+    path = Path(path)
+    text = json.dumps(to_jsonable(payload), indent=indent, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_eval_json(
     path: str | Path,
     results: dict,
@@ -139,11 +157,8 @@ def write_eval_json(
     }
     report.update(extra or {})
     report = to_jsonable(report)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, report)
     return report
 
 

@@ -1,0 +1,34 @@
+"""vidccnet.engine.report.write_json: strict JSON, written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vidccnet.engine import report
+from vidccnet.engine.report import write_json
+
+
+def test_write_json_strict_and_leaves_no_temporary(tmp_path):
+    out = tmp_path / "r.json"
+    write_json(out, {"a": math.nan, "b": np.float32(0.5), "c": torch.tensor([1, 2])}, indent=1)
+    assert json.loads(out.read_text()) == {"a": None, "b": 0.5, "c": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_write_json_failure_keeps_the_earlier_file(tmp_path, monkeypatch):
+    out = tmp_path / "r.json"
+    out.write_text('{"old": 1}')
+
+    def disk_full(*_args):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(report.os, "replace", disk_full)
+    with pytest.raises(OSError, match="no space"):
+        write_json(out, {"new": 2})
+    assert out.read_text() == '{"old": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
