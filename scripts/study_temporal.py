@@ -77,7 +77,7 @@ DEFAULT_VARIANTS = list(VARIANTS)
 BUDGETS: dict[str, tuple[list[str], list[int], list[tuple[int, int]]]] = {
     "small": ([], [0, 1, 2], [(48, 64), (96, 128)]),
     "large": ([
-        "data.kwargs={num_videos: 96, num_frames: 24, height: 64, width: 96, seed: 0, "
+        "data.kwargs={num_videos: 256, num_frames: 24, height: 64, width: 96, seed: 0, "
         "blink_period: 12}",
         "data.crop_size=[64, 96]",
         "data.batch_size=8",
@@ -105,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="training seeds (default: 0 1 2)")
     p.add_argument("--iterations", type=int, default=None, help="override schedule.iterations")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the config's)")
+    p.add_argument("--eval-videos", type=int, default=16, metavar="N",
+                   help="validation videos of each run's final figures (the learning curve "
+                        "uses the config's eval.kwargs); default 16")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (processes)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: cores / jobs)")
@@ -126,6 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.eval_videos < 1:
+        raise UserError(f"--eval-videos must be >= 1, got {args.eval_videos}")
     if args.seeds is None:
         args.seeds = BUDGETS[args.budget][1]
     return args
@@ -151,16 +156,16 @@ def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
 # ------------------------------------------------------------------------- one run
 
 
-def study_videos(cfg: Any) -> tuple[Any, list]:
-    """The validation dataset (for its rendered masks) and its evaluation videos."""
+def study_videos(cfg: Any, num_videos: int) -> tuple[Any, list]:
+    """The validation dataset (for its rendered masks) and its first `num_videos` videos."""
     from vidccnet.data.synthetic import SyntheticVideoDataset
 
-    kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
+    kw = {**cfg.data.kwargs, **cfg.eval.kwargs, "num_videos": num_videos}
     ds = SyntheticVideoDataset(split=cfg.eval.split, clip_len=cfg.data.clip_len, **kw)
     return ds, ds.eval_videos()
 
 
-def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
+def evaluate_study(model: Any, cfg: Any, device: Any, num_videos: int) -> dict:
     """The study's figures of a trained model on the validation videos (see module docstring)."""
     import numpy as np
     import torch
@@ -169,7 +174,7 @@ def evaluate_study(model: Any, cfg: Any, device: Any) -> dict:
     from vidccnet.engine.train import evaluator_kwargs
     from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency
 
-    ds, videos = study_videos(cfg)
+    ds, videos = study_videos(cfg, num_videos)
     k = len(cfg.data.class_names)
     ev = Evaluator(num_classes=k, **{**evaluator_kwargs(cfg, device), "vc_windows": (8,)})
     cm_all, cm_cor = ConfusionMatrix(k), ConfusionMatrix(k)
@@ -227,7 +232,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
 
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from vidccnet.engine.config import load_config
-    from vidccnet.engine.report import to_jsonable
+    from vidccnet.engine.report import write_json
     from vidccnet.engine.train import train
     from vidccnet.nn import attention_off
 
@@ -241,11 +246,11 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
     device = torch.device("cuda" if cfg.runtime.device in ("auto", "cuda")
                           and torch.cuda.is_available() else "cpu")
     model, cfg = build_model_from_checkpoint(ckpt, device)
-    figures = evaluate_study(model, cfg, device)
+    figures = evaluate_study(model, cfg, device, args.eval_videos)
     ablated = None
     if model.head.cca.recurrence > 0:
         with attention_off(model):
-            ablated = evaluate_study(model, cfg, device)
+            ablated = evaluate_study(model, cfg, device, args.eval_videos)
     result = {
         "variant": variant, "label": VARIANTS[variant][0], "seed": seed, "budget": args.budget,
         "overrides": overrides, "iterations": summary["iteration"],
@@ -257,7 +262,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict:
         **figures,
         "ablated": None if ablated is None else {m: ablated[m] for m in METRICS},
     }
-    (out / "study_result.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
+    write_json(out / "study_result.json", result, indent=1)
     return result
 
 
@@ -430,7 +435,7 @@ def collect(args: argparse.Namespace) -> list[dict]:
 
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
-    from vidccnet.engine.report import to_jsonable
+    from vidccnet.engine.report import write_json
 
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "
@@ -452,8 +457,7 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
                  "model with every gamma set to 0 at test time; ms_per_frame = forward time "
                  "of one clip (batch 1) / clip_len, median of repeats",
     }
-    (results / f"synthetic_study{suffix}.json").write_text(
-        json.dumps(to_jsonable(doc), indent=1) + "\n")
+    write_json(results / f"synthetic_study{suffix}.json", doc, indent=1)
     plot(summary, runs, results / f"synthetic_study{suffix}.png")
     plot_curves(runs, results / f"synthetic_study{suffix}_curves.png")
     table = markdown_table(summary, cost)
@@ -468,7 +472,8 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
 def _launch(args: argparse.Namespace, variant: str, seed: int, threads: int
             ) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--config", args.config,
-           "--budget", args.budget, "--runs-dir", args.runs_dir]
+           "--budget", args.budget, "--runs-dir", args.runs_dir,
+           "--eval-videos", str(args.eval_videos)]
     if args.iterations is not None:
         cmd += ["--iterations", str(args.iterations)]
     if args.device is not None:

@@ -17,11 +17,11 @@ TINY = [
 def test_one_run_and_the_report(load_script, tmp_path, capsys):
     study = load_script("study_temporal")
     rc = study.main(["--variants", "cca3d", "--seeds", "0", "--iterations", "2", "--no-cost",
-                     "--threads", "1", "--runs-dir", str(tmp_path / "runs"),
+                     "--threads", "1", "--eval-videos", "1", "--runs-dir", str(tmp_path / "runs"),
                      "--results", str(tmp_path / "res"), "--override", *TINY])
     assert rc == 0
     run = json.loads((tmp_path / "runs" / "small" / "cca3d_s0" / "study_result.json").read_text())
-    assert run["variant"] == "cca3d" and run["iterations"] == 2
+    assert run["variant"] == "cca3d" and run["iterations"] == 2 and run["val_videos"] == 1
     assert [c["iteration"] for c in run["curve"]] == [1, 2]  # the learning curve
     assert abs(run["gamma"] - 1.0) < 0.1  # identity init, after 2 steps
     for m in study.METRICS:
