@@ -15,7 +15,6 @@ or PIL and turned into normalised tensors (`to_clip_tensor`), in one process:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ from vidccnet.data.clips import clip_indices  # noqa: E402
 from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
 from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
 from vidccnet.data.video import VideoReadError, open_video, write_video  # noqa: E402
+from vidccnet.engine.report import write_json  # noqa: E402
 
 CONFIGS = {"camvid-like": (360, 480), "vspw-like": (480, 854)}
 
@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.videos, args.frames, args.clips = 1, 24, 16
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"bench_data: error: --json {args.json}: its folder does not exist; create it "
+              "first", file=sys.stderr)
+        return 2
     try:
         import decord  # noqa: F401
 
@@ -141,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['config']} {r['size']} T={args.clip_len} | {r['source']} | {r['reader']} | "
               f"{r['random_wall']} | {r['random_cpu']} | {r['seq_wall']} | {r['seq_cpu']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args),
-                                               "rows": rows}, indent=1))
+        write_json(args.json, {"machine": machine(), "args": vars(args), "rows": rows}, indent=1)
     return 0
 
 

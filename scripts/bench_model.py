@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -175,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--depths must be among 18, 50, 101, got {args.depths}")
     if min(args.frames) < 1 or min(args.size) < 8 or args.repeats < 1:
         raise BenchError("--frames, --repeats must be >= 1 and --size >= 8")
+    if args.json is not None and not args.json.resolve().parent.is_dir():
+        raise BenchError(f"--json {args.json}: its folder does not exist; create it first")
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -187,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}, repeats {args.repeats}")
     print(format_table(rows))
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1))
+        from vidccnet.engine.report import write_json
+
+        write_json(args.json, rows, indent=1)
     return 0
 
 

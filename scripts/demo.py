@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
     from vidccnet.data.synthetic import SyntheticVideoWorld
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from vidccnet.engine.distributed import resolve_device
-    from vidccnet.engine.report import evaluate_and_report, to_jsonable
+    from vidccnet.engine.report import evaluate_and_report, write_json
     from vidccnet.engine.train import build_val_videos, evaluator_kwargs, train
 
     t_start = time.perf_counter()
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> dict:
         "overlay_frame": str(out / "overlay_frame.png"), "overlay_frame_pixel_acc": gt_acc,
         "eval_dir": str(out / "eval"),
     }
-    (out / "demo_summary.json").write_text(json.dumps(to_jsonable(result), indent=1) + "\n")
+    write_json(out / "demo_summary.json", result, indent=1)
     return result
 
 

@@ -21,7 +21,6 @@ Matches whose difference exceeds `--max-mad` are flagged `"poor": true` in the r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import OrderedDict, defaultdict
@@ -35,6 +34,7 @@ from vidccnet.cli import fail  # noqa: E402
 from vidccnet.data.camvid import SPLITS, context_frame_path, parse_camvid_name  # noqa: E402
 from vidccnet.data.images import load_rgb  # noqa: E402
 from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
+from vidccnet.engine.report import write_json  # noqa: E402
 
 logger = logging.getLogger("prepare_camvid")
 
@@ -187,7 +187,7 @@ def prepare(args: argparse.Namespace) -> dict:
                     len(files), dict(sorted(hist.items())), written)
     path = Path(args.report) if args.report else out / "frames" / "matches.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
+    write_json(path, report, indent=1)
     return report
 
 
