@@ -37,3 +37,20 @@ def test_bad_variant_is_one_line_and_exit_2(load_script, capsys):
     assert load_script("study_temporal").main(["--variants", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown variant" in err[0]
+
+
+def test_every_variant_builds_with_the_same_parameters(load_script):
+    from vidccnet.engine.config import load_config
+    from vidccnet.engine.train import build_model
+
+    study = load_script("study_temporal")
+    args = study.parse_args([])
+    counts = {}
+    for variant in study.VARIANTS:
+        cfg = load_config(args.config, study.BUDGETS["small"][0] + study.VARIANTS[variant][1])
+        model = build_model(cfg, 7, pretrained=False)
+        counts[variant] = sum(p.numel() for p in model.parameters())
+        stages = model.backbone.shift_stages if cfg.model.temporal_shift is not False else ()
+        if variant.startswith("shift34"):
+            assert tuple(stages) == (3, 4)
+    assert len(set(counts.values())) == 1, counts
