@@ -47,7 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
-from vidccnet.cli import fail  # noqa: E402
+from vidccnet.cli import fail, missing_folder  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 from vidccnet.nn import RecurrentCrissCrossAttention  # noqa: E402
 from vidccnet.ops import criss_cross_attention, triton_status  # noqa: E402
@@ -493,8 +493,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
-    if args.json is not None and not args.json.parent.is_dir():
-        ap.error(f"--json: folder {args.json.parent} does not exist")
+    if msg := missing_folder(args.json, "--json"):
+        ap.error(msg)
     return args
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vidccnet.cli import missing_folder  # noqa: E402
 from vidccnet.data.clips import clip_indices  # noqa: E402
 from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
 from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
@@ -109,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.videos, args.frames, args.clips = 1, 24, 16
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        print(f"bench_data: error: --json {args.json}: its folder does not exist; create it "
-              "first", file=sys.stderr)
+    if msg := missing_folder(args.json, "--json"):
+        print(f"bench_data: error: {msg}", file=sys.stderr)
         return 2
     try:
         import decord  # noqa: F401

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
     import torch
 
+    from vidccnet.cli import missing_folder
+    from vidccnet.engine.report import write_json
+
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -174,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--depths must be among 18, 50, 101, got {args.depths}")
     if min(args.frames) < 1 or min(args.size) < 8 or args.repeats < 1:
         raise BenchError("--frames, --repeats must be >= 1 and --size >= 8")
-    if args.json is not None and not args.json.resolve().parent.is_dir():
-        raise BenchError(f"--json {args.json}: its folder does not exist; create it first")
+    if msg := missing_folder(args.json, "--json"):
+        raise BenchError(msg)
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -188,8 +191,6 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}, repeats {args.repeats}")
     print(format_table(rows))
     if args.json is not None:
-        from vidccnet.engine.report import write_json
-
         write_json(args.json, rows, indent=1)
     return 0
 

@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from vidccnet.cli import fail  # noqa: E402
+from vidccnet.cli import fail, missing_folder  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
 # name: (B, T, H, W, Cqk, Cv, dtype) as trained / evaluated.
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch < 1 or min(args.frames) < 1 or (args.size and min(args.size) < 1):
             raise ValueError("--batch, --frames and --size must be >= 1")
-        if args.json is not None and not args.json.resolve().parent.is_dir():
-            raise ValueError(f"--json {args.json}: its folder does not exist; create it first")
+        if msg := missing_folder(args.json, "--json"):
+            raise ValueError(msg)
         from vidccnet.ops.triton_cca import triton_available
 
         ok, why = triton_available(torch.device("cpu"))

@@ -29,13 +29,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, missing_folder
 from vidccnet.engine.report import write_json
 
 # name: (temporal, recurrence, init)
@@ -174,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         B, C, T, H, W = args.size
         if min(args.size) < 1 or C % 2 or C < 2:
             raise ValueError(f"--size needs positive sizes and an even C >= 2, got {args.size}")
-        if args.json and not Path(args.json).resolve().parent.is_dir():
-            raise ValueError(f"--json {args.json}: its folder does not exist; create it first")
+        if msg := missing_folder(args.json, "--json"):
+            raise ValueError(msg)
     except ValueError as exc:
         return fail("probe_attention.py", exc)
     torch.set_num_threads(args.threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -16,3 +17,11 @@ def fail(prog: str, exc: BaseException) -> int:
     """Print `PROG: error: MESSAGE` on stderr and return the exit code for expected errors."""
     print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def missing_folder(path: str | Path | None, option: str) -> str | None:
+    """The one-line error for an output `path` whose folder does not exist (None when it
+    exists or no path was given). Scripts check it before long work, not after it."""
+    if path is None or Path(path).resolve().parent.is_dir():
+        return None
+    return f"{option} {path}: its folder does not exist; create it first"
