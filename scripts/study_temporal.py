@@ -442,7 +442,11 @@ def collect(args: argparse.Namespace) -> list[dict]:
         for seed in args.seeds:
             f = run_dir(args, variant, seed) / "study_result.json"
             if f.is_file():
-                runs.append(json.loads(f.read_text()))
+                try:
+                    runs.append(json.loads(f.read_text()))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{f} is not a finished run's result ({exc}); delete it "
+                                    "or retrain that run with --force") from None
     return runs
 
 

@@ -54,3 +54,14 @@ def test_every_variant_builds_with_the_same_parameters(load_script):
         if variant.startswith("shift34"):
             assert tuple(stages) == (3, 4)
     assert len(set(counts.values())) == 1, counts
+
+
+def test_a_damaged_run_result_is_named_in_one_line(load_script, tmp_path, capsys):
+    bad = tmp_path / "small" / "cca3d_s0" / "study_result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("")
+    rc = load_script("study_temporal").main(
+        ["--report-only", "--no-cost", "--variants", "cca3d", "--seeds", "0",
+         "--runs-dir", str(tmp_path), "--results", str(tmp_path / "res")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(bad) in err[0] and "--force" in err[0]
