@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, one_line
+from vidccnet.cli import fail, missing_folder, one_line
 
 PROG = "export_onnx.py"
 
@@ -58,8 +58,8 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"--out must end in .onnx, got '{out}'")
     if out.exists() and (out.is_dir() or out.resolve() == ckpt.resolve()):
         raise UserError(f"--out '{out}' is a folder or the checkpoint itself")
-    if not out.parent.is_dir():
-        raise UserError(f"the folder of --out, '{out.parent}', does not exist")
+    if msg := missing_folder(out, "--out"):
+        raise UserError(msg)
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"the folder of --out, '{out.parent}', is not writable")
     if args.example is not None and min(args.example) < 1:

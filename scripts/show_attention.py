@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, missing_folder
 
 PROG = "show_attention.py"
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> dict:
     from vidccnet.predict import VideoSegmenter, inference_size
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"--out '{out}': folder '{out.parent}' does not exist")
+    if msg := missing_folder(out, "--out"):
+        raise ValueError(msg)
     if args.clip_len is not None and args.clip_len < 1:
         raise ValueError(f"--clip-len must be >= 1, got {args.clip_len}")
     seg = VideoSegmenter(args.checkpoint, device=args.device, clip_len=args.clip_len)
