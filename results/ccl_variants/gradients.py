@@ -10,11 +10,17 @@ configured) and the category-consistent loss's variance, distance and regularisa
 (signed), its value projection, the head's first conv, a backbone conv and the embedding.
 """
 
+import argparse
 import sys
 
 import torch
 
-from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+from vidccnet.cli import fail
+from vidccnet.engine.checkpoint import (
+    CheckpointError,
+    build_model_from_checkpoint,
+    load_checkpoint,
+)
 from vidccnet.engine.train import build_criterion, build_train_dataset
 from vidccnet.losses import cross_entropy
 from vidccnet.models.build import build_model
@@ -58,4 +64,9 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoint", help="best.pt of a demo-recipe run")
+    try:
+        main(ap.parse_args().checkpoint)
+    except CheckpointError as exc:
+        sys.exit(fail("gradients.py", exc))
