@@ -150,6 +150,9 @@ def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path
     assert 0.0 <= val_lines[-1]["mIoU"] <= 1.0
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["iteration"] == 2
+    # the attention's residual weight is logged: whether the attention is used shows in the log
+    gammas = {k: float(v) for k, v in ckpt["model"].items() if k.endswith("cca.gamma")}
+    assert gammas and train_lines[-1]["gamma"] == pytest.approx(gammas)
     assert ckpt["config"]["data"]["class_names"] == list(vdata.dataset_info("synthetic")[
         "class_names"])
     best = load_checkpoint(out / "best.pt")

@@ -138,6 +138,11 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
+def _attention_gammas(model: nn.Module) -> dict[str, float]:
+    """The attention modules' residual weights {parameter name: value}: 0 means unused."""
+    return {n: float(p.detach()) for n, p in model.named_parameters() if n.endswith("cca.gamma")}
+
+
 def _lr_mult(name: str, o: OptimConfig) -> float:
     """The learning-rate multiplier of parameter `name`."""
     if name.endswith("cca.gamma"):
@@ -790,12 +795,17 @@ def _train(  # noqa: C901 - the loop, in order
                 last_loss = means.get("loss", math.nan)
                 rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
                 lr = step_lr
+                gammas = _attention_gammas(core)
                 record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
                           "clips_per_s": rate, "skipped": skipped, **means}
+                if gammas:
+                    record["gamma"] = gammas
                 jsonl.write(record)
                 if writer is not None:
                     for k, v in means.items():
                         writer.add_scalar(f"train/{k}", v, iteration)
+                    for k, v in gammas.items():
+                        writer.add_scalar(f"train/gamma/{k.removesuffix('.gamma')}", v, iteration)
                     writer.add_scalar("train/lr", lr, iteration)
                     writer.add_scalar("train/clips_per_s", rate, iteration)
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
@@ -804,9 +814,10 @@ def _train(  # noqa: C901 - the loop, in order
                     eta = (time.perf_counter() - t_start) / done * (total - iteration)
                     logger.log(
                         logging.DEBUG if show else logging.INFO,
-                        "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s",
+                        "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s%s",
                         iteration, total, last_loss, lr, rate,
-                        datetime.timedelta(seconds=round(eta)))
+                        datetime.timedelta(seconds=round(eta)),
+                        "".join(f"  gamma {v:.3f}" for v in gammas.values()))
                 sums.clear()
                 n_logged = 0
                 steps_since_log = 0
