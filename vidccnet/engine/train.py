@@ -808,7 +808,10 @@ def _train(  # noqa: C901 - the loop, in order
                         writer.add_scalar(f"train/gamma/{k.removesuffix('.gamma')}", v, iteration)
                     writer.add_scalar("train/lr", lr, iteration)
                     writer.add_scalar("train/clips_per_s", rate, iteration)
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.2f}")
+                post = {"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}", "clips_s": f"{rate:.2f}"}
+                if gammas:
+                    post["gamma"] = "/".join(f"{v:.3f}" for v in gammas.values())
+                bar.set_postfix(post)
                 if info.is_main:  # on the bar when there is one, else one log line
                     done = iteration - start_iteration
                     eta = (time.perf_counter() - t_start) / done * (total - iteration)
