@@ -808,9 +808,10 @@ def _train(  # noqa: C901 - the loop, in order
                         writer.add_scalar(f"train/gamma/{k.removesuffix('.gamma')}", v, iteration)
                     writer.add_scalar("train/lr", lr, iteration)
                     writer.add_scalar("train/clips_per_s", rate, iteration)
+                gamma_text = "/".join(f"{v:.3f}" for v in gammas.values())
                 post = {"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}", "clips_s": f"{rate:.2f}"}
                 if gammas:
-                    post["gamma"] = "/".join(f"{v:.3f}" for v in gammas.values())
+                    post["gamma"] = gamma_text
                 bar.set_postfix(post)
                 if info.is_main:  # on the bar when there is one, else one log line
                     done = iteration - start_iteration
@@ -820,7 +821,7 @@ def _train(  # noqa: C901 - the loop, in order
                         "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s%s",
                         iteration, total, last_loss, lr, rate,
                         datetime.timedelta(seconds=round(eta)),
-                        "".join(f"  gamma {v:.3f}" for v in gammas.values()))
+                        f"  gamma {gamma_text}" if gammas else "")
                 sums.clear()
                 n_logged = 0
                 steps_since_log = 0
