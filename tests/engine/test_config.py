@@ -117,6 +117,44 @@ def test_bad_overrides(override: str, needle: str) -> None:
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optim.lr=0", "'optim.lr' must be > 0"),
+        ("optim.lr=-0.01", "'optim.lr' must be > 0"),
+        ("optim.lr=.nan", "'optim.lr' must be > 0"),
+        ("optim.lr=.inf", "'optim.lr' must be > 0"),
+        ("optim.momentum=5", "'optim.momentum' must be in [0, 1)"),
+        ("optim.weight_decay=-1", "'optim.weight_decay' must be >= 0"),
+        ("optim.grad_clip=-1", "'optim.grad_clip' must be > 0"),
+        ("schedule.poly_power=-1", "'schedule.poly_power' must be >= 0"),
+        ("schedule.warmup_iters=-5", "'schedule.warmup_iters' must be >= 0"),
+        ("schedule.warmup_ratio=0", "'schedule.warmup_ratio' must be in (0, 1]"),
+        ("schedule.min_lr_ratio=2", "'schedule.min_lr_ratio' must be in [0, 1]"),
+        ("data.scale_range=[0, -1]", "'data.scale_range'"),
+        ("data.scale_range=[2, 1]", "'data.scale_range'"),
+        ("data.crop_size=[0, 0]", "'data.crop_size' must be >= 1"),
+        ("loss.cc_weight=-1", "'loss.cc_weight' must be >= 0"),
+        ("loss.aux_weight=.nan", "'loss.aux_weight' must be >= 0"),
+        ("loss.class_weights=[1, -2]", "'loss.class_weights' must be >= 0"),
+        ("loss.ohem_thresh=0", "'loss.ohem_thresh' must be in (0, 1]"),
+        ("eval.clip_len=0", "'eval.clip_len' must be >= 1"),
+        ("eval.clip_stride=0", "'eval.clip_stride' must be >= 1"),
+        ("eval.interval=-1", "'eval.interval' must be >= 0"),
+        ("eval.scales=[0]", "'eval.scales' must be > 0"),
+        ("eval.max_videos=0", "'eval.max_videos' must be >= 1"),
+        ("runtime.num_threads=0", "'runtime.num_threads' must be >= 1"),
+        ("runtime.num_threads=-1", "'runtime.num_threads' must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_refused(override: str, needle: str) -> None:
+    """A value that would train silently wrong (lr 0, a negative decay, a clip of 0 frames)
+    is refused when the config is loaded, before anything is built or written."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
 def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text("optim:\n  momentun: 0.9\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +52,20 @@ def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def _positive(key: str, value: Any) -> None:
     if isinstance(value, int) and value < 1:
         raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+
+
+def _require(key: str, value: Any, ok: bool, rule: str) -> None:
+    """Refuse ``value`` unless ``ok``: ``rule`` says what the key accepts."""
+    if not ok:
+        raise ConfigError(f"config key '{key}' must be {rule}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _non_negative(key: str, value: Any) -> None:
+    _require(key, value, _finite(value) and value >= 0, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,11 @@ class DataConfig:
         _positive("data.clip_len", self.clip_len)
         _positive("data.frame_stride", self.frame_stride)
         _positive("data.batch_size", self.batch_size)
+        for v in self.crop_size or ():
+            _positive("data.crop_size", v)
+        lo, hi = self.scale_range
+        _require("data.scale_range", list(self.scale_range),
+                 _finite(lo) and _finite(hi) and 0 < lo <= hi, "[low, high] with 0 < low <= high")
 
 
 @dataclass(frozen=True)
@@ -131,11 +151,15 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, ("sgd", "adamw"))
-        for key in ("gamma_lr_mult", "attention_lr_mult"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(
-                    f"config key 'optim.{key}' must be > 0, got {getattr(self, key)}"
-                )
+        for key in ("lr", "gamma_lr_mult", "attention_lr_mult"):
+            v = getattr(self, key)
+            _require(f"optim.{key}", v, _finite(v) and v > 0, "> 0 and finite")
+        _require("optim.momentum", self.momentum, _finite(self.momentum) and
+                 0 <= self.momentum < 1, "in [0, 1)")
+        _non_negative("optim.weight_decay", self.weight_decay)
+        if self.grad_clip is not None:
+            _require("optim.grad_clip", self.grad_clip,
+                     _finite(self.grad_clip) and self.grad_clip > 0, "> 0 (or null: no clipping)")
         _positive("optim.accum_steps", self.accum_steps)
 
 
@@ -155,6 +179,12 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         _positive("schedule.iterations", self.iterations)
+        _non_negative("schedule.warmup_iters", self.warmup_iters)
+        _require("schedule.warmup_ratio", self.warmup_ratio,
+                 _finite(self.warmup_ratio) and 0 < self.warmup_ratio <= 1, "in (0, 1]")
+        _non_negative("schedule.poly_power", self.poly_power)
+        _require("schedule.min_lr_ratio", self.min_lr_ratio,
+                 _finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -169,6 +199,15 @@ class LossConfig:
     class_weights: list[float] | None = None
     ignore_index: int = 255
     cc_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _non_negative("loss.aux_weight", self.aux_weight)
+        _non_negative("loss.cc_weight", self.cc_weight)
+        _require("loss.ohem_thresh", self.ohem_thresh,
+                 _finite(self.ohem_thresh) and 0 < self.ohem_thresh <= 1, "in (0, 1]")
+        _non_negative("loss.ohem_min_kept", self.ohem_min_kept)
+        for w in self.class_weights or ():
+            _non_negative("loss.class_weights", w)
 
 
 @dataclass(frozen=True)
@@ -198,6 +237,13 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _choice("eval.metric_convention", self.metric_convention, ("auto", "vspw", "mmseg"))
+        _non_negative("eval.interval", self.interval)
+        for key in ("clip_len", "clip_stride", "max_videos"):
+            _positive(f"eval.{key}", getattr(self, key))
+        for v in self.scales:
+            _require("eval.scales", list(self.scales), _finite(v) and v > 0, "> 0")
+        for v in self.crop_size or ():
+            _positive("eval.crop_size", v)
 
 
 @dataclass(frozen=True)
@@ -232,6 +278,7 @@ class RuntimeConfig:
         _choice("runtime.device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         _positive("runtime.log_interval", self.log_interval)
         _positive("runtime.ckpt_interval", self.ckpt_interval)
+        _positive("runtime.num_threads", self.num_threads)
 
 
 @dataclass(frozen=True)
