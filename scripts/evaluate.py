@@ -7,9 +7,10 @@
 
 The model is rebuilt from the checkpoint (its stored config); ``--config`` and the
 ``section.key=value`` overrides only set the data / evaluation settings (dataset root, split,
-clip length, test-time scales, ...). ``--attention-off`` evaluates the test-time ablation of the
-attention: every criss-cross attention block's gamma set to 0, so each block passes its input
-through (compare with a plain run to see how much the trained model uses its attention).
+clip length, test-time scales, ...); ``model.*`` overrides are refused. ``--attention-off``
+evaluates the test-time ablation of the attention: every criss-cross attention block's gamma
+set to 0, so each block passes its input through (compare with a plain run to see how much the
+trained model uses its attention).
 Results go to ``--output`` (default: ``eval_<split>/``, or ``eval_<split>_attention_off/``, next
 to the checkpoint); plots an earlier evaluation left there are replaced or removed. Expected
 errors print one line on stderr and exit with code 2.
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         RuntimeError,
     )
     try:
+        model_keys = [o.split("=", 1)[0] for o in args.overrides if o.startswith("model.")]
+        if model_keys:
+            raise ValueError(
+                f"{', '.join(model_keys)}: the model is the checkpoint's; model.* overrides do "
+                "not apply to evaluation (train a model with them instead)"
+            )
+        if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+            raise ValueError(f"--output '{args.output}' is not a folder; choose another path")
         ckpt_path = Path(args.checkpoint)
         ckpt = load_checkpoint(ckpt_path)
         if args.config is not None:

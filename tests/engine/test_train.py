@@ -223,6 +223,42 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) ->
     assert load_checkpoint(out / "last.pt")["iteration"] == 24
 
 
+def test_a_failed_start_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
+    """A resume or an overwrite with a config that cannot train (class weights for another
+    class count) fails before it writes: the earlier run's config.yaml, metrics and
+    checkpoints are as they were."""
+    from vidccnet.engine.config import ConfigError
+
+    common = ("runtime.log_interval=1", "eval.interval=0", "runtime.ckpt_interval=100",
+              "data.kwargs.num_frames=2", "schedule.iterations=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common))
+    before = {n: (out / n).read_bytes()
+              for n in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt")}
+    bad = ("schedule.iterations=4", "loss.class_weights=[1, 2]")
+    with pytest.raises(ConfigError, match="class_weights has 2 entries.* 7 classes"):
+        train(tiny_cfg(out, *common, *bad), resume=True)
+    with pytest.raises(ConfigError, match="class_weights has 2 entries"):
+        train(tiny_cfg(out, *common, *bad, "runtime.overwrite=true"))
+    after = {n: (out / n).read_bytes() for n in before}
+    assert after == before
+
+
+def test_overwrite_starts_afresh_without_the_earlier_runs_checkpoints(tmp_path: Path) -> None:
+    """runtime.overwrite=true replaces the earlier run: its best.pt does not survive next to the
+    new run's last.pt (evaluate.py and segment_video.py would use the old model)."""
+    common = ("runtime.log_interval=1", "eval.interval=0", "runtime.ckpt_interval=100",
+              "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=3"))
+    assert (out / "best.pt").is_file()
+    train(tiny_cfg(out, *common, "schedule.iterations=2", "eval.at_end=false",
+                   "runtime.overwrite=true"))
+    assert load_checkpoint(out / "last.pt")["iteration"] == 2
+    assert not (out / "best.pt").exists()
+    assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
 def test_dataset_kwargs_are_checked_like_config_keys() -> None:
     from vidccnet.engine.config import ConfigError
     from vidccnet.engine.train import build_train_dataset, build_val_videos
@@ -335,6 +371,32 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> No
     assert (out / "notes.txt").read_bytes() == b"old"  # not ours: kept
     assert script.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-plots"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
+
+
+def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """--output that is a file, and model.* overrides (the model is the checkpoint's), get one
+    line and exit 2 before any evaluation."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.models.build import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused")
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    script = load_script("evaluate.py")
+    for args, needle in (
+        (["--output", str(a_file)], "is not a folder"),
+        (["model.recurrence=0"], "model.recurrence"),
+    ):
+        assert script.main(["--checkpoint", str(ckpt), "--no-plots", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    assert a_file.read_text() == "mine"
+    assert not (tmp_path / "eval_val").exists()
 
 
 def test_evaluate_script_attention_off(load_script, tmp_path: Path,
@@ -585,6 +647,16 @@ def test_script_help_says_amp_is_cuda_only(load_script, script: str,
         ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
                       "data.kwargs.num_video=4", "runtime.output_dir=/nonexistent/run"],
          "did you mean 'data.kwargs.num_videos'"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                      "model.kwargs.head_chanels=64", "runtime.output_dir=/nonexistent/run"],
+         "did you mean 'head_channels'"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                      "runtime.output_dir=" + str(REPO / "README.md")], "is not a folder"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                      "runtime.num_threads=-1"], "runtime.num_threads"),
+        *([("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                         "runtime.device=cuda", "runtime.output_dir=/nonexistent/run"],
+            "no CUDA device")] if not torch.cuda.is_available() else []),
     ],
 )
 def test_scripts_fail_with_one_line(load_script, script: str, args: list[str], needle: str,

@@ -59,14 +59,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>.
 
     Raises:
-        RuntimeError: "cuda" requested but not available.
+        ValueError: "cuda" requested but not available.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                "runtime.device=cuda but no CUDA device is available; use runtime.device=cpu"
+            raise ValueError(
+                f"device {name!r} was requested but no CUDA device is available; use the cpu "
+                "(runtime.device=cpu, or --device cpu)"
             )
         if name == "cuda":
             return torch.device("cuda", local_rank)

@@ -33,6 +33,7 @@ import logging
 import math
 import random
 import re
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -468,6 +469,8 @@ def _to_channels_last(module: nn.Module) -> None:
 def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     out = Path(cfg.runtime.output_dir)
     last = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"runtime.output_dir '{out}' is not a folder; choose another path")
     if resume:
         if not last.is_file():
             raise CheckpointError(
@@ -576,6 +579,12 @@ def _train(  # noqa: C901 - the loop, in order
             logger.warning("runtime.sync_bn ignored: SyncBatchNorm needs CUDA devices")
     if rt.channels_last:
         _to_channels_last(core)
+    weights = cfg.loss.class_weights
+    if weights and len(weights) != num_classes:
+        raise ConfigError(
+            f"loss.class_weights has {len(weights)} entries but dataset '{cfg.data.name}' has "
+            f"{num_classes} classes; give one weight per class"
+        )
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(cfg, core)
     amp_dtype = resolve_amp(device, rt.amp)  # None (float32) on CPU, with a warning
@@ -627,9 +636,11 @@ def _train(  # noqa: C901 - the loop, in order
     jsonl = _JsonlWriter(out / "metrics.jsonl" if info.is_main else None)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh start replaces an earlier run there (runtime.overwrite)
+            for stale in ("last.pt", "best.pt", "metrics.jsonl"):
+                (out / stale).unlink(missing_ok=True)
+            shutil.rmtree(out / "tb", ignore_errors=True)
         (out / "config.yaml").write_text(config_to_yaml(cfg))
-        if not resume and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()
         if resume:
             _truncate_jsonl(out / "metrics.jsonl", iteration)
         if rt.tensorboard:

@@ -39,4 +39,9 @@ def build_model(cfg: Config, num_classes: int, pretrained: bool = True) -> nn.Mo
     if pretrained and m.pretrained_backbone:
         kwargs["pretrained_backbone"] = m.pretrained_backbone
     kwargs.update(m.kwargs)
-    return create_model(m.name, num_classes, **kwargs)
+    try:
+        return create_model(m.name, num_classes, **kwargs)
+    except TypeError as exc:  # an unknown or mistyped model.kwargs entry
+        from vidccnet.engine.config import ConfigError
+
+        raise ConfigError(f"model.kwargs do not fit model '{m.name}': {exc}") from None
