@@ -20,8 +20,9 @@ What it does, with the library's real code paths (the same ones CamVid / VSPW tr
    where everything is.
 
 Re-running overwrites an earlier demo in ``OUT`` (it trains afresh; nothing else outside
-``OUT`` is touched). Afterwards ``python scripts/segment_video.py any.mp4 --out masks/`` uses
-``runs/demo/best.pt`` by default. Expected errors print one line on stderr and exit with code 2.
+``OUT`` is touched); a folder holding files the demo did not write (a training run) is refused.
+Afterwards ``python scripts/segment_video.py any.mp4 --out masks/`` uses ``runs/demo/best.pt``
+by default. Expected errors print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ QUICK_OVERRIDES = [
     "schedule.warmup_iters=0",
 ]
 HELD_OUT_INDEX = 5_000_000  # a video index no split uses (train 0.., val 1e6.., test 2e6..)
+DEMO_MARK = ".vidccnet_demo"  # marks OUT as the demo's: only such a folder is ever replaced
 
 
 class UserError(Exception):
@@ -106,6 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--iterations must be >= 1, got {args.iterations}")
     if args.video_frames < 1:
         raise UserError(f"--video-frames must be >= 1, got {args.video_frames}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     return args
 
 
@@ -140,14 +144,18 @@ def _load_segment_video() -> Any:
 
 
 def prepare_out(out: Path) -> None:
-    """Remove the files an earlier demo wrote in ``out`` (the demo trains afresh)."""
+    """Remove the files an earlier demo wrote in ``out`` (the demo trains afresh), and mark
+    ``out`` as the demo's. A folder whose files the demo did not write is refused."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' exists and is not a folder; choose another path")
-    if not out.exists():
-        return
     ours = ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "tb", "eval", "input", "masks",
             "overlay.mp4", "overlay_frame.png", "demo_summary.json")
     found = [out / n for n in ours if (out / n).exists()]
+    if found and not (out / DEMO_MARK).exists() and not (out / "demo_summary.json").exists():
+        raise UserError(
+            f"--out '{out}' holds files not written by the demo "
+            f"({', '.join(p.name for p in found)}); choose another --out or remove them"
+        )
     if found:
         log.info("replacing the earlier demo in %s (training starts afresh)", out)
     for p in found:
@@ -155,6 +163,8 @@ def prepare_out(out: Path) -> None:
             shutil.rmtree(p)
         else:
             p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("a folder written by scripts/demo.py\n")
 
 
 def overlay_strip(frame: Any, mask: Any, gt: Any, palette: Any, scale: int = 4) -> Any:
@@ -181,6 +191,7 @@ def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     out = Path(args.out)
     cfg = demo_config(args)
+    device = resolve_device(args.device)  # before anything in OUT is replaced
     prepare_out(out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,7 +212,6 @@ def run(args: argparse.Namespace) -> dict:
     log.info("step 2/4: evaluating %s on the validation videos", best)
     t0 = time.perf_counter()
     ckpt = load_checkpoint(best)
-    device = resolve_device(args.device)
     model, cfg_best = build_model_from_checkpoint(ckpt, device)
     videos = build_val_videos(cfg)
     ev_kw = evaluator_kwargs(cfg_best, device)

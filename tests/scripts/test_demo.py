@@ -90,6 +90,29 @@ def test_demo_bad_options_one_line(argv, words, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_demo_never_deletes_what_it_did_not_write(load_script, demo_run, tmp_path, capsys):
+    """The demo replaces only an earlier demo, and only once its options are known to work: a
+    folder holding a training run, or a bad --device / --threads, gets one line and exit 2 with
+    every file left as it was."""
+    import torch
+
+    demo, _, demo_out = demo_run
+    run = tmp_path / "my_run"
+    run.mkdir()
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "config.yaml"):
+        (run / name).write_text(name)
+    cases = [(run, [], "not written by the demo"),
+             (demo_out, ["--threads", "-1"], "--threads must be >= 1")]
+    if not torch.cuda.is_available():
+        cases.append((demo_out, ["--device", "cuda"], "no CUDA device"))
+    for out, extra, needle in cases:
+        before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        assert demo.main(["--out", str(out), "--quick", "--device", "cpu", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
 def test_synthetic_tiny_config_is_the_demo_recipe(load_script):
     """configs/synthetic_tiny.yaml trains what the demo trains (they differ only in where and
     how often they write, and in the device)."""
