@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
+        if os.path.exists(args.out) and os.path.exists(args.src) and os.path.samefile(
+                args.out, args.src):
+            raise ValueError(f"--out {args.out} is the source checkpoint; choose another path")
         if os.path.exists(args.out) and not args.overwrite:
             raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
         if args.recurrence is not None and args.recurrence < 0:

@@ -55,7 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("input", help="video file (anything FFmpeg decodes) or a folder of frames")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist "
-                   "or be empty, unless --overwrite; never the input folder or around it)")
+                   "or be empty, unless --overwrite replaces an earlier output there; never the "
+                   "input folder or around it)")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="trained checkpoint (default: $VIDCCNET_CHECKPOINT, runs/demo/best.pt)")
     p.add_argument("--overlay", default=None, metavar="OUT.mp4",
@@ -84,7 +85,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--end", default=None, help="stop before this frame: index or seconds")
     p.add_argument("--strict", action="store_true",
                    help="fail on a truncated / corrupt video instead of keeping decoded frames")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty DIR / overlay")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output in DIR (masks, summary.json, an overlay; a "
+                   "folder holding other files is refused) and an existing --overlay")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar / progress lines (frames/s, ETA)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")

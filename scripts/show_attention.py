@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from vidccnet.cli import fail, missing_folder
+from vidccnet.writer import apply_umask
 
 PROG = "show_attention.py"
 
@@ -98,6 +99,7 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")
+        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -116,6 +118,11 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if msg := missing_folder(out, "--out"):
         raise ValueError(msg)
+    for given, what in ((args.video, "the input video"), (args.checkpoint, "the checkpoint")):
+        if out.resolve() == Path(given).resolve():
+            raise ValueError(f"--out '{out}' is {what}; choose another file name")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out '{out}' must end in .png (the picture is a PNG)")
     if args.clip_len is not None and args.clip_len < 1:
         raise ValueError(f"--clip-len must be >= 1, got {args.clip_len}")
     seg = VideoSegmenter(args.checkpoint, device=args.device, clip_len=args.clip_len)

@@ -609,6 +609,31 @@ def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
     check_paths(video, tmp_path / "m", overlay=tmp_path / "m" / "ov.webm")  # fine
 
 
+def test_overwrite_replaces_only_an_earlier_output(tmp_path, monkeypatch):
+    """--overwrite replaces a folder of masks, summary.json and an overlay; a folder holding
+    anything else (a user's files, a sub-folder) is refused, and so is the current folder."""
+    from vidccnet.writer import OutputPathError, check_paths
+
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"video")
+    old = tmp_path / "masks"
+    old.mkdir()
+    for name in ("000000.png", "000001.npz", "summary.json", "overlay.mp4"):
+        (old / name).write_bytes(b"x")
+    check_paths(video, old, overwrite=True)  # an earlier output: may be replaced
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match="notes.txt.*only an earlier output"):
+        check_paths(video, old, overwrite=True)
+    (old / "notes.txt").unlink()
+    (old / "sub").mkdir()
+    with pytest.raises(OutputPathError, match="sub"):
+        check_paths(video, old, overwrite=True)
+    (old / "sub").rmdir()
+    monkeypatch.chdir(old)
+    with pytest.raises(OutputPathError, match="current folder"):
+        check_paths(video, ".", overwrite=True)
+
+
 def test_writer_imports_no_torch():
     import subprocess
     import sys

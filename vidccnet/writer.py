@@ -47,6 +47,7 @@ __all__ = [
     "OutputPathError",
     "OverlayWriter",
     "StagedDir",
+    "apply_umask",
     "check_paths",
     "overlay_container",
     "parse_frame_bound",
@@ -78,6 +79,16 @@ class OutputPathError(ValueError):
 def _is_within(path: Path, folder: Path) -> bool:
     """``path`` is ``folder`` or lies inside it (both already resolved)."""
     return path == folder or folder in path.parents
+
+
+def _earlier_output(path: Path) -> bool:
+    """Whether ``path`` is a file this module writes into DIR: a mask (``000042.png`` /
+    ``.npz``), ``summary.json`` or an overlay video."""
+    if not path.is_file():
+        return False
+    name = path.name
+    return (name == "summary.json" or path.suffix.lower() in OVERLAY_CONTAINERS
+            or (path.suffix in (".png", ".npz") and path.stem.isdigit()))
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -203,6 +214,19 @@ def check_paths(
             raise OutputPathError(
                 f"--out '{out}' exists and is not empty; choose a new folder or pass --overwrite"
             )
+        if non_empty:
+            foreign = sorted(p.name for p in out_p.iterdir() if not _earlier_output(p))
+            if foreign:
+                listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+                raise OutputPathError(
+                    f"--out '{out}' holds {listed}, which this tool did not write; --overwrite "
+                    "replaces only an earlier output (masks, summary.json, an overlay): choose "
+                    "another folder"
+                )
+    if out_p.exists() and out_r == _resolve(Path.cwd()):
+        raise OutputPathError(
+            f"--out '{out}' is the current folder, which cannot be replaced; name a sub-folder"
+        )
     _check_writable_parent(out_p, "the output folder")
 
     # --overlay
@@ -269,7 +293,7 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start") -
         ) from None
 
 
-def _apply_umask(path: Path, mode: int) -> None:
+def apply_umask(path: str | Path, mode: int) -> None:
     """Give a file made by mkstemp / mkdtemp (0600 / 0700) the usual permissions."""
     umask = os.umask(0o022)
     os.umask(umask)
@@ -313,7 +337,7 @@ class StagedDir:
     def commit(self) -> None:
         if self.tmp is None:
             raise RuntimeError("StagedDir.commit() without create()")
-        _apply_umask(self.tmp, 0o777)
+        apply_umask(self.tmp, 0o777)
         old = None
         if self.out.exists():  # an empty folder, or overwrite
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.tmp.parent))
@@ -416,7 +440,7 @@ class OverlayWriter:
     def commit(self) -> None:
         if self.tmp is None:
             raise RuntimeError("OverlayWriter.commit() twice or after abort()")
-        _apply_umask(self.tmp, 0o666)
+        apply_umask(self.tmp, 0o666)
         os.replace(self.tmp, self.final)
         self.tmp = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ def test_write_json_strict_and_leaves_no_temporary(tmp_path):
     write_json(out, {"a": math.nan, "b": np.float32(0.5), "c": torch.tensor([1, 2])}, indent=1)
     assert json.loads(out.read_text()) == {"a": None, "b": 0.5, "c": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    umask = os.umask(0o022)  # read it back
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not 0600
 
 
 def test_write_json_failure_keeps_the_earlier_file(tmp_path, monkeypatch):

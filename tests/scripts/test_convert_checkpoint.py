@@ -113,6 +113,11 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, converted, mmseg_file):
                         "--classes", "cityscapes"]) == 2
     assert script.main([str(mmseg_file), "--format", "mmseg", "--out", str(converted)]) == 2
     assert not out.exists()
+    # --out naming the source is refused even with --overwrite: the source is kept
+    src = tmp_path / "mm.pth"
+    src.write_bytes(mmseg_file.read_bytes())
+    assert script.main([str(src), "--format", "mmseg", "--out", str(src), "--overwrite"]) == 2
+    assert src.read_bytes() == mmseg_file.read_bytes()
 
 
 TINY = [

@@ -141,6 +141,11 @@ def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, cap
     monkeypatch.setenv("VIDCCNET_CHECKPOINT", str(ckpt))
     rc, err = run(script, capsys, frames, "--out", out, "--start", "1", "--end", "3")
     assert rc == 2 and "--overwrite" in err and listing(out) == ["stale.txt"]
+    # --overwrite replaces an earlier output only: a file it did not write is kept and refused
+    rc, err = run(script, capsys, frames, "--out", out, "--overwrite")
+    assert rc == 2 and "stale.txt" in err and listing(out) == ["stale.txt"]
+    (out / "stale.txt").unlink()
+    (out / "000009.png").write_text("an earlier run's mask")
     rc, err = run(script, capsys, frames, "--out", out, "--start", "1", "--end", "3",
                   "--overwrite")
     assert rc == 0, err
@@ -405,7 +410,10 @@ def test_one_frame_says_one_mask(script, ckpt, tmp_path, capsys):
     assert rc == 0 and "wrote 1 mask to" in err and "1 masks" not in err, err
 
 
-def test_amp_on_cpu_warns_and_runs_float32(script, ckpt, tmp_path, capsys):
+def test_amp_on_cpu_warns_and_runs_float32(script, ckpt, tmp_path, capsys, monkeypatch):
+    from vidccnet.engine import amp
+
+    monkeypatch.setattr(amp, "_warned", set())  # the warning is once per process
     video = write_video(tmp_path / "in.mp4", 1, 24, 32)
     rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet",
                   "--amp", "--device", "cpu")

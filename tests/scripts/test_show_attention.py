@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,30 @@ def test_bad_input_one_line_exit_2_nothing_written(script, data, tmp_path, capsy
     assert len(lines) == 1 and lines[0].startswith("show_attention.py: error: "), err
     assert words in lines[0]
     assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_out_never_replaces_an_input_and_is_a_readable_png(script, data, tmp_path, capsys):
+    """--out naming the video or the checkpoint is refused (both kept byte for byte), a suffix
+    other than .png is refused, and the picture gets the mode a plain open() would give it."""
+    import shutil
+
+    video, ckpt = tmp_path / "v.mp4", tmp_path / "c.pt"
+    shutil.copyfile(data["video"], video)
+    shutil.copyfile(data["ckpt3d"], ckpt)
+    before = {p: p.read_bytes() for p in (video, ckpt)}
+    for out, words in ((video, "is the input video"), (ckpt, "is the checkpoint"),
+                       (tmp_path / "attn.jpg", "must end in .png")):
+        rc, _, err = run(script, capsys, video, "--checkpoint", ckpt, "--frame", 1,
+                         "--pixel", 3, 4, "--out", out)
+        assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "v.mp4"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    rc, _, err = run(script, capsys, video, "--checkpoint", ckpt, "--frame", 1, "--pixel", 3, 4,
+                     "--out", tmp_path / "attn.PNG")
+    assert rc == 0, err
+    assert (tmp_path / "attn.PNG").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_subprocess_exit_code_and_no_traceback(data, tmp_path):

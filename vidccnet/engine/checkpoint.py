@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.writer import apply_umask
+
 from .config import Config, ConfigError, config_from_dict
 
 __all__ = [
@@ -64,7 +66,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
+        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -72,13 +74,6 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         except FileNotFoundError:
             pass
         raise
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _why_unreadable(path: Path, exc: BaseException) -> str:

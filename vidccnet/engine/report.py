@@ -31,6 +31,7 @@ from torch import nn
 
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
+from vidccnet.writer import apply_umask
 
 __all__ = [
     "colorize",
@@ -130,6 +131,7 @@ def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
