@@ -47,11 +47,33 @@ class PrepareError(Exception):
     """An expected failure reported as one line on stderr."""
 
 
+def canonical_sequence(name: str) -> str:
+    """'01tp' / '0001TP' -> '0001TP', 'Seq05VD' -> 'Seq05VD'; an unknown name is an error."""
+    seq = SEQUENCE_ALIASES.get(name.strip().upper())
+    if seq is None:
+        raise PrepareError(f"unknown CamVid sequence '{name}' (known: "
+                           f"{', '.join(sorted(set(SEQUENCE_ALIASES.values())))})")
+    return seq
+
+
+def check_videos(videos: dict[str, Path], labelled: set[str], backend: str) -> None:
+    """Open every video once before the long work: a broken one fails at once, an unused one
+    is reported."""
+    for seq, path in sorted(videos.items()):
+        if seq not in labelled:
+            logger.warning("video '%s' (sequence %s) is not used: no labelled frame of %s under "
+                           "--segnet", path, seq, seq)
+            continue
+        with open_video(path, backend=backend) as reader:
+            if len(reader) == 0:
+                raise PrepareError(f"video '{path}' ({seq}) has no frames")
+
+
 def sequence_of_video(path: str) -> tuple[str, Path]:
     """'SEQ=PATH' -> (SEQ, PATH); 'raw/01TP_extract.avi' -> ('0001TP', path)."""
     if "=" in path:
         seq, p = path.split("=", 1)
-        return seq, Path(p)
+        return canonical_sequence(seq), Path(p)
     p = Path(path)
     stem = p.stem.upper()
     for key in sorted(SEQUENCE_ALIASES, key=len, reverse=True):
@@ -131,14 +153,20 @@ def prepare(args: argparse.Namespace) -> dict:
             images[seq].append(f)
     if not images:
         raise PrepareError(f"no labelled frames (*.png) under '{segnet}'/{{train,val,test}}")
-    videos = dict(sequence_of_video(v) for v in args.videos)
+    videos: dict[str, Path] = {}
+    for v in args.videos:
+        seq, path = sequence_of_video(v)
+        if seq in videos:
+            raise PrepareError(f"two videos for sequence {seq}: '{videos[seq]}' and '{path}'")
+        videos[seq] = path
     shifts: dict[str, int] = {}
     for item in args.index_offset:
         seq, _, n = item.partition("=")
         try:
-            shifts[seq] = int(n)
+            shifts[canonical_sequence(seq)] = int(n)
         except ValueError:
             raise PrepareError(f"--index-offset expects SEQ=N, got {item!r}") from None
+    check_videos(videos, set(images), args.backend)
     offsets = [o * args.frame_stride for o in range(-args.context_before, args.context_after + 1)]
     report: dict = {"params": {"window": args.window, "offsets": offsets, "segnet": str(segnet)},
                     "matches": {}, "sequences": {}, "missing_videos": {}}

@@ -179,6 +179,28 @@ def test_prepare_camvid_cli_errors(load_script, tmp_path, capsys):
     assert "no.avi" in capsys.readouterr().err
 
 
+def test_prepare_camvid_checks_every_video_before_writing(load_script, camvid_raw, tmp_path,
+                                                         capsys):
+    """A broken video, or an alias given as SEQ=, is found before any frame is written: the
+    broken one fails at once (nothing under OUT), the alias reaches its sequence."""
+    root, raw, *_ = camvid_raw
+    mod = load_script("prepare_camvid")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    out = tmp_path / "out"
+    argv = ["--segnet", str(root), "--out", str(out), "--window", "1", "--context-before", "0",
+            "--context-after", "0", "--videos"]
+    assert mod.main([*argv, str(raw / "0006R0.avi"), f"0016E5={garbage}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "garbage.mp4" in err, err
+    assert not out.exists()
+    assert mod.main([*argv, f"16E5={raw / '0016E5.mp4'}"]) == 2  # not a known name
+    assert "16E5" in capsys.readouterr().err and not out.exists()
+    assert mod.main([*argv, f"0016e5={raw / '0016E5.mp4'}"]) == 0  # case and aliases resolve
+    report = json.loads((out / "frames" / "matches.json").read_text())
+    assert report["sequences"]["0016E5"]["labelled"] == 3
+
+
 def test_prepare_camvid_video_extract_with_index_offset(load_script, camvid_raw, tmp_path):
     """A frame-folder 'video' that starts at sequence frame 5 (an extract): --index-offset."""
     root, _, _, seqs, truth = camvid_raw
