@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"the folder of --out, '{out.parent}', is not writable")
     if args.example is not None and min(args.example) < 1:
         raise UserError(f"--example sizes must be positive, got {args.example}")
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise UserError(f"--tolerance must be > 0, got {args.tolerance}")
     needed = ["onnx", "onnxscript"] + (["onnxruntime"] if args.check else [])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
@@ -77,8 +80,15 @@ def run(args: argparse.Namespace, ckpt_path: Path, out: Path) -> dict:
 
     from vidccnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from vidccnet.export import MIN_FRAMES, compare_onnx, export_onnx
+    from vidccnet.export import MIN_FRAMES, MIN_SIZE, compare_onnx, export_onnx
 
+    if args.example is not None and not args.static:
+        B, T, H, W = args.example
+        if B < 2 or T < MIN_FRAMES or min(H, W) < MIN_SIZE:
+            raise UserError(
+                f"--example {B} {T} {H} {W}: a dynamic export needs B >= 2, T >= {MIN_FRAMES} "
+                f"and H, W >= {MIN_SIZE}; raise them, or pass --static to fix this shape"
+            )
     ckpt = load_checkpoint(ckpt_path)
     model, cfg = build_model_from_checkpoint(ckpt, "cpu")
     model.float()

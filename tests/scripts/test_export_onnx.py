@@ -43,10 +43,14 @@ def _one_line_error(capsys, needle):
     ("corrupt", "bad.pt"),
     ("not_onnx", "must end in .onnx"),
     ("no_folder", "does not exist"),
+    ("small_dynamic_example", "or pass --static"),
+    ("negative_tolerance", "--tolerance must be > 0"),
 ])
 def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, case, needle):
     out = tmp_path / "model.onnx"
     src = ckpt
+    extra = {"small_dynamic_example": ["--example", "1", "5", "64", "64"],
+             "negative_tolerance": ["--tolerance", "-1"]}.get(case, [])
     if case == "missing":
         src = tmp_path / "nope.pt"
     elif case == "corrupt":
@@ -56,7 +60,7 @@ def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, cas
         out = tmp_path / "model.pt"
     elif case == "no_folder":
         out = tmp_path / "missing" / "model.onnx"
-    assert script.main([str(src), "--out", str(out)]) == 2
+    assert script.main([str(src), "--out", str(out), *extra]) == 2
     _one_line_error(capsys, needle)
     assert list(tmp_path.iterdir()) in ([], [src])  # nothing written
 
