@@ -603,6 +603,24 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
         assert ddp["val"][key] == pytest.approx(ref[key], abs=1e-9), key
 
 
+def test_ddp_with_parameters_no_loss_reaches(tmp_path: Path) -> None:
+    """With loss.cc_weight=0 (synthetic_tiny.yaml, the documented CPU torchrun run) the
+    embedding gets no gradient; with model.recurrence=0 the attention, with loss.aux_weight=0
+    the auxiliary head. DDP then needs find_unused_parameters, or it fails on step 2."""
+    import torch.multiprocessing as mp
+
+    from vidccnet.engine.train import ddp_finds_unused_parameters
+
+    assert not ddp_finds_unused_parameters(load_config(None, TINY))
+    for extra in ("loss.cc_weight=0", "model.recurrence=0", "loss.aux_weight=0"):
+        assert ddp_finds_unused_parameters(load_config(None, TINY + [extra])), extra
+    overrides = TINY + DDP_COMMON + ["schedule.iterations=2", "loss.cc_weight=0",
+                                     f"runtime.output_dir={tmp_path / 'ddp'}"]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), overrides, str(tmp_path / "ddp.json")),
+             nprocs=2, join=True)
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["iteration"] == 2
+
+
 def _model_params(cfg) -> list:
     from vidccnet.engine.train import build_model
 

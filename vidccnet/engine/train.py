@@ -466,6 +466,14 @@ def _to_channels_last(module: nn.Module) -> None:
                 p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
 
 
+def ddp_finds_unused_parameters(cfg: Config) -> bool:
+    """Whether some parameters get no gradient, so that DDP must look for them each step (it
+    fails on the second step otherwise): the loss's embedding when ``loss.cc_weight`` is 0, the
+    attention when ``model.recurrence`` is 0, the auxiliary head when ``loss.aux_weight`` is 0.
+    Off otherwise: the search costs a walk of the autograd graph per step."""
+    return cfg.loss.cc_weight == 0 or cfg.model.recurrence == 0 or cfg.loss.aux_weight == 0
+
+
 def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     out = Path(cfg.runtime.output_dir)
     last = out / "last.pt"
@@ -628,7 +636,8 @@ def _train(  # noqa: C901 - the loop, in order
         model = torch.compile(core)
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=ddp_finds_unused_parameters(cfg),
         )
 
     # output files (rank 0 only)
