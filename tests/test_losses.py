@@ -165,6 +165,12 @@ def test_cross_entropy_weighted_matches_reference():
     assert got.item() == pytest.approx(ce_ref(logits, labels.numpy(), w.numpy()), rel=1e-5)
     got = cross_entropy(logits, labels)
     assert got.item() == pytest.approx(ce_ref(logits, labels.numpy()), rel=1e-5)
+    # float64 stays float64 (only float16 / bfloat16 logits are widened), weighted and OHEM
+    for ohem in (False, True):
+        got = cross_entropy(logits.double(), labels, weight=w, ohem=ohem, ohem_min_kept=1000)
+        assert got.dtype == torch.float64
+        assert got.item() == pytest.approx(ce_ref(logits, labels.numpy(), w.numpy()), rel=1e-12)
+    assert cross_entropy(logits.half(), labels).dtype == torch.float32
 
 
 @pytest.mark.parametrize("min_kept", [0, 10, 50, 1000])

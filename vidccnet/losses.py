@@ -75,7 +75,10 @@ def cross_entropy(
         scalar; 0 (still attached to the graph) when no pixel is labelled.
     """
     _check_logits_labels(logits, labels, "cross_entropy")
-    logits = logits.float()
+    if logits.dtype in (torch.float16, torch.bfloat16):  # low precision: the loss in float32
+        logits = logits.float()
+    if weight is not None:
+        weight = weight.to(logits.dtype)
     labels = labels.long()
     valid = labels != ignore_index  # (B, T, H, W)
     if not bool(valid.any()):

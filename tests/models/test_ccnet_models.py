@@ -168,6 +168,8 @@ def test_train_backward_reaches_attention():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         build()(torch.randn(1, 3, 33, 47))
+    with pytest.raises(TypeError, match="uint8.*to_clip_tensor"):  # raw frames
+        build()(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
 
 
 def test_attention_init_options():

@@ -67,6 +67,12 @@ def test_bad_arguments():
         RecurrentCrissCrossAttention(16, recurrence=-1)
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         CrissCrossAttention3d(16)(torch.randn(1, 16, 4, 4))
+    with pytest.raises(ValueError, match="reduction must be >= 1"):
+        CrissCrossAttention3d(16, reduction=0)
+    with pytest.raises(ValueError, match="unknown backend 'foo'"):
+        CrissCrossAttention3d(16, backend="foo")  # at build time, not at the first forward
+    with pytest.raises(ValueError, match="8 channels.*built for 16"):
+        RecurrentCrissCrossAttention(16)(torch.randn(1, 8, 3, 7, 13))
 
 
 def test_gradients_reach_all_parameters():

@@ -170,6 +170,11 @@ class CCNet(nn.Module):
                 f"expected a clip (B, 3, T, H, W), got shape {tuple(clip.shape)}; "
                 "for single images use clip.unsqueeze(2)"
             )
+        if not clip.is_floating_point():
+            raise TypeError(
+                f"expected a normalised float clip, got {clip.dtype}; convert frames with "
+                "vidccnet.data.transforms.to_clip_tensor"
+            )
         T, size = clip.shape[2], clip.shape[-2:]
         c3, c4 = self.backbone(clip)  # (B*T, C3, h, w), (B*T, C4, h, w)
         logits, feats = self.head(c4, T)  # (B*T, K, h, w), train(): (B*T, D, h, w)

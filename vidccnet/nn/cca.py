@@ -11,6 +11,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..ops import criss_cross_attention
+from ..ops.cca import BACKENDS
 
 ATTENTION_INITS = ("ccnet", "identity")
 
@@ -43,6 +44,10 @@ class CrissCrossAttention3d(nn.Module):
         super().__init__()
         if init not in ATTENTION_INITS:
             raise ValueError(f"unknown attention init {init!r}; choose one of {ATTENTION_INITS}")
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if in_channels < reduction or in_channels % reduction:
             raise ValueError(
                 f"in_channels={in_channels} must be a positive multiple of reduction={reduction}"
@@ -63,6 +68,9 @@ class CrissCrossAttention3d(nn.Module):
         """x: (B, C, T, H, W) -> (B, C, T, H, W). `temporal=False` attends within each frame."""
         if x.dim() != 5:
             raise ValueError(f"expected input (B, C, T, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.value.in_channels:
+            raise ValueError(f"input has {x.shape[1]} channels but the attention was built for "
+                             f"{self.value.in_channels} (shape {tuple(x.shape)})")
         xc = x.contiguous()  # one copy for the three projections (their reshapes are views)
         q, k, v = (_pointwise(conv, xc) for conv in (self.query, self.key, self.value))
         if temporal:
