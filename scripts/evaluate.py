@@ -79,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     from vidccnet.engine.config import ConfigError, apply_overrides, config_to_dict, load_config
     from vidccnet.engine.distributed import resolve_device
     from vidccnet.engine.report import evaluate_and_report
-    from vidccnet.engine.train import build_val_videos, evaluator_kwargs
+    from vidccnet.engine.train import (
+        TrainingError,
+        build_val_videos,
+        check_labelled,
+        evaluator_kwargs,
+    )
 
     expected: tuple[type[BaseException], ...] = (
-        ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, KeyError,
-        RuntimeError,
+        ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
+        ValueError, KeyError, RuntimeError,
     )
     try:
         model_keys = [o.split("=", 1)[0] for o in args.overrides if o.startswith("model.")]
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)
         videos = build_val_videos(cfg, split)
+        check_labelled(videos, split)
         with ablation:
             report = evaluate_and_report(
                 model, videos, out,

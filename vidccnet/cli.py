@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,8 +10,17 @@ EXIT_USAGE = 2
 
 
 def one_line(exc: BaseException) -> str:
-    """The exception's message on a single line (its type name when the message is empty)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The exception's message on a single line (its type name when the message is empty).
+
+    An error a DataLoader worker re-raised carries the worker's traceback as its message: the
+    line shows the original message only."""
+    text = str(exc)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        # the traceback's last line: "[module.]ErrorName: message"
+        lines = list(re.finditer(r"\n[A-Za-z_][\w.]*: ", text))
+        if lines:
+            return " ".join(text[lines[-1].end():].split()) + " (in a data loader worker)"
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def fail(prog: str, exc: BaseException) -> int:

@@ -221,3 +221,19 @@ def test_prepare_camvid_video_extract_with_index_offset(load_script, camvid_raw,
             assert (m["index"], m["video_index"], m["poor"]) == (idx, idx - 5, False)
     img = np.asarray(Image.open(out / "frames" / "0006R0" / "000019.png"))
     assert int(np.argmin([mad(img, v.frames[k]) for k in range(30)])) == 19
+
+
+def test_label_of_another_size_is_refused(camvid_raw, tmp_path):
+    """A label PNG of another size than its frame would be stretched to fit by the
+    augmentation: refused, naming both files."""
+    import shutil
+
+    root, *_ = camvid_raw
+    copy = tmp_path / "CamVid"
+    shutil.copytree(root, copy)
+    label = sorted((copy / "trainannot").glob("*.png"))[0]
+    Image.fromarray(np.zeros((24, 64), np.uint8)).save(label)
+    ds = CamVid(copy, "train", clip_len=2, augment=True, crop_size=(16, 16))
+    k = [n for n, _, _ in ds.items].index(label.stem)
+    with pytest.raises(ValueError, match=f"label '.*{label.name}' has size \\(24, 64\\)"):
+        ds[k]

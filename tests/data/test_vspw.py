@@ -75,3 +75,49 @@ def test_layout_errors(tmp_path):
         build_dataset("vspw", "train")
     with pytest.raises(ValueError, match="unknown dataset"):
         build_dataset("kitti", "train")
+
+
+def test_a_video_without_masks_is_refused(tmp_path):
+    """Masks under another folder name, another extension or other frame names would make every
+    label 'ignore' (training on nothing, loss 0): a labelled split whose video has no mask is
+    refused, naming the path the mask was looked for at. The test split has no masks."""
+    _write_video(tmp_path, "v1", 3, seed=1)
+    _write_video(tmp_path, "v2", 3, seed=2, masks=False)
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.txt").write_text("v1\nv2\n")
+    with pytest.raises(FileNotFoundError, match=r"'v2' has no mask.*v2/mask/00000000.png"):
+        VSPW(tmp_path, "train")
+    assert len(VSPW(tmp_path, "test")) == 6
+
+
+def test_colour_masks_are_refused(tmp_path):
+    """An RGB mask (a colour rendering) is not class indices: converting it to grey gave wrong
+    classes; single-channel, palette and grey-as-RGB masks still load."""
+    from vidccnet.data.images import load_index_png
+
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    with pytest.raises(ValueError, match="colour.png.*single-channel class indices"):
+        load_index_png(tmp_path / "colour.png")
+    grey = np.full((4, 5, 3), 7, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey_rgb.png")
+    assert (load_index_png(tmp_path / "grey_rgb.png") == 7).all()
+
+
+def test_unreadable_images_name_the_file(tmp_path):
+    """A zero-byte or truncated frame (or a macOS '._' file) is one error naming the file, a
+    ValueError the scripts report in one line (PIL's own errors did not all name it)."""
+    import io
+
+    from vidccnet.data.images import load_index_png, load_rgb
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 9, np.uint8)).save(buf, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:200])
+    for name in ("empty.png", "cut.jpg"):
+        with pytest.raises(ValueError, match=f"cannot read image '.*{name}'"):
+            load_rgb(tmp_path / name)
+    with pytest.raises(ValueError, match="cannot read image '.*empty.png'"):
+        load_index_png(tmp_path / "empty.png")

@@ -259,6 +259,34 @@ def test_overwrite_starts_afresh_without_the_earlier_runs_checkpoints(tmp_path: 
     assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1, 2]
 
 
+def test_a_validation_split_that_cannot_be_read_stops_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing validation split, or one without a labelled frame, is found before the first
+    step (it used to surface at the first validation, after the training it ends), and
+    evaluate.py refuses a split without labelled frames."""
+    import vidccnet.engine.train as engine
+
+    def no_split(cfg, split=None):
+        raise FileNotFoundError("split list 'val.txt' not found")
+
+    def unlabelled(cfg, split=None):
+        videos = real(cfg, split)
+        for v in videos:
+            v.labelled = []
+        return videos
+
+    real = engine.build_val_videos
+    out = tmp_path / "run"
+    for fake, error in ((no_split, "val.txt"), (unlabelled, "no labelled frame")):
+        monkeypatch.setattr(engine, "build_val_videos", fake)
+        with pytest.raises((FileNotFoundError, TrainingError), match=error):
+            train(tiny_cfg(out, "schedule.iterations=2", "eval.interval=0"))
+        assert not (out / "metrics.jsonl").exists() and not (out / "last.pt").exists()
+    # no validation configured: the split is not read
+    monkeypatch.setattr(engine, "build_val_videos", no_split)
+    train(tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false"))
+
+
 def test_dataset_kwargs_are_checked_like_config_keys() -> None:
     from vidccnet.engine.config import ConfigError
     from vidccnet.engine.train import build_train_dataset, build_val_videos
@@ -396,6 +424,25 @@ def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Pa
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], lines
     assert a_file.read_text() == "mine"
+    assert not (tmp_path / "eval_val").exists()
+    # a split without a labelled frame: no evaluation, one line
+    import vidccnet.engine.train as engine
+
+    real = engine.build_val_videos
+
+    def unlabelled(cfg, split=None):
+        videos = real(cfg, split)
+        for v in videos:
+            v.labelled = []
+        return videos
+
+    engine.build_val_videos = unlabelled
+    try:
+        assert script.main(["--checkpoint", str(ckpt), "--no-plots"]) == 2
+    finally:
+        engine.build_val_videos = real
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no labelled frame" in lines[0], lines
     assert not (tmp_path / "eval_val").exists()
 
 

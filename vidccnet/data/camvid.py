@@ -173,6 +173,9 @@ class CamVid(Dataset):
         name, image, annot = self.items[index]
         frames = self._context_frames(name, image, self.offsets)  # (T, H, W, 3)
         label = _load_label(annot)
+        if label.shape != frames.shape[1:3]:  # the augmentation would stretch it to fit
+            raise ValueError(f"CamVid label '{annot}' has size {label.shape}, its frame "
+                             f"'{image}' {frames.shape[1:3]}; labels must match their frames")
         labels = np.full((self.clip_len, *label.shape), IGNORE_INDEX, np.int64)  # (T, H, W)
         labels[self.pos] = label
         if self.augment is not None:

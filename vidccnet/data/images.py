@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
 
 
+class ImageReadError(ValueError):
+    """An image file that exists but cannot be decoded (empty, truncated, not an image)."""
+
+
+@contextmanager
+def _open(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """``Image.open`` whose decoding errors name the file (a missing file stays
+    FileNotFoundError)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            yield im
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # PIL.UnidentifiedImageError, truncated data
+        raise ImageReadError(f"cannot read image '{path}': {exc}") from None
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as np.uint8 (H, W, 3) RGB."""
-    with Image.open(path) as im:
+    """An image file as np.uint8 (H, W, 3) RGB.
+
+    Raises:
+        ImageReadError: the file is not a readable image.
+    """
+    with _open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
@@ -21,8 +45,20 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def load_index_png(path: str | os.PathLike) -> np.ndarray:
-    """A label image's stored values as np.uint8 (H, W) (palette indices for mode "P")."""
-    with Image.open(path) as im:
+    """A label image's stored values as np.uint8 (H, W) (palette indices for mode "P").
+
+    Raises:
+        ValueError: a colour image (RGB with channels that differ): not class indices.
+    """
+    with _open(path) as im:
+        if im.mode in ("RGB", "RGBA"):
+            rgb = np.asarray(im.convert("RGB"))
+            if (rgb != rgb[..., :1]).any():
+                raise ValueError(
+                    f"label '{path}' is a colour image; label PNGs must be single-channel class "
+                    "indices (grey or palette PNGs), not a colour rendering of the classes"
+                )
+            return np.ascontiguousarray(rgb[..., 0])
         if im.mode not in ("P", "L"):
             im = im.convert("L")
         return np.asarray(im)

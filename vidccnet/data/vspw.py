@@ -108,6 +108,12 @@ class VSPW(Dataset):
                            key=lambda f: frame_sort_key(f.name))
             if not files:
                 raise FileNotFoundError(f"VSPW video folder '{d}' has no frames")
+            if split != "test" and not any(self.mask_path(name, f).is_file() for f in files):
+                raise FileNotFoundError(
+                    f"VSPW video '{name}' has no mask for any of its {len(files)} frames (looked "
+                    f"for e.g. '{self.mask_path(name, files[0])}'): every label would be ignored; "
+                    "masks are ROOT/data/VIDEO/mask/<frame name>.png"
+                )
             self.videos.append((name, files))
         self.items = [(v, i) for v, (_, files) in enumerate(self.videos) for i in range(len(files))]
         if isinstance(crop_size, int):

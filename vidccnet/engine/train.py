@@ -345,6 +345,19 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     return list(videos)[: cfg.eval.max_videos]
 
 
+def check_labelled(videos: list, split: str) -> None:
+    """Refuse an evaluation split without a single labelled frame (its mIoU would be NaN).
+
+    Raises:
+        TrainingError: naming the split.
+    """
+    if not any(len(v.labelled) for v in videos):
+        raise TrainingError(
+            f"the {split!r} split has no labelled frame in its {len(videos)} videos: check its "
+            "label files (names, folder, format) or choose another eval.split"
+        )
+
+
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
     """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section
     (``runtime.amp`` resolved for ``device``: float32 off CUDA)."""
@@ -573,6 +586,14 @@ def _train(  # noqa: C901 - the loop, in order
             f"process x {info.world_size} processes; lower data.batch_size or add data"
         )
 
+    # the validation split, read before training (not found after it); RNG untouched
+    first_val: list | None = None
+    if cfg.eval.interval > 0 or cfg.eval.at_end:
+        rng = capture_rng_state()
+        first_val = build_val_videos(cfg)
+        restore_rng_state(rng)
+        check_labelled(first_val, cfg.eval.split)
+
     # model, optimisation
     from vidccnet.models.build import build_model
 
@@ -657,7 +678,7 @@ def _train(  # noqa: C901 - the loop, in order
     barrier()
 
     # validation
-    val_videos: list | None = None
+    val_videos: list | None = first_val
     evaluator = None
     val_metrics: dict | None = None
 
@@ -665,6 +686,7 @@ def _train(  # noqa: C901 - the loop, in order
         nonlocal val_videos, evaluator, best_miou
         if val_videos is None:
             val_videos = build_val_videos(cfg)
+        if evaluator is None:
             evaluator = build_evaluator(cfg, num_classes, device)
         broadcast_buffers(core)  # every rank evaluates with rank 0's BatchNorm statistics
         res = evaluator.run(core, val_videos)
