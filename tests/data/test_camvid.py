@@ -237,3 +237,18 @@ def test_label_of_another_size_is_refused(camvid_raw, tmp_path):
     k = [n for n, _, _ in ds.items].index(label.stem)
     with pytest.raises(ValueError, match=f"label '.*{label.name}' has size \\(24, 64\\)"):
         ds[k]
+
+
+def test_label_values_outside_the_label_set_are_refused(camvid_raw, tmp_path):
+    """Values beyond CamVid's 0-11 (e.g. the 32-class labels) are refused, naming the file."""
+    import shutil
+
+    from vidccnet.data.camvid import _load_label
+
+    root, *_ = camvid_raw
+    label = tmp_path / "l.png"
+    shutil.copyfile(sorted((root / "trainannot").glob("*.png"))[0], label)
+    assert _load_label(label).max() <= 10 or (_load_label(label) == 255).any()
+    Image.fromarray(np.array([[0, 11, 255, 31]], np.uint8)).save(label)
+    with pytest.raises(ValueError, match="l.png' holds values \\[31\\]"):
+        _load_label(label)

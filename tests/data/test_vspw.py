@@ -29,7 +29,8 @@ def test_class_metadata():
 def _write_video(root, name, n, h=20, w=24, masks=True, seed=0):
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (n, h, w, 3), np.uint8)
-    stored = rng.integers(0, 256, (n, h, w), np.uint8)
+    stored = rng.integers(0, 126, (n, h, w), np.uint8)  # VSPW's values: 0..124 and 255
+    stored[stored == 125] = 255
     d = root / "data" / name
     (d / "origin").mkdir(parents=True)
     (d / "mask").mkdir()
@@ -121,3 +122,15 @@ def test_unreadable_images_name_the_file(tmp_path):
             load_rgb(tmp_path / name)
     with pytest.raises(ValueError, match="cannot read image '.*empty.png'"):
         load_index_png(tmp_path / "empty.png")
+
+
+def test_mask_values_outside_the_label_set_are_refused(tmp_path):
+    """A mask holding values VSPW does not use (125..254: another label set) is refused,
+    naming the file, instead of those pixels becoming 'ignore' without a word."""
+    _write_video(tmp_path, "v1", 2, seed=1)
+    bad = tmp_path / "data" / "v1" / "mask" / "00000005.png"
+    Image.fromarray(np.full((20, 24), 200, np.uint8), mode="L").save(bad)
+    (tmp_path / "train.txt").write_text("v1\n")
+    ds = VSPW(tmp_path, "train", clip_len=1)
+    with pytest.raises(ValueError, match="00000005.png' holds values.*200"):
+        ds[1]

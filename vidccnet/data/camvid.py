@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from .base import EvalVideo
 from .clips import anchor_position, clip_offsets
-from .images import image_size, load_index_png, load_rgb
+from .images import check_label_values, image_size, load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def context_frame_path(root: str | os.PathLike, seq: str, index: int) -> Path:
 
 
 def _load_label(path: Path) -> np.ndarray:
-    return remap_camvid_label(load_index_png(path))
+    stored = check_label_values(load_index_png(path), NUM_CLASSES + 1, path, "CamVid")  # 11: void
+    return remap_camvid_label(stored)
 
 
 class CamVid(Dataset):

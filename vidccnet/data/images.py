@@ -62,3 +62,21 @@ def load_index_png(path: str | os.PathLike) -> np.ndarray:
         if im.mode not in ("P", "L"):
             im = im.convert("L")
         return np.asarray(im)
+
+
+def check_label_values(label: np.ndarray, num_values: int, path: str | os.PathLike,
+                       dataset: str) -> np.ndarray:
+    """Return ``label`` (stored uint8 values) if it holds only 0..num_values-1 and 255.
+
+    Raises:
+        ValueError: naming the file and the values outside that set (a label from another
+            label set would otherwise become 'ignore' without a word).
+    """
+    bad = np.unique(label[(label >= num_values) & (label != 255)])
+    if bad.size:
+        listed = bad[:8].tolist()
+        raise ValueError(
+            f"label '{path}' holds values {listed}{' ...' if bad.size > 8 else ''} that {dataset} "
+            f"does not use (0-{num_values - 1} and 255); is it from another label set?"
+        )
+    return label

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
-from .images import load_index_png, load_rgb
+from .images import check_label_values, load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 from .video import IMAGE_EXTENSIONS, frame_sort_key
 
@@ -63,7 +63,8 @@ def remap_vspw_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def _load_mask(path: Path) -> np.ndarray:
-    return remap_vspw_mask(load_index_png(path))
+    stored = check_label_values(load_index_png(path), NUM_CLASSES + 1, path, "VSPW")  # 0: others
+    return remap_vspw_mask(stored)
 
 
 class VSPW(Dataset):
