@@ -252,3 +252,15 @@ def test_label_values_outside_the_label_set_are_refused(camvid_raw, tmp_path):
     Image.fromarray(np.array([[0, 11, 255, 31]], np.uint8)).save(label)
     with pytest.raises(ValueError, match="l.png' holds values \\[31\\]"):
         _load_label(label)
+
+
+def test_a_malformed_matches_report_names_its_file(camvid_raw, tmp_path):
+    import shutil
+
+    root, *_ = camvid_raw
+    copy = tmp_path / "CamVid"
+    shutil.copytree(root, copy)
+    (copy / "frames").mkdir(exist_ok=True)
+    (copy / "frames" / "matches.json").write_text("{'matches': }")
+    with pytest.raises(ValueError, match="matches.json' is not a matches report"):
+        CamVid(copy, "train", clip_len=2)

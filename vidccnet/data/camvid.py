@@ -117,8 +117,12 @@ class CamVid(Dataset):
         p = self.root / "frames" / "matches.json"
         if not p.is_file():
             return {}
-        data = json.loads(p.read_text())
-        return {k: int(v["index"]) for k, v in data.get("matches", {}).items()}
+        try:
+            data = json.loads(p.read_text())
+            return {k: int(v["index"]) for k, v in data.get("matches", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"'{p}' is not a matches report of scripts/prepare_camvid.py "
+                             f"({exc}); run the script again or remove the file") from None
 
     def sequence_index(self, name: str) -> tuple[str, int]:
         """(sequence, 30 fps frame index) of a labelled frame: the pixel-matched index when
