@@ -264,3 +264,23 @@ def test_a_malformed_matches_report_names_its_file(camvid_raw, tmp_path):
     (copy / "frames" / "matches.json").write_text("{'matches': }")
     with pytest.raises(ValueError, match="matches.json' is not a matches report"):
         CamVid(copy, "train", clip_len=2)
+
+
+def test_split_folder_quirks(camvid_raw, tmp_path):
+    """Upper-case .PNG frames are read, macOS '._' files skipped, and a frame without its
+    label is refused when the dataset is built (not when the frame is drawn)."""
+    import shutil
+
+    root, *_ = camvid_raw
+    copy = tmp_path / "CamVid"
+    shutil.copytree(root, copy)
+    first = sorted((copy / "train").glob("*.png"))[0]
+    n = len(CamVid(copy, "train", clip_len=2))
+    first.rename(first.with_suffix(".PNG"))
+    (copy / "trainannot" / first.name).rename((copy / "trainannot" / first.name).with_suffix(
+        ".PNG"))
+    (copy / "train" / "._0016E5_00009.png").write_bytes(b"\0\5resource fork")
+    assert len(CamVid(copy, "train", clip_len=2)) == n
+    (copy / "trainannot" / first.with_suffix(".PNG").name).unlink()
+    with pytest.raises(FileNotFoundError, match="label .* of frame .* not found"):
+        CamVid(copy, "train", clip_len=2)

@@ -134,3 +134,12 @@ def test_mask_values_outside_the_label_set_are_refused(tmp_path):
     ds = VSPW(tmp_path, "train", clip_len=1)
     with pytest.raises(ValueError, match="00000005.png' holds values.*200"):
         ds[1]
+
+
+def test_split_list_with_a_byte_order_mark_or_empty(tmp_path):
+    _write_video(tmp_path, "v1", 2, seed=1)
+    (tmp_path / "train.txt").write_text("\ufeffv1\n", encoding="utf-8")
+    assert len(VSPW(tmp_path, "train")) == 2
+    (tmp_path / "train.txt").write_text("\n")
+    with pytest.raises(FileNotFoundError, match="train.txt' is empty"):
+        VSPW(tmp_path, "train")

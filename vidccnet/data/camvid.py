@@ -101,11 +101,17 @@ class CamVid(Dataset):
                 raise FileNotFoundError(
                     f"CamVid folders '{img_dir}' and '{ann_dir}' not found: ROOT must be the "
                     "SegNet CamVid folder (train/, trainannot/, val/, ... )")
-            for f in sorted(img_dir.glob("*.png")):
+            pngs = (f for f in img_dir.iterdir()  # .png or .PNG; not macOS '._' files
+                    if f.suffix.lower() == ".png" and not f.name.startswith("."))
+            for f in sorted(pngs):
                 parse_camvid_name(f.stem)
-                self.items.append((f.stem, f, ann_dir / f.name))
+                annot = ann_dir / f.name
+                if not annot.is_file():
+                    raise FileNotFoundError(f"CamVid label '{annot}' of frame '{f}' not found")
+                self.items.append((f.stem, f, annot))
         if not self.items:
-            raise FileNotFoundError(f"no CamVid images in split {split!r} under '{self.root}'")
+            raise FileNotFoundError(
+                f"no CamVid images (*.png) in split {split!r} under '{self.root}'")
         self.matches = self._load_matches()
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)

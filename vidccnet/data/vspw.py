@@ -94,7 +94,11 @@ class VSPW(Dataset):
             raise FileNotFoundError(
                 f"VSPW split list '{lst}' not found: ROOT must hold data/ and "
                 f"{{train,val,test}}.txt (the official VSPW_480p layout)")
-        names = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in lst.read_text(encoding="utf-8-sig").splitlines()
+                 if ln.strip()]  # utf-8-sig: a list saved with a byte-order mark
+        if not names:
+            raise FileNotFoundError(f"VSPW split list '{lst}' is empty: it must name one video "
+                                    "folder of ROOT/data per line")
         if max_videos is not None:
             names = names[:max_videos]
         self.split, self.clip_len = split, clip_len
