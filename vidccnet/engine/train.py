@@ -587,12 +587,12 @@ def _train(  # noqa: C901 - the loop, in order
         )
 
     # the validation split, read before training (not found after it); RNG untouched
-    first_val: list | None = None
-    if cfg.eval.interval > 0 or cfg.eval.at_end:
+    val_videos: list = []
+    if cfg.eval.interval > 0 or cfg.eval.at_end:  # the only cases that validate
         rng = capture_rng_state()
-        first_val = build_val_videos(cfg)
+        val_videos = build_val_videos(cfg)
         restore_rng_state(rng)
-        check_labelled(first_val, cfg.eval.split)
+        check_labelled(val_videos, cfg.eval.split)
 
     # model, optimisation
     from vidccnet.models.build import build_model
@@ -678,14 +678,11 @@ def _train(  # noqa: C901 - the loop, in order
     barrier()
 
     # validation
-    val_videos: list | None = first_val
     evaluator = None
     val_metrics: dict | None = None
 
     def validate(step: int) -> dict:
-        nonlocal val_videos, evaluator, best_miou
-        if val_videos is None:
-            val_videos = build_val_videos(cfg)
+        nonlocal evaluator, best_miou
         if evaluator is None:
             evaluator = build_evaluator(cfg, num_classes, device)
         broadcast_buffers(core)  # every rank evaluates with rank 0's BatchNorm statistics

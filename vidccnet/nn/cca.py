@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..ops import criss_cross_attention
-from ..ops.cca import BACKENDS
+from ..ops.cca import check_backend
 
 ATTENTION_INITS = ("ccnet", "identity")
 
@@ -46,8 +46,7 @@ class CrissCrossAttention3d(nn.Module):
             raise ValueError(f"unknown attention init {init!r}; choose one of {ATTENTION_INITS}")
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_backend(backend)  # at build time, not at the first forward
         if in_channels < reduction or in_channels % reduction:
             raise ValueError(
                 f"in_channels={in_channels} must be a positive multiple of reduction={reduction}"

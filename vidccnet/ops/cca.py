@@ -35,6 +35,12 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
     return mod.triton_available(device)
 
 
+def check_backend(backend: str) -> None:
+    """Refuse a backend name that is not one of :data:`BACKENDS` (ValueError)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
 def resolve_backend(
     backend: str,
     device: torch.device,
@@ -48,8 +54,7 @@ def resolve_backend(
     width `head_dim`, frame size `frame` = (H, W), when given); anything else runs on the
     reference path.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
