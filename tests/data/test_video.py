@@ -139,6 +139,40 @@ def test_frame_folder_sorted_by_number(tmp_path):
         "a9.png", "a10.png", "a100.png"]
 
 
+def test_frame_folder_of_several_sequences_refused(tmp_path):
+    """Two cameras' frames in one folder would be interleaved by their numbers: refused."""
+    frames = make_frames(2, 20, 20)
+    for cam in ("camA", "camB"):
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(tmp_path / f"{cam}_{i:04d}.png")
+    with pytest.raises(VideoReadError, match=r"2 naming patterns \('camA_#', 'camB_#'\)"):
+        open_video(tmp_path)
+
+
+def test_frame_folder_repeated_number_and_stray_image_refused(tmp_path):
+    frames = make_frames(3, 20, 20)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"frame_{i}.png")
+    Image.fromarray(frames[0]).save(tmp_path / "frame_01.png")  # 1 and 01: which comes first?
+    with pytest.raises(VideoReadError, match="'frame_01.png' and 'frame_1.png' both have number 1"):
+        open_video(tmp_path)
+    (tmp_path / "frame_01.png").unlink()
+    Image.fromarray(frames[0]).save(tmp_path / "cover.png")  # a thumbnail among the frames
+    with pytest.raises(VideoReadError, match="'cover.png' has no frame number"):
+        open_video(tmp_path)
+    (tmp_path / "cover.png").unlink()
+    (tmp_path / "._frame_0.png").write_bytes(b"AppleDouble")  # macOS metadata, not a frame
+    assert len(open_video(tmp_path)) == 3
+
+
+def test_frame_folder_without_numbers_sorted_by_name(tmp_path):
+    frames = make_frames(3, 20, 20)
+    for name, f in zip(("b.png", "a.png", "c.png"), frames):
+        Image.fromarray(f).save(tmp_path / name)
+    r = open_video(tmp_path)
+    assert [f.name for f in r.files] == ["a.png", "b.png", "c.png"]
+
+
 def test_frame_folder_errors(tmp_path):
     with pytest.raises(VideoReadError, match="no image files"):
         open_video(tmp_path)

@@ -143,3 +143,16 @@ def test_split_list_with_a_byte_order_mark_or_empty(tmp_path):
     (tmp_path / "train.txt").write_text("\n")
     with pytest.raises(FileNotFoundError, match="train.txt' is empty"):
         VSPW(tmp_path, "train")
+
+
+def test_frames_whose_order_is_unknown_are_refused(tmp_path):
+    """A stray image among a video's frames (a thumbnail) would be read as a frame, and macOS
+    '._' metadata files as unreadable frames: the first is refused by name, the second skipped."""
+    _write_video(tmp_path, "v1", 3, seed=1)
+    (tmp_path / "train.txt").write_text("v1\n")
+    origin = tmp_path / "data" / "v1" / "origin"
+    (origin / "._00000000.png").write_bytes(b"AppleDouble")
+    assert len(VSPW(tmp_path, "train")) == 3
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(origin / "thumbnail.png")
+    with pytest.raises(ValueError, match="VSPW video 'v1'.*'thumbnail.png' has no frame number"):
+        VSPW(tmp_path, "train")

@@ -349,6 +349,40 @@ def frame_sort_key(name: str) -> tuple:
     return (0, int(numbers[-1]), name) if numbers else (1, 0, name)
 
 
+def _naming_pattern(stem: str) -> str | None:
+    """The stem with its last number replaced by '#' ('camA_0012' -> 'camA_#'); None if none."""
+    m = list(re.finditer(r"\d+", stem))
+    return stem[: m[-1].start()] + "#" + stem[m[-1].end():] if m else None
+
+
+def order_frames(files: Sequence[Path]) -> list[Path]:
+    """The frames of one sequence in playback order: by the last number in the file name.
+
+    Files without any number are ordered by name. Raises ValueError, naming the files, where
+    the order would be a guess: names of several patterns (two cameras' frames, 'camA_0001' and
+    'camB_0001', would interleave), a file without a number among numbered ones, two files with
+    one number ('frame_1', 'frame_01').
+    """
+    files = sorted(files, key=lambda f: frame_sort_key(f.name))
+    patterns: dict[str, Path] = {}
+    for f in files:
+        patterns.setdefault(_naming_pattern(f.stem), f)
+    if None in patterns and len(patterns) > 1:
+        raise ValueError(f"'{patterns[None].name}' has no frame number, unlike "
+                         f"'{files[0].name}': move the files that are not frames elsewhere")
+    if len(patterns) > 1:
+        shown = ", ".join(repr(p) for p in sorted(patterns)[:4])
+        raise ValueError(
+            f"the files follow {len(patterns)} naming patterns ({shown}), as the frames of several "
+            "sequences would: put each sequence's frames in a folder of its own")
+    numbers = [frame_sort_key(f.name)[1] for f in files]  # all 0 if no name has a number
+    for i in range(len(files) - 1):
+        if None not in patterns and numbers[i] == numbers[i + 1]:
+            raise ValueError(f"'{files[i].name}' and '{files[i + 1].name}' both have number "
+                             f"{numbers[i]}: their order is unknown")
+    return files
+
+
 class FrameFolderReader(VideoReader):
     """A folder of image files (sorted by the number in the file name) read as a video."""
 
@@ -357,10 +391,14 @@ class FrameFolderReader(VideoReader):
         p = Path(path)
         if not p.is_dir():
             raise VideoReadError(path, "frame folder not found")
-        files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+        files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS
+                 and not f.name.startswith("._") and f.is_file()]  # '._*': macOS metadata
         if not files:
             raise VideoReadError(path, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
-        self.files = sorted(files, key=lambda f: frame_sort_key(f.name))
+        try:
+            self.files = order_frames(files)
+        except ValueError as e:
+            raise VideoReadError(path, str(e)) from None
         self.fps = float(fps)
         first = self._load(0)
         self.size = (int(first.shape[0]), int(first.shape[1]))

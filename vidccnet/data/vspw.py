@@ -20,7 +20,7 @@ from .base import EvalVideo
 from .clips import anchor_position, clip_indices
 from .images import check_label_values, load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
-from .video import IMAGE_EXTENSIONS, frame_sort_key
+from .video import IMAGE_EXTENSIONS, order_frames
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,14 @@ class VSPW(Dataset):
             d = self.root / "data" / name / "origin"
             if not d.is_dir():
                 raise FileNotFoundError(f"VSPW video folder '{d}' (listed in {lst}) not found")
-            files = sorted((f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS),
-                           key=lambda f: frame_sort_key(f.name))
+            files = [f for f in d.iterdir()  # not macOS '._' metadata files
+                     if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("._")]
             if not files:
                 raise FileNotFoundError(f"VSPW video folder '{d}' has no frames")
+            try:
+                files = order_frames(files)
+            except ValueError as e:
+                raise ValueError(f"VSPW video '{name}' ({d}): {e}") from None
             if split != "test" and not any(self.mask_path(name, f).is_file() for f in files):
                 raise FileNotFoundError(
                     f"VSPW video '{name}' has no mask for any of its {len(files)} frames (looked "
