@@ -161,3 +161,23 @@ def test_init_from_checks_the_backbone(converted, tmp_path):
                                                             "head.embed.bias"}  # training-only
     for k, v in ckpt["model"].items():
         assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_init_from_warns_only_when_the_options_differ(converted, caplog):
+    """The checkpoint's head_activation / contract_dilation are compared with the values the
+    model really uses: left at their defaults (relu, True, as the mmseg conversion's), no
+    warning; set to something else, one warning naming the option."""
+    from vidccnet.engine.checkpoint import init_model_from_checkpoint
+    from vidccnet.models import create_model
+
+    def warnings(kwargs: dict) -> list[str]:
+        caplog.clear()
+        model = create_model("ccnet3d_resnet50", 3, stem="deep", head_channels=64,
+                             aux_channels=32, **kwargs)
+        with caplog.at_level(logging.WARNING, logger="vidccnet.engine.checkpoint"):
+            init_model_from_checkpoint(model, converted, {"stem": "deep", **kwargs})
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    assert warnings({}) == []
+    (msg,) = warnings({"head_activation": "leaky_relu"})
+    assert "head_activation='relu', this model uses 'leaky_relu'" in msg

@@ -12,6 +12,7 @@ weights_only=True)`` reads it without executing code.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -236,10 +237,13 @@ def init_model_from_checkpoint(
             report["loaded"].append(k)
     report["unused"] = [k for k in state if k not in own]
     model.load_state_dict(take, strict=False)
-    for key in _SHAPE_FREE_KWARGS:
-        mine = (model_kwargs or {}).get(key)
-        theirs = src_kwargs.get(key)
-        if theirs is not None and mine != theirs:
+    from vidccnet.models.ccnet import CCNet  # here: the models import torchvision
+
+    defaults = inspect.signature(CCNet).parameters
+    for key in _SHAPE_FREE_KWARGS:  # compare the values in use, defaults included
+        mine = (model_kwargs or {}).get(key, defaults[key].default)
+        theirs = src_kwargs.get(key, defaults[key].default)
+        if mine != theirs:
             logger.warning(
                 "model.init_from: the checkpoint was trained with %s=%r, this model uses %r "
                 "(set model.kwargs.%s=%s to match)", key, theirs, mine, key, theirs,
