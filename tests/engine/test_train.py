@@ -294,9 +294,14 @@ def test_dataset_kwargs_are_checked_like_config_keys() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'data.kwargs.num_video'; did you "
                                           r"mean 'data.kwargs.num_videos'\? \(valid keys"):
         build_train_dataset(load_config(None, ["data.kwargs.num_video=4"]))
+    from vidccnet.engine.train import check_dataset_kwargs
+
     with pytest.raises(ConfigError,
                        match="'eval.kwargs.strech'; did you mean 'eval.kwargs.stretch'"):
-        build_val_videos(load_config(None, ["eval.kwargs.strech=false"]))
+        check_dataset_kwargs(load_config(None, ["data.name=camvid", "eval.kwargs.strech=false"]))
+    check_dataset_kwargs(load_config(None, ["data.name=camvid", "eval.kwargs.stretch=false"]))
+    with pytest.raises(ConfigError, match="unknown config key 'eval.kwargs.stretch'"):  # CamVid's
+        build_val_videos(load_config(None, ["eval.kwargs.stretch=false"]))
     with pytest.raises(ConfigError, match="'data.kwargs.clip_len'.*set data.clip_len"):
         build_train_dataset(load_config(None, ["data.kwargs.clip_len=3"]))
     with pytest.raises(ConfigError, match="'data.kwargs.num_video'"):  # also for evaluation

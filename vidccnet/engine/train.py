@@ -288,7 +288,8 @@ def check_dataset_kwargs(cfg: Config) -> None:
     if params is None:
         return
     sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, set()),
-                ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN, {"stretch"}))
+                ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN,
+                 {"stretch"} if cfg.data.name.lower() == "camvid" else set()))
     for prefix, kwargs, own, extra in sections:
         valid = sorted((params | extra) - set(own))
         for key in kwargs:
