@@ -69,7 +69,7 @@ def export_onnx(
             B >= 2 and T >= `MIN_FRAMES` (smaller values would be fixed into the graph).
         dynamic: keep B, T, H, W symbolic (input shape `[B, 3, T, H, W]`); False fixes the
             example's shape.
-        opset: ONNX opset (default: the exporter's, 18 with torch 2.x).
+        opset: ONNX opset (default: the exporter's; 20 with torch 2.14).
         optimize: run the exporter's graph optimiser (constant folding, fusion).
         metadata: strings stored in the model's `metadata_props` (e.g. class names as JSON).
 
