@@ -183,10 +183,11 @@ def run(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     from vidccnet.data.synthetic import SyntheticVideoWorld
+    from vidccnet.engine.build import build_val_videos, evaluator_kwargs
     from vidccnet.engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from vidccnet.engine.distributed import resolve_device
     from vidccnet.engine.report import evaluate_and_report, write_json
-    from vidccnet.engine.train import build_val_videos, evaluator_kwargs, train
+    from vidccnet.engine.train import train
 
     t_start = time.perf_counter()
     out = Path(args.out)

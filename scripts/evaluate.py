@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from vidccnet.engine.build import build_val_videos, evaluator_kwargs
     from vidccnet.engine.checkpoint import (
         CheckpointError,
         build_model_from_checkpoint,
@@ -79,12 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from vidccnet.engine.config import ConfigError, apply_overrides, config_to_dict, load_config
     from vidccnet.engine.distributed import resolve_device
     from vidccnet.engine.report import evaluate_and_report
-    from vidccnet.engine.train import (
-        TrainingError,
-        build_val_videos,
-        check_labelled,
-        evaluator_kwargs,
-    )
+    from vidccnet.engine.train import TrainingError, check_labelled
 
     expected: tuple[type[BaseException], ...] = (
         ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,

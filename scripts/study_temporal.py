@@ -180,8 +180,8 @@ def evaluate_study(model: Any, cfg: Any, device: Any, num_videos: int) -> dict:
     import numpy as np
     import torch
 
+    from vidccnet.engine.build import evaluator_kwargs
     from vidccnet.engine.evaluate import Evaluator
-    from vidccnet.engine.train import evaluator_kwargs
     from vidccnet.metrics import ConfusionMatrix, FlickerMeter, VideoConsistency
 
     ds, videos = study_videos(cfg, num_videos)

@@ -316,8 +316,8 @@ def test_vspw_convention_equals_the_official_scripts():
 
 
 def test_metric_convention_from_the_config():
+    from vidccnet.engine.build import evaluator_kwargs
     from vidccnet.engine.config import Config, ConfigError, apply_overrides
-    from vidccnet.engine.train import evaluator_kwargs
 
     def convention(*overrides):
         return evaluator_kwargs(apply_overrides(Config(), list(overrides)), "cpu")[

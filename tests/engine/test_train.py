@@ -288,13 +288,13 @@ def test_a_validation_split_that_cannot_be_read_stops_before_training(
 
 
 def test_dataset_kwargs_are_checked_like_config_keys() -> None:
+    from vidccnet.engine.build import build_train_dataset, build_val_videos
     from vidccnet.engine.config import ConfigError
-    from vidccnet.engine.train import build_train_dataset, build_val_videos
 
     with pytest.raises(ConfigError, match=r"unknown config key 'data.kwargs.num_video'; did you "
                                           r"mean 'data.kwargs.num_videos'\? \(valid keys"):
         build_train_dataset(load_config(None, ["data.kwargs.num_video=4"]))
-    from vidccnet.engine.train import check_dataset_kwargs
+    from vidccnet.engine.build import check_dataset_kwargs
 
     with pytest.raises(ConfigError,
                        match="'eval.kwargs.strech'; did you mean 'eval.kwargs.stretch'"):
@@ -314,7 +314,7 @@ def test_dataset_kwargs_are_checked_like_config_keys() -> None:
 def test_amp_on_cpu_trains_and_evaluates_in_float32(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     from vidccnet.engine import amp
-    from vidccnet.engine.train import evaluator_kwargs
+    from vidccnet.engine.build import evaluator_kwargs
 
     amp._warned.clear()
     cfg = tiny_cfg(tmp_path / "amp", "runtime.amp=fp16", "schedule.iterations=1",
@@ -335,7 +335,7 @@ def test_logs_without_a_terminal(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     lines = [r.getMessage() for r in caplog.records if r.name == "vidccnet.engine.train"]
     start = [m for m in lines if m.startswith("start:")]
     assert len(start) == 1, lines
-    from vidccnet.engine.train import build_train_dataset
+    from vidccnet.engine.build import build_train_dataset
 
     n_params = sum(p.numel() for _, p in _model_params(cfg))
     n_clips = len(build_train_dataset(cfg))
@@ -431,9 +431,9 @@ def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Pa
     assert a_file.read_text() == "mine"
     assert not (tmp_path / "eval_val").exists()
     # a split without a labelled frame: no evaluation, one line
-    import vidccnet.engine.train as engine
+    import vidccnet.engine.build as build
 
-    real = engine.build_val_videos
+    real = build.build_val_videos
 
     def unlabelled(cfg, split=None):
         videos = real(cfg, split)
@@ -441,11 +441,11 @@ def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Pa
             v.labelled = []
         return videos
 
-    engine.build_val_videos = unlabelled
+    build.build_val_videos = unlabelled
     try:
         assert script.main(["--checkpoint", str(ckpt), "--no-plots"]) == 2
     finally:
-        engine.build_val_videos = real
+        build.build_val_videos = real
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no labelled frame" in lines[0], lines
     assert not (tmp_path / "eval_val").exists()
@@ -644,8 +644,8 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
         assert torch.allclose(a["model"][k], b["model"][k], rtol=0, atol=1e-6), k
     assert a["model"]["backbone.layer1.0.bn2.bias"].abs().max() > 1e-4  # the weights did move
     # the same weights evaluated in one process give the DDP run's validation figures
+    from vidccnet.engine.build import build_evaluator, build_val_videos
     from vidccnet.engine.checkpoint import build_model_from_checkpoint
-    from vidccnet.engine.train import build_evaluator, build_val_videos
 
     model, ckpt_cfg = build_model_from_checkpoint(a, "cpu")
     videos = build_val_videos(ckpt_cfg)

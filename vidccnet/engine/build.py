@@ -1,0 +1,166 @@
+"""What a config describes, built: the training dataset, the evaluation videos and the evaluator.
+
+The dataset keyword arguments of ``data.kwargs`` / ``eval.kwargs`` are checked against the
+dataset's signature first (unknown keys get a did-you-mean suggestion, keys the trainer sets
+itself name their config key), and a real dataset needs ``data.root``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vidccnet.metrics import resolve_metric_convention
+
+from .amp import amp_name, resolve_amp
+from .config import Config, ConfigError
+from .distributed import resolve_device
+
+__all__ = [
+    "build_evaluator",
+    "build_train_dataset",
+    "build_val_videos",
+    "check_dataset_kwargs",
+    "evaluator_kwargs",
+]
+
+
+def _dataset_info(cfg: Config) -> dict:
+    from vidccnet.data import dataset_info
+
+    return dataset_info(cfg.data.name)
+
+
+# dataset name -> (module, classes whose __init__ receive data.kwargs, in call order: the
+# synthetic dataset passes its **kwargs on to the world)
+_DATASET_CLASSES = {
+    "synthetic": ("vidccnet.data.synthetic", ("SyntheticVideoDataset", "SyntheticVideoWorld")),
+    "camvid": ("vidccnet.data.camvid", ("CamVid",)),
+    "vspw": ("vidccnet.data.vspw", ("VSPW",)),
+}
+# keyword arguments the trainer passes itself, and the config key that sets each
+_DATA_OWN = {"root": "data.root", "split": "data.train_split", "clip_len": "data.clip_len",
+             "frame_stride": "data.frame_stride", "anchor": "data.anchor",
+             "augment": "data.augment", "crop_size": "data.crop_size",
+             "scale_range": "data.scale_range"}
+_EVAL_OWN = {"root": "data.root", "split": "eval.split", "clip_len": "eval.clip_len",
+             "anchor": "eval.anchor"}
+
+
+def _dataset_params(name: str) -> set[str] | None:
+    """Keyword arguments dataset ``name`` accepts (None: unknown dataset or any keyword)."""
+    import importlib
+    import inspect
+
+    if name.lower() not in _DATASET_CLASSES:
+        return None
+    module, classes = _DATASET_CLASSES[name.lower()]
+    mod = importlib.import_module(module)
+    params: set[str] = set()
+    open_ended = False
+    for cls_name in classes:
+        sig = inspect.signature(getattr(mod, cls_name).__init__)
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        params |= {n for n, p in sig.parameters.items()
+                   if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return None if open_ended else params
+
+
+def check_dataset_kwargs(cfg: Config) -> None:
+    """Check ``data.kwargs`` and ``eval.kwargs`` against the dataset's signature.
+
+    Raises:
+        ConfigError: an argument the dataset does not take (with a did-you-mean suggestion),
+            or one the trainer sets from its own config key (naming that key).
+    """
+    from .config import _unknown_key
+
+    params = _dataset_params(cfg.data.name)
+    if params is None:
+        return
+    sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, set()),
+                ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN,
+                 {"stretch"} if cfg.data.name.lower() == "camvid" else set()))
+    for prefix, kwargs, own, extra in sections:
+        valid = sorted((params | extra) - set(own))
+        for key in kwargs:
+            if key in own:
+                raise ConfigError(
+                    f"config key '{prefix}.{key}' is set by {own[key]}: set {own[key]} instead"
+                )
+            if key not in valid:
+                raise _unknown_key(f"{prefix}.{key}", valid)
+
+
+def _check_root(cfg: Config) -> None:
+    if cfg.data.name != "synthetic" and not cfg.data.root:
+        raise ConfigError(
+            f"data.root is not set: dataset '{cfg.data.name}' needs data.root=/path/to/"
+            f"{cfg.data.name} (layouts in docs/design.md; CamVid context frames come "
+            "from scripts/prepare_camvid.py)"
+        )
+
+
+def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
+    """The training dataset of the data section (``build_dataset(name, train_split, ...)``)."""
+    from vidccnet.data import build_dataset
+
+    check_dataset_kwargs(cfg)
+    _check_root(cfg)
+    d = cfg.data
+    return build_dataset(
+        d.name,
+        d.train_split,
+        root=d.root,
+        clip_len=d.clip_len,
+        frame_stride=d.frame_stride,
+        anchor=d.anchor,
+        augment=d.augment,
+        crop_size=d.crop_size,
+        scale_range=d.scale_range,
+        **d.kwargs,
+    )
+
+
+def build_val_videos(cfg: Config, split: str | None = None) -> list:
+    """The evaluation videos of ``split`` (default ``eval.split``), limited to
+    ``eval.max_videos``."""
+    from vidccnet.data import build_eval_videos
+
+    check_dataset_kwargs(cfg)
+    _check_root(cfg)
+    kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
+    kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
+    kw.setdefault("frame_stride", cfg.data.frame_stride)
+    kw.setdefault("anchor", cfg.eval.anchor)
+    videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
+    return list(videos)[: cfg.eval.max_videos]
+
+
+def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
+    """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section
+    (``runtime.amp`` resolved for ``device``: float32 off CUDA)."""
+    e = cfg.eval
+    return dict(
+        clip_len=e.clip_len or cfg.data.clip_len,
+        clip_stride=e.clip_stride,
+        anchor=e.anchor,
+        scales=e.scales,
+        flip=e.flip,
+        crop_size=e.crop_size,
+        device=device,
+        amp=amp_name(resolve_amp(
+            device if device is not None else resolve_device(cfg.runtime.device),
+            cfg.runtime.amp)),
+        ignore_index=cfg.loss.ignore_index,
+        vc_windows=e.vc_windows,
+        metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
+    )
+
+
+def build_evaluator(cfg: Config, num_classes: int, device: torch.device) -> Any:
+    """The :class:`Evaluator` of the eval section."""
+    from .evaluate import Evaluator
+
+    return Evaluator(num_classes=num_classes, **evaluator_kwargs(cfg, device))
