@@ -26,12 +26,6 @@ __all__ = [
 ]
 
 
-def _dataset_info(cfg: Config) -> dict:
-    from vidccnet.data import dataset_info
-
-    return dataset_info(cfg.data.name)
-
-
 # dataset name -> (module, classes whose __init__ receive data.kwargs, in call order: the
 # synthetic dataset passes its **kwargs on to the world)
 _DATASET_CLASSES = {

@@ -46,7 +46,6 @@ from torch import nn
 
 from .amp import amp_name, autocast, resolve_amp
 from .build import (
-    _dataset_info,
     build_evaluator,
     build_train_dataset,
     build_val_videos,
@@ -372,7 +371,9 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
 
 
 def _fill_dataset_info(cfg: Config) -> Config:
-    info = _dataset_info(cfg)
+    from vidccnet.data import dataset_info  # looked up at call time: tests swap the datasets
+
+    info = dataset_info(cfg.data.name)
     data = dataclasses.replace(
         cfg.data,
         class_names=list(info["class_names"]),
