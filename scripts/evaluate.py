@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             from vidccnet.data import dataset_info
 
-            info = dataset_info(cfg.data.name)
+            info = dataset_info(cfg.data.name, cfg.data.root)
             names, palette = list(info["class_names"]), info["palette"]
         data_names = cfg.data.class_names
         if data_names and len(data_names) != len(names):

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, ckpt_path: Path, out: Path) -> dict:
     if not class_names:
         from vidccnet.data import dataset_info
 
-        class_names = list(dataset_info(cfg.data.name)["class_names"])
+        class_names = list(dataset_info(cfg.data.name, cfg.data.root)["class_names"])
     metadata = {
         "vidccnet.model": cfg.model.name,
         "vidccnet.class_names": json.dumps(class_names),

@@ -4,10 +4,11 @@ Factory used by the trainer and the evaluator:
 
     build_dataset(name, split, root=None, clip_len=4, **kw) -> torch Dataset
     build_eval_videos(name, split, root=None, **kw) -> list[EvalVideo]
-    dataset_info(name) -> dict(class_names=..., palette=..., num_classes=...)
+    dataset_info(name, root=None) -> dict(class_names=..., palette=..., num_classes=...)
 
 `name` is "synthetic" (needs no root; kwargs num_videos, num_frames, height, width, seed,
-frame_stride, anchor, augment, crop_size, scale_range, label_all_frames), "camvid" or "vspw"
+frame_stride, anchor, augment, crop_size, scale_range, label_all_frames), "camvid", "vspw" or
+"folders" (your own videos in VSPW's layout with a classes.txt; see `vidccnet.data.folders`)
 (root required; kwargs frame_stride, anchor, augment, crop_size, scale_range, ...).
 """
 
@@ -22,7 +23,7 @@ from .loader import EpochSampler, build_loader
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, to_clip_tensor
 from .video import VideoReader, VideoReadError, open_video
 
-DATASETS = ("synthetic", "camvid", "vspw")
+DATASETS = ("synthetic", "camvid", "vspw", "folders")
 
 __all__ = [
     "DATASETS", "EpochSampler", "EvalVideo", "IMAGENET_MEAN", "IMAGENET_STD", "VideoReadError",
@@ -60,6 +61,10 @@ def build_dataset(
         from .camvid import CamVid
 
         return CamVid(root, split=split, clip_len=clip_len, **kw)
+    if key == "folders":
+        from .folders import VideoFolders
+
+        return VideoFolders(root, split=split, clip_len=clip_len, **kw)
     from .vspw import VSPW
 
     return VSPW(root, split=split, clip_len=clip_len, **kw)
@@ -79,9 +84,18 @@ def build_eval_videos(
     return ds.eval_videos()
 
 
-def dataset_info(name: str) -> dict:
-    """`dict(class_names=[...], palette=[(r, g, b), ...], num_classes=K)` of a dataset."""
+def dataset_info(name: str, root: str | os.PathLike | None = None) -> dict:
+    """`dict(class_names=[...], palette=[(r, g, b), ...], num_classes=K)` of a dataset.
+
+    "folders" reads them from `root`/classes.txt (root required); the others ignore `root`.
+    """
     key = _check_name(name)
+    if key == "folders":
+        from .folders import read_classes
+
+        _need_root(key, root)
+        names, palette = read_classes(root)
+        return {"class_names": names, "palette": palette, "num_classes": len(names)}
     if key == "synthetic":
         from . import synthetic as mod
     elif key == "camvid":

@@ -22,6 +22,7 @@ __all__ = [
     "build_train_dataset",
     "build_val_videos",
     "check_dataset_kwargs",
+    "check_root",
     "evaluator_kwargs",
 ]
 
@@ -32,6 +33,7 @@ _DATASET_CLASSES = {
     "synthetic": ("vidccnet.data.synthetic", ("SyntheticVideoDataset", "SyntheticVideoWorld")),
     "camvid": ("vidccnet.data.camvid", ("CamVid",)),
     "vspw": ("vidccnet.data.vspw", ("VSPW",)),
+    "folders": ("vidccnet.data.folders", ("VideoFolders",)),
 }
 # keyword arguments the trainer passes itself, and the config key that sets each
 _DATA_OWN = {"root": "data.root", "split": "data.train_split", "clip_len": "data.clip_len",
@@ -87,7 +89,8 @@ def check_dataset_kwargs(cfg: Config) -> None:
                 raise _unknown_key(f"{prefix}.{key}", valid)
 
 
-def _check_root(cfg: Config) -> None:
+def check_root(cfg: Config) -> None:
+    """Raise ConfigError when a real dataset has no ``data.root``."""
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set: dataset '{cfg.data.name}' needs data.root=/path/to/"
@@ -101,7 +104,7 @@ def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     from vidccnet.data import build_dataset
 
     check_dataset_kwargs(cfg)
-    _check_root(cfg)
+    check_root(cfg)
     d = cfg.data
     return build_dataset(
         d.name,
@@ -123,7 +126,7 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     from vidccnet.data import build_eval_videos
 
     check_dataset_kwargs(cfg)
-    _check_root(cfg)
+    check_root(cfg)
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
     kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
     kw.setdefault("frame_stride", cfg.data.frame_stride)

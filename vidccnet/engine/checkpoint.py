@@ -288,7 +288,7 @@ def _num_classes(cfg: Config) -> int:
         return len(cfg.data.class_names)
     from vidccnet.data import dataset_info
 
-    return int(dataset_info(cfg.data.name)["num_classes"])
+    return int(dataset_info(cfg.data.name, cfg.data.root)["num_classes"])
 
 
 # ------------------------------------------------------------------------------ RNG states

@@ -50,6 +50,7 @@ from .build import (
     build_train_dataset,
     build_val_videos,
     check_dataset_kwargs,
+    check_root,
 )
 from .checkpoint import (
     CHECKPOINT_VERSION,
@@ -373,7 +374,8 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
 def _fill_dataset_info(cfg: Config) -> Config:
     from vidccnet.data import dataset_info  # looked up at call time: tests swap the datasets
 
-    info = dataset_info(cfg.data.name)
+    check_root(cfg)
+    info = dataset_info(cfg.data.name, cfg.data.root)
     data = dataclasses.replace(
         cfg.data,
         class_names=list(info["class_names"]),

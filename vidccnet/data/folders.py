@@ -1,0 +1,208 @@
+"""Your own videos as frame folders with index masks (``data.name: folders``).
+
+VSPW's layout, with masks that hold the class index itself and a class list::
+
+    ROOT/classes.txt                      one class per line: "name" or "name R G B"
+    ROOT/{train,val,test}.txt             one video folder name per line
+    ROOT/data/<video>/origin/<frame>.jpg  frames (any image type; ordered as frame folders are)
+    ROOT/data/<video>/mask/<frame>.png    index PNG, same stem: value k = class k, 255 = ignore
+
+A frame without a mask file is unlabelled (all ignore); a mask value that is neither a class
+nor 255 is refused with the file's name. Frames are used at their stored size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..visualize import default_palette
+from .base import EvalVideo
+from .clips import anchor_position, clip_indices
+from .images import check_label_values, load_index_png, load_rgb
+from .transforms import ClipAugment, to_clip_tensor
+from .video import IMAGE_EXTENSIONS, order_frames
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+
+
+def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and palette of ``ROOT/classes.txt``.
+
+    One class per line, in label order: ``name`` or ``name R G B`` (its colour in pictures;
+    classes without one get a default colour not used by another class). Blank lines and lines
+    starting with ``#`` are skipped; a name may contain spaces.
+
+    Raises:
+        FileNotFoundError: no ``classes.txt``.
+        ValueError: no class, a name given twice, a bad colour, or more than 255 classes
+            (255 is the ignore label).
+    """
+    path = Path(root) / "classes.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{path}' not found: a folders dataset lists its classes there, one per line "
+            "('name' or 'name R G B'), in label order")
+    names: list[str] = []
+    colours: list[tuple[int, int, int] | None] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        numeric = [p.isdigit() for p in parts]
+        k = len(parts)
+        while k > 0 and numeric[k - 1]:
+            k -= 1
+        name, rgb = " ".join(parts[:k]), parts[k:]
+        if not name or len(rgb) not in (0, 3) or any(int(v) > 255 for v in rgb):
+            raise ValueError(f"'{path}' line {n} ({line!r}) is not 'name' or 'name R G B' "
+                             "with R, G, B in 0-255")
+        if name in names:
+            raise ValueError(f"'{path}' names class {name!r} twice (lines are classes 0, 1, ...)")
+        names.append(name)
+        colours.append(tuple(int(v) for v in rgb) if rgb else None)  # type: ignore[arg-type]
+    if not names:
+        raise ValueError(f"'{path}' lists no class: write one class name per line")
+    if len(names) > IGNORE_INDEX:
+        raise ValueError(f"'{path}' lists {len(names)} classes; at most 255 fit in a uint8 mask "
+                         "(value 255 is the ignore label)")
+    taken = {c for c in colours if c is not None}
+    spare = iter(c for c in default_palette(len(names) + len(taken) + 1)[1:] if c not in taken)
+    palette = [c if c is not None else next(spare) for c in colours]
+    return names, palette
+
+
+class VideoFolders(Dataset):
+    """Clips of the videos of a split: item -> ``{"clip": float32 (3, T, H, W), "labels": int64
+    (T, H, W)}``.
+
+    Every frame is an anchor; the clip holds T frames of the same video (``frame_stride`` apart,
+    padded by repetition at the ends). All frames carry labels unless ``label_all_frames=False``
+    (then only the anchor). Items may be ``(index, seed)`` pairs (see ``vidccnet.data.loader``).
+    Subclasses (VSPW) change the class list (:meth:`load_classes`) and the stored-mask decoding
+    (:meth:`decode_mask`).
+    """
+
+    title = "folders dataset"  # in messages
+    layout_hint = " (see docs/design.md, 'Your own data')"
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self, root: str | os.PathLike, split: str = "train", clip_len: int = 4,
+        frame_stride: int = 1, anchor: str = "causal", augment: bool = False,
+        crop_size: tuple[int, int] | int | None = (480, 480),
+        scale_range: tuple[float, float] = (0.5, 2.0), label_all_frames: bool = True,
+        max_videos: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.class_names, self.palette = self.load_classes(self.root)
+        self.num_classes = len(self.class_names)
+        lst = self.root / f"{split}.txt"
+        if not lst.is_file():
+            raise FileNotFoundError(
+                f"{self.title} split list '{lst}' not found: ROOT must hold data/ and "
+                f"{{train,val,test}}.txt{self.layout_hint}")
+        names = [ln.strip() for ln in lst.read_text(encoding="utf-8-sig").splitlines()
+                 if ln.strip()]  # utf-8-sig: a list saved with a byte-order mark
+        if not names:
+            raise FileNotFoundError(f"{self.title} split list '{lst}' is empty: it must name one "
+                                    "video folder of ROOT/data per line")
+        if max_videos is not None:
+            names = names[:max_videos]
+        self.split, self.clip_len = split, clip_len
+        self.frame_stride, self.anchor = frame_stride, anchor
+        self.label_all_frames = label_all_frames
+        self.videos: list[tuple[str, list[Path]]] = [self._frames(n, lst) for n in names]
+        self.items = [(v, i) for v, (_, files) in enumerate(self.videos) for i in range(len(files))]
+        if isinstance(crop_size, int):
+            crop_size = (crop_size, crop_size)
+        self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
+                                   scale_range=tuple(scale_range)) if augment else None
+        clip_indices(0, 1, clip_len, frame_stride, anchor)  # validate arguments
+
+    @staticmethod
+    def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
+        return read_classes(root)
+
+    def decode_mask(self, stored: np.ndarray, path: Path) -> np.ndarray:
+        """Stored mask uint8 (H, W) -> labels int64 (H, W): value k is class k, 255 ignore."""
+        return check_label_values(stored, self.num_classes, path, self.title).astype(np.int64)
+
+    def _frames(self, name: str, lst: Path) -> tuple[str, list[Path]]:
+        d = self.root / "data" / name / "origin"
+        if not d.is_dir():
+            raise FileNotFoundError(f"{self.title} video folder '{d}' (listed in {lst}) not found")
+        files = [f for f in d.iterdir()  # not macOS '._' metadata files
+                 if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("._")]
+        if not files:
+            raise FileNotFoundError(f"{self.title} video folder '{d}' has no frames")
+        try:
+            files = order_frames(files)
+        except ValueError as e:
+            raise ValueError(f"{self.title} video '{name}' ({d}): {e}") from None
+        if self.split != "test" and not any(self.mask_path(name, f).is_file() for f in files):
+            raise FileNotFoundError(
+                f"{self.title} video '{name}' has no mask for any of its {len(files)} frames "
+                f"(looked for e.g. '{self.mask_path(name, files[0])}'): every label would be "
+                "ignored; masks are ROOT/data/VIDEO/mask/<frame name>.png"
+            )
+        return name, files
+
+    def mask_path(self, name: str, frame: Path) -> Path:
+        return self.root / "data" / name / "mask" / (frame.stem + ".png")
+
+    def _load_mask(self, path: Path) -> np.ndarray:
+        return self.decode_mask(load_index_png(path), path)
+
+    def _label(self, name: str, frame: Path, shape: tuple[int, int]) -> np.ndarray:
+        p = self.mask_path(name, frame)
+        if not p.is_file():
+            return np.full(shape, IGNORE_INDEX, np.int64)
+        lab = self._load_mask(p)
+        if lab.shape != shape:
+            raise ValueError(f"{self.title} mask '{p}' has size {lab.shape}, its frame {shape}")
+        return lab
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        v, a = self.items[index]
+        name, files = self.videos[v]
+        idx = clip_indices(a, len(files), self.clip_len, self.frame_stride, self.anchor)
+        frames = np.stack([load_rgb(files[i]) for i in idx])  # (T, H, W, 3)
+        pos = anchor_position(self.clip_len, self.anchor)
+        labels = np.stack([
+            self._label(name, files[i], frames.shape[1:3]) if (self.label_all_frames or j == pos)
+            else np.full(frames.shape[1:3], IGNORE_INDEX, np.int64)
+            for j, i in enumerate(idx)
+        ])  # (T, H, W)
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            clip, lab = self.augment(frames, labels.astype(np.uint8), g)
+        else:
+            clip, lab = to_clip_tensor(frames), torch.from_numpy(labels)
+        return {"clip": clip, "labels": lab}
+
+    def eval_videos(self) -> list[EvalVideo]:
+        """Each video as one consecutive `EvalVideo`; frames with a mask file are labelled."""
+        out = []
+        for name, files in self.videos:
+            labelled = [i for i, f in enumerate(files) if self.mask_path(name, f).is_file()]
+
+            def load_label(i: int, name=name, files=files) -> np.ndarray:
+                return self._load_mask(self.mask_path(name, files[i]))
+
+            out.append(EvalVideo(name=name, num_frames=len(files),
+                                 load_frame=lambda i, files=files: load_rgb(files[i]),
+                                 load_label=load_label, labelled=labelled, consecutive=True))
+        return out
