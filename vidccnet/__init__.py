@@ -9,8 +9,9 @@ Every position (t, h, w) of a clip attends over its time line, its row and its c
 - ``vidccnet.models.create_model("ccnet3d_resnet50", num_classes)``: clip (B, 3, T, H, W) ->
   logits (B, K, T, H, W); ``list_models()`` names the 3D models and per-frame 2D baselines.
 - ``vidccnet.predict.VideoSegmenter(checkpoint)``: streams a video file or frame folder to masks.
-- ``vidccnet.data`` (CamVid, VSPW, synthetic clips), ``vidccnet.losses``, ``vidccnet.metrics``
-  (mIoU, fwIoU, mVC_n, flicker) and ``vidccnet.engine`` (config, training, evaluation).
+- ``vidccnet.data`` (CamVid, VSPW, your own annotated videos, synthetic clips),
+  ``vidccnet.losses``, ``vidccnet.metrics`` (mIoU, fwIoU, mVC_n, flicker) and
+  ``vidccnet.engine`` (config, training, evaluation).
 - Scripts: ``scripts/demo.py``, ``segment_video.py``, ``train.py``, ``evaluate.py``,
   ``export_onnx.py``. Formats and definitions: ``docs/design.md``.
 """

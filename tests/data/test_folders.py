@@ -3,12 +3,18 @@ trainer and evaluator on it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from vidccnet.data import build_dataset, build_eval_videos, dataset_info
 from vidccnet.data.folders import VideoFolders, read_classes
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_root(root, classes="road\ncar 255 0 0\nperson\n", videos=(("a", 4), ("b", 3)),
@@ -46,8 +52,7 @@ def test_read_classes_names_and_colours(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("", "no class"),
-    ("road\nroad\n", "twice"),
-    ("road\ncar 255 0\n", "line 2"),
+    ("road\nroad\n", "twice .lines 1 and 2"),
     ("road\ncar 255 0 300\n", "line 2"),
     ("".join(f"c{i}\n" for i in range(256)), "255"),
 ])
@@ -86,9 +91,18 @@ def test_clips_labels_and_eval_videos(tmp_path):
 
 def test_mask_value_outside_classes_is_refused(tmp_path):
     _write_root(tmp_path, num_values=5)  # values 3, 4 do not exist in a 3-class classes.txt
-    ds = VideoFolders(tmp_path, "train", clip_len=1)
     with pytest.raises(ValueError, match=r"frame_1\.png.*0-2 and 255"):
-        ds[0]
+        VideoFolders(tmp_path, "train", clip_len=1)  # a video's first mask is checked up front
+
+
+def test_bad_later_mask_is_refused_when_drawn(tmp_path):
+    _write_root(tmp_path)
+    bad = np.zeros((16, 20), np.uint8)
+    bad[0, 0] = 7
+    Image.fromarray(bad, mode="L").save(tmp_path / "data" / "a" / "mask" / "frame_2.png")
+    ds = VideoFolders(tmp_path, "train", clip_len=1)
+    with pytest.raises(ValueError, match=r"frame_2\.png.*\[7\]"):
+        ds[1]
 
 
 def test_layout_errors(tmp_path):
@@ -127,13 +141,19 @@ def test_trainer_and_evaluator_on_folders(tmp_path):
     assert ckpt["config"]["data"]["palette"][1] == [255, 0, 0]
     assert ckpt["config"]["eval"]["metric_convention"] == "auto"
 
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_root(other, classes="road\nperson\ncar\n", split="val", h=32, w=32)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint",
+                           str(out / "last.pt"), f"data.root={other}", "--no-plots"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "names and order must match" in proc.stderr
+    assert not (out / "eval_val").exists()
+
 
 def test_train_script_one_line_error_without_classes(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     (tmp_path / "train.txt").write_text("a\n")
     (tmp_path / "mine.yaml").write_text(f"data: {{name: folders, root: '{tmp_path}'}}\n")
     proc = subprocess.run(
@@ -143,3 +163,84 @@ def test_train_script_one_line_error_without_classes(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "classes.txt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_systematic_mask_mistakes_stop_the_build(tmp_path):
+    """A colour rendering or a mask of another size is refused when the dataset is built, not
+    hours into training when its clip is first drawn."""
+    _write_root(tmp_path)
+    mask = tmp_path / "data" / "b" / "mask" / "frame_1.png"
+    Image.fromarray(np.full((16, 20, 3), (200, 0, 0), np.uint8)).save(mask)
+    with pytest.raises(ValueError, match=r"frame_1\.png.*colour"):
+        VideoFolders(tmp_path, "train")
+    Image.fromarray(np.zeros((8, 20), np.uint8), mode="L").save(mask)
+    with pytest.raises(ValueError, match=r"frame_1\.png.*size"):
+        VideoFolders(tmp_path, "train")
+
+
+def test_binary_and_16_bit_masks_keep_their_values(tmp_path):
+    from vidccnet.data.images import load_index_png
+
+    fg = np.zeros((4, 5), bool)
+    fg[1:3, 2:4] = True
+    Image.fromarray(fg).save(tmp_path / "m1.png")  # mode "1"
+    np.testing.assert_array_equal(load_index_png(tmp_path / "m1.png"), fg.astype(np.uint8))
+    v16 = np.array([[0, 2, 255]], np.uint16)
+    Image.fromarray(v16).save(tmp_path / "m16.png")  # mode "I;16"
+    np.testing.assert_array_equal(load_index_png(tmp_path / "m16.png"), v16.astype(np.uint8))
+    Image.fromarray(np.array([[0, 300]], np.uint16)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match=r"big\.png.*300"):
+        load_index_png(tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("line, name, colour", [
+    ("lane 1", "lane 1", None),
+    ("42", "42", None),
+    ("zone 3 10 20 30", "zone 3", (10, 20, 30)),
+    ("traffic light 250 170 30", "traffic light", (250, 170, 30)),
+    ("road 1 2", "road 1 2", None),
+])
+def test_class_names_with_numbers(tmp_path, line, name, colour):
+    (tmp_path / "classes.txt").write_text(f"sky\n{line}\n")
+    names, palette = read_classes(tmp_path)
+    assert names == ["sky", name]
+    if colour is not None:
+        assert palette[1] == colour
+
+
+@pytest.mark.parametrize("text, match", [
+    ("name,r,g,b\nsky,128,128,128\n", "comma"),
+    ("0 sky\n1 road\n", "index"),
+])
+def test_class_list_in_another_format_is_refused(tmp_path, text, match):
+    (tmp_path / "classes.txt").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_classes(tmp_path)
+
+
+def test_class_list_not_utf8_names_the_file(tmp_path):
+    (tmp_path / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classes\.txt.*UTF-8"):
+        read_classes(tmp_path)
+
+
+def test_video_listed_twice_is_refused(tmp_path):
+    _write_root(tmp_path)
+    (tmp_path / "train.txt").write_text("a\nb\na\n")
+    with pytest.raises(ValueError, match=r"'a'.*line 3"):
+        VideoFolders(tmp_path, "train")
+
+
+def test_broken_first_frame_is_a_clear_error(tmp_path):
+    from vidccnet.data.images import ImageReadError
+
+    _write_root(tmp_path)
+    (tmp_path / "data" / "a" / "origin" / "frame_1.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"frame_1\.png"):
+        VideoFolders(tmp_path, "train")
+
+
+def test_spot_check_spreads_over_the_split():
+    assert VideoFolders._spot_check_indices(12, 4) == [0, 4, 7, 11]
+    assert VideoFolders._spot_check_indices(3, 8) == [0, 1, 2]
+    assert VideoFolders._spot_check_indices(1, 8) == [0]

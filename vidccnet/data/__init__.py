@@ -1,4 +1,5 @@
-"""Video data: readers, clips, transforms, datasets (synthetic, CamVid, VSPW) and loaders.
+"""Video data: readers, clips, transforms, datasets (synthetic, CamVid, VSPW, your
+own folders) and loaders.
 
 Factory used by the trainer and the evaluator:
 

@@ -4,7 +4,8 @@ VSPW's layout, with masks that hold the class index itself and a class list::
 
     ROOT/classes.txt                      one class per line: "name" or "name R G B"
     ROOT/{train,val,test}.txt             one video folder name per line
-    ROOT/data/<video>/origin/<frame>.jpg  frames (any image type; ordered as frame folders are)
+    ROOT/data/<video>/origin/<frame>.jpg  frames (.png .jpg .jpeg .bmp .webp .tif .tiff; ordered
+                                          as frame folders are)
     ROOT/data/<video>/mask/<frame>.png    index PNG, same stem: value k = class k, 255 = ignore
 
 A frame without a mask file is unlabelled (all ignore); a mask value that is neither a class
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from torch.utils.data import Dataset
 from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
-from .images import check_label_values, load_index_png, load_rgb
+from .images import check_label_values, image_size, load_index_png, load_rgb
 from .transforms import ClipAugment, to_clip_tensor
 from .video import IMAGE_EXTENSIONS, order_frames
 
@@ -33,42 +35,63 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = 255
 
 
+def _class_line(line: str) -> tuple[str, tuple[int, int, int] | None]:
+    """``"name"`` or ``"name R G B"`` (the last three tokens integers) -> (name, colour)."""
+    parts = line.split()
+    if len(parts) >= 4 and all(p.isdecimal() for p in parts[-3:]):
+        return " ".join(parts[:-3]), (int(parts[-3]), int(parts[-2]), int(parts[-1]))
+    return " ".join(parts), None
+
+
 def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names and palette of ``ROOT/classes.txt``.
+    """Class names and palette of ``ROOT/classes.txt`` (UTF-8).
 
     One class per line, in label order: ``name`` or ``name R G B`` (its colour in pictures;
-    classes without one get a default colour not used by another class). Blank lines and lines
-    starting with ``#`` are skipped; a name may contain spaces.
+    classes without one get a default colour not used by another class). A name may contain
+    spaces and digits; the last three tokens are read as the colour when all three are
+    integers. Blank lines and lines starting with ``#`` are skipped.
 
     Raises:
         FileNotFoundError: no ``classes.txt``.
-        ValueError: no class, a name given twice, a bad colour, or more than 255 classes
-            (255 is the ignore label).
+        ValueError: no class, a name given twice, a colour value above 255, more than 255
+            classes (255 is the ignore label), a file that is not UTF-8, or the lines of another
+            format (comma-separated, or every line starting with its index).
     """
     path = Path(root) / "classes.txt"
     if not path.is_file():
         raise FileNotFoundError(
             f"'{path}' not found: a folders dataset lists its classes there, one per line "
             "('name' or 'name R G B'), in label order")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"'{path}' is not UTF-8 text: save it as UTF-8") from None
+    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1)
+             if ln.strip() and not ln.strip().startswith("#")]
+    for n, line in lines:
+        if re.search(r",\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$", line):
+            raise ValueError(f"'{path}' line {n} ({line!r}) is comma-separated: write "
+                             "'name R G B' with spaces, one class per line, without a header")
+    firsts = [line.split()[0] for _, line in lines]
+    if len(lines) > 1 and all(len(line.split()) > 1 for _, line in lines) and \
+            all(f.isdecimal() for f in firsts) and \
+            [int(f) for f in firsts] in (list(range(len(lines))), list(range(1, len(lines) + 1))):
+        raise ValueError(f"'{path}' starts every line with an index: drop it, the line order "
+                         "gives the label (the first class listed is label 0)")
     names: list[str] = []
     colours: list[tuple[int, int, int] | None] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        numeric = [p.isdigit() for p in parts]
-        k = len(parts)
-        while k > 0 and numeric[k - 1]:
-            k -= 1
-        name, rgb = " ".join(parts[:k]), parts[k:]
-        if not name or len(rgb) not in (0, 3) or any(int(v) > 255 for v in rgb):
+    first_line: dict[str, int] = {}
+    for n, line in lines:
+        name, rgb = _class_line(line)
+        if rgb is not None and (not name or max(rgb) > 255):
             raise ValueError(f"'{path}' line {n} ({line!r}) is not 'name' or 'name R G B' "
                              "with R, G, B in 0-255")
-        if name in names:
-            raise ValueError(f"'{path}' names class {name!r} twice (lines are classes 0, 1, ...)")
+        if name in first_line:
+            raise ValueError(f"'{path}' names class {name!r} twice (lines {first_line[name]} "
+                             f"and {n}); each line is one class: 0, 1, ...")
+        first_line[name] = n
         names.append(name)
-        colours.append(tuple(int(v) for v in rgb) if rgb else None)  # type: ignore[arg-type]
+        colours.append(rgb)
     if not names:
         raise ValueError(f"'{path}' lists no class: write one class name per line")
     if len(names) > IGNORE_INDEX:
@@ -112,6 +135,12 @@ class VideoFolders(Dataset):
                 f"{{train,val,test}}.txt{self.layout_hint}")
         names = [ln.strip() for ln in lst.read_text(encoding="utf-8-sig").splitlines()
                  if ln.strip()]  # utf-8-sig: a list saved with a byte-order mark
+        seen: set[str] = set()
+        for n, name in enumerate(names, start=1):
+            if name in seen:
+                raise ValueError(f"{self.title} split list '{lst}' names video '{name}' twice "
+                                 f"(again on line {n}): list each video once")
+            seen.add(name)
         if not names:
             raise FileNotFoundError(f"{self.title} split list '{lst}' is empty: it must name one "
                                     "video folder of ROOT/data per line")
@@ -121,6 +150,7 @@ class VideoFolders(Dataset):
         self.frame_stride, self.anchor = frame_stride, anchor
         self.label_all_frames = label_all_frames
         self.videos: list[tuple[str, list[Path]]] = [self._frames(n, lst) for n in names]
+        self._spot_check_masks()
         self.items = [(v, i) for v, (_, files) in enumerate(self.videos) for i in range(len(files))]
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
@@ -155,6 +185,21 @@ class VideoFolders(Dataset):
                 "ignored; masks are ROOT/data/VIDEO/mask/<frame name>.png"
             )
         return name, files
+
+    @staticmethod
+    def _spot_check_indices(num_videos: int, max_videos: int) -> list[int]:
+        return sorted({int(i) for i in np.linspace(0, num_videos - 1, min(num_videos, max_videos))
+                       .round()})
+
+    def _spot_check_masks(self, max_videos: int = 8) -> None:
+        """Decode the first mask of up to ``max_videos`` videos spread over the split: a colour
+        rendering, masks of another label set or of another size stop the build (every mask is
+        still checked when its clip is drawn)."""
+        for v in self._spot_check_indices(len(self.videos), max_videos):
+            name, files = self.videos[v]
+            frame = next((f for f in files if self.mask_path(name, f).is_file()), None)
+            if frame is not None:
+                self._label(name, frame, image_size(frame))
 
     def mask_path(self, name: str, frame: Path) -> Path:
         return self.root / "data" / name / "mask" / (frame.stem + ".png")

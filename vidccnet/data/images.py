@@ -39,18 +39,38 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image file, read from its header (no decoding)."""
-    with Image.open(path) as im:
-        return im.height, im.width
+    """(H, W) of an image file, read from its header (no decoding).
+
+    Raises:
+        ImageReadError: the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # PIL.UnidentifiedImageError, an empty file
+        raise ImageReadError(f"cannot read image '{path}': {exc}") from None
 
 
 def load_index_png(path: str | os.PathLike) -> np.ndarray:
-    """A label image's stored values as np.uint8 (H, W) (palette indices for mode "P").
+    """A label image's stored values as np.uint8 (H, W) (palette indices for mode "P"; 0 / 1 for
+    a 1-bit image; 16-bit images must hold values <= 255).
 
     Raises:
-        ValueError: a colour image (RGB with channels that differ): not class indices.
+        ValueError: a colour image (RGB with channels that differ): not class indices; a 16-bit
+            image with values above 255.
     """
     with _open(path) as im:
+        if im.mode == "1":
+            return np.asarray(im).astype(np.uint8)
+        if im.mode.startswith("I"):  # 16 / 32-bit integers: convert("L") would clip them
+            values = np.asarray(im).astype(np.int64)
+            if values.size and (values.min() < 0 or values.max() > 255):
+                bad = np.unique(values[(values < 0) | (values > 255)])[:8].tolist()
+                raise ValueError(f"label '{path}' holds values {bad} outside 0-255: class "
+                                 "indices must fit in 8 bits (255 = ignore)")
+            return values.astype(np.uint8)
         if im.mode in ("RGB", "RGBA"):
             rgb = np.asarray(im.convert("RGB"))
             if (rgb != rgb[..., :1]).any():

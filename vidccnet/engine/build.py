@@ -91,6 +91,11 @@ def check_dataset_kwargs(cfg: Config) -> None:
 
 def check_root(cfg: Config) -> None:
     """Raise ConfigError when a real dataset has no ``data.root``."""
+    if cfg.data.name == "folders" and not cfg.data.root:
+        raise ConfigError(
+            "data.root is not set: dataset 'folders' needs data.root=/path/to/yours, a folder "
+            "holding classes.txt, data/ and train.txt / val.txt (layout in docs/design.md)"
+        )
     if cfg.data.name != "synthetic" and not cfg.data.root:
         raise ConfigError(
             f"data.root is not set: dataset '{cfg.data.name}' needs data.root=/path/to/"
