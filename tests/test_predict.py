@@ -187,6 +187,10 @@ def test_training_short_side_follows_the_evaluation_frames():
     assert training_short_side(Config(data=DataConfig(name="camvid"),
                                       eval=EvalConfig(scales=(0.75, 1.0, 1.25)))) == 360
     assert training_short_side({"data": {"clip_len": 4}}) is None
+    assert training_short_side(Config(data=DataConfig(name="folders"))) is None  # unknown
+    mine = Config(data=DataConfig(name="folders", frame_short_side=270))
+    assert training_short_side(mine) == 270  # recorded by the trainer
+    assert training_short_side(config_to_dict(mine)) == 270
     assert training_short_side(None) is None
 
 

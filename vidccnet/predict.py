@@ -18,8 +18,9 @@ frame size (bilinear, in bands of rows for large frames) before the argmax.
 
 Inference size: by default frames are resized (aspect kept, sides multiples of 8) so that their
 short side is the one of the frames the checkpoint was evaluated on, the scale it learned
-(:func:`training_short_side`: the synthetic world's ``height`` / ``width``, CamVid's 360x480,
-VSPW's 480p, times a single ``eval.scales`` factor), as mmseg's test pipelines resize to the
+(:func:`training_short_side`: ``data.frame_short_side`` as the trainer recorded it for your own
+data and VSPW, else the synthetic world's ``height`` / ``width``, CamVid's 360x480, VSPW's 480p;
+times a single ``eval.scales`` factor), as mmseg's test pipelines resize to the
 training scale. ``size="source"`` keeps the source size, ``size=N`` sets the short side;
 ``max_size`` caps the short side in every case.
 
@@ -246,16 +247,21 @@ _DATASET_SHORT_SIDE = {"camvid": 360, "vspw": 480}
 def training_short_side(cfg: Any) -> int | None:
     """Short side (pixels) of the frames a checkpoint's config evaluates on: the model's scale.
 
-    The evaluator feeds validation frames at their stored size times ``eval.scales``:
-    ``synthetic`` frames are ``height`` x ``width`` of ``{**data.kwargs, **eval.kwargs}``
-    (the dataset's defaults when unset), CamVid's 360x480, VSPW's 480p. A single eval scale
-    multiplies the result; with several (multi-scale testing) the base scale 1 is used.
+    The evaluator feeds validation frames at their stored size times ``eval.scales``: the
+    trainer records that size as ``data.frame_short_side`` for datasets used at their stored
+    size (``folders``, ``vspw``); otherwise ``synthetic`` frames are ``height`` x ``width`` of
+    ``{**data.kwargs, **eval.kwargs}`` (the dataset's defaults when unset), CamVid's 360x480,
+    VSPW's 480p. A single eval scale multiplies the result; with several (multi-scale testing)
+    the base scale 1 is used.
 
     Returns:
-        The short side, at least 8, or None when the config names no known dataset.
+        The short side, at least 8, or None when the config names no known dataset and no
+        ``data.frame_short_side``.
     """
     name = str(_cfg_get(cfg, "data.name") or "").lower()
-    if name == "synthetic":
+    if _cfg_get(cfg, "data.frame_short_side"):  # recorded by the trainer
+        side = float(_cfg_get(cfg, "data.frame_short_side"))
+    elif name == "synthetic":
         import inspect
 
         from vidccnet.data.synthetic import SyntheticVideoDataset

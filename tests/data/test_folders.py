@@ -73,6 +73,7 @@ def test_clips_labels_and_eval_videos(tmp_path):
     data = _write_root(tmp_path)
     ds = build_dataset("folders", "train", root=tmp_path, clip_len=2)
     assert len(ds) == 7 and ds.num_classes == 3
+    assert ds.frame_short_side == 16  # 16x20 frames
     assert ds.class_names == ["road", "car", "person"]
     frames, masks = data["a"]
     item = ds[1]  # video a, anchor 1 (causal): frames 0, 1
@@ -139,6 +140,7 @@ def test_trainer_and_evaluator_on_folders(tmp_path):
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["config"]["data"]["class_names"] == ["road", "car", "person"]
     assert ckpt["config"]["data"]["palette"][1] == [255, 0, 0]
+    assert ckpt["config"]["data"]["frame_short_side"] == 32  # segment_video.py's --size model
     assert ckpt["config"]["eval"]["metric_convention"] == "auto"
 
     other = tmp_path / "other"

@@ -110,6 +110,7 @@ class VideoFolders(Dataset):
     Every frame is an anchor; the clip holds T frames of the same video (``frame_stride`` apart,
     padded by repetition at the ends). All frames carry labels unless ``label_all_frames=False``
     (then only the anchor). Items may be ``(index, seed)`` pairs (see ``vidccnet.data.loader``).
+    ``frame_short_side``: the frames' short side (pixels; median over up to 8 videos).
     Subclasses (VSPW) change the class list (:meth:`load_classes`) and the stored-mask decoding
     (:meth:`decode_mask`).
     """
@@ -194,12 +195,16 @@ class VideoFolders(Dataset):
     def _spot_check_masks(self, max_videos: int = 8) -> None:
         """Decode the first mask of up to ``max_videos`` videos spread over the split: a colour
         rendering, masks of another label set or of another size stop the build (every mask is
-        still checked when its clip is drawn)."""
+        still checked when its clip is drawn). Sets ``frame_short_side``: the median short side
+        of those videos' first frames."""
+        sides = []
         for v in self._spot_check_indices(len(self.videos), max_videos):
             name, files = self.videos[v]
+            sides.append(min(image_size(files[0])))
             frame = next((f for f in files if self.mask_path(name, f).is_file()), None)
             if frame is not None:
                 self._label(name, frame, image_size(frame))
+        self.frame_short_side = int(np.median(sides))
 
     def mask_path(self, name: str, frame: Path) -> Path:
         return self.root / "data" / name / "mask" / (frame.stem + ".png")

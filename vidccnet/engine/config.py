@@ -101,7 +101,9 @@ class DataConfig:
     colour jitter. ``anchor`` is "causal" (labelled frame last in its clip) or "centre".
     ``kwargs`` go to ``build_dataset`` / ``build_eval_videos`` (e.g. the synthetic world's
     ``num_videos``, ``num_frames``, ``height``, ``width``, ``seed``). ``class_names`` and
-    ``palette`` are filled from ``vidccnet.data.dataset_info`` when training starts.
+    ``palette`` are filled from ``vidccnet.data.dataset_info`` when training starts;
+    ``frame_short_side`` (pixels) from the training frames of a dataset used at its stored size
+    (``folders``, ``vspw``), the scale ``segment_video.py --size model`` resizes to.
     """
 
     name: str = "synthetic"
@@ -118,9 +120,11 @@ class DataConfig:
     kwargs: dict = field(default_factory=dict)
     class_names: list[str] | None = None
     palette: list[tuple[int, int, int]] | None = None
+    frame_short_side: int | None = None
 
     def __post_init__(self) -> None:
         _positive("data.clip_len", self.clip_len)
+        _positive("data.frame_short_side", self.frame_short_side)
         _positive("data.frame_stride", self.frame_stride)
         _positive("data.batch_size", self.batch_size)
         for v in self.crop_size or ():

@@ -433,13 +433,17 @@ def _train(  # noqa: C901 - the loop, in order
 
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
+    from vidccnet.data.loader import build_loader
+
+    train_set = build_train_dataset(cfg)
+    side = getattr(train_set, "frame_short_side", None)  # datasets used at their stored size
+    if side is not None and cfg.data.frame_short_side is None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                frame_short_side=int(side)))
     ckpt: dict | None = None
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         _check_resumable(cfg, ckpt, out / "last.pt")
-    from vidccnet.data.loader import build_loader
-
-    train_set = build_train_dataset(cfg)
     bs = cfg.data.batch_size
     loader = build_loader(
         train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
