@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import random
-import re
 import shutil
 import sys
 import time
@@ -62,7 +61,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import Config, ConfigError, OptimConfig, config_to_dict, config_to_yaml
+from .config import Config, ConfigError, config_to_dict, config_to_yaml
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -73,6 +72,7 @@ from .distributed import (
     is_distributed,
     reduce_any,
 )
+from .optim import PolyWarmup, build_optimizer, build_scheduler, configure_resumed_optimizer
 from .report import to_jsonable
 
 __all__ = [
@@ -122,95 +122,9 @@ def build_criterion(cfg: Config) -> nn.Module:
     )
 
 
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay on all parameters, one LR, as the official CCNet) or AdamW.
-
-    With ``optim.gamma_lr_mult != 1`` the attention's residual weights (``*.cca.gamma``), and
-    with ``optim.attention_lr_mult != 1`` its query / key / value projections, get their own
-    parameter groups at ``lr * mult``; the schedule scales every group alike.
-    """
-    o = cfg.optim
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups: dict[float, list] = {}  # lr multiplier -> parameters, in model order
-    for n, p in named:
-        groups.setdefault(_lr_mult(n, o), []).append(p)
-    params: list = [{"params": ps, "lr": o.lr * m} for m, ps in groups.items()]
-    if o.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-        )
-    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
 def _attention_gammas(model: nn.Module) -> dict[str, float]:
     """The attention modules' residual weights {parameter name: value}: 0 means unused."""
     return {n: float(p.detach()) for n, p in model.named_parameters() if n.endswith("cca.gamma")}
-
-
-def _lr_mult(name: str, o: OptimConfig) -> float:
-    """The learning-rate multiplier of parameter `name`."""
-    if name.endswith("cca.gamma"):
-        return o.gamma_lr_mult
-    if re.search(r"cca\.(query|key|value)\.", name):
-        return o.attention_lr_mult
-    return 1.0
-
-
-class PolyWarmup:
-    """LR factor of step ``it``: linear warm-up then poly decay (a picklable LambdaLR lambda).
-
-    factor(it) = warm(it) * max((1 - it / total) ** power, min_ratio), warm(it) going linearly from
-    ``warmup_ratio`` (it = 0) to 1 (it >= warmup_iters).
-    """
-
-    def __init__(
-        self, total: int, power: float = 0.9, warmup_iters: int = 0, warmup_ratio: float = 0.1,
-        min_ratio: float = 0.0,
-    ) -> None:
-        self.total = int(total)
-        self.power = float(power)
-        self.warmup_iters = int(warmup_iters)
-        self.warmup_ratio = float(warmup_ratio)
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, it: int) -> float:
-        frac = min(it, self.total) / self.total
-        factor = max((1.0 - frac) ** self.power, self.min_ratio)
-        if self.warmup_iters > 0 and it < self.warmup_iters:
-            factor *= self.warmup_ratio + (1.0 - self.warmup_ratio) * it / self.warmup_iters
-        return factor
-
-
-def build_scheduler(
-    cfg: Config, optimizer: torch.optim.Optimizer, start: int = 0
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """The poly-with-warm-up schedule of ``cfg`` positioned at iteration ``start``.
-
-    Each parameter group's learning rate becomes its base rate (its ``initial_lr``, set by
-    :func:`configure_resumed_optimizer` on resume) times ``PolyWarmup(...)(start)``: a resumed
-    run follows the schedule of the config it is resumed with, not the restored one's.
-    """
-    s = cfg.schedule
-    factor = PolyWarmup(s.iterations, s.poly_power, s.warmup_iters, s.warmup_ratio,
-                        s.min_lr_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start - 1)
-
-
-def configure_resumed_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a checkpoint's optimizer ``state`` (momentum buffers, step counts) but keep the
-    hyper-parameters (lr, momentum, weight decay, ...) of the freshly built ``optimizer``, i.e.
-    of the config the run is resumed with. Each group's configured lr becomes its
-    ``initial_lr``, the base of :func:`build_scheduler`.
-
-    Raises:
-        ValueError / KeyError / TypeError: ``state`` does not fit ``optimizer`` (from
-            ``load_state_dict``).
-    """
-    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(state)
-    for group, hyper in zip(optimizer.param_groups, configured):
-        group.update(hyper)
-        group["initial_lr"] = hyper["lr"]
 
 
 def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
