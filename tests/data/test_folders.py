@@ -246,3 +246,20 @@ def test_spot_check_spreads_over_the_split():
     assert VideoFolders._spot_check_indices(12, 4) == [0, 4, 7, 11]
     assert VideoFolders._spot_check_indices(3, 8) == [0, 1, 2]
     assert VideoFolders._spot_check_indices(1, 8) == [0]
+
+
+def test_masks_named_unlike_their_frames(tmp_path, caplog):
+    _write_root(tmp_path)
+    mask_dir = tmp_path / "data" / "b" / "mask"
+    for m in mask_dir.iterdir():
+        m.rename(m.with_suffix(".jpg"))
+    with pytest.raises(FileNotFoundError, match=r"frame_1\.jpg.*PNG"):
+        VideoFolders(tmp_path, "train")
+    for m in mask_dir.iterdir():
+        m.rename(m.with_suffix(".png"))
+    (mask_dir / "frame_2.png").rename(mask_dir / "frame_2.PNG")
+    Image.fromarray(np.zeros((16, 20), np.uint8), mode="L").save(mask_dir / "extra_7.png")
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        ds = VideoFolders(tmp_path, "train")
+    assert "2 mask files" in caplog.text and "match no frame" in caplog.text
+    assert len(ds.eval_videos()[1].labelled) == 1  # frame_1 only: frame_2.PNG is not used

@@ -150,7 +150,13 @@ class VideoFolders(Dataset):
         self.split, self.clip_len = split, clip_len
         self.frame_stride, self.anchor = frame_stride, anchor
         self.label_all_frames = label_all_frames
+        self._unused_masks: list[Path] = []
         self.videos: list[tuple[str, list[Path]]] = [self._frames(n, lst) for n in names]
+        if self._unused_masks:
+            logger.warning(
+                "%d mask files of the %s split match no frame and are not used (e.g. '%s'); a "
+                "mask is named like its frame, with the extension .png",
+                len(self._unused_masks), split, self._unused_masks[0])
         self._spot_check_masks()
         self.items = [(v, i) for v, (_, files) in enumerate(self.videos) for i in range(len(files))]
         if isinstance(crop_size, int):
@@ -179,12 +185,22 @@ class VideoFolders(Dataset):
             files = order_frames(files)
         except ValueError as e:
             raise ValueError(f"{self.title} video '{name}' ({d}): {e}") from None
-        if self.split != "test" and not any(self.mask_path(name, f).is_file() for f in files):
+        mask_dir = self.mask_path(name, files[0]).parent
+        masks = sorted(m for m in mask_dir.iterdir() if not m.name.startswith("._")) \
+            if mask_dir.is_dir() else []
+        stems = {f.stem for f in files}
+        used = {m for m in masks if m.suffix == ".png" and m.stem in stems}
+        if self.split != "test" and not used:
+            found = (f"; {mask_dir} holds {len(masks)} other files such as '{masks[0].name}'"
+                     if masks else "")
             raise FileNotFoundError(
                 f"{self.title} video '{name}' has no mask for any of its {len(files)} frames "
-                f"(looked for e.g. '{self.mask_path(name, files[0])}'): every label would be "
-                "ignored; masks are ROOT/data/VIDEO/mask/<frame name>.png"
+                f"(looked for e.g. '{self.mask_path(name, files[0])}'{found}): every label would "
+                "be ignored; masks are lossless PNG files named like their frame, "
+                "ROOT/data/VIDEO/mask/<frame name>.png"
             )
+        self._unused_masks += sorted(m for m in masks if m not in used
+                                     and m.suffix.lower() in IMAGE_EXTENSIONS)
         return name, files
 
     @staticmethod
