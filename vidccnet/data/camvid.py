@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from .base import EvalVideo
 from .clips import anchor_position, clip_offsets
 from .images import check_label_values, image_size, load_index_png, load_rgb
-from .transforms import ClipAugment, to_clip_tensor
+from .transforms import ClipAugment, make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -189,12 +189,7 @@ class CamVid(Dataset):
                              f"'{image}' {frames.shape[1:3]}; labels must match their frames")
         labels = np.full((self.clip_len, *label.shape), IGNORE_INDEX, np.int64)  # (T, H, W)
         labels[self.pos] = label
-        if self.augment is not None:
-            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            clip, lab = self.augment(frames, labels.astype(np.uint8), g)
-        else:
-            clip, lab = to_clip_tensor(frames), torch.from_numpy(labels)
-        return {"clip": clip, "labels": lab}
+        return make_sample(frames, labels, self.augment, seed)
 
     def _in_stretch(self, name: str) -> bool:
         seq, idx = parse_camvid_name(name)

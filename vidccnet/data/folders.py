@@ -27,7 +27,7 @@ from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
 from .images import check_label_values, image_size, load_index_png, load_rgb
-from .transforms import ClipAugment, to_clip_tensor
+from .transforms import ClipAugment, make_sample
 from .video import IMAGE_EXTENSIONS, order_frames
 
 logger = logging.getLogger(__name__)
@@ -252,12 +252,7 @@ class VideoFolders(Dataset):
             else np.full(frames.shape[1:3], IGNORE_INDEX, np.int64)
             for j, i in enumerate(idx)
         ])  # (T, H, W)
-        if self.augment is not None:
-            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            clip, lab = self.augment(frames, labels.astype(np.uint8), g)
-        else:
-            clip, lab = to_clip_tensor(frames), torch.from_numpy(labels)
-        return {"clip": clip, "labels": lab}
+        return make_sample(frames, labels, self.augment, seed)
 
     def eval_videos(self) -> list[EvalVideo]:
         """Each video as one consecutive `EvalVideo`; frames with a mask file are labelled."""

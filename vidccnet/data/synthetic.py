@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices
-from .transforms import ClipAugment, to_clip_tensor
+from .transforms import ClipAugment, make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -399,12 +399,7 @@ class SyntheticVideoDataset(Dataset):
         if not self.label_all_frames:
             pos = anchor_position(self.clip_len, self.anchor)
             labels[np.arange(len(idx)) != pos] = IGNORE_INDEX
-        if self.augment is not None:
-            g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            clip, lab = self.augment(frames, labels, g)
-        else:
-            clip, lab = to_clip_tensor(frames), torch.from_numpy(labels.astype(np.int64))
-        return {"clip": clip, "labels": lab}
+        return make_sample(frames, labels, self.augment, seed)
 
     def eval_videos(self) -> list[SyntheticEvalVideo]:
         """Each video of the split as one consecutive, fully labelled `SyntheticEvalVideo`."""

@@ -40,6 +40,19 @@ def from_clip_tensor(clip: torch.Tensor) -> np.ndarray:
     return x.to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
+def make_sample(frames: np.ndarray, labels: np.ndarray, augment: ClipAugment | None,
+                seed: int | None = None) -> dict[str, torch.Tensor]:
+    """A dataset item from uint8 frames (T, H, W, 3) and labels (T, H, W): ``{"clip": float32
+    (3, T, H, W), "labels": int64 (T, H, W)}``, through ``augment`` (seeded by ``seed`` when
+    given) or normalised as they are."""
+    if augment is not None:
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        clip, lab = augment(frames, labels.astype(np.uint8), g)
+    else:
+        clip, lab = to_clip_tensor(frames), torch.from_numpy(labels.astype(np.int64))
+    return {"clip": clip, "labels": lab}
+
+
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return float(lo + (hi - lo) * torch.rand((), generator=g).item())
 
