@@ -263,3 +263,21 @@ def test_masks_named_unlike_their_frames(tmp_path, caplog):
         ds = VideoFolders(tmp_path, "train")
     assert "2 mask files" in caplog.text and "match no frame" in caplog.text
     assert len(ds.eval_videos()[1].labelled) == 1  # frame_1 only: frame_2.PNG is not used
+
+
+def test_binary_masks_saved_as_0_and_255_are_warned_about(tmp_path, caplog):
+    """A foreground saved as 255 (a common binary-mask export) would be ignored: warn."""
+    _write_root(tmp_path, classes="background\nperson\n")
+    for m in (tmp_path / "data").glob("*/mask/*.png"):
+        fg = np.zeros((16, 20), np.uint8)
+        fg[4:9, 5:12] = 255
+        Image.fromarray(fg, mode="L").save(m)
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path, "train")
+    assert "only 0 and 255" in caplog.text
+    caplog.clear()
+    (tmp_path / "ok").mkdir()
+    _write_root(tmp_path / "ok", classes="background\nperson\n", num_values=2)
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path / "ok", "train")
+    assert "only 0 and 255" not in caplog.text

@@ -117,6 +117,7 @@ class VideoFolders(Dataset):
 
     title = "folders dataset"  # in messages
     layout_hint = " (see docs/design.md, 'Your own data')"
+    warn_binary_masks = True  # masks holding only 0 and 255 are probably 0 / 255 exports
     ignore_index = IGNORE_INDEX
 
     def __init__(
@@ -211,16 +212,23 @@ class VideoFolders(Dataset):
     def _spot_check_masks(self, max_videos: int = 8) -> None:
         """Decode the first mask of up to ``max_videos`` videos spread over the split: a colour
         rendering, masks of another label set or of another size stop the build (every mask is
-        still checked when its clip is drawn). Sets ``frame_short_side``: the median short side
-        of those videos' first frames."""
-        sides = []
+        still checked when its clip is drawn). Masks that all hold only 0 and 255 get a warning
+        (a foreground exported as 255 would be ignored). Sets ``frame_short_side``: the median
+        short side of those videos' first frames."""
+        sides, values = [], []
         for v in self._spot_check_indices(len(self.videos), max_videos):
             name, files = self.videos[v]
             sides.append(min(image_size(files[0])))
             frame = next((f for f in files if self.mask_path(name, f).is_file()), None)
             if frame is not None:
-                self._label(name, frame, image_size(frame))
+                values.append(set(np.unique(self._label(name, frame, image_size(frame))).tolist()))
         self.frame_short_side = int(np.median(sides))
+        if self.warn_binary_masks and values and self.num_classes > 1 and \
+                all(v <= {0, IGNORE_INDEX} and IGNORE_INDEX in v for v in values):
+            logger.warning(
+                "the %s masks checked (%d) hold only 0 and 255: 255 is 'ignore', so the pixels "
+                "at 255 are not trained on; if they mark a class, save that class's index "
+                "(1 for %r) instead", self.split, len(values), self.class_names[1])
 
     def mask_path(self, name: str, frame: Path) -> Path:
         return self.root / "data" / name / "mask" / (frame.stem + ".png")

@@ -64,6 +64,7 @@ class VSPW(VideoFolders):
 
     title = "VSPW"
     layout_hint = " (the official VSPW_480p layout)"
+    warn_binary_masks = False
     class_names = CLASS_NAMES
     palette = PALETTE
     num_classes = NUM_CLASSES
