@@ -134,6 +134,7 @@ def test_trainer_and_evaluator_on_folders(tmp_path):
         "schedule.iterations=2", "schedule.warmup_iters=0", "eval.interval=2",
         "eval.vc_windows=[2]", "runtime.device=cpu", "runtime.tensorboard=false",
         "runtime.progress=false", f"runtime.output_dir={out}",
+        "data.frame_short_side=99",  # stale (e.g. a config copied from another run)
     ])
     result = train(cfg)
     assert result["val"] is not None and 0.0 <= result["val"]["mIoU"] <= 1.0
@@ -201,6 +202,8 @@ def test_binary_and_16_bit_masks_keep_their_values(tmp_path):
     ("zone 3 10 20 30", "zone 3", (10, 20, 30)),
     ("traffic light 250 170 30", "traffic light", (250, 170, 30)),
     ("road 1 2", "road 1 2", None),
+    ("road 128 64 128  # asphalt", "road", (128, 64, 128)),
+    ("car # vehicles", "car", None),
 ])
 def test_class_names_with_numbers(tmp_path, line, name, colour):
     (tmp_path / "classes.txt").write_text(f"sky\n{line}\n")
@@ -210,9 +213,15 @@ def test_class_names_with_numbers(tmp_path, line, name, colour):
         assert palette[1] == colour
 
 
+def test_numeric_class_names_with_colours(tmp_path):
+    (tmp_path / "classes.txt").write_text("0 0 0 0\n1 255 0 0\n")
+    assert read_classes(tmp_path) == (["0", "1"], [(0, 0, 0), (255, 0, 0)])
+
+
 @pytest.mark.parametrize("text, match", [
     ("name,r,g,b\nsky,128,128,128\n", "comma"),
     ("0 sky\n1 road\n", "index"),
+    ("1 sky 70 130 180\n2 road 128 64 128\n", "index"),
 ])
 def test_class_list_in_another_format_is_refused(tmp_path, text, match):
     (tmp_path / "classes.txt").write_text(text)
@@ -261,8 +270,8 @@ def test_masks_named_unlike_their_frames(tmp_path, caplog):
     Image.fromarray(np.zeros((16, 20), np.uint8), mode="L").save(mask_dir / "extra_7.png")
     with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
         ds = VideoFolders(tmp_path, "train")
-    assert "2 mask files" in caplog.text and "match no frame" in caplog.text
-    assert len(ds.eval_videos()[1].labelled) == 1  # frame_1 only: frame_2.PNG is not used
+    assert "1 mask files" in caplog.text and "extra_7.png" in caplog.text
+    assert list(ds.eval_videos()[1].labelled) == [0, 1]  # frame_2.PNG is frame_2's mask
 
 
 def test_binary_masks_saved_as_0_and_255_are_warned_about(tmp_path, caplog):

@@ -149,6 +149,27 @@ def test_frame_folder_of_several_sequences_refused(tmp_path):
         open_video(tmp_path)
 
 
+@pytest.mark.parametrize("pattern", [
+    "stuttgart_00_000000_{:06d}_leftImg8bit.png",  # Cityscapes demoVideo: a constant number last
+    "frame_{:04d}_1920x1080.png",
+    "shot_{:04d}_v2.png",
+])
+def test_frame_folder_with_constant_numbers_after_the_frame_number(tmp_path, pattern):
+    """The frame number is the one that varies, not necessarily the last one in the name."""
+    from vidccnet.data.video import order_frames
+
+    paths = [tmp_path / pattern.format(i) for i in (10, 9, 100, 1)]
+    assert [p.name for p in order_frames(paths)] == [pattern.format(i) for i in (1, 9, 10, 100)]
+
+
+def test_frame_folder_of_numbered_cameras_refused(tmp_path):
+    from vidccnet.data.video import order_frames
+
+    paths = [tmp_path / f"cam{c}_{i:04d}.png" for c in (1, 2) for i in range(3)]
+    with pytest.raises(ValueError, match=r"2 naming patterns \('cam1_#', 'cam2_#'\)"):
+        order_frames(paths)
+
+
 def test_frame_folder_repeated_number_and_stray_image_refused(tmp_path):
     frames = make_frames(3, 20, 20)
     for i, f in enumerate(frames):

@@ -735,3 +735,17 @@ def test_scripts_fail_with_one_line(load_script, script: str, args: list[str], n
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     assert needle.lower() in lines[0].lower()
+
+
+def test_builders_still_importable_from_the_trainer_module():
+    """They lived in engine/train.py before engine/build.py and engine/optim.py."""
+    import vidccnet.engine.build as build
+    import vidccnet.engine.optim as optim
+    import vidccnet.engine.train as train_mod
+
+    for name in ("build_evaluator", "build_train_dataset", "build_val_videos",
+                 "check_dataset_kwargs", "evaluator_kwargs"):
+        assert getattr(train_mod, name) is getattr(build, name)
+    for name in ("PolyWarmup", "build_optimizer", "build_scheduler",
+                 "configure_resumed_optimizer"):
+        assert getattr(train_mod, name) is getattr(optim, name)

@@ -49,7 +49,8 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
     One class per line, in label order: ``name`` or ``name R G B`` (its colour in pictures;
     classes without one get a default colour not used by another class). A name may contain
     spaces and digits; the last three tokens are read as the colour when all three are
-    integers. Blank lines and lines starting with ``#`` are skipped.
+    integers. Blank lines are skipped, and ``#`` starts a comment (at the start of a line or
+    after a space).
 
     Raises:
         FileNotFoundError: no ``classes.txt``.
@@ -66,16 +67,17 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"'{path}' is not UTF-8 text: save it as UTF-8") from None
-    lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), start=1)
-             if ln.strip() and not ln.strip().startswith("#")]
+    lines = [(n, re.sub(r"(^|\s)#.*$", "", ln).strip())  # '# comment', whole line or after
+             for n, ln in enumerate(text.splitlines(), start=1)]
+    lines = [(n, ln) for n, ln in lines if ln]
     for n, line in lines:
         if re.search(r",\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$", line):
             raise ValueError(f"'{path}' line {n} ({line!r}) is comma-separated: write "
                              "'name R G B' with spaces, one class per line, without a header")
-    firsts = [line.split()[0] for _, line in lines]
-    if len(lines) > 1 and all(len(line.split()) > 1 for _, line in lines) and \
-            all(f.isdecimal() for f in firsts) and \
-            [int(f) for f in firsts] in (list(range(len(lines))), list(range(1, len(lines) + 1))):
+    parsed = [_class_line(line)[0].split() for _, line in lines]  # each name's words
+    if len(lines) > 1 and all(len(w) > 1 and w[0].isdecimal() for w in parsed) and \
+            [int(w[0]) for w in parsed] in (list(range(len(lines))),
+                                            list(range(1, len(lines) + 1))):
         raise ValueError(f"'{path}' starts every line with an index: drop it, the line order "
                          "gives the label (the first class listed is label 0)")
     names: list[str] = []
@@ -152,6 +154,7 @@ class VideoFolders(Dataset):
         self.frame_stride, self.anchor = frame_stride, anchor
         self.label_all_frames = label_all_frames
         self._unused_masks: list[Path] = []
+        self._masks: dict[str, dict[str, Path]] = {}  # video -> frame stem -> its mask file
         self.videos: list[tuple[str, list[Path]]] = [self._frames(n, lst) for n in names]
         if self._unused_masks:
             logger.warning(
@@ -190,7 +193,8 @@ class VideoFolders(Dataset):
         masks = sorted(m for m in mask_dir.iterdir() if not m.name.startswith("._")) \
             if mask_dir.is_dir() else []
         stems = {f.stem for f in files}
-        used = {m for m in masks if m.suffix == ".png" and m.stem in stems}
+        used = {m for m in masks if m.suffix.lower() == ".png" and m.stem in stems}
+        self._masks[name] = {m.stem: m for m in used}  # '.PNG' too, on any file system
         if self.split != "test" and not used:
             found = (f"; {mask_dir} holds {len(masks)} other files such as '{masks[0].name}'"
                      if masks else "")
@@ -231,7 +235,11 @@ class VideoFolders(Dataset):
                 "(1 for %r) instead", self.split, len(values), self.class_names[1])
 
     def mask_path(self, name: str, frame: Path) -> Path:
-        return self.root / "data" / name / "mask" / (frame.stem + ".png")
+        """The mask file of ``frame`` (``<stem>.png`` or ``<stem>.PNG``; the ``.png`` path,
+        which does not exist, when it has none)."""
+        found = self._masks.get(name, {}).get(frame.stem)
+        return found if found is not None else self.root / "data" / name / "mask" / (
+            frame.stem + ".png")
 
     def _load_mask(self, path: Path) -> np.ndarray:
         return self.decode_mask(load_index_png(path), path)

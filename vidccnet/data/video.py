@@ -349,37 +349,69 @@ def frame_sort_key(name: str) -> tuple:
     return (0, int(numbers[-1]), name) if numbers else (1, 0, name)
 
 
-def _naming_pattern(stem: str) -> str | None:
-    """The stem with its last number replaced by '#' ('camA_0012' -> 'camA_#'); None if none."""
-    m = list(re.finditer(r"\d+", stem))
-    return stem[: m[-1].start()] + "#" + stem[m[-1].end():] if m else None
+def _frame_numbers(files: Sequence[Path]) -> tuple[int | None, list[tuple[int, ...]]]:
+    """(position of the frame number among the names' numbers, each name's numbers).
+
+    The frame number is the last number that differs between the names
+    ('stuttgart_00_000000_000019_leftImg8bit': the fourth, not the 8 of '8bit'); the last
+    number when all names hold the same numbers; None when the names hold no number.
+    """
+    numbers = [tuple(int(n) for n in re.findall(r"\d+", f.stem)) for f in files]
+    width = len(numbers[0])
+    if width == 0:
+        return None, numbers
+    varying = [j for j in range(width) if len({n[j] for n in numbers}) > 1]
+    return (varying[-1] if varying else width - 1), numbers
+
+
+def _pattern(stem: str, position: int | None) -> str:
+    """The stem with its ``position``-th number replaced by '#' ('camA_0012' -> 'camA_#')."""
+    if position is None:
+        return stem
+    m = list(re.finditer(r"\d+", stem))[position]
+    return stem[: m.start()] + "#" + stem[m.end():]
 
 
 def order_frames(files: Sequence[Path]) -> list[Path]:
-    """The frames of one sequence in playback order: by the last number in the file name.
+    """The frames of one sequence in playback order: by their frame number.
 
-    Files without any number are ordered by name. Raises ValueError, naming the files, where
-    the order would be a guess: names of several patterns (two cameras' frames, 'camA_0001' and
-    'camB_0001', would interleave), a file without a number among numbered ones, two files with
-    one number ('frame_1', 'frame_01').
+    The frame number is the last number in the name that differs between the files (so a
+    constant number after it, as in 'frame_0001_1920x1080' or Cityscapes' '..._leftImg8bit',
+    does not count). Files without any number are ordered by name. Raises ValueError, naming
+    the files, where the order would be a guess: names of several patterns (two cameras'
+    frames, 'camA_0001' and 'camB_0001' or 'cam1_0001' and 'cam2_0001', would interleave), a
+    file without a number among numbered ones, two files with one number ('frame_1',
+    'frame_01').
     """
-    files = sorted(files, key=lambda f: frame_sort_key(f.name))
-    patterns: dict[str, Path] = {}
-    for f in files:
-        patterns.setdefault(_naming_pattern(f.stem), f)
-    if None in patterns and len(patterns) > 1:
-        raise ValueError(f"'{patterns[None].name}' has no frame number, unlike "
-                         f"'{files[0].name}': move the files that are not frames elsewhere")
+    files = sorted(files, key=lambda f: f.name)
+    counts = {len(re.findall(r"\d+", f.stem)) for f in files}
+    if 0 in counts and len(counts) > 1:
+        bare = next(f for f in files if not re.search(r"\d", f.stem))
+        numbered = next(f for f in files if re.search(r"\d", f.stem))
+        raise ValueError(f"'{bare.name}' has no frame number, unlike "
+                         f"'{numbered.name}': move the files that are not frames elsewhere")
+    if len(counts) > 1:  # names with different counts of numbers: several patterns
+        shown = ", ".join(repr(re.sub(r"\d+", "#", f.stem)) for f in
+                          sorted({re.sub(r"\d+", "#", f.stem): f for f in files}.values())[:4])
+        raise ValueError(
+            f"the files follow {len(counts)} naming patterns ({shown}), as the frames of several "
+            "sequences would: put each sequence's frames in a folder of its own")
+    position, numbers = _frame_numbers(files)
+    if position is None:
+        return files
+    patterns = sorted({_pattern(f.stem, position) for f in files})
     if len(patterns) > 1:
-        shown = ", ".join(repr(p) for p in sorted(patterns)[:4])
+        shown = ", ".join(repr(p) for p in patterns[:4])
         raise ValueError(
             f"the files follow {len(patterns)} naming patterns ({shown}), as the frames of several "
             "sequences would: put each sequence's frames in a folder of its own")
-    numbers = [frame_sort_key(f.name)[1] for f in files]  # all 0 if no name has a number
+    order = sorted(range(len(files)), key=lambda i: (numbers[i][position], files[i].name))
+    files = [files[i] for i in order]
+    key = [numbers[i][position] for i in order]
     for i in range(len(files) - 1):
-        if None not in patterns and numbers[i] == numbers[i + 1]:
+        if key[i] == key[i + 1]:
             raise ValueError(f"'{files[i].name}' and '{files[i + 1].name}' both have number "
-                             f"{numbers[i]}: their order is unknown")
+                             f"{key[i]}: their order is unknown")
     return files
 
 

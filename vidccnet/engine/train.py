@@ -44,12 +44,13 @@ import torch
 from torch import nn
 
 from .amp import amp_name, autocast, resolve_amp
-from .build import (
+from .build import (  # the builders' earlier home was this module: importable from here too
     build_evaluator,
     build_train_dataset,
     build_val_videos,
     check_dataset_kwargs,
     check_root,
+    evaluator_kwargs,
 )
 from .checkpoint import (
     CHECKPOINT_VERSION,
@@ -79,9 +80,14 @@ __all__ = [
     "PolyWarmup",
     "TrainingError",
     "build_criterion",
+    "build_evaluator",
     "build_optimizer",
     "build_scheduler",
+    "build_train_dataset",
+    "build_val_videos",
+    "check_dataset_kwargs",
     "configure_resumed_optimizer",
+    "evaluator_kwargs",
     "train",
 ]
 
@@ -128,9 +134,7 @@ def _attention_gammas(model: nn.Module) -> dict[str, float]:
 
 
 def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
-    """Refuse a resume the new config cannot follow; log what it changes."""
-    from .config import config_diff
-
+    """Refuse a resume the new config cannot follow."""
     iteration = int(ckpt["iteration"])
     if cfg.schedule.iterations < iteration:
         raise TrainingError(
@@ -145,7 +149,13 @@ def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
             f"optim.name={cfg.optim.name}; their states differ (resume with "
             f"optim.name={old_name}, or start a new run)"
         )
-    changes = config_diff(old, config_to_dict(cfg))
+
+
+def _log_resume_changes(cfg: Config, ckpt: dict) -> None:
+    """Log the settings in which ``cfg`` differs from the resumed checkpoint's config."""
+    from .config import config_diff
+
+    changes = config_diff(ckpt.get("config") or {}, config_to_dict(cfg))
     if changes:
         shown = "; ".join(changes[:12]) + ("; ..." if len(changes) > 12 else "")
         logger.info("resuming with changed settings (the new values apply): %s", shown)
@@ -298,6 +308,19 @@ def _fill_dataset_info(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=data)
 
 
+def _fill_frame_short_side(cfg: Config, train_set: Any) -> Config:
+    """``data.frame_short_side`` from a dataset used at its stored size (its frames' short
+    side, the model's scale); other datasets leave the config as it is."""
+    side = getattr(train_set, "frame_short_side", None)
+    if side is None:
+        return cfg
+    if cfg.data.frame_short_side not in (None, side):
+        logger.info("data.frame_short_side: the training frames' short side is %d px (the "
+                    "config says %d); %d is recorded", side, cfg.data.frame_short_side, side)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                             frame_short_side=int(side)))
+
+
 # ------------------------------------------------------------------------------- train
 
 
@@ -347,17 +370,16 @@ def _train(  # noqa: C901 - the loop, in order
 
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
+    ckpt: dict | None = None
+    if resume:  # refused before the dataset is read
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resumable(cfg, ckpt, out / "last.pt")
     from vidccnet.data.loader import build_loader
 
     train_set = build_train_dataset(cfg)
-    side = getattr(train_set, "frame_short_side", None)  # datasets used at their stored size
-    if side is not None and cfg.data.frame_short_side is None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
-                                                                frame_short_side=int(side)))
-    ckpt: dict | None = None
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt")
-        _check_resumable(cfg, ckpt, out / "last.pt")
+    cfg = _fill_frame_short_side(cfg, train_set)
+    if ckpt is not None:
+        _log_resume_changes(cfg, ckpt)
     bs = cfg.data.batch_size
     loader = build_loader(
         train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
