@@ -391,15 +391,12 @@ def order_frames(files: Sequence[Path]) -> list[Path]:
         raise ValueError(f"'{bare.name}' has no frame number, unlike "
                          f"'{numbered.name}': move the files that are not frames elsewhere")
     if len(counts) > 1:  # names with different counts of numbers: several patterns
-        shown = ", ".join(repr(re.sub(r"\d+", "#", f.stem)) for f in
-                          sorted({re.sub(r"\d+", "#", f.stem): f for f in files}.values())[:4])
-        raise ValueError(
-            f"the files follow {len(counts)} naming patterns ({shown}), as the frames of several "
-            "sequences would: put each sequence's frames in a folder of its own")
-    position, numbers = _frame_numbers(files)
-    if position is None:
-        return files
-    patterns = sorted({_pattern(f.stem, position) for f in files})
+        patterns = sorted({re.sub(r"\d+", "#", f.stem) for f in files})
+    else:
+        position, numbers = _frame_numbers(files)
+        if position is None:
+            return files
+        patterns = sorted({_pattern(f.stem, position) for f in files})
     if len(patterns) > 1:
         shown = ", ".join(repr(p) for p in patterns[:4])
         raise ValueError(
