@@ -223,7 +223,7 @@ class VideoFolders(Dataset):
         for v in self._spot_check_indices(len(self.videos), max_videos):
             name, files = self.videos[v]
             sides.append(min(image_size(files[0])))
-            frame = next((f for f in files if self.mask_path(name, f).is_file()), None)
+            frame = next((f for f in files if self.has_mask(name, f)), None)
             if frame is not None:
                 values.append(set(np.unique(self._label(name, frame, image_size(frame))).tolist()))
         self.frame_short_side = int(np.median(sides))
@@ -233,6 +233,11 @@ class VideoFolders(Dataset):
                 "the %s masks checked (%d) hold only 0 and 255: 255 is 'ignore', so the pixels "
                 "at 255 are not trained on; if they mark a class, save that class's index "
                 "(1 for %r) instead", self.split, len(values), self.class_names[1])
+
+    def has_mask(self, name: str, frame: Path) -> bool:
+        """Whether ``frame`` of video ``name`` has a mask file (from the listing made when the
+        dataset was built: no file-system call per frame)."""
+        return frame.stem in self._masks.get(name, {})
 
     def mask_path(self, name: str, frame: Path) -> Path:
         """The mask file of ``frame`` (``<stem>.png`` or ``<stem>.PNG``; the ``.png`` path,
@@ -245,9 +250,9 @@ class VideoFolders(Dataset):
         return self.decode_mask(load_index_png(path), path)
 
     def _label(self, name: str, frame: Path, shape: tuple[int, int]) -> np.ndarray:
-        p = self.mask_path(name, frame)
-        if not p.is_file():
+        if not self.has_mask(name, frame):
             return np.full(shape, IGNORE_INDEX, np.int64)
+        p = self.mask_path(name, frame)
         lab = self._load_mask(p)
         if lab.shape != shape:
             raise ValueError(f"{self.title} mask '{p}' has size {lab.shape}, its frame {shape}")
@@ -274,7 +279,7 @@ class VideoFolders(Dataset):
         """Each video as one consecutive `EvalVideo`; frames with a mask file are labelled."""
         out = []
         for name, files in self.videos:
-            labelled = [i for i, f in enumerate(files) if self.mask_path(name, f).is_file()]
+            labelled = [i for i, f in enumerate(files) if self.has_mask(name, f)]
 
             def load_label(i: int, name=name, files=files) -> np.ndarray:
                 return self._load_mask(self.mask_path(name, files[i]))
