@@ -199,7 +199,8 @@ def test_exact_resume_is_bit_identical(tmp_path: Path) -> None:
     assert la == lb
 
 
-def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) -> None:
+def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
+                                                               monkeypatch) -> None:
     """20 iterations, then --resume with schedule.iterations=24 and another optim.lr: steps
     21-24 run at the learning rate a fresh 24-iteration schedule at the new lr gives there
     (the restored scheduler used to keep its 20-step horizon: lr 0)."""
@@ -221,6 +222,15 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path) ->
     with pytest.raises(CheckpointError, match="optim.name"):
         train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.name=adamw"), resume=True)
     assert load_checkpoint(out / "last.pt")["iteration"] == 24
+    # ... before the dataset is read again (a full scan on VSPW)
+    import vidccnet.engine.train as train_mod
+
+    def unread(cfg):
+        raise AssertionError("the dataset was built before the resume was checked")
+
+    monkeypatch.setattr(train_mod, "build_train_dataset", unread)
+    with pytest.raises(TrainingError, match="schedule.iterations=10"):
+        train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
 
 
 def test_a_failed_start_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
