@@ -107,22 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         model, train_cfg = build_model_from_checkpoint(ckpt, device)
         names = list(train_cfg.data.class_names or cfg.data.class_names or [])
         palette = train_cfg.data.palette or cfg.data.palette
-        if not names:
+        data_names = cfg.data.class_names
+        if not names or cfg.data.name == "folders":
             from vidccnet.data import dataset_info
 
             info = dataset_info(cfg.data.name, cfg.data.root)
-            names, palette = list(info["class_names"]), info["palette"]
-        data_names = cfg.data.class_names
-        if cfg.data.name == "folders":  # the classes are the data's own: compare them by name
-            from vidccnet.data import dataset_info
-
-            data_names = dataset_info("folders", cfg.data.root)["class_names"]
-            if list(data_names) != names:
-                raise CheckpointError(
-                    f"the checkpoint's classes {names} are not those of "
-                    f"'{Path(cfg.data.root) / 'classes.txt'}' {list(data_names)} (names and "
-                    "order must match); evaluate on data labelled with the checkpoint's classes"
-                )
+            if not names:
+                names, palette = list(info["class_names"]), info["palette"]
+            if cfg.data.name == "folders":  # the classes are the data's own: compare by name
+                data_names = info["class_names"]
+                if list(data_names) != names:
+                    raise CheckpointError(
+                        f"the checkpoint's classes {names} are not those of "
+                        f"'{Path(cfg.data.root) / 'classes.txt'}' {list(data_names)} (names and "
+                        "order must match); evaluate on data labelled with the checkpoint's "
+                        "classes"
+                    )
         if data_names and len(data_names) != len(names):
             raise CheckpointError(
                 f"the checkpoint predicts {len(names)} classes but the config's dataset "
