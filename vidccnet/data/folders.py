@@ -222,10 +222,12 @@ class VideoFolders(Dataset):
         sides, values = [], []
         for v in self._spot_check_indices(len(self.videos), max_videos):
             name, files = self.videos[v]
-            sides.append(min(image_size(files[0])))
+            first_size = image_size(files[0])
+            sides.append(min(first_size))
             frame = next((f for f in files if self.has_mask(name, f)), None)
             if frame is not None:
-                values.append(set(np.unique(self._label(name, frame, image_size(frame))).tolist()))
+                size = first_size if frame == files[0] else image_size(frame)
+                values.append(set(np.unique(self._label(name, frame, size)).tolist()))
         self.frame_short_side = int(np.median(sides))
         if self.warn_binary_masks and values and self.num_classes > 1 and \
                 all(v <= {0, IGNORE_INDEX} and IGNORE_INDEX in v for v in values):
