@@ -237,3 +237,19 @@ def test_segmentation_criterion_options_and_errors():
     crit = SegmentationCriterion(cc_weight=0, class_weights=[1.0, 2.0, 3.0])
     ref = ce_ref(out, labels.numpy(), np.array([1.0, 2.0, 3.0]))
     assert crit(out, labels)[0].item() == pytest.approx(ref, rel=1e-5)
+
+
+def test_cross_entropy_with_zero_weight_on_every_labelled_class_is_zero() -> None:
+    """Class weights may be 0: a batch whose labelled pixels all have weight 0 gives a loss of 0
+    with a zero gradient (plain cross-entropy divided 0 by 0: NaN), as with OHEM."""
+    from vidccnet.losses import cross_entropy
+
+    logits = torch.randn(1, 3, 2, 4, 4, requires_grad=True)
+    labels = torch.zeros(1, 2, 4, 4, dtype=torch.long)
+    labels[0, 0, 0, 0] = 255
+    weight = torch.tensor([0.0, 1.0, 1.0])
+    for ohem in (False, True):
+        loss = cross_entropy(logits, labels, weight=weight, ohem=ohem)
+        assert torch.isfinite(loss) and loss.item() == 0.0, ohem
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.count_nonzero(grad) == 0

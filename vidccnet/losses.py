@@ -72,7 +72,8 @@ def cross_entropy(
         ohem: online hard example mining (see `ohem_mask`), over all pixels of the batch.
 
     Returns:
-        scalar; 0 (still attached to the graph) when no pixel is labelled.
+        scalar; 0 (still attached to the graph) when no pixel is labelled or every labelled
+        pixel has class weight 0.
     """
     _check_logits_labels(logits, labels, "cross_entropy")
     if logits.dtype in (torch.float16, torch.bfloat16):  # low precision: the loss in float32
@@ -90,6 +91,8 @@ def cross_entropy(
             f"ignore_index={ignore_index}"
         )
     if not ohem:
+        if weight is not None and not bool(weight[target[valid]].any()):  # F.cross_entropy: 0/0
+            return logits.sum() * 0.0
         return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
     logp = F.log_softmax(logits, dim=1)  # (B, K, T, H, W)
     logp_true = logp.gather(1, target.unsqueeze(1)).squeeze(1)  # (B, T, H, W)

@@ -269,6 +269,77 @@ def test_overwrite_starts_afresh_without_the_earlier_runs_checkpoints(tmp_path: 
     assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1, 2]
 
 
+def test_a_fresh_start_keeps_an_earlier_best_checkpoint(tmp_path: Path) -> None:
+    """A run that stopped after a validation but before its first last.pt cannot be resumed;
+    starting again in its folder without runtime.overwrite is refused, and its best.pt and
+    metrics.jsonl stay as they were (they used to be deleted)."""
+    out = tmp_path / "run"
+    common = ("runtime.log_interval=1", "eval.interval=1", "runtime.ckpt_interval=100",
+              "data.kwargs.num_frames=2", "schedule.iterations=1")
+    train(tiny_cfg(out, *common))
+    (out / "last.pt").unlink()
+    before = {n: (out / n).read_bytes() for n in ("best.pt", "metrics.jsonl")}
+    with pytest.raises(TrainingError, match="best.pt.*runtime.overwrite=true"):
+        train(tiny_cfg(out, *common))
+    assert {n: (out / n).read_bytes() for n in before} == before
+    train(tiny_cfg(out, *common, "runtime.overwrite=true"))  # the way out the message names
+
+
+def test_resume_keeps_a_best_checkpoint_newer_than_last(tmp_path: Path) -> None:
+    """best.pt can be newer than last.pt (a crash between a validation and the next
+    checkpoint): a resume compares later validations with best.pt's mIoU too, and does not
+    replace a better best.pt."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    common = ("runtime.log_interval=1", "eval.interval=1", "runtime.ckpt_interval=1",
+              "data.kwargs.num_frames=2")
+    train(tiny_cfg(out, *common, "schedule.iterations=2"))
+    best = load_checkpoint(out / "best.pt")
+    best["metrics"]["mIoU"], best["iteration"] = 0.99, 3  # as if validated at 3, then lost
+    save_checkpoint(out / "best.pt", best)
+    before = (out / "best.pt").read_bytes()
+    result = train(tiny_cfg(out, *common, "schedule.iterations=3"), resume=True)
+    assert (out / "best.pt").read_bytes() == before
+    assert result["best_mIoU"] == pytest.approx(0.99)
+
+
+def test_resume_with_another_batch_size_continues_the_epoch(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """The resumed run continues the epoch at the clip where the checkpoint left it, even
+    with another data.batch_size (the position used to be counted in batches of the new
+    size: clips were drawn twice)."""
+    import vidccnet.engine.train as train_mod
+
+    drawn: list[int] = []
+    real_build = train_mod.build_train_dataset
+
+    class Recording(torch.utils.data.Dataset):
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def __getitem__(self, item):
+            drawn.append(int(item[0]))
+            return self.inner[item]
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(train_mod, "build_train_dataset", lambda cfg: Recording(real_build(cfg)))
+    common = ("runtime.log_interval=1", "eval.interval=0", "eval.at_end=false",
+              "runtime.ckpt_interval=100", "data.kwargs.num_frames=4")  # 8 clips
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=1"))  # clips 0-1 of epoch 0
+    train(tiny_cfg(out, *common, "schedule.iterations=3", "data.batch_size=1"), resume=True)
+    from vidccnet.data.loader import EpochSampler
+
+    order = EpochSampler(8, shuffle=True, seed=3, num_replicas=1, rank=0).indices()
+    assert drawn == order[:4]
+
+
 def test_a_validation_split_that_cannot_be_read_stops_before_training(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A missing validation split, or one without a labelled frame, is found before the first
@@ -759,3 +830,17 @@ def test_builders_still_importable_from_the_trainer_module():
     for name in ("PolyWarmup", "build_optimizer", "build_scheduler",
                  "configure_resumed_optimizer"):
         assert getattr(train_mod, name) is getattr(optim, name)
+
+
+def test_resume_position_counts_clips_of_all_processes() -> None:
+    """The epoch position a resume continues at, per rank: from the clips of all ranks
+    (``clips_in_epoch``), or from an earlier checkpoint's per-rank ``batch_in_epoch`` with its
+    batch size and process count (the length of its ``rng`` list)."""
+    from vidccnet.engine.train import _resume_position
+
+    old = {"rng": [{}, {}], "config": {"data": {"batch_size": 2}}}
+    assert _resume_position({"batch_in_epoch": 3}, old, world_size=1, batch_size=4) == 12
+    assert _resume_position({"batch_in_epoch": 3}, old, world_size=4, batch_size=1) == 3
+    assert _resume_position({"clips_in_epoch": 12}, old, world_size=3, batch_size=8) == 4
+    assert _resume_position({"clips_in_epoch": 13}, old, world_size=4, batch_size=8) == 3
+    assert _resume_position({}, {"rng": [{}]}, world_size=1, batch_size=2) == 0

@@ -292,7 +292,48 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
             "continue it, runtime.overwrite=true to start afresh there, or choose another "
             "runtime.output_dir"
         )
+    elif not cfg.runtime.overwrite:
+        earlier = [n for n in ("best.pt", "metrics.jsonl") if (out / n).exists()]
+        if earlier:
+            raise TrainingError(
+                f"output folder '{out}' already holds {' and '.join(earlier)} from an earlier "
+                "run that left no last.pt to resume from; set runtime.overwrite=true to replace "
+                "them, or choose another runtime.output_dir"
+            )
     return out
+
+
+def _best_so_far(recorded: float | None, best_path: Path) -> float | None:
+    """The best validation mIoU of a resumed run: the one ``last.pt`` recorded, or ``best.pt``'s
+    when that is higher (it is newer when the run stopped between a validation and the next
+    checkpoint), so that a later, worse validation does not replace it."""
+    if not best_path.is_file():
+        return recorded
+    try:
+        miou = load_checkpoint(best_path, map_location="cpu").get("metrics", {}).get("mIoU")
+    except CheckpointError as exc:
+        logger.warning("cannot read %s (%s); the next validation replaces it", best_path, exc)
+        return recorded
+    if miou is None or not math.isfinite(float(miou)):
+        return recorded
+    return float(miou) if recorded is None else max(float(recorded), float(miou))
+
+
+def _resume_position(train_state: dict, ckpt: dict, world_size: int, batch_size: int) -> int:
+    """How many of this rank's clips of the resumed epoch were trained on. The checkpoint counts
+    the clips of all ranks (``clips_in_epoch``; earlier checkpoints: ``batch_in_epoch`` batches
+    of their batch size and process count), so a resume with another ``data.batch_size`` or
+    another number of processes continues the epoch where it stopped."""
+    old_world = len(ckpt["rng"]) if isinstance(ckpt.get("rng"), list) else 1
+    done = train_state.get("clips_in_epoch")
+    if done is None:
+        old_bs = ((ckpt.get("config") or {}).get("data") or {}).get("batch_size", batch_size)
+        done = int(train_state.get("batch_in_epoch", 0)) * int(old_bs) * old_world
+    if done % world_size:
+        logger.info("the resumed epoch stopped after %d clips, which %d processes cannot split "
+                    "evenly: up to %d of its clips are drawn again", done, world_size,
+                    world_size - 1)
+    return int(done) // world_size
 
 
 def _fill_dataset_info(cfg: Config) -> Config:
@@ -426,7 +467,7 @@ def _train(  # noqa: C901 - the loop, in order
     amp_dtype = resolve_amp(device, rt.amp)  # None (float32) on CPU, with a warning
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
-    iteration, epoch, batch_in_epoch, skipped = 0, 0, 0, 0
+    iteration, epoch, clips_in_epoch, skipped = 0, 0, 0, 0  # clips_in_epoch: this rank's
     best_miou: float | None = None
     if ckpt is not None:
         load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
@@ -442,9 +483,9 @@ def _train(  # noqa: C901 - the loop, in order
         iteration = int(ckpt["iteration"])
         ts = ckpt.get("train_state", {})
         epoch = int(ts.get("epoch", 0))
-        batch_in_epoch = int(ts.get("batch_in_epoch", 0))
+        clips_in_epoch = _resume_position(ts, ckpt, info.world_size, bs)
         skipped = int(ts.get("skipped", 0))
-        best_miou = ts.get("best_mIoU")
+        best_miou = _best_so_far(ts.get("best_mIoU"), out / "best.pt")
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == info.world_size:
             restore_rng_state(rng[info.rank])
@@ -527,27 +568,27 @@ def _train(  # noqa: C901 - the loop, in order
                         if isinstance(v, (int, float, list, str)) or v is None},
             "version": CHECKPOINT_VERSION,
             "rng": rng,
-            "train_state": {"epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "train_state": {"epoch": epoch, "clips_in_epoch": clips_in_epoch * info.world_size,
                             "skipped": skipped, "best_mIoU": best_miou},
         }
 
     # data stream: order and augmentation seeds depend on (seed, epoch, index) only, so a
     # resumed run continues exactly where it stopped (vidccnet.data.loader.EpochSampler)
     def make_iter() -> Any:
-        loader.sampler.set_epoch(epoch, start=batch_in_epoch * bs)
+        loader.sampler.set_epoch(epoch, start=clips_in_epoch)
         return iter(loader)
 
     stream = make_iter()
 
     def next_batch() -> dict:
-        nonlocal stream, epoch, batch_in_epoch
+        nonlocal stream, epoch, clips_in_epoch
         try:
             batch = next(stream)
         except StopIteration:
-            epoch, batch_in_epoch = epoch + 1, 0
+            epoch, clips_in_epoch = epoch + 1, 0
             stream = make_iter()
             batch = next(stream)
-        batch_in_epoch += 1
+        clips_in_epoch += bs
         return batch
 
     # the loop
