@@ -36,3 +36,23 @@ def test_write_json_failure_keeps_the_earlier_file(tmp_path, monkeypatch):
         write_json(out, {"new": 2})
     assert out.read_text() == '{"old": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_class_iou_plot_draws_the_reported_miou(tmp_path, monkeypatch):
+    """The dashed mIoU line is the figure the report states (VSPW's rule averages the classes
+    present in the ground truth only), not a mean of its own over every class with an IoU."""
+    from matplotlib.figure import Figure
+
+    labels = []
+    real_savefig = Figure.savefig
+
+    def keep_legend(fig, *args, **kwargs):
+        labels.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                      for t in ax.get_legend().get_texts())
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_legend)
+    # class 1 predicted but absent from the ground truth: IoU 0, not in VSPW's mean
+    report.plot_class_iou(tmp_path / "a.png", [0.8, 0.0, float("nan")], miou=0.8)
+    report.plot_class_iou(tmp_path / "b.png", [0.8, 0.0, float("nan")])
+    assert labels == ["mIoU 80.0", "mIoU 40.0"]

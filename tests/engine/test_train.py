@@ -724,6 +724,11 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     for k in params:
         assert torch.allclose(a["model"][k], b["model"][k], rtol=0, atol=1e-6), k
     assert a["model"]["backbone.layer1.0.bn2.bias"].abs().max() > 1e-4  # the weights did move
+    # the logged training losses are those of the whole global batch, not of rank 0's share
+    logs = [[r for r in _read_jsonl(d / "metrics.jsonl") if r["type"] == "train"]
+            for d in (ddp_out, single_out)]
+    for key in ("loss", "ce", "aux"):
+        assert logs[0][0][key] == pytest.approx(logs[1][0][key], rel=1e-5), key
     # the same weights evaluated in one process give the DDP run's validation figures
     from vidccnet.engine.build import build_evaluator, build_val_videos
     from vidccnet.engine.checkpoint import build_model_from_checkpoint
@@ -830,6 +835,38 @@ def test_builders_still_importable_from_the_trainer_module():
     for name in ("PolyWarmup", "build_optimizer", "build_scheduler",
                  "configure_resumed_optimizer"):
         assert getattr(train_mod, name) is getattr(optim, name)
+
+
+def test_resume_drops_tensorboard_scalars_logged_after_the_checkpoint(tmp_path: Path) -> None:
+    """Like metrics.jsonl, TensorBoard shows each step once after a resume: the steps logged
+    after the checkpoint are purged, not shown twice."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import vidccnet.engine.train as tr
+
+    out = tmp_path / "run"
+    common = ("runtime.log_interval=1", "eval.interval=0", "eval.at_end=false",
+              "runtime.ckpt_interval=1", "runtime.tensorboard=true", "data.kwargs.num_frames=2",
+              "schedule.iterations=3")
+    real_save = tr.save_checkpoint
+
+    def save_and_keep(path, state):
+        real_save(path, state)
+        if Path(path).name == "last.pt" and state["iteration"] == 1:
+            shutil.copy(path, tmp_path / "at1.pt")
+
+    tr.save_checkpoint = save_and_keep
+    try:
+        train(tiny_cfg(out, *common))
+    finally:
+        tr.save_checkpoint = real_save
+    shutil.copy(tmp_path / "at1.pt", out / "last.pt")  # as if it had stopped after step 3's log
+    train(tiny_cfg(out, *common), resume=True)
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
 
 
 def test_resume_position_counts_clips_of_all_processes() -> None:

@@ -116,6 +116,16 @@ def reduce_any(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value averaged over the ranks (every rank calls it with the same keys)."""
+    if not is_distributed() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / dist.get_world_size()).tolist()))
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """[obj of rank 0, obj of rank 1, ...] (``[obj]`` single-process)."""
     if not is_distributed():

@@ -211,8 +211,12 @@ def plot_class_iou(
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
+    miou: float | None = None,
 ) -> Path:
-    """Horizontal per-class IoU bars (%) with the mIoU as a dashed line; NaN classes say n/a."""
+    """Horizontal per-class IoU bars (%) with the mIoU as a dashed line; NaN classes say n/a.
+
+    ``miou`` (a fraction) is the line's figure, e.g. the report's (its rule may leave out
+    classes with an IoU); default: the mean of the classes with an IoU."""
     k = len(iou)
     names = _class_names(class_names, k)
     palette = list(palette) if palette is not None else default_palette(k)
@@ -230,8 +234,9 @@ def plot_class_iou(
             va="center",
             fontsize=7,
         )
-    if np.any(~np.isnan(values)):
-        miou = float(np.nanmean(values))
+    miou = 100.0 * miou if miou is not None and math.isfinite(miou) else (
+        float(np.nanmean(values)) if np.any(~np.isnan(values)) else None)
+    if miou is not None:
         ax.axvline(miou, color="black", linestyle="--", linewidth=1.0, label=f"mIoU {miou:.1f}")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(ypos)
@@ -389,7 +394,8 @@ def evaluate_and_report(
     files: dict[str, str] = {}
     if plots:
         files["class_iou"] = str(
-            plot_class_iou(out_dir / "class_iou.png", results["IoU"], names, palette)
+            plot_class_iou(out_dir / "class_iou.png", results["IoU"], names, palette,
+                           miou=results["mIoU"])
         )
         chosen = None
         if strip_video is not None:

@@ -71,6 +71,7 @@ from .distributed import (
     cleanup_distributed,
     init_distributed,
     is_distributed,
+    mean_over_ranks,
     reduce_any,
 )
 from .optim import PolyWarmup, build_optimizer, build_scheduler, configure_resumed_optimizer
@@ -212,13 +213,15 @@ def _truncate_jsonl(path: Path, iteration: int) -> None:
     path.write_text("".join(f"{line}\n" for line in keep))
 
 
-def _tensorboard(path: Path) -> Any:
+def _tensorboard(path: Path, purge_step: int | None = None) -> Any:
+    """A SummaryWriter on ``path``; with ``purge_step``, readers drop the events logged at that
+    step and after it by an earlier run (a resume from an earlier checkpoint)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # noqa: BLE001 - tensorboard missing or broken: just skip it
         logger.info("tensorboard is not importable; scalars go to metrics.jsonl only")
         return None
-    return SummaryWriter(log_dir=str(path))
+    return SummaryWriter(log_dir=str(path), purge_step=purge_step)
 
 
 def _colorize(mask: np.ndarray, palette: list) -> np.ndarray:
@@ -522,7 +525,7 @@ def _train(  # noqa: C901 - the loop, in order
         if resume:
             _truncate_jsonl(out / "metrics.jsonl", iteration)
         if rt.tensorboard:
-            writer = _tensorboard(out / "tb")
+            writer = _tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
     barrier()
 
     # validation
@@ -678,7 +681,8 @@ def _train(  # noqa: C901 - the loop, in order
 
             if iteration % rt.log_interval == 0 or iteration == total:
                 dt = train_time
-                means = {k: v / max(n_logged, 1) for k, v in sums.items()}
+                means = mean_over_ranks({k: v / max(n_logged, 1) for k, v in sums.items()},
+                                        device)  # the global batch's losses, not rank 0's
                 last_loss = means.get("loss", math.nan)
                 rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
                 lr = step_lr
