@@ -38,6 +38,38 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def check_run_folder(config: str, output_dir: str, overrides: list[str], resume: bool,
+                     overwrite: bool) -> None:
+    """Refuse a run folder's own ``config.yaml`` used in a way that acts on another folder or
+    rewrites the file being read.
+
+    Raises:
+        TrainingError: ``--resume`` with a copied folder's config.yaml (it names the original
+            folder) and no ``runtime.output_dir`` override; or a fresh start whose output
+            folder's config.yaml is the ``--config`` file.
+    """
+    from pathlib import Path
+
+    from vidccnet.engine.train import TrainingError
+
+    path = Path(config).resolve()
+    if path.name != "config.yaml":
+        return
+    folder, out = path.parent, Path(output_dir).resolve()
+    named = any(o.split("=", 1)[0].strip() == "runtime.output_dir" for o in overrides)
+    if resume and folder != out and (folder / "last.pt").is_file() and not named:
+        raise TrainingError(
+            f"--resume: {path} names runtime.output_dir '{output_dir}', not its own folder (a "
+            f"copied run?); add runtime.output_dir={folder} to resume this folder's run"
+        )
+    if not resume and not overwrite and folder == out:
+        raise TrainingError(
+            f"--config {path} is the output folder's config.yaml, which a new run rewrites; "
+            "keep your config elsewhere, pass --resume to continue that run, or "
+            "runtime.overwrite=true to replace it"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--config", required=True, help="YAML config file")
@@ -58,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
+        check_run_folder(args.config, cfg.runtime.output_dir, args.overrides, args.resume,
+                         cfg.runtime.overwrite)
         result = train(cfg, resume=args.resume, name=args.config)
     except _expected_errors() as exc:
         if args.debug:

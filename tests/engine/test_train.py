@@ -881,3 +881,46 @@ def test_resume_position_counts_clips_of_all_processes() -> None:
     assert _resume_position({"clips_in_epoch": 12}, old, world_size=3, batch_size=8) == 4
     assert _resume_position({"clips_in_epoch": 13}, old, world_size=4, batch_size=8) == 3
     assert _resume_position({}, {"rng": [{}]}, world_size=1, batch_size=2) == 0
+
+
+def test_train_script_resumes_the_folder_of_the_config_it_is_given(load_script, tmp_path: Path,
+                                                                    capsys) -> None:
+    """A copied run folder's config.yaml still names the original folder: resuming the copy
+    with ``--config COPY/config.yaml --resume`` is refused in one line (it used to continue and
+    rewrite the original run), and runtime.output_dir=COPY resumes the copy."""
+    import shutil
+
+    common = ["runtime.log_interval=1", "eval.interval=0", "eval.at_end=false",
+              "runtime.ckpt_interval=100", "data.kwargs.num_frames=2"]
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    train(tiny_cfg(run, *common, "schedule.iterations=1"))
+    shutil.copytree(run, copy)
+    before = {n: (run / n).read_bytes() for n in ("last.pt", "config.yaml", "metrics.jsonl")}
+    script = load_script("train.py")
+    assert script.main(["--config", str(copy / "config.yaml"), "--resume",
+                        "schedule.iterations=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runtime.output_dir=" + str(copy) in err[0], err
+    assert {n: (run / n).read_bytes() for n in before} == before
+    assert script.main(["--config", str(copy / "config.yaml"), "--resume",
+                        "schedule.iterations=2", f"runtime.output_dir={copy}"]) == 0
+    assert load_checkpoint(copy / "last.pt")["iteration"] == 2
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_train_script_does_not_rewrite_the_config_file_it_reads(load_script, tmp_path: Path,
+                                                               capsys) -> None:
+    """A fresh run whose --config is the output folder's own config.yaml (a hand-written,
+    commented config kept there) is refused: the run would replace it with the resolved
+    config, overrides baked in."""
+    out = tmp_path / "proj"
+    out.mkdir()
+    text = "# my settings\n" + (REPO / "configs" / "synthetic_tiny.yaml").read_text()
+    text = text.replace("output_dir:", f"output_dir: {out}  #", 1)
+    (out / "config.yaml").write_text(text)
+    assert f"output_dir: {out}" in text
+    script = load_script("train.py")
+    assert script.main(["--config", str(out / "config.yaml"), "schedule.iterations=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rewrites" in err[0], err
+    assert (out / "config.yaml").read_text() == text
