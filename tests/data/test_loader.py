@@ -61,3 +61,24 @@ def test_distributed_split_covers_the_dataset_once():
     seeds = {i: s for p in parts for i, s in p}
     assert all(seeds[i] == sample_seed(1, 4, i) for i in seeds)
     assert torch.distributed.is_available()
+
+
+def test_clips_of_different_sizes_in_one_batch_are_a_clear_error():
+    """Without data.crop_size the random rescale gives each clip its own size: a batch of them
+    cannot be stacked, and the error says which setting fixes it (torch's own stack error
+    named none)."""
+    import pytest
+
+    class Sizes(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, item):
+            i = item[0]
+            return {"clip": torch.zeros(3, 2, 8 + i, 8), "labels": torch.zeros(2, 8 + i, 8)}
+
+    loader = build_loader(Sizes(), batch_size=2, shuffle=False)
+    with pytest.raises(ValueError, match=r"sizes .*9x8.*data.crop_size"):
+        next(iter(loader))
+    same = build_loader(Sizes(), batch_size=1, shuffle=False)
+    assert next(iter(same))["clip"].shape == (1, 3, 2, 8, 8)

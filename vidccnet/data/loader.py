@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 _MASK63 = (1 << 63) - 1
 
@@ -104,6 +104,19 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+def collate_clips(samples: list[dict]) -> dict:
+    """``default_collate`` for clip samples, with a clear error when the clips of a batch differ
+    in size (no ``data.crop_size`` with a random rescale, or frames of different sizes)."""
+    sizes = sorted({tuple(s["clip"].shape[-2:]) for s in samples if "clip" in s})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4])
+        raise ValueError(
+            f"the clips of one batch have different sizes ({shown}) and cannot be stacked; set "
+            "data.crop_size [H, W] (at most the frames' size) or data.batch_size=1"
+        )
+    return default_collate(samples)
+
+
 def build_loader(
     dataset: Dataset, batch_size: int, shuffle: bool = True, num_workers: int = 0,
     distributed: bool = False, seed: int = 0, drop_last: bool = True,
@@ -135,4 +148,5 @@ def build_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=(num_workers > 0) if persistent_workers is None else (
             persistent_workers and num_workers > 0),
-        drop_last=drop_last, worker_init_fn=seed_worker, generator=g, **kw)
+        drop_last=drop_last, worker_init_fn=seed_worker, generator=g, collate_fn=collate_clips,
+        **kw)
