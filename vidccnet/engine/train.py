@@ -295,6 +295,12 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
             "continue it, runtime.overwrite=true to start afresh there, or choose another "
             "runtime.output_dir"
         )
+    elif cfg.runtime.overwrite and cfg.model.init_from and \
+            Path(cfg.model.init_from).resolve() in {p.resolve() for p in _earlier_results(out)}:
+        raise TrainingError(
+            f"model.init_from '{cfg.model.init_from}' is a checkpoint of the folder that "
+            "runtime.overwrite=true replaces; copy it out of that folder first"
+        )
     elif not cfg.runtime.overwrite:
         earlier = [n for n in ("best.pt", "metrics.jsonl") if (out / n).exists()]
         if earlier:
@@ -304,6 +310,15 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
                 "them, or choose another runtime.output_dir"
             )
     return out
+
+
+def _earlier_results(out: Path) -> list[Path]:
+    """An earlier run's checkpoints and evaluation folders (``eval_*/`` holding an eval.json)
+    in ``out``, which a fresh start with ``runtime.overwrite`` replaces."""
+    found = [out / n for n in ("last.pt", "best.pt") if (out / n).is_file()]
+    if out.is_dir():
+        found += sorted(p for p in out.glob("eval_*") if (p / "eval.json").is_file())
+    return found
 
 
 def _best_so_far(recorded: float | None, best_path: Path) -> float | None:
@@ -518,8 +533,7 @@ def _train(  # noqa: C901 - the loop, in order
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh start replaces an earlier run there (runtime.overwrite)
-            for stale in ("last.pt", "best.pt", "metrics.jsonl"):
-                (out / stale).unlink(missing_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(out / "tb", ignore_errors=True)
         (out / "config.yaml").write_text(config_to_yaml(cfg))
         if resume:
@@ -527,6 +541,18 @@ def _train(  # noqa: C901 - the loop, in order
         if rt.tensorboard:
             writer = _tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
     barrier()
+
+    # the earlier run's checkpoints and evaluations go when this run saves its first checkpoint
+    replaced = [] if resume or not info.is_main else _earlier_results(out)
+
+    def save(name: str, state: dict) -> None:
+        save_checkpoint(out / name, state)
+        for path in replaced:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name != name:
+                path.unlink(missing_ok=True)
+        replaced.clear()
 
     # validation
     evaluator = None
@@ -725,14 +751,14 @@ def _train(  # noqa: C901 - the loop, in order
                 if val_metrics["improved"]:
                     state = checkpoint_state(iteration, val_metrics)
                     if info.is_main:
-                        save_checkpoint(out / "best.pt", state)
+                        save("best.pt", state)
             if iteration % rt.ckpt_interval == 0 or iteration == total:
                 metrics = {"loss": last_loss}
                 if val_metrics is not None:
                     metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
                 state = checkpoint_state(iteration, metrics)
                 if info.is_main:
-                    save_checkpoint(out / "last.pt", state)
+                    save("last.pt", state)
     if writer is not None:
         writer.close()
     barrier()
