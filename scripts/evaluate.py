@@ -36,7 +36,9 @@ AMP_HELP = (
 
 def _remove_stale_plots(out: Path, written: dict) -> None:
     """Delete the plots an earlier evaluation left in ``out`` that this one did not rewrite
-    (other plot names, or every plot after ``--no-plots``); other files are not touched."""
+    (other plot names, or every plot after ``--no-plots``); other files are not touched. Call
+    it only when ``out`` held an earlier evaluation's eval.json (plots of a folder no evaluation
+    wrote are the user's)."""
     keep = {Path(p).name for p in written.values()}
     for path in [out / "class_iou.png", *out.glob("strip_*.png")]:
         if path.name not in keep and path.is_file():
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)
+        had_report = (out / "eval.json").is_file()  # an earlier evaluation's folder
         videos = build_val_videos(cfg, split)
         check_labelled(videos, split)
         with ablation:
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return fail("evaluate.py", exc)
-    _remove_stale_plots(out, report.get("files") or {})
+    if had_report:
+        _remove_stale_plots(out, report.get("files") or {})
     print(json.dumps({"eval_json": str(out / "eval.json"),
                       "mIoU": report["metrics"].get("mIoU")}))
     return 0

@@ -501,8 +501,8 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> No
                            "config": config_to_dict(cfg), "version": 1, "iteration": 0})
     out = tmp_path / "eval"
     out.mkdir()
-    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt"):  # an earlier run's
-        (out / name).write_bytes(b"old")
+    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt", "eval.json"):
+        (out / name).write_bytes(b"old")  # an earlier evaluation's (its eval.json says so)
     script = load_script("evaluate.py")
     assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
     files = json.loads((out / "eval.json").read_text())["files"]
@@ -512,6 +512,14 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> No
     assert (out / "notes.txt").read_bytes() == b"old"  # not ours: kept
     assert script.main(["--checkpoint", str(ckpt), "--output", str(out), "--no-plots"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["eval.json", "notes.txt"]
+    # a folder no evaluation wrote into: its own plots are not ours to delete
+    mine = tmp_path / "paper"
+    mine.mkdir()
+    for name in ("class_iou.png", "strip_figure3.png"):
+        (mine / name).write_bytes(b"mine")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(mine), "--no-plots"]) == 0
+    assert sorted(p.name for p in mine.iterdir()) == ["class_iou.png", "eval.json",
+                                                       "strip_figure3.png"]
 
 
 def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Path,
