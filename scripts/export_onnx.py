@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", metavar="CKPT", help="a .pt written by scripts/train.py")
     p.add_argument("--out", required=True, help="destination .onnx file")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset, 18 or later (default: the exporter's)")
     p.add_argument("--check", action="store_true",
                    help="compare onnxruntime with PyTorch on random clips (needs onnxruntime)")
     p.add_argument("--tolerance", type=float, default=1e-4,
@@ -67,6 +68,9 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"--example sizes must be positive, got {args.example}")
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise UserError(f"--tolerance must be > 0, got {args.tolerance}")
+    if args.opset is not None and args.opset < 18:  # vidccnet.export.MIN_OPSET
+        raise UserError(f"--opset {args.opset}: torch.onnx's exporter writes opset 18 and later; "
+                        "use opset 18 or later")
     needed = ["onnx", "onnxscript"] + (["onnxruntime"] if args.check else [])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:

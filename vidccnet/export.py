@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MIN_FRAMES", "MIN_SIZE", "compare_onnx", "dynamic_shapes", "export_onnx"]
+__all__ = ["MIN_FRAMES", "MIN_OPSET", "MIN_SIZE", "compare_onnx", "dynamic_shapes", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
 MIN_FRAMES = 3  # smallest clip length of a dynamic export (see the module docstring)
 MIN_SIZE = 16  # smallest frame height / width of a dynamic export (2 feature rows at stride 8)
+MIN_OPSET = 18  # oldest opset torch.onnx's dynamo exporter writes (older ones: a conversion)
 DEFAULT_EXAMPLE = (2, 3, 4, 64, 64)  # (B, 3, T, H, W): B, T above the tracer's 0/1 special cases
 
 
@@ -69,7 +70,8 @@ def export_onnx(
             B >= 2 and T >= `MIN_FRAMES` (smaller values would be fixed into the graph).
         dynamic: keep B, T, H, W symbolic (input shape `[B, 3, T, H, W]`); False fixes the
             example's shape.
-        opset: ONNX opset (default: the exporter's; 20 with torch 2.14).
+        opset: ONNX opset, ``MIN_OPSET`` (18) or later (default: the exporter's; 20 with
+            torch 2.14).
         optimize: run the exporter's graph optimiser (constant folding, fusion).
         metadata: strings stored in the model's `metadata_props` (e.g. class names as JSON).
 
@@ -83,6 +85,11 @@ def export_onnx(
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"output folder '{path.parent}' does not exist")
+    if opset is not None and int(opset) < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is older than torch.onnx's exporter writes (its conversion to older "
+            f"opsets fails and keeps {MIN_OPSET}); use opset {MIN_OPSET} or later"
+        )
     clip = _example_clip(example, dynamic)
     module = _ExportView(model)
     kwargs: dict[str, Any] = dict(

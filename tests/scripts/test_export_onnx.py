@@ -45,12 +45,14 @@ def _one_line_error(capsys, needle):
     ("no_folder", "does not exist"),
     ("small_dynamic_example", "or pass --static"),
     ("negative_tolerance", "--tolerance must be > 0"),
+    ("old_opset", "use opset 18 or later"),
 ])
 def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, case, needle):
     out = tmp_path / "model.onnx"
     src = ckpt
     extra = {"small_dynamic_example": ["--example", "1", "5", "64", "64"],
-             "negative_tolerance": ["--tolerance", "-1"]}.get(case, [])
+             "negative_tolerance": ["--tolerance", "-1"],
+             "old_opset": ["--opset", "9"]}.get(case, [])
     if case == "missing":
         src = tmp_path / "nope.pt"
     elif case == "corrupt":
@@ -104,3 +106,13 @@ def test_export_matches_pytorch_with_dynamic_shapes(script, ckpt, tmp_path, caps
         got = session.run(None, {"clip": clip.numpy()})[0]
         assert got.shape == ref.shape == (shape[0], len(NAMES), *shape[2:])
         assert abs(got - ref).max() <= 1e-4, shape
+
+
+def test_library_export_refuses_an_opset_the_exporter_cannot_write(tmp_path):
+    """torch.onnx's exporter writes opset 18+; asked for opset 9 it logged a failed conversion and
+    wrote opset 18 anyway."""
+    from vidccnet.export import MIN_OPSET, export_onnx
+
+    with pytest.raises(ValueError, match=f"use opset {MIN_OPSET} or later"):
+        export_onnx(torch.nn.Identity(), tmp_path / "m.onnx", opset=9)
+    assert not any(tmp_path.iterdir())
