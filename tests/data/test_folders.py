@@ -82,7 +82,8 @@ def test_clips_labels_and_eval_videos(tmp_path):
     assert (labels[0] == 255).any() and (labels[0] == 2).any()
     assert (ds[2]["labels"][1] == 255).all()  # frame 3 has no mask: ignored
     videos = build_eval_videos("folders", "train", root=tmp_path, clip_len=2, augment=True)
-    assert [v.name for v in videos] == ["a", "b"] and all(v.consecutive for v in videos)
+    assert [v.name for v in videos] == ["a", "b"]
+    assert not any(v.consecutive for v in videos)  # frame 3 has no mask: not consecutive
     assert list(videos[0].labelled) == [0, 1, 3]
     np.testing.assert_array_equal(videos[0].load_frame(3), frames[3])
     np.testing.assert_array_equal(videos[1].load_label(1), data["b"][1][1].astype(np.int64))
@@ -290,3 +291,108 @@ def test_binary_masks_saved_as_0_and_255_are_warned_about(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
         VideoFolders(tmp_path / "ok", "train")
     assert "only 0 and 255" not in caplog.text
+
+
+def _write_sparse(root, n=20, every=10, name="s", h=16, w=20):
+    """One video of ``n`` frames with a mask on every ``every``-th frame (frames 0, 10, ...)."""
+    rng = np.random.default_rng(1)
+    d = root / "data" / name
+    (d / "origin").mkdir(parents=True)
+    (d / "mask").mkdir()
+    for t in range(n):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(
+            d / "origin" / f"frame_{t + 1}.png")
+        if t % every == 0:
+            Image.fromarray(rng.integers(0, 3, (h, w)).astype(np.uint8), mode="L").save(
+                d / "mask" / f"frame_{t + 1}.png")
+
+
+@pytest.mark.parametrize("kw, anchors", [
+    (dict(clip_len=2), [0, 1, 10, 11]),  # causal: frames (a-1, a) hold frame 0 or 10
+    (dict(clip_len=3, frame_stride=2, anchor="centre"), [0, 1, 2, 8, 10, 12]),
+    (dict(clip_len=2, label_all_frames=False), [0, 10]),  # the anchor frame needs the mask
+])
+def test_sparse_labels_keep_only_clips_with_a_label(tmp_path, caplog, kw, anchors):
+    """A mask every 10th frame: a clip without any labelled frame would train a step on loss 0;
+    only clips that carry a label are items, and one info line says how many."""
+    (tmp_path / "classes.txt").write_text("road\ncar\nperson\n")
+    (tmp_path / "train.txt").write_text("s\n")
+    _write_sparse(tmp_path)
+    with caplog.at_level("INFO", logger="vidccnet.data.folders"):
+        ds = VideoFolders(tmp_path, "train", **kw)
+    assert ds.items == [(0, a) for a in anchors]
+    assert all((ds[i]["labels"] != 255).any() for i in range(len(ds)))
+    assert f"{len(anchors)} clips of the 20 frames" in caplog.text
+
+
+def test_dense_labels_keep_every_frame(tmp_path, caplog):
+    _write_root(tmp_path)
+    for v in ("a", "b"):  # give the third frame its mask too: every frame is labelled
+        Image.fromarray(np.zeros((16, 20), np.uint8), mode="L").save(
+            tmp_path / "data" / v / "mask" / "frame_3.png")
+    with caplog.at_level("INFO", logger="vidccnet.data.folders"):
+        ds = VideoFolders(tmp_path, "train", clip_len=1, label_all_frames=False)
+    assert ds.items == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]
+    assert "clips of the" not in caplog.text
+    assert all(v.consecutive for v in ds.eval_videos())
+
+
+def test_sparse_labels_are_not_consecutive_for_temporal_metrics(tmp_path):
+    """mVC / flicker need masks on consecutive frames: masks 10 frames apart are not."""
+    (tmp_path / "classes.txt").write_text("road\ncar\nperson\n")
+    (tmp_path / "val.txt").write_text("s\nd\n")
+    _write_sparse(tmp_path, name="s")
+    _write_sparse(tmp_path, n=3, every=1, name="d")
+    videos = VideoFolders(tmp_path, "val").eval_videos()
+    assert list(videos[0].labelled) == [0, 10] and not videos[0].consecutive
+    assert list(videos[1].labelled) == [0, 1, 2] and videos[1].consecutive
+
+
+def test_frame_of_another_size_names_the_file(tmp_path):
+    _write_root(tmp_path)
+    odd = tmp_path / "data" / "a" / "origin" / "frame_2.png"
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(odd)
+    ds = VideoFolders(tmp_path, "train", clip_len=2)
+    with pytest.raises(ValueError, match=r"'a'.*frame_2\.png.*24x16.*20x16.*one size"):
+        ds[1]  # frames 1, 2
+    with pytest.raises(ValueError, match=r"'a'.*frame_2\.png.*24x16.*frame_1\.png' 20x16"):
+        ds[2]  # frames 2, 3: the odd frame first in its clip is still the one named
+    video = ds.eval_videos()[0]
+    with pytest.raises(ValueError, match=r"'a'.*frame_2\.png.*24x16.*20x16.*one size"):
+        video.load_frame(1)
+
+
+def test_split_list_comments_and_blank_lines(tmp_path):
+    _write_root(tmp_path)
+    (tmp_path / "train.txt").write_text("# my videos\na  # the first\n\n  \nb\n")
+    ds = VideoFolders(tmp_path, "train")
+    assert [name for name, _ in ds.videos] == ["a", "b"]
+    (tmp_path / "train.txt").write_text("# my videos\na\n\nb\na # again\n")
+    with pytest.raises(ValueError, match=r"'a'.*line 5"):  # the file's own line number
+        VideoFolders(tmp_path, "train")
+
+
+def test_video_in_two_split_lists_is_warned_about_once(tmp_path, caplog):
+    _write_root(tmp_path)
+    (tmp_path / "val.txt").write_text("b\n")
+    (tmp_path / "test.txt").write_text("# none yet\n")
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path, "train")
+        VideoFolders(tmp_path, "val")
+    overlap = [r for r in caplog.records if "also listed" in r.getMessage()]
+    assert len(overlap) == 1, caplog.text
+    assert "'b'" in overlap[0].getMessage() and "val.txt" in overlap[0].getMessage()
+    caplog.clear()
+    (tmp_path / "other").mkdir()
+    _write_root(tmp_path / "other")
+    (tmp_path / "other" / "val.txt").write_text("c\n")  # no video in both lists
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path / "other", "train")
+    assert "also listed" not in caplog.text
+
+
+def test_split_list_not_utf8_names_the_file(tmp_path):
+    _write_root(tmp_path)
+    (tmp_path / "train.txt").write_bytes("a\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"train\.txt.*UTF-8"):
+        VideoFolders(tmp_path, "train")

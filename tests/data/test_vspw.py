@@ -58,12 +58,25 @@ def test_clips_and_eval_videos(tmp_path):
     np.testing.assert_array_equal(item["labels"][0].numpy(), remap_vspw_mask(m2[0]))
     np.testing.assert_array_equal(item["labels"][2].numpy(), remap_vspw_mask(m2[0]))
     videos = build_eval_videos("vspw", "val", root=tmp_path, clip_len=3, augment=True)
-    assert [v.name for v in videos] == ["v1", "v2"] and all(v.consecutive for v in videos)
+    assert [v.name for v in videos] == ["v1", "v2"]
+    assert not any(v.consecutive for v in videos)  # frame 2 has no mask
     assert videos[0].num_frames == 5 and list(videos[0].labelled) == [0, 1, 3, 4]
     np.testing.assert_array_equal(videos[0].load_frame(3), f1[3])
     np.testing.assert_array_equal(videos[1].load_label(1), remap_vspw_mask(m2[1]))
     aug = VSPW(tmp_path, "val", clip_len=2, augment=True, crop_size=16)
     assert aug[(1, 3)]["clip"].shape == (3, 2, 16, 16)
+
+
+def test_dense_videos_keep_every_anchor_and_are_consecutive(tmp_path):
+    """VSPW masks every frame: every frame is a clip anchor, and mVC / flicker use every video."""
+    _write_video(tmp_path, "v1", 5, seed=1)
+    Image.fromarray(np.zeros((20, 24), np.uint8), mode="L").save(
+        tmp_path / "data" / "v1" / "mask" / "00000010.png")  # the one frame left without
+    (tmp_path / "train.txt").write_text("v1\n")
+    for kw in (dict(clip_len=3, frame_stride=2), dict(clip_len=1, label_all_frames=False)):
+        ds = VSPW(tmp_path, "train", **kw)
+        assert ds.items == [(0, i) for i in range(5)]
+    assert VSPW(tmp_path, "train").eval_videos()[0].consecutive
 
 
 def test_layout_errors(tmp_path):

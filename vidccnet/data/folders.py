@@ -3,13 +3,15 @@
 VSPW's layout, with masks that hold the class index itself and a class list::
 
     ROOT/classes.txt                      one class per line: "name" or "name R G B"
-    ROOT/{train,val,test}.txt             one video folder name per line
+    ROOT/{train,val,test}.txt             one video folder name per line ('#' comments)
     ROOT/data/<video>/origin/<frame>.jpg  frames (.png .jpg .jpeg .bmp .webp .tif .tiff; ordered
                                           as frame folders are)
     ROOT/data/<video>/mask/<frame>.png    index PNG, same stem: value k = class k, 255 = ignore
 
 A frame without a mask file is unlabelled (all ignore); a mask value that is neither a class
-nor 255 is refused with the file's name. Frames are used at their stored size.
+nor 255 is refused with the file's name. Frames are used at their stored size; the frames of a
+video share one size. Sparse labels (a mask every 10th frame) train on the clips that hold a
+labelled frame only; mVC / flicker need a mask on every frame of a video.
 """
 
 from __future__ import annotations
@@ -33,6 +35,29 @@ from .video import IMAGE_EXTENSIONS, order_frames
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
+SPLITS = ("train", "val", "test")
+
+_warned_overlaps: set[frozenset[Path]] = set()  # pairs of split lists already warned about
+
+
+def _strip_comment(line: str) -> str:
+    """A line without its ``# comment`` (a whole line, or after a space), stripped."""
+    return re.sub(r"(^|\s)#.*$", "", line).strip()
+
+
+def read_split(path: Path) -> list[tuple[int, str]]:
+    """``(line number, video name)`` of each video of a split list (UTF-8, a byte-order mark
+    allowed); blank lines and ``#`` comments are skipped as in ``classes.txt``.
+
+    Raises:
+        ValueError: a file that is not UTF-8.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"'{path}' is not UTF-8 text: save it as UTF-8") from None
+    lines = [(n, _strip_comment(ln)) for n, ln in enumerate(text.splitlines(), start=1)]
+    return [(n, name) for n, name in lines if name]
 
 
 def _class_line(line: str) -> tuple[str, tuple[int, int, int] | None]:
@@ -67,8 +92,7 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"'{path}' is not UTF-8 text: save it as UTF-8") from None
-    lines = [(n, re.sub(r"(^|\s)#.*$", "", ln).strip())  # '# comment', whole line or after
-             for n, ln in enumerate(text.splitlines(), start=1)]
+    lines = [(n, _strip_comment(ln)) for n, ln in enumerate(text.splitlines(), start=1)]
     lines = [(n, ln) for n, ln in lines if ln]
     for n, line in lines:
         if re.search(r",\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$", line):
@@ -109,7 +133,9 @@ class VideoFolders(Dataset):
     """Clips of the videos of a split: item -> ``{"clip": float32 (3, T, H, W), "labels": int64
     (T, H, W)}``.
 
-    Every frame is an anchor; the clip holds T frames of the same video (``frame_stride`` apart,
+    Every frame whose clip carries a label is an anchor (every frame when all are labelled; with
+    ``label_all_frames=False`` the frames with a mask; on the test split every frame); the clip
+    holds T frames of the same video (``frame_stride`` apart,
     padded by repetition at the ends). All frames carry labels unless ``label_all_frames=False``
     (then only the anchor). Items may be ``(index, seed)`` pairs (see ``vidccnet.data.loader``).
     ``frame_short_side``: the frames' short side (pixels; median over up to 8 videos).
@@ -137,24 +163,27 @@ class VideoFolders(Dataset):
             raise FileNotFoundError(
                 f"{self.title} split list '{lst}' not found: ROOT must hold data/ and "
                 f"{{train,val,test}}.txt{self.layout_hint}")
-        names = [ln.strip() for ln in lst.read_text(encoding="utf-8-sig").splitlines()
-                 if ln.strip()]  # utf-8-sig: a list saved with a byte-order mark
+        lines = read_split(lst)
         seen: set[str] = set()
-        for n, name in enumerate(names, start=1):
+        for n, name in lines:
             if name in seen:
                 raise ValueError(f"{self.title} split list '{lst}' names video '{name}' twice "
                                  f"(again on line {n}): list each video once")
             seen.add(name)
-        if not names:
+        if not lines:
             raise FileNotFoundError(f"{self.title} split list '{lst}' is empty: it must name one "
                                     "video folder of ROOT/data per line")
+        names = [name for _, name in lines]
+        self._warn_overlap(lst, seen)
         if max_videos is not None:
             names = names[:max_videos]
         self.split, self.clip_len = split, clip_len
         self.frame_stride, self.anchor = frame_stride, anchor
         self.label_all_frames = label_all_frames
+        clip_indices(0, 1, clip_len, frame_stride, anchor)  # validate arguments
         self._unused_masks: list[Path] = []
         self._masks: dict[str, dict[str, Path]] = {}  # video -> frame stem -> its mask file
+        self._first_size: dict[str, tuple[int, int]] = {}  # video -> (H, W) of its first frame
         self.videos: list[tuple[str, list[Path]]] = [self._frames(n, lst) for n in names]
         if self._unused_masks:
             logger.warning(
@@ -162,12 +191,45 @@ class VideoFolders(Dataset):
                 "mask is named like its frame, with the extension .png",
                 len(self._unused_masks), split, self._unused_masks[0])
         self._spot_check_masks()
-        self.items = [(v, i) for v, (_, files) in enumerate(self.videos) for i in range(len(files))]
+        self.items = self._anchors()
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
                                    scale_range=tuple(scale_range)) if augment else None
-        clip_indices(0, 1, clip_len, frame_stride, anchor)  # validate arguments
+
+    def _warn_overlap(self, lst: Path, names: set[str]) -> None:
+        """Warn (once per pair of files) when a video of ``lst`` is also listed in another split
+        list of ROOT: training on validation videos inflates the validation figures."""
+        for other in (self.root / f"{s}.txt" for s in SPLITS):
+            key = frozenset((lst.resolve(), other.resolve()))
+            if other == lst or not other.is_file() or key in _warned_overlaps:
+                continue
+            both = sorted(names & {name for _, name in read_split(other)})
+            if both:
+                _warned_overlaps.add(key)
+                logger.warning(
+                    "%d videos of '%s' are also listed in '%s' (e.g. '%s'): a video both trained "
+                    "and validated on inflates the validation figures; list each video in one "
+                    "split", len(both), lst, other, both[0])
+
+    def _anchors(self) -> list[tuple[int, int]]:
+        """``(video, anchor frame)`` of every clip that carries a label: some frame of the clip
+        has a mask (with ``label_all_frames=False``: the anchor frame). Every frame when every
+        frame has a mask, and on the test split; one info line counts them otherwise."""
+        items, frames, labelled = [], 0, 0
+        for v, (name, files) in enumerate(self.videos):
+            has = [self.has_mask(name, f) for f in files]
+            frames, labelled = frames + len(files), labelled + sum(has)
+            for a in range(len(files)):
+                if self.split == "test" or has[a] or (self.label_all_frames and any(
+                        has[i] for i in clip_indices(a, len(files), self.clip_len,
+                                                     self.frame_stride, self.anchor))):
+                    items.append((v, a))
+        if self.split != "test" and labelled < frames:
+            logger.info("the %s split has masks on %d of its %d frames: %d clips of the %d frames "
+                        "hold a labelled frame and are used", self.split, labelled, frames,
+                        len(items), frames)
+        return items
 
     @staticmethod
     def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -248,6 +310,20 @@ class VideoFolders(Dataset):
         return found if found is not None else self.root / "data" / name / "mask" / (
             frame.stem + ".png")
 
+    def _load_frame(self, name: str, files: list[Path], i: int) -> np.ndarray:
+        """Frame ``i`` of video ``name``, uint8 (H, W, 3); refused, naming both files, when its
+        size differs from the video's first frame (whose size is read once per video)."""
+        frame = load_rgb(files[i])
+        if name not in self._first_size:
+            self._first_size[name] = frame.shape[:2] if i == 0 else image_size(files[0])
+        if frame.shape[:2] != self._first_size[name]:
+            (h, w), (h0, w0) = frame.shape[:2], self._first_size[name]
+            raise ValueError(
+                f"{self.title} video '{name}': frame '{files[i]}' is {w}x{h} pixels, the "
+                f"video's first frame '{files[0].name}' {w0}x{h0}; the frames of a video must "
+                "share one size: resize that frame or remove it")
+        return frame
+
     def _load_mask(self, path: Path) -> np.ndarray:
         return self.decode_mask(load_index_png(path), path)
 
@@ -268,7 +344,7 @@ class VideoFolders(Dataset):
         v, a = self.items[index]
         name, files = self.videos[v]
         idx = clip_indices(a, len(files), self.clip_len, self.frame_stride, self.anchor)
-        frames = np.stack([load_rgb(files[i]) for i in idx])  # (T, H, W, 3)
+        frames = np.stack([self._load_frame(name, files, i) for i in idx])  # (T, H, W, 3)
         pos = anchor_position(self.clip_len, self.anchor)
         labels = np.stack([
             self._label(name, files[i], frames.shape[1:3]) if (self.label_all_frames or j == pos)
@@ -278,15 +354,21 @@ class VideoFolders(Dataset):
         return make_sample(frames, labels, self.augment, seed)
 
     def eval_videos(self) -> list[EvalVideo]:
-        """Each video as one consecutive `EvalVideo`; frames with a mask file are labelled."""
+        """Each video as one `EvalVideo`; frames with a mask file are labelled. A video is
+        ``consecutive`` (its mVC / flicker are computed) only when every frame has a mask: masks
+        10 frames apart are no consecutive annotated frames. A frame of another size than the
+        video's first frame is refused with its file's name."""
         out = []
         for name, files in self.videos:
             labelled = [i for i, f in enumerate(files) if self.has_mask(name, f)]
 
+            def load_frame(i: int, name=name, files=files) -> np.ndarray:
+                return self._load_frame(name, files, i)
+
             def load_label(i: int, name=name, files=files) -> np.ndarray:
                 return self._load_mask(self.mask_path(name, files[i]))
 
-            out.append(EvalVideo(name=name, num_frames=len(files),
-                                 load_frame=lambda i, files=files: load_rgb(files[i]),
-                                 load_label=load_label, labelled=labelled, consecutive=True))
+            out.append(EvalVideo(name=name, num_frames=len(files), load_frame=load_frame,
+                                 load_label=load_label, labelled=labelled,
+                                 consecutive=len(labelled) == len(files)))
         return out

@@ -55,7 +55,8 @@ def remap_vspw_mask(mask: np.ndarray) -> np.ndarray:
 class VSPW(VideoFolders):
     """VSPW clips: item -> `{"clip": float32 (3, T, H, W), "labels": int64 (T, H, W)}`.
 
-    Every frame of a split's videos is an anchor; the clip holds T frames of the same video
+    Every frame of a split's videos whose clip carries a label is an anchor (every frame, as
+    VSPW masks every frame); the clip holds T frames of the same video
     (`frame_stride` apart, padded by repetition at the ends). All frames carry labels unless
     `label_all_frames=False` (then only the anchor). Frames without a mask file are ignore.
     Items may be `(index, seed)` pairs (see `vidccnet.data.loader`). The folders dataset with
