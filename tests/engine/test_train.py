@@ -959,3 +959,21 @@ def test_train_script_does_not_rewrite_the_config_file_it_reads(load_script, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rewrites" in err[0], err
     assert (out / "config.yaml").read_text() == text
+
+
+def test_a_crop_larger_than_the_frames_at_any_scale_is_warned_about(caplog) -> None:
+    """data.crop_size 480x480 on frames with a 64-pixel short side: even at the largest random
+    rescale most of each clip is padding (slow, and trains nothing); the start says so."""
+    import logging
+    from types import SimpleNamespace
+
+    from vidccnet.engine.train import _fill_frame_short_side
+
+    frames = SimpleNamespace(frame_short_side=64)
+    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.train"):
+        cfg = _fill_frame_short_side(load_config(None, ["data.crop_size=[48, 64]"]), frames)
+        assert cfg.data.frame_short_side == 64 and not caplog.records
+        _fill_frame_short_side(load_config(None, ["data.crop_size=[480, 480]",
+                                                  "data.scale_range=[0.5, 2.0]"]), frames)
+    assert len(caplog.records) == 1
+    assert "data.crop_size 480x480" in caplog.records[0].getMessage()
