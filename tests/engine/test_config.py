@@ -174,6 +174,11 @@ def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a folder.*config.yaml"):  # was 'not found'
+        load_config(tmp_path)
+    (tmp_path / "last.pt").write_bytes(b"PK\x03\x04\x80\x02binary")
+    with pytest.raises(ConfigError, match="not a text file.*YAML config"):  # was a codec error
+        load_config(tmp_path / "last.pt")
 
 
 def test_partial_file_uses_defaults_and_overrides_win(tmp_path: Path) -> None:

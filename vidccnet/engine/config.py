@@ -536,13 +536,23 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     data: Any = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(
+                f"config '{p}' is a folder; pass a YAML file, e.g. {p / 'config.yaml'} for a run "
+                "folder"
+            )
         if not p.is_file():
             raise ConfigError(
                 f"config file '{p}' not found; pass an existing file, e.g. "
                 "--config configs/synthetic_tiny.yaml"
             )
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"config file '{p}' is not a text file (a checkpoint?); pass the YAML config "
+                "(a run folder's config.yaml)"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
         if data is None:
