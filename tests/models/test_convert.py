@@ -373,3 +373,13 @@ def test_wrong_sources_are_refused(mmseg_case, tmp_path):
     torch.save([1, 2], bad)
     with pytest.raises(ConversionError, match="not a checkpoint"):
         read_source(bad)
+
+
+def test_a_file_that_is_no_pytorch_file_is_named_so_without_the_trust_hint(tmp_path) -> None:
+    """An ONNX file (or any non-PyTorch file) passed as the source: the error says it is not a
+    PyTorch file; it used to suggest --trust-source, which cannot help and is unsafe advice."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(64))
+    with pytest.raises(ConversionError, match="not a PyTorch file") as info:
+        read_source(path)
+    assert "trust" not in str(info.value)

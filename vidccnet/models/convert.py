@@ -122,6 +122,13 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConversionError(f"{path!r} does not exist or is not a file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save: a zip, or a legacy pickle
+        raise ConversionError(
+            f"{path!r} cannot be read: it is not a PyTorch file (it starts with {head!r}); pass "
+            "the .pth / .pt checkpoint of the model"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
