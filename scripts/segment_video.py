@@ -17,9 +17,10 @@ length. The writing (staged folder, overlay video, summary) is ``vidccnet.writer
 Paths are checked before torch and the model load: an input that is missing or empty, an output
 that exists, cannot be written, or would replace or write into the input or the checkpoint (even
 with ``--overwrite``) is refused at once. Everything is written to a temporary folder next to DIR
-and moved into place at the end: a failure or Ctrl-C leaves no partial output. Expected errors
-print one line on stderr and exit with code 2 (130 after Ctrl-C). ``--start`` / ``--end`` take
-frame indices (``120``) or seconds (``4.5s``); ``--end`` is exclusive.
+and moved into place at the end: a failure, Ctrl-C or SIGTERM (``timeout``, SLURM, ``docker
+stop``) leaves no partial output. Expected errors print one line on stderr and exit with code 2
+(130 after Ctrl-C, 143 after SIGTERM). ``--start`` / ``--end`` take frame indices (``120``) or
+seconds (``4.5s``); ``--end`` is exclusive, and one past the last frame stops there (a warning).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 DEFAULT_CHECKPOINT = Path("runs") / "demo" / "best.pt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROG = "segment_video.py"
@@ -48,12 +52,22 @@ class UserError(Exception):
     """An expected problem with the inputs: reported as one line, exit code 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C, so the staged output is removed."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+    raise Terminated
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Segment a video file or a folder of frames into per-frame class masks.",
     )
-    p.add_argument("input", help="video file (anything FFmpeg decodes) or a folder of frames")
+    p.add_argument("input", help="video file (anything FFmpeg decodes), a folder of frames or "
+                   "one image")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist "
                    "or be empty, unless --overwrite replaces an earlier output there; never the "
                    "input folder or around it)")
@@ -213,9 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     package.setLevel(logging.WARNING)
     package.propagate = False
     writer_log.setLevel(logging.INFO)  # the inference size; frames/s and ETA off a terminal
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(args)
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         package.removeHandler(handler)
         package.setLevel(saved[0])
         package.propagate = saved[1]
@@ -225,9 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     try:
         summary = run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"{PROG}: {how}; no output was written", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except expected_errors() as exc:
         if args.debug:
             raise

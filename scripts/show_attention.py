@@ -5,9 +5,11 @@
 
 The clip of ``--clip-len`` frames around frame F (``--anchor causal``: F is the clip's last frame;
 ``centre``: its middle one; frames before the start / past the end repeat the first / last frame)
-is read and normalised as ``scripts/segment_video.py`` does (``vidccnet.predict.VideoSegmenter``),
-the model runs once, and the exact attention weights of the feature cell under pixel (Y, X) are
-taken for each recurrence (``vidccnet.nn.model_attention_weights``, float64).
+is read, resized and normalised as ``scripts/segment_video.py`` does (``VideoSegmenter`` of
+``vidccnet.predict``: the short side the checkpoint was trained at, sides multiples of 8), the
+model runs once, and the exact attention weights of the feature cell under pixel (Y, X) are taken
+for each recurrence (``vidccnet.nn.model_attention_weights``, float64). (Y, X) is in the source
+frame; it is mapped to the pixel of the resized frame its centre falls in.
 
 The picture has one column per clip frame and one row per recurrence. In the query frame (red
 cross) the cells of the pixel's row and column are coloured by their weights (the centre cell
@@ -51,6 +53,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     return p.parse_args(argv)
+
+
+def resized_pixel(pixel: tuple[int, int], source: tuple[int, int],
+                  size: tuple[int, int]) -> tuple[int, int]:
+    """The pixel of a ``source`` (H, W) frame resized to ``size`` (h, w) that the centre of
+    source ``pixel`` (y, x) falls in."""
+    y, x = ((p + 0.5) * new / old for p, new, old in zip(pixel, size, source))
+    return min(size[0] - 1, int(y)), min(size[1] - 1, int(x))
 
 
 def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], result,
@@ -113,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
     from vidccnet.data.clips import anchor_position, clip_indices
     from vidccnet.data.video import open_video
     from vidccnet.nn import model_attention_weights
-    from vidccnet.predict import VideoSegmenter, inference_size
+    from vidccnet.predict import VideoSegmenter
 
     out = Path(args.out)
     if msg := missing_folder(out, "--out"):
@@ -136,9 +146,9 @@ def run(args: argparse.Namespace) -> dict:
         T = seg.clip_len
         indices = clip_indices(args.frame, n, T, 1, args.anchor)
         frames = reader.get_batch(indices)  # (T, H, W, 3) uint8
-    size = inference_size(H, W, seg.max_size)  # (h, w), multiples of 8
+    size = seg.inference_size_for(H, W)  # (h, w): the checkpoint's scale, as segment_video
     clip = torch.stack([seg._prepare(f, size) for f in frames], dim=1)[None]  # (1, 3, T, h, w)
-    query = (y * size[0] // H, x * size[1] // W)  # the pixel in the resized frame
+    query = resized_pixel((y, x), (H, W), size)
     result = model_attention_weights(seg.model, clip, anchor_position(T, args.anchor), query)
     kind = "3D (time line, row, column)" if result.temporal else "per-frame 2D (row, column)"
     title = (f"{Path(args.checkpoint).name}: {kind} attention of pixel (y={y}, x={x}) in frame "
@@ -146,6 +156,7 @@ def run(args: argparse.Namespace) -> dict:
     draw(frames, indices, (y, x), result, title, out)
     return {
         "out": str(out), "frames": indices, "query_frame": args.frame, "pixel": [y, x],
+        "inference_size": list(size),
         "cell": list(result.cell), "grid": list(result.grid), "temporal": result.temporal,
         "time_weights": [[round(float(v), 6) for v in wt.time] for wt in result.loops],
         "row_column_weight": [round(float(wt.row.sum() + wt.column.sum()), 6)

@@ -670,9 +670,11 @@ class SegmentationStream:
 
     def _frames(self, first: int) -> Iterator[tuple[int, np.ndarray]]:
         """(index, frame) from frame ``first`` on; decoding errors end the stream (or raise if
-        strict). Readers with random access (``reader[i]``, as the PyAV, decord and frame-folder
-        readers) start at ``first`` (PyAV seeks to the keyframe before it); others are iterated
-        from frame 0."""
+        strict); a bad file of a frame folder (``FrameFileError``) always raises. Readers with
+        random access (``reader[i]``, as the PyAV, decord and frame-folder readers) start at
+        ``first`` (PyAV seeks to the keyframe before it); others are iterated from frame 0."""
+        from vidccnet.data.video import FrameFileError
+
         _, video_read_error = _video_api()
         reader = self.reader
         if first > 0 and callable(getattr(reader, "__getitem__", None)):
@@ -687,6 +689,8 @@ class SegmentationStream:
                 frame = next(it)
             except StopIteration:
                 return
+            except FrameFileError:
+                raise  # each frame is its own file: not a truncated video
             except video_read_error as exc:
                 self.decode_error = str(exc)
                 self._failed_at = index

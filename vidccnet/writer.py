@@ -535,7 +535,8 @@ def write_segmentation(
         overlay: optional overlay video path; container from the extension.
         alpha: mask opacity in the overlay, in [0, 1].
         fmt: "png" (palette PNGs) or "npz".
-        start, end: frame range ``[start, end)``: frame indices or times like ``"4.5s"``.
+        start, end: frame range ``[start, end)``: frame indices or times like ``"4.5s"``; an
+            ``end`` past the last frame stops there, with a warning.
         strict: fail on a truncated or corrupt video instead of keeping the frames that decode.
         overwrite: replace a non-empty ``out`` and an existing ``overlay``.
         progress: None = a tqdm bar on a terminal, else a log line (INFO, logger
@@ -578,6 +579,9 @@ def write_segmentation(
             raise ValueError(f"--start {start} is beyond the video's {len(reader)} frames")
         if stop is not None and stop <= (first or 0):
             raise ValueError(f"--end {end} must come after --start {start or 0}")
+        if stop is not None and stop > len(reader):
+            log.warning("--end %s is past the video's %d frames: segmenting up to its last frame",
+                        end, len(reader))
         stream = segmenter.stream(reader, first, stop, with_frames=overlay_path is not None,
                                   strict=strict)
         log.info("%s", segmenter.describe_size(*stream.size))

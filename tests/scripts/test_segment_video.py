@@ -201,6 +201,96 @@ def test_keyboard_interrupt_leaves_nothing(script, ckpt, tmp_path, capsys, monke
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # no masks, no new/, no overlay, no temp
 
 
+@pytest.mark.parametrize("problem", ["truncated", "other_size"])
+@pytest.mark.parametrize("start", [None, "3"])
+def test_frame_folder_with_a_bad_frame_fails_and_writes_nothing(script, ckpt, tmp_path, capsys,
+                                                                 problem, start):
+    """In a folder each frame is its own file: a bad one is an error (exit 2, one line naming
+    the file), not a truncated video whose first frames are kept."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
+            frames / f"img_{i}.jpg")
+    bad = frames / "img_5.jpg"
+    if problem == "truncated":
+        bad.write_bytes(bad.read_bytes()[:300])
+        words = "cannot be decoded"
+    else:
+        Image.fromarray(rng.integers(0, 256, (32, 24, 3), dtype=np.uint8)).save(bad)
+        words = "size 32x24 differs from the first frame's 24x32"
+    extra = [] if start is None else ["--start", start]
+    rc, err = run(script, capsys, frames, "--out", tmp_path / "masks", "--checkpoint", ckpt,
+                  "--overlay", tmp_path / "ov.mp4", "--clip-len", "1", "--quiet", *extra)
+    assert rc == 2, err
+    errors = [line for line in err.splitlines() if "error" in line or "warning" in line]
+    assert len(errors) == 1 and errors[0].startswith("segment_video.py: error:"), err
+    assert "img_5.jpg" in errors[0] and words in errors[0], errors[0]
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["frames"]  # no masks, no overlay, no staged temp
+
+
+SLOW_WRITER = r"""
+import runpy, sys, time
+import vidccnet.writer as writer
+original = writer.save_mask
+def slow_save(*args, **kwargs):
+    original(*args, **kwargs)
+    print("SAVED", flush=True)
+    time.sleep(0.5)
+writer.save_mask = slow_save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_sigterm_is_handled_like_ctrl_c(ckpt, tmp_path):
+    """SIGTERM (timeout, SLURM, docker stop) while writing: message, exit 143, nothing left."""
+    import signal
+
+    video = write_video(tmp_path / "in.mp4", 30, 32, 32)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(SCRIPT), str(video), "--out",
+         str(tmp_path / "masks"), "--overlay", str(tmp_path / "ov.mp4"), "--checkpoint",
+         str(ckpt), "--clip-len", "1", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "SAVED"  # a mask is written: mid-run
+        staged = sorted(os.listdir(tmp_path))
+        assert any(n.startswith(".masks.tmp-") for n in staged), staged
+        assert any(n.startswith(".ov.tmp-") for n in staged), staged
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err, err
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # no masks, no overlay, no staged temp
+
+
+def test_single_jpeg_image_is_one_frame(script, ckpt, tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(photo, quality=95)
+    rc, err = run(script, capsys, photo, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet")
+    assert rc == 0, err
+    assert listing(tmp_path / "m") == ["000000.png", "summary.json"]
+    check_pngs(tmp_path / "m", [0], (120, 160))
+
+
+def test_end_past_the_last_frame_warns_and_stops_at_the_end(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 3, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--quiet", "--end", "10")
+    assert rc == 0, err
+    assert "warning: --end 10 is past the video's 3 frames" in err, err
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert (s["start"], s["end"], s["frames"]) == (0, 3, 3)
+
+
 # ----------------------------------------------------------------------------- bad inputs
 def audio_only(path):
     with av.open(str(path), "w") as c:

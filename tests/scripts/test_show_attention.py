@@ -43,6 +43,10 @@ def data(tmp_path_factory, save_tiny_checkpoint):
         "ckpt3d": make_checkpoint(root / "c3d.pt"),
         "ckpt2d": make_checkpoint(root / "c2d.pt", name="ccnet2d_resnet18", recurrence=1),
         "ckpt_off": make_checkpoint(root / "off.pt", recurrence=0),
+        "ckpt40": save_tiny_checkpoint(  # trained on 40x60 frames: short side 40
+            root / "c40.pt", NAMES, data={"clip_len": 3, "kwargs": {"height": 40, "width": 60}},
+            model={"name": "ccnet3d_resnet18", "kwargs": {"head_channels": 16,
+                                                          "backbone_width": 8}}),
     }
 
 
@@ -59,9 +63,10 @@ def test_3d_checkpoint_on_video(script, data, tmp_path, capsys):
     assert rc == 0, err
     summary = json.loads(stdout)
     assert summary["frames"] == [0, 0, 1]  # causal clip of 3 ending at frame 1, start repeated
-    # 20x30 frames run at 16x32 (sides rounded to multiples of 8, as segment_video does): a 2x4
-    # feature grid; pixel (19, 29) -> (15, 30) in the resized frame -> cell (1, 3)
-    assert summary["cell"] == [2, 1, 3] and summary["grid"] == [3, 2, 4]
+    # 20x30 frames run at the checkpoint's scale (synthetic 64x96 frames: short side 64), as in
+    # segment_video: 64x96, an 8x12 feature grid; pixel (19, 29) -> (62, 94) -> cell (7, 11)
+    assert summary["inference_size"] == [64, 96]
+    assert summary["cell"] == [2, 7, 11] and summary["grid"] == [3, 8, 12]
     assert summary["temporal"] is True and len(summary["time_weights"]) == 2
     for time, rest in zip(summary["time_weights"], summary["row_column_weight"]):
         assert time[2] == 0.0 and min(time[:2]) > 0.0  # the centre is counted in the row
@@ -82,6 +87,26 @@ def test_2d_checkpoint_on_frame_folder_centre(script, data, tmp_path, capsys):
     assert summary["temporal"] is False and summary["time_weights"] == [[0.0, 0.0]]
     assert summary["row_column_weight"] == [pytest.approx(1.0, abs=1e-5)]
     assert out.is_file()
+
+
+def test_frames_are_prepared_at_segment_videos_size(script, data, tmp_path, capsys):
+    """The clip is resized as segment_video.py resizes it (the checkpoint's scale); --pixel stays
+    in source coordinates: (19, 29) of the 20x30 frame is (39, 62) of the 40x64 one."""
+    from vidccnet.predict import VideoSegmenter
+
+    size = VideoSegmenter(data["ckpt40"], device="cpu").inference_size_for(H, W)
+    assert size == (40, 64)
+    rc, stdout, err = run(script, capsys, data["video"], "--checkpoint", data["ckpt40"],
+                          "--frame", 2, "--pixel", 19, 29, "--out", tmp_path / "attn.png")
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["inference_size"] == [40, 64] and summary["pixel"] == [19, 29]
+    assert summary["grid"] == [3, 5, 8] and summary["cell"] == [2, 4, 7]
+    # a pixel inside the resized frame but outside the source one is refused, in source terms
+    rc, stdout, err = run(script, capsys, data["video"], "--checkpoint", data["ckpt40"],
+                          "--frame", 2, "--pixel", 20, 0, "--out", tmp_path / "bad.png")
+    assert rc == 2 and "--pixel 20 0 is outside the 20x30 frame" in err, err
+    assert not (tmp_path / "bad.png").exists()
 
 
 BAD = {  # name: (arguments changed, words in the error line); file names live in data["root"]

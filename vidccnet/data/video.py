@@ -36,6 +36,14 @@ class VideoReadError(RuntimeError):
         super().__init__(f"cannot read video '{self.path}': {cause}")
 
 
+class FrameFileError(VideoReadError):
+    """One file of a frame folder cannot be decoded or differs in size from the first frame.
+
+    Each frame is its own file, so this is never a truncated video: readers of a whole sequence
+    fail instead of keeping the frames before it.
+    """
+
+
 class VideoReader:
     """Base class: a sequence of RGB frames with random access and streaming iteration."""
 
@@ -444,17 +452,33 @@ class FrameFolderReader(VideoReader):
         try:
             return load_rgb(f)
         except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise VideoReadError(
-                self.path, f"frame {index} ('{f.name}') is unreadable ({e})") from e
+            cause = " ".join(str(e).split()).replace(f"cannot read image '{f}': ", "")
+            raise FrameFileError(
+                self.path, f"frame {index} ('{f.name}') is unreadable: it cannot be decoded "
+                f"({cause}); replace or remove that file") from e
 
     def _read(self, index: int) -> np.ndarray:
         arr = self._load(index)
         if arr.shape[:2] != self.size:
-            raise VideoReadError(
-                self.path, f"frame {index} ('{self.files[index].name}') has size "
-                f"{arr.shape[:2]}, the first frame {self.size}: all frames must have one size"
+            (h, w), (first_h, first_w) = arr.shape[:2], self.size
+            raise FrameFileError(
+                self.path, f"frame {index} ('{self.files[index].name}'): its size {h}x{w} "
+                f"differs from the first frame's {first_h}x{first_w} (all frames must have one "
+                "size); resize or remove that file"
             )
         return arr
+
+
+class ImageFileReader(FrameFolderReader):
+    """A single image file read as a one-frame video (decoded by PIL, as folder frames are)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
+        self.path = str(path)
+        _check_file(Path(path))
+        self.files = [Path(path)]
+        self.fps = float(fps)
+        first = self._load(0)
+        self.size = (int(first.shape[0]), int(first.shape[1]))
 
 
 BACKENDS = ("av", "decord")
@@ -466,9 +490,10 @@ def open_video(
     """Open a video file or a folder of frames.
 
     Args:
-        path: a video file (any container/codec FFmpeg reads) or a folder of image files.
+        path: a video file (any container/codec FFmpeg reads), a folder of image files or one
+            image file (a one-frame video).
         backend: "av" (PyAV, default) or "decord" for video files; ignored for folders.
-        fps: frame rate reported for a folder of frames (default 30); ignored for files.
+        fps: frame rate reported for frames and images (default 30); ignored for videos.
 
     Returns:
         a `VideoReader`; `reader[i]` is np.uint8 (H, W, 3) RGB.
@@ -482,6 +507,8 @@ def open_video(
     p = Path(path)
     if p.is_dir():
         return FrameFolderReader(p, fps=30.0 if fps is None else fps)
+    if p.suffix.lower() in IMAGE_EXTENSIONS:  # FFmpeg's image2 demuxer fails on large JPEGs
+        return ImageFileReader(p, fps=30.0 if fps is None else fps)
     if backend == "decord":
         return DecordReader(p)
     return PyAVReader(p)
