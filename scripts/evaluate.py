@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
             raise ValueError(f"--output '{args.output}' is not a folder; choose another path")
+        if args.output:
+            blocking = next((p for p in Path(args.output).parents if p.is_file()), None)
+            if blocking is not None:
+                raise ValueError(f"--output '{args.output}': '{blocking}' is a file, not a "
+                                 "folder; choose another path")
         ckpt_path = Path(args.checkpoint)
         ckpt = load_checkpoint(ckpt_path)
         if args.config is not None:

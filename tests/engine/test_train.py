@@ -539,6 +539,7 @@ def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Pa
     script = load_script("evaluate.py")
     for args, needle in (
         (["--output", str(a_file)], "is not a folder"),
+        (["--output", str(a_file / "eval")], f"'{a_file}' is a file, not a folder"),
         (["model.recurrence=0"], "model.recurrence"),
     ):
         assert script.main(["--checkpoint", str(ckpt), "--no-plots", *args]) == 2
