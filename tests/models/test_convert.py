@@ -118,6 +118,9 @@ def ccnet_r50(seed=1):
     _conv(sd, "dsn.0", 512, 1024, 3, g, bias=True)
     _bn(sd, "dsn.1", 512, g, counter=False)
     _conv(sd, "dsn.3", K, 512, 1, g, bias=True)
+    for k in [k for k in sd if k.endswith("running_var")]:  # InPlace-ABN weights may be < 0
+        w = sd[k.replace("running_var", "weight")]
+        w[::3] = -w[::3]
     return sd
 
 
@@ -143,7 +146,10 @@ def reference(src, fmt, pixels, recurrence=2):
     slope = 0.01 if fmt == "ccnet" else 0.0
 
     def bn(x, p, act=True, leaky=0.0):
-        y = F.batch_norm(x, S[f"{p}.running_mean"], S[f"{p}.running_var"], S[f"{p}.weight"],
+        w = S[f"{p}.weight"]
+        if fmt == "ccnet":  # InPlace-ABN scales by |weight| + eps (its CUDA kernels)
+            w = w.abs() + 1e-5
+        y = F.batch_norm(x, S[f"{p}.running_mean"], S[f"{p}.running_var"], w,
                          S[f"{p}.bias"], False, 0.0, 1e-5)
         return (F.leaky_relu(y, leaky) if leaky else F.relu(y)) if act else y
 
@@ -271,9 +277,10 @@ def test_converted_model_equals_the_source_network(fmt, mmseg_case, ccnet_case, 
         logits, aux = ours(model, pixels)
         want_logits, want_aux = reference(src, fmt, pixels)
     assert logits.shape == want_logits.shape == (1, K, 5, 5)
-    # fp32 weights (the fold rounds to fp32), fp64 arithmetic on both sides
-    torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(aux, want_aux, rtol=1e-5, atol=1e-5)
+    # fp32 weights (the folds round to fp32), fp64 arithmetic on both sides: the random
+    # 50-layer network's logits reach ~1e5, and the rounding costs up to ~5e-7 of that scale
+    for got, want in ((logits, want_logits), (aux, want_aux)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max()))
 
 
 def test_ccnet_conversion_folds_bias_and_input(ccnet_case):

@@ -28,6 +28,9 @@ What changes on the way (exact unless said otherwise):
   and the mean difference into its BatchNorm's running mean: exact away from the image border;
   the zero padding of that conv then stands for our mean colour instead of theirs (a difference
   under one grey level per channel, one pixel wide). mmseg's normalisation is ours already.
+- Every normalisation layer of the official network is InPlace-ABN, which scales by
+  ``|weight| + eps`` (eps = 1e-5; its CUDA kernels), not by ``weight``: the BatchNorm weights
+  become ``weight.abs() + 1e-5`` (a plain copy flips every channel whose weight is negative).
 - The official head uses InPlace-ABN, whose default activation is LeakyReLU(0.01): the
   converted model gets ``head_activation="leaky_relu"``. Its backbone is built with
   ``stem="deep_ccnet", contract_dilation=False`` (every conv of layer3 / layer4 at dilation 2 /
@@ -52,6 +55,8 @@ import torch
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
+
+INPLACE_ABN_EPS = 1e-5  # InPlaceABN(Sync)'s default eps, also added to |weight|
 
 __all__ = [
     "CCNET_BGR_MEAN",
@@ -412,7 +417,8 @@ def convert_file(path: str | os.PathLike, fmt: str, trust: bool = False) -> Conv
 
 def _ccnet_fixups(src: Mapping[str, Tensor], mapping: dict[str, str],
                   out: dict[str, Tensor]) -> list[str]:
-    """Official CCNet only: fold the dsn conv bias and the BGR / mean input convention."""
+    """Official CCNet only: fold the dsn conv bias, InPlace-ABN's scale and the BGR / mean
+    input convention."""
     notes = []
     inv = {v: k for k, v in mapping.items()}
     for k, dst in mapping.items():
@@ -421,6 +427,12 @@ def _ccnet_fixups(src: Mapping[str, Tensor], mapping: dict[str, str],
             rm = out[target]
             out[target] = (rm.double() - src[k].double()).to(rm.dtype)
             notes.append(f"{k} folded into {target}")
+    scales = [dst for dst in out if dst.endswith(".weight")
+              and dst.removesuffix("weight") + "running_var" in out]
+    for dst in scales:  # InPlace-ABN scales by |weight| + eps, BatchNorm by weight
+        out[dst] = (out[dst].double().abs() + INPLACE_ABN_EPS).to(out[dst].dtype)
+    notes.append(f"the {len(scales)} InPlace-ABN scales became BatchNorm weights |weight| + "
+                 f"{INPLACE_ABN_EPS:g}, as InPlace-ABN applies them")
     w, rm = fold_bgr_mean_input(out["backbone.stem.0.weight"], out["backbone.stem.1.running_mean"])
     out["backbone.stem.0.weight"], out["backbone.stem.1.running_mean"] = w, rm
     notes.append(
