@@ -610,6 +610,23 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_gpu_kernels_run_on_the_inputs_device_not_the_current_one():
+    """Tensors on cuda:1 while cuda:0 is current (a model moved with .to('cuda:1'), no
+    set_device): Triton launches on the current device unless told, so forward and backward
+    must set the inputs' device themselves."""
+    from vidccnet.ops.reference import cca_reference
+
+    torch.cuda.set_device(0)
+    q, k, v, go = _inputs(1, 16, 32, 3, 9, 11, torch.float32, torch.device("cuda", 1))
+    out, lse = cca_forward(q, k, v, 1.0)
+    ref_out, _ = cca_reference(q, k, v, 1.0)
+    _close(out, ref_out, TOL[torch.float32], "out")
+    dq, dk, dv = cca_backward(q, k, v, out, lse, go, 1.0)
+    assert dq.device == dk.device == dv.device == q.device
+    assert torch.cuda.current_device() == 0
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_fused_forward_synchronises(dtype, monkeypatch):

@@ -101,6 +101,7 @@ interpreted-vs-compiled at decoration time), so importing this module never need
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import types
@@ -754,6 +755,21 @@ def _launch_fused_forward(
     )
 
 
+def _on_inputs_device(fn: Any) -> Any:
+    """Run ``fn(q, ...)`` with ``q``'s CUDA device current: Triton launches on the current
+    device, which need not be the tensors' (a model on ``cuda:1`` without ``set_device``)."""
+
+    @functools.wraps(fn)
+    def wrapper(q: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not q.is_cuda:
+            return fn(q, *args, **kwargs)
+        with torch.cuda.device(q.device):
+            return fn(q, *args, **kwargs)
+
+    return wrapper
+
+
+@_on_inputs_device
 def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """Criss-cross attention forward with the Triton kernels.
 
@@ -784,6 +800,7 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
     return _cf(out), lse
 
 
+@_on_inputs_device
 def cca_backward(
     q: Tensor,
     k: Tensor,
