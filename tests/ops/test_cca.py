@@ -250,6 +250,8 @@ def test_errors_name_the_shapes():
         criss_cross_attention(q, k, v, backend="cuda")
     with pytest.raises(ValueError, match="one device"):
         criss_cross_attention(q, k.to("meta"), v)
+    with pytest.raises(ValueError, match="empty input"):  # v without channels, not a reshape
+        criss_cross_attention(q, k, v[:, :0])
 
 
 def test_backend_env_var(monkeypatch):

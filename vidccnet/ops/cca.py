@@ -15,7 +15,6 @@ from .export import cca_export
 from .reference import cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
-# Whether the reference backward can skip unneeded gradients (it drops them otherwise).
 ENV_VAR = "VIDCCNET_CCA_BACKEND"
 
 
@@ -93,7 +92,7 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q and k must have the same shape (B, Cqk, ...); got {shapes}")
     if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
         raise ValueError(f"v must match q in batch and in (T, H, W); got {shapes}")
-    if min(q.shape) == 0:
+    if min(q.shape) == 0 or v.shape[1] == 0:
         raise ValueError(f"empty input: {shapes}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
