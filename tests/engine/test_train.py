@@ -978,3 +978,18 @@ def test_a_crop_larger_than_the_frames_at_any_scale_is_warned_about(caplog) -> N
                                                   "data.scale_range=[0.5, 2.0]"]), frames)
     assert len(caplog.records) == 1
     assert "data.crop_size 480x480" in caplog.records[0].getMessage()
+
+
+def test_an_unset_crop_size_leaves_the_datasets_own_default(monkeypatch) -> None:
+    """data.crop_size null means the dataset's default crop (CamVid's 360x480 full frame, the
+    synthetic world's frame size), as the config documents; it used to pass None through,
+    which switched CamVid's crop off (and batches of clips of different sizes failed)."""
+    import vidccnet.data as data
+    from vidccnet.engine.build import build_train_dataset
+
+    seen = {}
+    monkeypatch.setattr(data, "build_dataset", lambda name, split, **kw: seen.update(kw))
+    build_train_dataset(load_config(None, ["data.crop_size=null"]))
+    assert "crop_size" not in seen
+    build_train_dataset(load_config(None, ["data.crop_size=[32, 48]"]))
+    assert seen["crop_size"] == (32, 48)

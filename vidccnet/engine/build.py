@@ -111,6 +111,7 @@ def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     check_dataset_kwargs(cfg)
     check_root(cfg)
     d = cfg.data
+    crop = {} if d.crop_size is None else {"crop_size": d.crop_size}  # None: the dataset's own
     return build_dataset(
         d.name,
         d.train_split,
@@ -119,8 +120,8 @@ def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
         frame_stride=d.frame_stride,
         anchor=d.anchor,
         augment=d.augment,
-        crop_size=d.crop_size,
         scale_range=d.scale_range,
+        **crop,
         **d.kwargs,
     )
 
