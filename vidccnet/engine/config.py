@@ -146,8 +146,9 @@ class OptimConfig:
     grad_clip: float | None = None
     accum_steps: int = 1
     # Learning-rate multiplier for the criss-cross attention's residual weight gamma (0 at
-    # init). 1.0 is CCNet's single learning rate; a larger value lets the attention switch on
-    # within short schedules (docs/results.md, study findings).
+    # init with model.kwargs.attention_init=ccnet, 1 with the default identity init). 1.0 is
+    # CCNet's single learning rate; a larger value lets the attention switch on within short
+    # schedules (docs/results.md, study findings).
     gamma_lr_mult: float = 1.0
     # Learning-rate multiplier for the attention's query, key and value projections: 5 lets
     # the demo's attention learn its temporal cue within 600 steps (docs/training.md).
