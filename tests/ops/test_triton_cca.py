@@ -610,6 +610,7 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_gpu_kernels_run_on_the_inputs_device_not_the_current_one():
     """Tensors on cuda:1 while cuda:0 is current (a model moved with .to('cuda:1'), no
