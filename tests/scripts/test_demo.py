@@ -126,3 +126,18 @@ def test_synthetic_tiny_config_is_the_demo_recipe(load_script):
         assert tiny[section] == demo[section], section
     assert {k for k in tiny["eval"] if tiny["eval"][k] != demo["eval"][k]} <= {"clip_len"}
     assert tiny["runtime"]["seed"] == demo["runtime"]["seed"]
+
+
+def test_a_rerun_keeps_the_earlier_model_until_it_has_a_new_one(load_script, tmp_path):
+    """Preparing a rerun removes the earlier demo's derived outputs but not its checkpoints:
+    the trainer (runtime.overwrite) replaces them when the new run writes its first one, so a
+    rerun interrupted early still leaves the best.pt segment_video.py uses by default."""
+    demo = load_script("demo.py")
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / demo.DEMO_MARK).write_text("mark\n")
+    for name in ("best.pt", "last.pt", "demo_summary.json", "overlay.mp4"):
+        (out / name).write_bytes(b"earlier")
+    demo.prepare_out(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([demo.DEMO_MARK, "best.pt",
+                                                             "last.pt"])
