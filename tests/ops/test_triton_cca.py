@@ -610,7 +610,6 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_gpu_kernels_run_on_the_inputs_device_not_the_current_one():
     """Tensors on cuda:1 while cuda:0 is current (a model moved with .to('cuda:1'), no
@@ -628,6 +627,7 @@ def test_gpu_kernels_run_on_the_inputs_device_not_the_current_one():
     assert torch.cuda.current_device() == 0
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_fused_forward_synchronises(dtype, monkeypatch):

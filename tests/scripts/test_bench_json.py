@@ -4,8 +4,10 @@ before any measurement (not a traceback after it)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 TINY_MODEL = ["--depths", "18", "--frames", "1", "--size", "16", "16", "--configs", "noatt",
               "--device", "cpu"]
@@ -29,3 +31,17 @@ def test_bench_data_json_into_missing_folder_is_refused_up_front(load_script, tm
     rc = load_script("bench_data").main(["--quick", "--json", str(tmp_path / "no" / "d.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "folder does not exist" in err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    """scripts/gpu_check.sh (the first GPU session's one script) stops at once without a GPU."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"),
+                           str(tmp_path / "gpu.json")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no CUDA GPU" in proc.stderr
+    assert not (tmp_path / "gpu.json").exists()
