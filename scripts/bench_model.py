@@ -84,9 +84,10 @@ def bench_depth(depth: int, args: argparse.Namespace, device: str) -> list[dict]
             m(torch.randn(1, 3, 2, 64, 64, device=dev))  # warm up code paths cheaply
         for T in args.frames:
             x = torch.randn(1, 3, T, H, W, device=dev)
-            if args.warmup:
+            if args.warmup or dev.type == "cuda":  # CUDA: Triton autotunes per shape
                 for m in models.values():
                     m(x)
+                sync()
             res = {c: {"wall": [], "cpu": [], "peak": 0} for c in models}
             for rep in range(args.repeats):
                 for config, m in models.items():
@@ -149,7 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
     p.add_argument("--configs", nargs="+", default=["ccnet2d", "ccnet3d", "noatt"])
     p.add_argument("--repeats", type=int, default=1, help="timed forwards (the minimum counts)")
-    p.add_argument("--warmup", action="store_true", help="one untimed full-size forward first")
+    p.add_argument("--warmup", action="store_true",
+                   help="one untimed full-size forward first (always on CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: default)")
     p.add_argument("--num-classes", type=int, default=19)

@@ -58,7 +58,7 @@ step bench_camvid 100 "$PY" scripts/bench_attention.py --case camvid --device cu
 step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
     --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
 step bench_model 60 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
-    --json "$work/bench_model.json"
+    --repeats 3 --json "$work/bench_model.json"
 
 if "$PY" - "$work" "$out" <<'PYEOF'
 import json, os, socket, sys, xml.etree.ElementTree as ET
