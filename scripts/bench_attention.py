@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -55,8 +56,14 @@ from vidccnet.ops.reference import cca_reference_backward, cca_reference_forward
 from vidccnet.ops.triton_cca import FUSED_FORWARD_ENV  # noqa: E402
 from vidccnet.profiling import cpu_peak_allocated  # noqa: E402
 
-# Peak HBM bandwidth (GB/s) by substring of the device name.
-PEAK_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "4090": 1008.0}
+# Peak memory bandwidth (GB/s) by a pattern of the device name, the first that matches counts
+# (the most specific first: "L4" must not take an L40, an H100 PCIe is not an SXM part).
+PEAK_BANDWIDTH_GBS = (
+    (r"H200", 4800.0), (r"H100 NVL", 3900.0), (r"H100.*PCIe", 2000.0), (r"H100", 3350.0),
+    (r"A100.*(PCIE|PCIe).*40GB|A100.*40GB.*(PCIE|PCIe)", 1555.0), (r"A100.*SXM4-40GB", 1555.0),
+    (r"A100.*80GB.*PCIe|A100-PCIE-80GB", 1935.0), (r"A100", 2039.0),
+    (r"\bL40S?\b", 864.0), (r"\bL4\b", 300.0), (r"4090", 1008.0),
+)
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 METHODS = ("reference", "reference-old", "dense", "flex", "triton", "triton-2launch")
 TRITON_METHODS = ("triton", "triton-2launch")
@@ -387,8 +394,12 @@ def bench_case(c: Case, methods: list[str], args, device: torch.device) -> list[
 def peak_bandwidth(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((gbs for key, gbs in PEAK_BANDWIDTH_GBS.items() if key in name), None)
+    return peak_bandwidth_of(torch.cuda.get_device_name(device))
+
+
+def peak_bandwidth_of(name: str) -> float | None:
+    """Peak memory bandwidth (GB/s) of a GPU by its name; None when it is not in the table."""
+    return next((gbs for pattern, gbs in PEAK_BANDWIDTH_GBS if re.search(pattern, name)), None)
 
 
 # --- CCNet's cost claim ------------------------------------------------------------------------

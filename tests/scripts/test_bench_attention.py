@@ -63,3 +63,16 @@ def test_two_launch_method_sets_the_switch_only_during_its_calls(bench, monkeypa
         assert bench.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--methods triton-2launch" in err[0]
+
+
+@pytest.mark.parametrize("name, gbs", [
+    ("NVIDIA H200", 4800.0), ("NVIDIA H100 80GB HBM3", 3350.0), ("NVIDIA H100 PCIe", 2000.0),
+    ("NVIDIA H100 NVL", 3900.0), ("NVIDIA A100-SXM4-80GB", 2039.0),
+    ("NVIDIA A100-SXM4-40GB", 1555.0), ("NVIDIA A100-PCIE-40GB", 1555.0),
+    ("NVIDIA A100 80GB PCIe", 1935.0), ("NVIDIA L4", 300.0), ("NVIDIA L40S", 864.0),
+    ("NVIDIA L40", 864.0), ("NVIDIA GeForce RTX 4090", 1008.0), ("Tesla T4", None),
+])
+def test_peak_bandwidth_by_device_name(bench, name, gbs):
+    """The floor share divides by the right peak: an L40 is no L4, an H100 PCIe no SXM part
+    (the substring lookup took 300 GB/s for an L40S and 3350 for an H100 PCIe)."""
+    assert bench.peak_bandwidth_of(name) == gbs
