@@ -436,18 +436,40 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _settings(overrides: list[str]) -> list[str]:
+    """The overrides that change a run's result (not where it is written or on which device)."""
+    return [o for o in overrides
+            if not o.startswith(("runtime.output_dir=", "runtime.device="))]
+
+
+def finished_run(args: argparse.Namespace, variant: str, seed: int) -> dict | None:
+    """The finished result of (variant, seed) under ``--runs-dir``, or None.
+
+    Raises:
+        UserError: the result is damaged, or was made with other settings (``--iterations``,
+            ``--override``, ``--eval-videos``) than this invocation's.
+    """
+    f = run_dir(args, variant, seed) / "study_result.json"
+    if not f.is_file():
+        return None
+    try:
+        run = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{f} is not a finished run's result ({exc}); delete it "
+                        "or retrain that run with --force") from None
+    want = _settings(run_overrides(args, variant, seed))
+    if _settings(run.get("overrides", [])) != want or \
+            run.get("val_videos", args.eval_videos) != args.eval_videos:
+        raise UserError(
+            f"the finished run in {f.parent} was made with other settings (overrides or "
+            "--eval-videos) than these; retrain it with --force, or pass another --runs-dir"
+        )
+    return run
+
+
 def collect(args: argparse.Namespace) -> list[dict]:
-    runs = []
-    for variant in args.variants:
-        for seed in args.seeds:
-            f = run_dir(args, variant, seed) / "study_result.json"
-            if f.is_file():
-                try:
-                    runs.append(json.loads(f.read_text()))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{f} is not a finished run's result ({exc}); delete it "
-                                    "or retrain that run with --force") from None
-    return runs
+    runs = [finished_run(args, v, s) for v in args.variants for s in args.seeds]
+    return [r for r in runs if r is not None]
 
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
@@ -506,11 +528,13 @@ def _launch(args: argparse.Namespace, variant: str, seed: int, threads: int
     return proc
 
 
-def run_all(args: argparse.Namespace) -> None:
+def run_all(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Train the runs not finished yet, ``--jobs`` at a time; returns the failed (variant,
+    seed) pairs."""
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.jobs)
     todo = [(v, s) for s in args.seeds for v in args.variants
-            if args.force or not (run_dir(args, v, s) / "study_result.json").is_file()]
+            if args.force or finished_run(args, v, s) is None]
     log.info("%d runs to do (%d already finished), %d at a time, %d threads each",
              len(todo), len(args.variants) * len(args.seeds) - len(todo), args.jobs, threads)
     running: list[tuple[subprocess.Popen, str, int, float]] = []
@@ -533,6 +557,7 @@ def run_all(args: argparse.Namespace) -> None:
                 failed.append((v, s))
     if failed:
         log.error("%d run(s) failed: %s", len(failed), failed)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,12 +579,15 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s seed %d: mIoU %.4f, ambiguous %.4f, mVC_8 %.4f", variant, seed,
                      res["mIoU"], res["mIoU_ambiguous"] or math.nan, res["mVC_8"] or math.nan)
             return 0
-        if not args.report_only:
-            run_all(args)
+        failed = [] if args.report_only else run_all(args)
         cost: list[dict] = []
         if not args.no_cost:
             cost = measure_cost(args, BUDGETS[args.budget][2], threads=1)
         report(args, collect(args), cost)
+        if failed:
+            print(f"{PROG}: error: {len(failed)} run(s) failed ({failed}); the report holds the "
+                  "others; see each run's study.log and rerun to retry them", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -65,3 +65,22 @@ def test_a_damaged_run_result_is_named_in_one_line(load_script, tmp_path, capsys
          "--runs-dir", str(tmp_path), "--results", str(tmp_path / "res")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(bad) in err[0] and "--force" in err[0]
+
+
+def test_a_finished_run_of_other_settings_is_not_reused(load_script, tmp_path, capsys):
+    """A run finished with other settings (another --iterations, --override or --eval-videos)
+    is refused in one line, before anything trains, instead of being counted as this study's
+    (a 2-step smoke run was reported as a 1600-step result)."""
+    study = load_script("study_temporal")
+    base = ["--variants", "cca3d", "--seeds", "0", "--no-cost", "--runs-dir", str(tmp_path),
+            "--results", str(tmp_path / "res")]
+    args = study.parse_args(base + ["--iterations", "2"])
+    done = tmp_path / "small" / "cca3d_s0" / "study_result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"variant": "cca3d", "seed": 0, "val_videos": 16,
+                                "overrides": study.run_overrides(args, "cca3d", 0)}))
+    for extra in ([], ["--report-only"], ["--iterations", "2", "--eval-videos", "4"]):
+        assert study.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(done.parent) in err[0] and "--force" in err[0], err
+    assert not (tmp_path / "res").exists()
