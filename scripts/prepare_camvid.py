@@ -16,12 +16,17 @@ A video's sequence is recognised from its file name (01TP / 0001TP, 0005VD / Seq
 not start at frame 0 of the sequence numbering (an extract), pass `--index-offset SEQ=N`: video
 frame = name index + N (the written files and the report stay in the names' numbering).
 Matches whose difference exceeds `--max-mad` are flagged `"poor": true` in the report.
+A rerun keeps the frames already written (`--overwrite` rewrites them), except for a sequence
+whose `--index-offset` changed since the report: its frames are rewritten. Frames are written
+whole (a temporary file renamed), so an interrupted run leaves no truncated frame.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -170,6 +175,7 @@ def prepare(args: argparse.Namespace) -> dict:
     offsets = [o * args.frame_stride for o in range(-args.context_before, args.context_after + 1)]
     report: dict = {"params": {"window": args.window, "offsets": offsets, "segnet": str(segnet)},
                     "matches": {}, "sequences": {}, "missing_videos": {}}
+    earlier = _earlier_offsets(out)
     for seq, files in sorted(images.items()):
         if seq not in videos:
             report["missing_videos"][seq] = len(files)
@@ -181,6 +187,13 @@ def prepare(args: argparse.Namespace) -> dict:
         hist: dict[int, int] = defaultdict(int)
         written = poor = 0
         shift = shifts.get(seq, 0)
+        rewrite = args.overwrite
+        if earlier.get(seq, shift) != shift:  # its frames on disk are of other indices
+            logger.info("%s: the index offset changed from %d to %d: its frames are rewritten",
+                        seq, earlier[seq], shift)
+            for old in context_frame_path(out, seq, 0).parent.glob("*.png"):
+                old.unlink()
+            rewrite = True
         for f in files:
             _, guess = parse_camvid_name(f.stem)
             image = load_rgb(f)
@@ -199,9 +212,11 @@ def prepare(args: argparse.Namespace) -> dict:
             for o in offsets:
                 j = m["index"] + o
                 p = context_frame_path(out, seq, j)
-                if 0 <= j + shift < len(src) and (args.overwrite or not p.is_file()):
+                if 0 <= j + shift < len(src) and (rewrite or not p.is_file()):
                     p.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(src[j + shift]).save(p)
+                    tmp = p.with_name(f".{p.name}.tmp")  # whole files only: a rerun keeps them
+                    Image.fromarray(src[j + shift]).save(tmp, format="PNG")
+                    os.replace(tmp, p)
                     written += 1
         if poor:
             logger.warning("%s: %d labelled frames match poorly (mean abs diff > %g): check "
@@ -217,6 +232,17 @@ def prepare(args: argparse.Namespace) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report, indent=1)
     return report
+
+
+def _earlier_offsets(out: Path) -> dict[str, int]:
+    """The index offset each sequence's frames were written with by an earlier run (its report
+    in the default place), {} when there is none or it cannot be read."""
+    path = out / "frames" / "matches.json"
+    try:
+        seqs = json.loads(path.read_text())["sequences"]
+        return {seq: int(info.get("index_offset", 0)) for seq, info in seqs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:

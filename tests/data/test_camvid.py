@@ -223,6 +223,29 @@ def test_prepare_camvid_video_extract_with_index_offset(load_script, camvid_raw,
     assert int(np.argmin([mad(img, v.frames[k]) for k in range(30)])) == 19
 
 
+def test_prepare_camvid_rerun_with_another_index_offset_rewrites_the_frames(
+        load_script, camvid_raw, tmp_path):
+    """A first run without the extract's --index-offset writes frames of the wrong indices; the
+    rerun with the offset (as the poor-match warning advises) must not keep them: every frame
+    file on disk then holds the sequence frame its name says."""
+    root, _, _, seqs, _ = camvid_raw
+    v = seqs["0006R0"][0]
+    folder = tmp_path / "extract"
+    for j in range(5, 30):
+        _save(folder / f"img{j - 5}.png", v.frames[j].repeat(2, 0).repeat(2, 1))
+    out = tmp_path / "out"
+    common = ["--segnet", str(root), "--out", str(out), "--videos", f"0006R0={folder}",
+              "--window", "2", "--context-before", "1", "--context-after", "0"]
+    mod = load_script("prepare_camvid")
+    assert mod.main(common) == 0
+    assert mod.main(common + ["--index-offset", "0006R0=-5"]) == 0
+    files = sorted((out / "frames" / "0006R0").glob("*.png"))
+    assert files
+    for f in files:
+        img = np.asarray(Image.open(f))
+        assert int(np.argmin([mad(img, v.frames[k]) for k in range(30)])) == int(f.stem), f.name
+
+
 def test_label_of_another_size_is_refused(camvid_raw, tmp_path):
     """A label PNG of another size than its frame would be stretched to fit by the
     augmentation: refused, naming both files."""
