@@ -1,6 +1,6 @@
 """The first thing to run: train, evaluate and apply a small 3D CCNet on a synthetic video world.
 
-    python scripts/demo.py                      # 6-9 min on 2 CPU cores, no GPU, no download
+    python scripts/demo.py                      # 5-9 min on 2 CPU cores, no GPU, no download
     python scripts/demo.py --iterations 1500    # longer training, better masks
     python scripts/demo.py --out runs/mydemo --device cuda
 
