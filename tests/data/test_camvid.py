@@ -201,13 +201,19 @@ def test_prepare_camvid_checks_every_video_before_writing(load_script, camvid_ra
     assert report["sequences"]["0016E5"]["labelled"] == 3
 
 
+def _extract(tmp_path, video):
+    """A frame-folder 'video' at 2x size that starts at sequence frame 5 (an extract)."""
+    folder = tmp_path / "extract"
+    for j in range(5, 30):
+        _save(folder / f"img{j - 5}.png", video.frames[j].repeat(2, 0).repeat(2, 1))
+    return folder
+
+
 def test_prepare_camvid_video_extract_with_index_offset(load_script, camvid_raw, tmp_path):
     """A frame-folder 'video' that starts at sequence frame 5 (an extract): --index-offset."""
     root, _, _, seqs, truth = camvid_raw
     v = seqs["0006R0"][0]
-    folder = tmp_path / "extract"
-    for j in range(5, 30):
-        _save(folder / f"img{j - 5}.png", v.frames[j].repeat(2, 0).repeat(2, 1))
+    folder = _extract(tmp_path, v)
     out = tmp_path / "out"
     rc = load_script("prepare_camvid").main(["--segnet", str(root), "--out", str(out), "--videos",
                               f"0006R0={folder}", "--index-offset", "0006R0=-5",
@@ -230,9 +236,7 @@ def test_prepare_camvid_rerun_with_another_index_offset_rewrites_the_frames(
     file on disk then holds the sequence frame its name says."""
     root, _, _, seqs, _ = camvid_raw
     v = seqs["0006R0"][0]
-    folder = tmp_path / "extract"
-    for j in range(5, 30):
-        _save(folder / f"img{j - 5}.png", v.frames[j].repeat(2, 0).repeat(2, 1))
+    folder = _extract(tmp_path, v)
     out = tmp_path / "out"
     common = ["--segnet", str(root), "--out", str(out), "--videos", f"0006R0={folder}",
               "--window", "2", "--context-before", "1", "--context-after", "0"]

@@ -129,12 +129,7 @@ def test_single_frame_mpeg4_rotated(script, ckpt, tmp_path, capsys):
 
 def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, capsys,
                                                      monkeypatch):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(
-            frames / f"f_{i}.png")
+    frames = frame_folder(tmp_path / "frames", 5, (30, 40), "f_{}.png")
     out = tmp_path / "masks"
     out.mkdir()
     (out / "stale.txt").write_text("old")
@@ -207,18 +202,13 @@ def test_frame_folder_with_a_bad_frame_fails_and_writes_nothing(script, ckpt, tm
                                                                  problem, start):
     """In a folder each frame is its own file: a bad one is an error (exit 2, one line naming
     the file), not a truncated video whose first frames are kept."""
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
-            frames / f"img_{i}.jpg")
+    frames = frame_folder(tmp_path / "frames", 12, (24, 32), "img_{}.jpg")
     bad = frames / "img_5.jpg"
     if problem == "truncated":
         bad.write_bytes(bad.read_bytes()[:300])
         words = "cannot be decoded"
     else:
-        Image.fromarray(rng.integers(0, 256, (32, 24, 3), dtype=np.uint8)).save(bad)
+        Image.fromarray(np.zeros((32, 24, 3), dtype=np.uint8)).save(bad)
         words = "size 32x24 differs from the first frame's 24x32"
     extra = [] if start is None else ["--start", start]
     rc, err = run(script, capsys, frames, "--out", tmp_path / "masks", "--checkpoint", ckpt,
@@ -394,12 +384,13 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
 
 
 # ----------------------------------------------------------------------------- input safety
-def frame_folder(path, n=3, size=(24, 32)):
+def frame_folder(path, n=3, size=(24, 32), name="{:06d}.png"):
+    """A folder of ``n`` random frames of ``size`` (H, W) named ``name.format(i)``."""
     path.mkdir()
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
-            path / f"{i:06d}.png")
+            path / name.format(i))
     return path
 
 
