@@ -371,20 +371,23 @@ def test_stream_start_on_a_real_video_decodes_from_the_keyframe(tmp_path, monkey
 
     video = write_gop_video(tmp_path / "gop.mp4", 40, gop=5)
     decoded = []
-    original_seek = PyAVReader._seek
 
-    def counting_seek(self, index):
-        original_seek(self, index)
-        frames = self._frames
+    def counting(original):  # the reader decodes after a seek or from the start of the file
+        def wrapper(self, *args):
+            original(self, *args)
+            frames = self._frames
 
-        def counted():
-            for frame in frames:
-                decoded.append(1)
-                yield frame
+            def counted():
+                for frame in frames:
+                    decoded.append(1)
+                    yield frame
 
-        self._frames = counted()
+            self._frames = counted()
 
-    monkeypatch.setattr(PyAVReader, "_seek", counting_seek)
+        return wrapper
+
+    monkeypatch.setattr(PyAVReader, "_seek", counting(PyAVReader._seek))
+    monkeypatch.setattr(PyAVReader, "_restart", counting(PyAVReader._restart))
     seg = fake_segmenter(2, 1)
     with seg.stream(str(video), start=33, end=36) as stream:
         seeked = list(stream)

@@ -294,3 +294,46 @@ def test_corrupt_frame_in_the_middle(tmp_path, codec, ext):
 def test_unknown_backend(tmp_path):
     with pytest.raises(ValueError, match="backend"):
         open_video(tmp_path / "x.mp4", backend="opencv")
+
+
+@pytest.fixture(scope="module")
+def ts_videos(tmp_path_factory):
+    """MPEG-TS, the camcorder / dashcam container: a whole file, and a recording that starts
+    mid-stream (the first 40 % cut at a 188-byte packet boundary, open GOPs: its first frames
+    have no keyframe before them)."""
+    d = tmp_path_factory.mktemp("ts")
+    src = make_frames(60, 96, 128)
+    whole = d / "whole.ts"
+    write_video(whole, src, fps=15, options={
+        "x264-params": "keyint=12:min-keyint=12:scenecut=0:bframes=3:open-gop=1:b-pyramid=none"})
+    data = whole.read_bytes()
+    cut = d / "cut.ts"
+    cut.write_bytes(data[(len(data) * 2 // 5) // 188 * 188:])
+    return src, whole, cut
+
+
+def _plain_decode(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("which", ["whole", "cut"])
+def test_mpeg_ts_reads_every_decodable_frame_in_order(ts_videos, which):
+    """PyAV's stream seek lands past its target (or at the end) on MPEG-TS: the reader could not
+    open such a file, failed on random access, and on a recording that starts mid-stream
+    returned a later frame for each of the first ones. Every frame a plain decode gives, in
+    order, by sequential and by random access."""
+    src, whole, cut = ts_videos
+    path = whole if which == "whole" else cut
+    plain = _plain_decode(path)
+    with open_video(path, backend="av") as r:
+        assert len(r) == len(plain)
+        seq = list(r)
+        assert [nearest_source(f, src) for f in seq] == [nearest_source(f, src) for f in plain]
+        if which == "whole":
+            assert [nearest_source(f, src) for f in seq] == list(range(60))
+    with open_video(path, backend="av") as r:
+        order = list(range(len(seq)))
+        np.random.default_rng(1).shuffle(order)
+        for i in order:
+            np.testing.assert_array_equal(r[i], seq[i])

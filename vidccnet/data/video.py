@@ -167,7 +167,7 @@ class PyAVReader(VideoReader):
         self._frames: Iterator | None = None
         self._next = 0  # index of the frame the decoder yields next
         self.rotation = 0
-        first = self._decode_at(0)
+        first = self._first_frame()
         self.rotation = int(getattr(self._last_frame, "rotation", 0) or 0)
         first = _rotate(first, self.rotation)
         self._cache[0] = first
@@ -227,6 +227,36 @@ class PyAVReader(VideoReader):
             i = max(0, bisect.bisect_right(self._pts, int(ts)) - 1)
         return i
 
+    def _restart(self) -> None:
+        """Decode from the start of the file. A container-level seek to 0 is exact on every
+        container; a stream seek to the first timestamp lands past it on MPEG-TS."""
+        self._container.seek(0)
+        self._frames = self._container.decode(self._stream)
+        self._next = 0
+
+    def _first_frame(self) -> np.ndarray:
+        """Frame 0 (H, W, 3). Packets before the first decodable frame (a recording that starts
+        mid-stream, without a keyframe) are dropped from the index, with a warning."""
+        self._restart()
+        try:
+            frame = next(self._frames)
+        except (StopIteration, self._av.FFmpegError) as e:
+            self._frames = None
+            raise VideoReadError(self.path, f"no decodable video frame ({e or 'empty'})") from None
+        skip = self._frame_index(frame)
+        if skip > 0:
+            logger.warning("%s: its first %d frames cannot be decoded (the recording starts "
+                           "without a keyframe); the video starts at the next one", self.path,
+                           skip)
+            self._pts = self._pts[skip:]
+            self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
+            self._keyframes = [0] + [k - skip for k in self._keyframes if k > skip]
+            self._expected = max(0, self._expected - skip)
+            self.frames_lost = max(0, self._expected - len(self._pts))
+        self._next = 1
+        self._last_frame = frame
+        return frame.to_ndarray(format="rgb24")
+
     def _seek(self, index: int) -> None:
         kf = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
         self._container.seek(self._pts[kf], stream=self._stream, backward=True, any_frame=False)
@@ -243,6 +273,10 @@ class PyAVReader(VideoReader):
             try:
                 frame = next(self._frames)
             except StopIteration:
+                if not retried:  # a seek that landed at the end (MPEG-TS): from the start
+                    retried = True
+                    self._restart()
+                    continue
                 self._frames = None
                 raise VideoReadError(
                     self.path,
@@ -255,12 +289,16 @@ class PyAVReader(VideoReader):
                     self.path, f"corrupt data near frame {index} of {len(self)} ({e})"
                 ) from e
             i = self._frame_index(frame)
-            if i > index and not retried:  # seek landed after the target: restart from 0
-                retried = True
-                self._container.seek(self._pts[0], stream=self._stream, backward=True)
-                self._frames = self._container.decode(self._stream)
-                self._next = 0
-                continue
+            if i > index:
+                if not retried:  # the seek landed after the target: decode from the start
+                    retried = True
+                    self._restart()
+                    continue
+                self._frames = None
+                raise VideoReadError(
+                    self.path, f"frame {index} of {len(self)} cannot be decoded (decoding "
+                    f"resumes at frame {i}): corrupt data"
+                )
             self._next = i + 1
             if i >= index:
                 break
