@@ -337,3 +337,25 @@ def test_mpeg_ts_reads_every_decodable_frame_in_order(ts_videos, which):
         np.random.default_rng(1).shuffle(order)
         for i in order:
             np.testing.assert_array_equal(r[i], seq[i])
+
+
+def test_image_frames_as_a_viewer_shows_them(tmp_path):
+    """A phone photo stores its rotation in EXIF (Orientation 6: 90 degrees clockwise) and a
+    16-bit grey PNG holds 0..65535: frames are read upright (size from the header too) and
+    scaled to 8 bits (they were read sideways, and clipped to white)."""
+    from vidccnet.data.images import image_size, load_rgb
+
+    stored = make_frames(1, 40, 60)[0]  # (H 40, W 60) as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = load_rgb(tmp_path / "phone.jpg")
+    assert upright.shape == (60, 40, 3) and image_size(tmp_path / "phone.jpg") == (60, 40)
+    assert nearest_source(upright, np.stack([np.rot90(stored, -1), np.rot90(stored, 1)])) == 0
+    ramp = (np.arange(64 * 16, dtype=np.uint16).reshape(16, 64) * 64)  # 0 .. 65472
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    grey = load_rgb(tmp_path / "grey16.png")
+    assert grey.shape == (16, 64, 3) and grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey[..., 0], (ramp >> 8).astype(np.uint8))
+    with open_video(tmp_path / "phone.jpg") as r:  # one image as a one-frame video
+        assert r.size == (60, 40)

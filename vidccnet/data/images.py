@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class ImageReadError(ValueError):
@@ -28,25 +28,38 @@ def _open(path: str | os.PathLike) -> Iterator[Image.Image]:
         raise ImageReadError(f"cannot read image '{path}': {exc}") from None
 
 
+EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image by 90 degrees (width and height swap)
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as np.uint8 (H, W, 3) RGB.
+    """An image file as np.uint8 (H, W, 3) RGB, upright as viewers show it (an EXIF orientation,
+    as phone photos store it, is applied); 16-bit grey is scaled to 8 bits, not clipped.
 
     Raises:
         ImageReadError: the file is not a readable image.
     """
     with _open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: the top 8 bits
+            grey = np.asarray(im).astype(np.int64)
+            if im.mode.startswith("I;16") or grey.max(initial=0) > 255:
+                grey = grey >> 8
+            grey = grey.clip(0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
         return np.asarray(im.convert("RGB"))
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image file, read from its header (no decoding).
+    """(H, W) of an image file as ``load_rgb`` returns it (EXIF orientation applied), read from
+    its header (no decoding).
 
     Raises:
         ImageReadError: the file is not a readable image.
     """
     try:
         with Image.open(path) as im:
-            return im.height, im.width
+            turned = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            return (im.width, im.height) if turned else (im.height, im.width)
     except FileNotFoundError:
         raise
     except OSError as exc:  # PIL.UnidentifiedImageError, an empty file
