@@ -359,3 +359,30 @@ def test_image_frames_as_a_viewer_shows_them(tmp_path):
     np.testing.assert_array_equal(grey[..., 0], (ramp >> 8).astype(np.uint8))
     with open_video(tmp_path / "phone.jpg") as r:  # one image as a one-frame video
         assert r.size == (60, 40)
+
+
+@pytest.mark.parametrize("backend", ["av", "decord"])
+def test_the_main_video_stream_is_read_by_both_backends(tmp_path, backend):
+    """A file with a small preview stream before the main one: both backends read the main
+    (largest) video stream (PyAV took the first one, decord another: different videos)."""
+    if backend == "decord":
+        pytest.importorskip("decord")
+    small, big = make_frames(8, 48, 64), make_frames(8, 96, 128)
+    path = tmp_path / "two.mp4"
+    with av.open(str(path), "w") as c:
+        streams = []
+        for frames in (small, big):
+            s = c.add_stream("libx264", rate=12)
+            s.height, s.width = frames.shape[1:3]
+            s.pix_fmt = "yuv420p"
+            streams.append(s)
+        for i in range(8):
+            for s, frames in zip(streams, (small, big)):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
+                    c.mux(pkt)
+        for s in streams:
+            for pkt in s.encode():
+                c.mux(pkt)
+    with open_video(path, backend=backend) as r:
+        assert r.size == (96, 128)
+        assert nearest_source(r[3], big) == 3

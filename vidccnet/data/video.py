@@ -156,7 +156,8 @@ class PyAVReader(VideoReader):
         if not c.streams.video:
             kinds = sorted({s.type for s in c.streams})
             raise VideoReadError(p, f"no video stream (only {', '.join(kinds)})")
-        self._stream = vs = c.streams.video[0]
+        # the main video: the largest stream (a preview or thumbnail track may come first)
+        self._stream = vs = max(c.streams.video, key=lambda v: (v.width or 0) * (v.height or 0))
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         self.fps = float(rate) if rate else 30.0
         self._index_packets(p)
