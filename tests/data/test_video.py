@@ -386,3 +386,30 @@ def test_the_main_video_stream_is_read_by_both_backends(tmp_path, backend):
     with open_video(path, backend=backend) as r:
         assert r.size == (96, 128)
         assert nearest_source(r[3], big) == 3
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
+    """A phone-style variable-frame-rate video (30 frames 33 ms apart, then 30 frames 200 ms
+    apart): all 60 frames, none reported lost, the true average rate (the MKV was reported as
+    205 frames of which 145 lost, at 30 fps)."""
+    from fractions import Fraction
+
+    src = make_frames(60, 48, 64)
+    times = np.cumsum([0] + [33 if i <= 30 else 200 for i in range(1, 60)])
+    path = tmp_path / f"vfr.{ext}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30, options={"bf": "0", "g": "20"})
+        s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
+        s.time_base = Fraction(1, 1000)
+        for i, f in enumerate(src):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = int(times[i]), Fraction(1, 1000)
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with open_video(path) as r:
+        assert len(r) == 60 and r.frames_lost == 0
+        assert r.fps == pytest.approx(59 / (times[-1] / 1000), rel=0.05)
+        assert [nearest_source(r[i], src) for i in (0, 30, 59)] == [0, 30, 59]

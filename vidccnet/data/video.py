@@ -158,11 +158,16 @@ class PyAVReader(VideoReader):
             raise VideoReadError(p, f"no video stream (only {', '.join(kinds)})")
         # the main video: the largest stream (a preview or thumbnail track may come first)
         self._stream = vs = max(c.streams.video, key=lambda v: (v.width or 0) * (v.height or 0))
-        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-        self.fps = float(rate) if rate else 30.0
         self._index_packets(p)
         if not self._pts:
             raise VideoReadError(p, "no decodable video frames (file truncated or corrupt)")
+        # the container's rate when the frames' own average (first to last timestamp) agrees
+        # with it within 1 % (millisecond timestamps round it), else the frames' own: the
+        # container may state the encoder's nominal rate (a variable-rate MKV says 30 for 9)
+        stated = vs.average_rate or vs.guessed_rate or vs.base_rate
+        own = self._indexed_rate()
+        rate = stated if stated and (own is None or abs(own / float(stated) - 1) < 0.01) else own
+        self.fps = float(rate) if rate else 30.0
         self._expected = self._expected_frames()
         self.frames_lost = max(0, self._expected - len(self._pts))
         self._frames: Iterator | None = None
@@ -201,6 +206,13 @@ class PyAVReader(VideoReader):
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
         if self._keyframes[0] != 0:
             self._keyframes.insert(0, 0)
+
+    def _indexed_rate(self) -> float | None:
+        """Frames per second from the indexed timestamps (first to last), None for one frame."""
+        tb = self._stream.time_base
+        if len(self._pts) < 2 or tb is None or self._pts[-1] <= self._pts[0]:
+            return None
+        return (len(self._pts) - 1) / float((self._pts[-1] - self._pts[0]) * tb)
 
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
