@@ -413,3 +413,45 @@ def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
         assert len(r) == 60 and r.frames_lost == 0
         assert r.fps == pytest.approx(59 / (times[-1] / 1000), rel=0.05)
         assert [nearest_source(r[i], src) for i in (0, 30, 59)] == [0, 30, 59]
+
+
+def test_a_still_stream_larger_than_the_video_is_not_read(tmp_path):
+    """A one-frame stream (cover art, a still) larger than the video: the video is read, not the
+    still (the largest-area rule gave a one-frame segmentation)."""
+    video, still = make_frames(20, 48, 64), make_frames(1, 128, 128)
+    path = tmp_path / "art.mkv"
+    with av.open(str(path), "w") as c:
+        sv = c.add_stream("libx264", rate=12)
+        sv.height, sv.width, sv.pix_fmt = 48, 64, "yuv420p"
+        ss = c.add_stream("mjpeg", rate=1)
+        ss.height, ss.width, ss.pix_fmt = 128, 128, "yuvj420p"
+        for pkt in ss.encode(av.VideoFrame.from_ndarray(still[0], format="rgb24")):
+            c.mux(pkt)
+        for f in video:
+            for pkt in sv.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for s in (sv, ss):
+            for pkt in s.encode():
+                c.mux(pkt)
+    with open_video(path) as r:
+        assert (len(r), r.size) == (20, (48, 64))
+        assert nearest_source(r[7], video) == 7
+
+
+def test_image_size_reads_only_the_header(tmp_path, monkeypatch):
+    """image_size is called per sample (CamVid labels, folder frames): it must not decode the
+    file, also while looking for an EXIF orientation (Pillow's getexif decodes a whole PNG).
+    A 16-bit grey PNG whose values fit 8 bits is kept as it is, not darkened."""
+    from vidccnet.data.images import image_size, load_rgb
+
+    Image.fromarray(make_frames(1, 30, 40)[0]).save(tmp_path / "f.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint16)).save(tmp_path / "low16.png")
+    assert (load_rgb(tmp_path / "low16.png") == 200).all()
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("the image was decoded")
+
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # what PNG's getexif calls
+    assert image_size(tmp_path / "f.png") == (30, 40)

@@ -31,6 +31,19 @@ def _open(path: str | os.PathLike) -> Iterator[Image.Image]:
 EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image by 90 degrees (width and height swap)
 
 
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 = upright), read from the header: a PNG's only from an eXIf
+    chunk before its pixels (``getexif`` would decode the whole PNG to look further)."""
+    if im.format == "PNG":
+        raw = im.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1))
+    return int(im.getexif().get(EXIF_ORIENTATION, 1))
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """An image file as np.uint8 (H, W, 3) RGB, upright as viewers show it (an EXIF orientation,
     as phone photos store it, is applied); 16-bit grey is scaled to 8 bits, not clipped.
@@ -39,10 +52,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         ImageReadError: the file is not a readable image.
     """
     with _open(path) as im:
-        im = ImageOps.exif_transpose(im)
+        if _orientation(im) != 1:
+            im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: the top 8 bits
             grey = np.asarray(im).astype(np.int64)
-            if im.mode.startswith("I;16") or grey.max(initial=0) > 255:
+            if grey.max(initial=0) > 255:  # (values that fit 8 bits are kept as they are)
                 grey = grey >> 8
             grey = grey.clip(0, 255).astype(np.uint8)
             return np.repeat(grey[..., None], 3, axis=2)
@@ -58,7 +72,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     try:
         with Image.open(path) as im:
-            turned = im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            turned = _orientation(im) in (5, 6, 7, 8)
             return (im.width, im.height) if turned else (im.height, im.width)
     except FileNotFoundError:
         raise

@@ -156,9 +156,8 @@ class PyAVReader(VideoReader):
         if not c.streams.video:
             kinds = sorted({s.type for s in c.streams})
             raise VideoReadError(p, f"no video stream (only {', '.join(kinds)})")
-        # the main video: the largest stream (a preview or thumbnail track may come first)
-        self._stream = vs = max(c.streams.video, key=lambda v: (v.width or 0) * (v.height or 0))
-        self._index_packets(p)
+        self._index_packets(p)  # chooses self._stream, the main video
+        vs = self._stream
         if not self._pts:
             raise VideoReadError(p, "no decodable video frames (file truncated or corrupt)")
         # the container's rate when the frames' own average (first to last timestamp) agrees
@@ -180,27 +179,34 @@ class PyAVReader(VideoReader):
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def _index_packets(self, p: Path) -> None:
-        """Demux (no decoding) to list frame timestamps and keyframes, in display order."""
+        """Demux (no decoding) to list frame timestamps and keyframes, in display order, and
+        choose the main video: the stream with the most frames, then the largest (a preview
+        track, cover art or a still may come first)."""
         file_size = p.stat().st_size
-        entries: list[tuple[int, bool]] = []
-        corrupt: list[bool] = []
+        streams = list(self._container.streams.video)
+        found: dict[int, tuple[list[tuple[int, bool]], list[bool]]] = {
+            s.index: ([], []) for s in streams}
         count = 0
         try:
-            for pkt in self._container.demux(self._stream):
-                if pkt.size == 0:
+            for pkt in self._container.demux(*streams):
+                if pkt.size == 0 or pkt.stream.index not in found:
                     continue
                 if pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > file_size:
                     continue  # partial packet at the end of a truncated file
+                entries, corrupt = found[pkt.stream.index]
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
-                entries.append((count if ts is None else int(ts), bool(pkt.is_keyframe)))
+                entries.append((len(entries) if ts is None else int(ts), bool(pkt.is_keyframe)))
                 corrupt.append(bool(pkt.is_corrupt))
                 count += 1
         except self._av.FFmpegError as e:
             logger.warning("%s: demuxing stopped after %d packets (%s)", self.path, count, e)
-        while corrupt and corrupt[-1]:  # short read at the end of a truncated file
-            corrupt.pop()
-            entries.pop()
-        entries.sort()
+        for entries, corrupt in found.values():
+            while corrupt and corrupt[-1]:  # short read at the end of a truncated file
+                corrupt.pop()
+                entries.pop()
+        self._stream = max(streams, key=lambda v: (len(found[v.index][0]),
+                                                   (v.width or 0) * (v.height or 0)))
+        entries = sorted(found[self._stream.index][0])
         self._pts = [e[0] for e in entries]
         self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
