@@ -231,8 +231,13 @@ class PyAVReader(VideoReader):
             duration = self._container.duration / 1e6
         if duration is None:
             return n
-        expected = int(round(duration * self.fps))
-        return expected if expected - n > 1 else n  # duration-based estimate: 1 frame slack
+        # frames of the stated duration past the indexed ones (a truncated file), at the rate:
+        # gaps between indexed frames (a variable rate) are not counted as lost
+        tb = vs.time_base
+        covered = n / self.fps if n < 2 or tb is None else (
+            float((self._pts[-1] - self._pts[0]) * tb) + 1 / self.fps)
+        missing = int(round((duration - covered) * self.fps))
+        return n + missing if missing > 1 else n  # a duration-based estimate: 1 frame slack
 
     def __len__(self) -> int:
         return len(self._pts)
