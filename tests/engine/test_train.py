@@ -343,15 +343,16 @@ def test_resume_with_another_batch_size_continues_the_epoch(tmp_path: Path,
 def test_overwrite_keeps_the_earlier_checkpoints_until_the_new_run_saves_one(
         tmp_path: Path, monkeypatch) -> None:
     """runtime.overwrite=true replaces the earlier run's checkpoints and evaluations when the new
-    run writes its first checkpoint: a run that fails before that leaves them (they used to be
-    deleted at the start); a model.init_from inside the folder being replaced is refused."""
+    run writes its first checkpoint: a run that fails before that leaves them, with the
+    config.yaml that goes with them (they used to be deleted at the start); a model.init_from
+    inside the folder being replaced is refused."""
     common = ("runtime.log_interval=1", "eval.interval=0", "runtime.ckpt_interval=100",
               "data.kwargs.num_frames=2")
     out = tmp_path / "run"
     train(tiny_cfg(out, *common, "schedule.iterations=2"))
     (out / "eval_val").mkdir()
     (out / "eval_val" / "eval.json").write_text("{}")
-    before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt")}
+    before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt", "config.yaml")}
     _nan_after(monkeypatch, 1)
     with pytest.raises(TrainingError, match="non-finite"):
         train(tiny_cfg(out, *common, "schedule.iterations=3", "runtime.overwrite=true"))

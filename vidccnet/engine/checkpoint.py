@@ -118,8 +118,10 @@ def _why_unreadable(path: Path, exc: BaseException) -> str:
     )
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``.
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; ``mmap=True`` maps the tensors
+    instead of reading them (to look at the small entries of a large file).
 
     Raises:
         CheckpointError: the file does not exist, is empty, truncated or damaged, is not a
@@ -133,7 +135,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "OUTPUT_DIR/best.pt and last.pt) or pass the right path"
         )
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         # torch's own message advises retrying with weights_only=False: wrong for a damaged
         # file and unsafe for a foreign one, so say what the file is instead

@@ -328,7 +328,8 @@ def _best_so_far(recorded: float | None, best_path: Path) -> float | None:
     if not best_path.is_file():
         return recorded
     try:
-        miou = load_checkpoint(best_path, map_location="cpu").get("metrics", {}).get("mIoU")
+        best = load_checkpoint(best_path, map_location="cpu", mmap=True)  # its metrics only
+        miou = best.get("metrics", {}).get("mIoU")
     except CheckpointError as exc:
         logger.warning("cannot read %s (%s); the next validation replaces it", best_path, exc)
         return recorded
@@ -537,29 +538,34 @@ def _train(  # noqa: C901 - the loop, in order
     # output files (rank 0 only)
     writer = None
     jsonl = _JsonlWriter(out / "metrics.jsonl" if info.is_main else None)
+    # an earlier run's checkpoints and evaluations (runtime.overwrite) stay, with its
+    # config.yaml, until this run saves its first checkpoint: a run that fails before that
+    # leaves them as they were
+    replaced = [] if resume or not info.is_main else _earlier_results(out)
+    config_text = config_to_yaml(cfg)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh start replaces an earlier run there (runtime.overwrite)
             (out / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(out / "tb", ignore_errors=True)
-        (out / "config.yaml").write_text(config_to_yaml(cfg))
+        if not replaced:
+            (out / "config.yaml").write_text(config_text)
         if resume:
             _truncate_jsonl(out / "metrics.jsonl", iteration)
         if rt.tensorboard:
             writer = _tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
     barrier()
 
-    # the earlier run's checkpoints and evaluations go when this run saves its first checkpoint
-    replaced = [] if resume or not info.is_main else _earlier_results(out)
-
     def save(name: str, state: dict) -> None:
         save_checkpoint(out / name, state)
-        for path in replaced:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.name != name:
-                path.unlink(missing_ok=True)
-        replaced.clear()
+        if replaced:  # this run's first checkpoint: the earlier run goes
+            for path in replaced:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.name != name:
+                    path.unlink(missing_ok=True)
+            (out / "config.yaml").write_text(config_text)
+            replaced.clear()
 
     # validation
     evaluator = None
