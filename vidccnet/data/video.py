@@ -123,6 +123,9 @@ def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k=k)) if k else frame
 
 
+SEEK_BACK = (1, 3, 1 << 30)  # keyframes a retry steps back (the last: the file's start)
+
+
 class PyAVReader(VideoReader):
     """Video file reader on PyAV (FFmpeg). See the module docstring.
 
@@ -281,8 +284,14 @@ class PyAVReader(VideoReader):
         self._last_frame = frame
         return frame.to_ndarray(format="rgb24")
 
-    def _seek(self, index: int) -> None:
-        kf = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
+    def _seek(self, index: int, back: int = 0) -> None:
+        """Decode from the keyframe at or before ``index``, or ``back`` keyframes earlier (a
+        stream seek can land past its target: MPEG-TS); the first keyframe: the file's start."""
+        pos = bisect.bisect_right(self._keyframes, index) - 1 - back
+        if pos <= 0:
+            self._restart()
+            return
+        kf = self._keyframes[pos]
         self._container.seek(self._pts[kf], stream=self._stream, backward=True, any_frame=False)
         self._frames = self._container.decode(self._stream)
         self._next = kf
@@ -292,14 +301,14 @@ class PyAVReader(VideoReader):
             self._keyframes[bisect.bisect_right(self._keyframes, index) - 1] > self._next
         ):
             self._seek(index)
-        retried = False
+        retries = iter(SEEK_BACK)  # keyframes to step back when a seek overshoots (MPEG-TS)
         while True:
             try:
                 frame = next(self._frames)
             except StopIteration:
-                if not retried:  # a seek that landed at the end (MPEG-TS): from the start
-                    retried = True
-                    self._restart()
+                back = next(retries, None)
+                if back is not None:  # a seek that landed at the end: from an earlier keyframe
+                    self._seek(index, back)
                     continue
                 self._frames = None
                 raise VideoReadError(
@@ -314,9 +323,9 @@ class PyAVReader(VideoReader):
                 ) from e
             i = self._frame_index(frame)
             if i > index:
-                if not retried:  # the seek landed after the target: decode from the start
-                    retried = True
-                    self._restart()
+                back = next(retries, None)
+                if back is not None:  # the seek landed after the target: an earlier keyframe
+                    self._seek(index, back)
                     continue
                 self._frames = None
                 raise VideoReadError(
