@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,8 +265,10 @@ def check_paths(
         _check_writable_parent(ov_p, "the overlay video")
 
 
-def parse_frame_bound(text: str | int | None, fps: float, name: str = "start") -> int | None:
-    """``120`` / ``"120"`` -> frame 120; ``"4.5s"`` -> ``round(4.5 * fps)``; None -> None.
+def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
+                      index_at: Callable[[float], int] | None = None) -> int | None:
+    """``120`` / ``"120"`` -> frame 120; ``"4.5s"`` -> ``index_at(4.5)`` (the reader's frame at
+    that time, exact on variable-frame-rate video), else ``round(4.5 * fps)``; None -> None.
 
     Raises:
         OutputPathError: text that is neither a frame index nor a time in seconds.
@@ -282,7 +284,7 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start") -
             seconds = float(value[:-1])
             if seconds < 0 or not math.isfinite(seconds):
                 raise ValueError
-            return int(round(seconds * fps))
+            return index_at(seconds) if index_at is not None else int(round(seconds * fps))
         frame = int(value)
         if frame < 0:
             raise ValueError
@@ -573,8 +575,9 @@ def write_segmentation(
     reader = open_video(source, backend=segmenter.backend) if path_source is not None else source
     try:
         fps = float(getattr(reader, "fps", 0.0) or 0.0)
-        first = parse_frame_bound(start, fps, "start")
-        stop = parse_frame_bound(end, fps, "end")
+        index_at = getattr(reader, "index_at", None)  # timestamps (PyAV), else the fps
+        first = parse_frame_bound(start, fps, "start", index_at)
+        stop = parse_frame_bound(end, fps, "end", index_at)
         if first is not None and first >= len(reader):
             raise ValueError(f"--start {start} is beyond the video's {len(reader)} frames")
         if stop is not None and stop <= (first or 0):

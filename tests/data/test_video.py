@@ -409,10 +409,16 @@ def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+    from vidccnet.writer import parse_frame_bound
+
     with open_video(path) as r:
         assert len(r) == 60 and r.frames_lost == 0
         assert r.fps == pytest.approx(59 / (times[-1] / 1000), rel=0.05)
         assert [nearest_source(r[i], src) for i in (0, 30, 59)] == [0, 30, 59]
+        # a time is the frame shown then (nearest timestamp), not seconds x the average rate
+        assert parse_frame_bound("3s", r.fps, "start", r.index_at) == 40  # 2.99 s
+        assert parse_frame_bound("0.5s", r.fps, "start", r.index_at) == 15  # 0.495 s
+        assert parse_frame_bound("7", r.fps, "start", r.index_at) == 7
 
 
 def test_a_still_stream_larger_than_the_video_is_not_read(tmp_path):

@@ -223,6 +223,20 @@ class PyAVReader(VideoReader):
             return None
         return (len(self._pts) - 1) / float((self._pts[-1] - self._pts[0]) * tb)
 
+    def index_at(self, seconds: float) -> int:
+        """The frame shown ``seconds`` after the first one: the nearest timestamp (exact on a
+        variable-frame-rate video, where ``seconds * fps`` is not)."""
+        tb = self._stream.time_base
+        if tb is None or len(self._pts) < 2:
+            return int(round(seconds * self.fps))
+        target = self._pts[0] + seconds / float(tb)
+        i = bisect.bisect_left(self._pts, target)
+        if i >= len(self._pts):
+            return len(self._pts) - 1 + int(round((target - self._pts[-1]) * float(tb) * self.fps))
+        if i > 0 and target - self._pts[i - 1] <= self._pts[i] - target:
+            return i - 1
+        return i
+
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
         if vs.frames and vs.frames > 0:
