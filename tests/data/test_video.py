@@ -352,6 +352,9 @@ def test_image_frames_as_a_viewer_shows_them(tmp_path):
     upright = load_rgb(tmp_path / "phone.jpg")
     assert upright.shape == (60, 40, 3) and image_size(tmp_path / "phone.jpg") == (60, 40)
     assert nearest_source(upright, np.stack([np.rot90(stored, -1), np.rot90(stored, 1)])) == 0
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    assert load_rgb(tmp_path / "phone.png").shape[:2] == image_size(tmp_path / "phone.png")
+    assert image_size(tmp_path / "phone.png") == (60, 40)
     ramp = (np.arange(64 * 16, dtype=np.uint16).reshape(16, 64) * 64)  # 0 .. 65472
     Image.fromarray(ramp).save(tmp_path / "grey16.png")
     grey = load_rgb(tmp_path / "grey16.png")
@@ -447,12 +450,14 @@ def test_a_still_stream_larger_than_the_video_is_not_read(tmp_path):
 def test_image_size_reads_only_the_header(tmp_path, monkeypatch):
     """image_size is called per sample (CamVid labels, folder frames): it must not decode the
     file, also while looking for an EXIF orientation (Pillow's getexif decodes a whole PNG).
-    A 16-bit grey PNG whose values fit 8 bits is kept as it is, not darkened."""
+    Frames of a 16-bit grey sequence scale alike, whatever their values."""
     from vidccnet.data.images import image_size, load_rgb
 
     Image.fromarray(make_frames(1, 30, 40)[0]).save(tmp_path / "f.png")
-    Image.fromarray(np.full((4, 4), 200, np.uint16)).save(tmp_path / "low16.png")
-    assert (load_rgb(tmp_path / "low16.png") == 200).all()
+    for name, value in (("dark.png", 255), ("brighter.png", 512)):
+        Image.fromarray(np.full((4, 4), value, np.uint16)).save(tmp_path / name)
+    assert (load_rgb(tmp_path / "dark.png") == 0).all()  # 255 >> 8
+    assert (load_rgb(tmp_path / "brighter.png") == 2).all()  # 512 >> 8, not 256x the other
 
     def no_decoding(self, *args, **kwargs):
         raise AssertionError("the image was decoded")

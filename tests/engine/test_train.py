@@ -285,11 +285,16 @@ def test_a_fresh_start_keeps_an_earlier_best_checkpoint(tmp_path: Path) -> None:
     train(tiny_cfg(out, *common, "runtime.overwrite=true"))  # the way out the message names
 
 
-def test_resume_keeps_a_best_checkpoint_newer_than_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True])
+def test_resume_keeps_a_best_checkpoint_newer_than_last(tmp_path: Path, legacy: bool) -> None:
     """best.pt can be newer than last.pt (a crash between a validation and the next
     checkpoint): a resume compares later validations with best.pt's mIoU too, and does not
-    replace a better best.pt."""
+    replace a better best.pt (also one in torch's legacy format, which cannot be mapped)."""
     from vidccnet.engine.checkpoint import save_checkpoint
+
+    if legacy:
+        def save_checkpoint(path, state):  # noqa: F811 - torch.save's pre-1.6 format
+            torch.save(state, path, _use_new_zipfile_serialization=False)
 
     out = tmp_path / "run"
     common = ("runtime.log_interval=1", "eval.interval=1", "runtime.ckpt_interval=1",

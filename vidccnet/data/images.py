@@ -15,13 +15,15 @@ class ImageReadError(ValueError):
 
 
 @contextmanager
-def _open(path: str | os.PathLike) -> Iterator[Image.Image]:
+def _open(path: str | os.PathLike, upright: bool = False) -> Iterator[Image.Image]:
     """``Image.open`` whose decoding errors name the file (a missing file stays
-    FileNotFoundError)."""
+    FileNotFoundError); ``upright``: turned by the EXIF orientation its header holds (the one
+    ``image_size`` reads)."""
     try:
         with Image.open(path) as im:
+            turn = _orientation(im) != 1 if upright else False  # before load() reads further
             im.load()
-            yield im
+            yield ImageOps.exif_transpose(im) if turn else im
     except FileNotFoundError:
         raise
     except OSError as exc:  # PIL.UnidentifiedImageError, truncated data
@@ -51,12 +53,12 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     Raises:
         ImageReadError: the file is not a readable image.
     """
-    with _open(path) as im:
-        if _orientation(im) != 1:
-            im = ImageOps.exif_transpose(im)
+    with _open(path, upright=True) as im:
         if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: the top 8 bits
             grey = np.asarray(im).astype(np.int64)
-            if grey.max(initial=0) > 255:  # (values that fit 8 bits are kept as they are)
+            # I;16 is 16-bit whatever the values (every frame of a sequence scales alike);
+            # Pillow's 32-bit "I" holds 8-bit data in some files
+            if im.mode.startswith("I;16") or grey.max(initial=0) > 255:
                 grey = grey >> 8
             grey = grey.clip(0, 255).astype(np.uint8)
             return np.repeat(grey[..., None], 3, axis=2)

@@ -19,6 +19,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,7 @@ class PyAVReader(VideoReader):
         # container may state the encoder's nominal rate (a variable-rate MKV says 30 for 9)
         stated = vs.average_rate or vs.guessed_rate or vs.base_rate
         own = self._indexed_rate()
-        rate = stated if stated and (own is None or abs(own / float(stated) - 1) < 0.01) else own
+        rate = stated if stated and (own is None or self._agrees(float(stated))) else own
         self.fps = float(rate) if rate else 30.0
         self._expected = self._expected_frames()
         self.frames_lost = max(0, self._expected - len(self._pts))
@@ -207,14 +208,32 @@ class PyAVReader(VideoReader):
             while corrupt and corrupt[-1]:  # short read at the end of a truncated file
                 corrupt.pop()
                 entries.pop()
-        self._stream = max(streams, key=lambda v: (len(found[v.index][0]),
-                                                   (v.width or 0) * (v.height or 0)))
+        self._stream = max(streams, key=lambda v: self._main_video_rank(v, len(found[v.index][0])))
         entries = sorted(found[self._stream.index][0])
         self._pts = [e[0] for e in entries]
         self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
         if self._keyframes[0] != 0:
             self._keyframes.insert(0, 0)
+
+    @staticmethod
+    def _main_video_rank(stream: Any, packets: int) -> tuple:
+        """Sort key of the main video among a file's video streams: not cover art or a still,
+        more than one frame, the largest (as decord's choice), the default one, the most
+        frames."""
+        disposition = int(getattr(stream, "disposition", 0) or 0)
+        from av.stream import Disposition
+
+        still = disposition & int(Disposition.attached_pic | Disposition.still_image)
+        return (not still, packets > 1, (stream.width or 0) * (stream.height or 0),
+                bool(disposition & int(Disposition.default)), packets)
+
+    def _agrees(self, rate: float) -> bool:
+        """Whether the indexed timestamps span what ``rate`` says, within 1 % or two ticks of
+        the time base (millisecond timestamps round a short clip's span)."""
+        tb = float(self._stream.time_base)
+        span = (self._pts[-1] - self._pts[0]) * tb
+        return abs(span - (len(self._pts) - 1) / rate) <= max(0.01 * span, 2 * tb)
 
     def _indexed_rate(self) -> float | None:
         """Frames per second from the indexed timestamps (first to last), None for one frame."""
@@ -251,8 +270,9 @@ class PyAVReader(VideoReader):
         # frames of the stated duration past the indexed ones (a truncated file), at the rate:
         # gaps between indexed frames (a variable rate) are not counted as lost
         tb = vs.time_base
-        covered = n / self.fps if n < 2 or tb is None else (
-            float((self._pts[-1] - self._pts[0]) * tb) + 1 / self.fps)
+        covered = n / self.fps if n < 2 or tb is None else max(  # the duration may count from
+            float((self._pts[-1] - self._pts[0]) * tb), float(self._pts[-1] * tb)  # 0 or from
+        ) + 1 / self.fps  # the first timestamp (MKV, MP4)
         missing = int(round((duration - covered) * self.fps))
         return n + missing if missing > 1 else n  # a duration-based estimate: 1 frame slack
 
@@ -304,6 +324,7 @@ class PyAVReader(VideoReader):
         pos = bisect.bisect_right(self._keyframes, index) - 1 - back
         if pos <= 0:
             self._restart()
+            self._from_start = True
             return
         kf = self._keyframes[pos]
         self._container.seek(self._pts[kf], stream=self._stream, backward=True, any_frame=False)
@@ -316,11 +337,12 @@ class PyAVReader(VideoReader):
         ):
             self._seek(index)
         retries = iter(SEEK_BACK)  # keyframes to step back when a seek overshoots (MPEG-TS)
+        self._from_start = False
         while True:
             try:
                 frame = next(self._frames)
             except StopIteration:
-                back = next(retries, None)
+                back = None if self._from_start else next(retries, None)
                 if back is not None:  # a seek that landed at the end: from an earlier keyframe
                     self._seek(index, back)
                     continue
@@ -337,7 +359,7 @@ class PyAVReader(VideoReader):
                 ) from e
             i = self._frame_index(frame)
             if i > index:
-                back = next(retries, None)
+                back = None if self._from_start else next(retries, None)
                 if back is not None:  # the seek landed after the target: an earlier keyframe
                     self._seek(index, back)
                     continue

@@ -328,7 +328,10 @@ def _best_so_far(recorded: float | None, best_path: Path) -> float | None:
     if not best_path.is_file():
         return recorded
     try:
-        best = load_checkpoint(best_path, map_location="cpu", mmap=True)  # its metrics only
+        try:
+            best = load_checkpoint(best_path, map_location="cpu", mmap=True)  # its metrics only
+        except CheckpointError:  # a file of torch's legacy format cannot be mapped
+            best = load_checkpoint(best_path, map_location="cpu")
         miou = best.get("metrics", {}).get("mIoU")
     except CheckpointError as exc:
         logger.warning("cannot read %s (%s); the next validation replaces it", best_path, exc)
@@ -558,13 +561,13 @@ def _train(  # noqa: C901 - the loop, in order
 
     def save(name: str, state: dict) -> None:
         save_checkpoint(out / name, state)
-        if replaced:  # this run's first checkpoint: the earlier run goes
+        if replaced:  # this run's first checkpoint: its config, then the earlier run goes
+            (out / "config.yaml").write_text(config_text)
             for path in replaced:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 elif path.name != name:
                     path.unlink(missing_ok=True)
-            (out / "config.yaml").write_text(config_text)
             replaced.clear()
 
     # validation
