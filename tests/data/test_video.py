@@ -486,3 +486,59 @@ def test_mpeg_ts_random_access_steps_back_instead_of_decoding_from_the_start(tmp
         for i in order:
             np.testing.assert_array_equal(r[i], plain[i])
     assert len(restarts) <= 5, len(restarts)
+
+
+def _write_timed(path, frames, times_ms, rate=30, codec="libx264"):
+    """Frames with explicit millisecond timestamps."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate, options={"bf": "0"})
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuv420p"
+        s.time_base = Fraction(1, 1000)
+        for f, t in zip(frames, times_ms):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def test_timestamps_that_start_late_or_round_a_short_clip_are_read_right(tmp_path):
+    """An MKV whose timestamps start at 1.5 s (its duration counts from 0) loses no frame (45 of
+    60 were reported lost); a 3-frame 60 fps clip with millisecond timestamps stays at 60 fps
+    (the rounding of its 33 ms span read as 60.6)."""
+    late = tmp_path / "late.mkv"
+    _write_timed(late, make_frames(60, 48, 64), [1500 + round(i * 1000 / 30) for i in range(60)])
+    with open_video(late) as r:
+        assert (len(r), r.frames_lost) == (60, 0) and r.fps == pytest.approx(30.0)
+    short = tmp_path / "short.mkv"
+    _write_timed(short, make_frames(3, 48, 64), [0, 17, 33], rate=60)
+    with open_video(short) as r:
+        assert len(r) == 3 and r.fps == pytest.approx(60.0)
+
+
+def test_a_smaller_preview_track_at_a_higher_rate_is_not_the_main_video(tmp_path):
+    """The main video is the largest stream, not the one with the most frames (a 64x48 preview
+    at 60 fps beside a 128x96 video at 30 fps)."""
+    big, small = make_frames(10, 96, 128), make_frames(20, 48, 64)
+    path = tmp_path / "preview.mkv"
+    with av.open(str(path), "w") as c:
+        streams = []
+        for frames, rate in ((small, 60), (big, 30)):
+            s = c.add_stream("libx264", rate=rate)
+            s.height, s.width = frames.shape[1:3]
+            s.pix_fmt = "yuv420p"
+            streams.append((s, frames))
+        for i in range(20):
+            for s, frames in streams:
+                if i < len(frames):
+                    for pkt in s.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
+                        c.mux(pkt)
+        for s, _ in streams:
+            for pkt in s.encode():
+                c.mux(pkt)
+    with open_video(path) as r:
+        assert (len(r), r.size) == (10, (96, 128))
