@@ -542,3 +542,23 @@ def test_a_smaller_preview_track_at_a_higher_rate_is_not_the_main_video(tmp_path
                 c.mux(pkt)
     with open_video(path) as r:
         assert (len(r), r.size) == (10, (96, 128))
+
+
+def test_a_raw_h264_stream_that_cannot_seek_is_read(tmp_path):
+    """A raw H.264 elementary stream (a camera module's or an encoder's output) cannot seek:
+    the reader opens it again to decode from the start ('Operation not permitted' before)."""
+    src = make_frames(20, 48, 64)
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=12)
+        s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
+        for f in src:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with open_video(path) as r:
+        assert len(r) == 20 and r.frames_lost == 0
+        assert 1 <= r.fps <= 120  # FFmpeg's guess (no timestamps), not 1.2 million
+        assert [nearest_source(r[i], src) for i in (0, 13, 5, 19)] == [0, 13, 5, 19]
+        assert [nearest_source(f, src) for f in r] == list(range(20))

@@ -190,6 +190,7 @@ class PyAVReader(VideoReader):
         streams = list(self._container.streams.video)
         found: dict[int, tuple[list[tuple[int, bool]], list[bool]]] = {
             s.index: ([], []) for s in streams}
+        untimed: set[int] = set()  # streams whose packets lack timestamps (raw .h264)
         count = 0
         try:
             for pkt in self._container.demux(*streams):
@@ -199,6 +200,8 @@ class PyAVReader(VideoReader):
                     continue  # partial packet at the end of a truncated file
                 entries, corrupt = found[pkt.stream.index]
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
+                if ts is None:
+                    untimed.add(pkt.stream.index)
                 entries.append((len(entries) if ts is None else int(ts), bool(pkt.is_keyframe)))
                 corrupt.append(bool(pkt.is_corrupt))
                 count += 1
@@ -210,6 +213,7 @@ class PyAVReader(VideoReader):
                 entries.pop()
         self._stream = max(streams, key=lambda v: self._main_video_rank(v, len(found[v.index][0])))
         entries = sorted(found[self._stream.index][0])
+        self._timed = self._stream.index not in untimed  # else the index counts packets
         self._pts = [e[0] for e in entries]
         self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
@@ -238,7 +242,7 @@ class PyAVReader(VideoReader):
     def _indexed_rate(self) -> float | None:
         """Frames per second from the indexed timestamps (first to last), None for one frame."""
         tb = self._stream.time_base
-        if len(self._pts) < 2 or tb is None or self._pts[-1] <= self._pts[0]:
+        if not self._timed or len(self._pts) < 2 or tb is None or self._pts[-1] <= self._pts[0]:
             return None
         return (len(self._pts) - 1) / float((self._pts[-1] - self._pts[0]) * tb)
 
@@ -246,7 +250,7 @@ class PyAVReader(VideoReader):
         """The frame shown ``seconds`` after the first one: the nearest timestamp (exact on a
         variable-frame-rate video, where ``seconds * fps`` is not)."""
         tb = self._stream.time_base
-        if tb is None or len(self._pts) < 2:
+        if not self._timed or tb is None or len(self._pts) < 2:
             return int(round(seconds * self.fps))
         target = self._pts[0] + seconds / float(tb)
         i = bisect.bisect_left(self._pts, target)
@@ -260,6 +264,8 @@ class PyAVReader(VideoReader):
         vs, n = self._stream, len(self._pts)
         if vs.frames and vs.frames > 0:
             return int(vs.frames)
+        if not self._timed:  # no timestamps to compare a duration with
+            return n
         duration = None
         if vs.duration is not None and vs.time_base is not None:
             duration = float(vs.duration * vs.time_base)
@@ -291,7 +297,13 @@ class PyAVReader(VideoReader):
     def _restart(self) -> None:
         """Decode from the start of the file. A container-level seek to 0 is exact on every
         container; a stream seek to the first timestamp lands past it on MPEG-TS."""
-        self._container.seek(0)
+        try:
+            self._container.seek(0)
+        except self._av.FFmpegError:  # a stream that cannot seek (raw .h264): open it again
+            index = self._stream.index
+            self._container.close()
+            self._container = self._av.open(self.path)
+            self._stream = self._container.streams[index]
         self._frames = self._container.decode(self._stream)
         self._next = 0
 
@@ -327,7 +339,13 @@ class PyAVReader(VideoReader):
             self._from_start = True
             return
         kf = self._keyframes[pos]
-        self._container.seek(self._pts[kf], stream=self._stream, backward=True, any_frame=False)
+        try:
+            self._container.seek(self._pts[kf], stream=self._stream, backward=True,
+                                 any_frame=False)
+        except self._av.FFmpegError:  # not seekable (raw .h264): decode from the start
+            self._restart()
+            self._from_start = True
+            return
         self._frames = self._container.decode(self._stream)
         self._next = kf
 
