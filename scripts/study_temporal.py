@@ -123,8 +123,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads per run (default: cores / jobs)")
     p.add_argument("--runs-dir", default=str(REPO / "runs" / "study"),
                    help="where the runs' checkpoints and results go")
-    p.add_argument("--results", default=str(REPO / "results"),
-                   help="folder for synthetic_study.json and the plots")
+    p.add_argument("--results", default=None,
+                   help="folder for synthetic_study.json and the plots (default: the "
+                        "repository's results/, not with --iterations, --override or "
+                        "--eval-videos)")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")
     p.add_argument("--report-only", action="store_true",
                    help="only aggregate the finished runs (no training)")
@@ -143,6 +145,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--eval-videos must be >= 1, got {args.eval_videos}")
     if args.seeds is None:
         args.seeds = BUDGETS[args.budget][1]
+    if args.results is None:  # subsets of variants / seeds are how the study is built up
+        changed = args.iterations is not None or args.override or args.eval_videos != 16
+        if changed and not args.run_one:
+            raise UserError(
+                "--iterations, --override or --eval-videos change the study's runs: pass "
+                "--results DIR, so that the repository's results/ keeps the study's figures"
+            )
+        args.results = str(REPO / "results")
     return args
 
 

@@ -84,3 +84,13 @@ def test_a_finished_run_of_other_settings_is_not_reused(load_script, tmp_path, c
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(done.parent) in err[0] and "--force" in err[0], err
     assert not (tmp_path / "res").exists()
+
+
+def test_a_partial_study_needs_its_own_results_folder(load_script, capsys):
+    """A smoke run (2 iterations) without --results would have replaced the repository's
+    results/synthetic_study.* with its figures: refused in one line, before any training.
+    (Subsets of variants and seeds are how the study is built up, and stay allowed.)"""
+    rc = load_script("study_temporal").main(["--variants", "cca3d", "--iterations", "2",
+                                             "--no-cost"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--results DIR" in err[0], err
