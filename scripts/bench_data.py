@@ -98,18 +98,26 @@ def machine() -> str:
             f"torch {torch.__version__}, PyAV {__import__('av').__version__}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--videos", type=int, default=2, help="videos per configuration")
-    ap.add_argument("--frames", type=int, default=60, help="frames per video")
+    ap.add_argument("--videos", type=int, default=None, help="videos per configuration [2]")
+    ap.add_argument("--frames", type=int, default=None, help="frames per video [60]")
     ap.add_argument("--clip-len", type=int, default=4)
-    ap.add_argument("--clips", type=int, default=40, help="random clips per measurement")
+    ap.add_argument("--clips", type=int, default=None, help="random clips per measurement [40]")
     ap.add_argument("--gop", type=int, default=30, help="mp4 keyframe interval")
-    ap.add_argument("--quick", action="store_true", help="1 video, 24 frames, 16 clips")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller defaults: 1 video, 24 frames, 16 clips (options given win)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.videos, args.frames, args.clips = 1, 24, 16
+    defaults = (1, 24, 16) if args.quick else (2, 60, 40)
+    for name, value in zip(("videos", "frames", "clips"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if msg := missing_folder(args.json, "--json"):
         print(f"bench_data: error: {msg}", file=sys.stderr)
         return 2

@@ -45,3 +45,13 @@ def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no CUDA GPU" in proc.stderr
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_bench_data_quick_keeps_the_options_given(load_script):
+    """--quick sets smaller defaults; it used to override --videos / --frames / --clips
+    silently."""
+    bench = load_script("bench_data")
+    args = bench.parse_args(["--quick", "--videos", "3"])
+    assert (args.videos, args.frames, args.clips) == (3, 24, 16)
+    args = bench.parse_args([])
+    assert (args.videos, args.frames, args.clips) == (2, 60, 40)
