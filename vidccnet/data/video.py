@@ -183,9 +183,9 @@ class PyAVReader(VideoReader):
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def _index_packets(self, p: Path) -> None:
-        """Demux (no decoding) to list frame timestamps and keyframes, in display order, and
-        choose the main video: the stream with the most frames, then the largest (a preview
-        track, cover art or a still may come first)."""
+        """Demux (no decoding) to list frame timestamps and keyframes, in display order, of
+        every video stream, and keep the main video's (``_main_video_rank``: a preview track,
+        cover art or a still may come first)."""
         file_size = p.stat().st_size
         streams = list(self._container.streams.video)
         found: dict[int, tuple[list[tuple[int, bool]], list[bool]]] = {
@@ -306,6 +306,7 @@ class PyAVReader(VideoReader):
             self._stream = self._container.streams[index]
         self._frames = self._container.decode(self._stream)
         self._next = 0
+        self._from_start = True  # no earlier place to retry from
 
     def _first_frame(self) -> np.ndarray:
         """Frame 0 (H, W, 3). Packets before the first decodable frame (a recording that starts
@@ -334,35 +335,40 @@ class PyAVReader(VideoReader):
         """Decode from the keyframe at or before ``index``, or ``back`` keyframes earlier (a
         stream seek can land past its target: MPEG-TS); the first keyframe: the file's start."""
         pos = bisect.bisect_right(self._keyframes, index) - 1 - back
+        if pos > 0:
+            kf = self._keyframes[pos]
+            try:
+                self._container.seek(self._pts[kf], stream=self._stream, backward=True,
+                                     any_frame=False)
+            except self._av.FFmpegError:  # a stream that cannot seek (raw .h264)
+                pos = 0
         if pos <= 0:
             self._restart()
-            self._from_start = True
-            return
-        kf = self._keyframes[pos]
-        try:
-            self._container.seek(self._pts[kf], stream=self._stream, backward=True,
-                                 any_frame=False)
-        except self._av.FFmpegError:  # not seekable (raw .h264): decode from the start
-            self._restart()
-            self._from_start = True
             return
         self._frames = self._container.decode(self._stream)
         self._next = kf
 
+    def _step_back(self, index: int, retries: Iterator[int]) -> bool:
+        """After a seek that overshot ``index`` (or ended the stream): decode again from the next
+        earlier place of ``retries``; False when the file's start was tried already."""
+        back = None if self._from_start else next(retries, None)
+        if back is None:
+            return False
+        self._seek(index, back)
+        return True
+
     def _decode_at(self, index: int) -> np.ndarray:
+        self._from_start = False  # set when decoding restarts from the file's start
         if self._frames is None or index < self._next or (
             self._keyframes[bisect.bisect_right(self._keyframes, index) - 1] > self._next
         ):
             self._seek(index)
         retries = iter(SEEK_BACK)  # keyframes to step back when a seek overshoots (MPEG-TS)
-        self._from_start = False
         while True:
             try:
                 frame = next(self._frames)
             except StopIteration:
-                back = None if self._from_start else next(retries, None)
-                if back is not None:  # a seek that landed at the end: from an earlier keyframe
-                    self._seek(index, back)
+                if self._step_back(index, retries):  # the seek landed at the end
                     continue
                 self._frames = None
                 raise VideoReadError(
@@ -377,9 +383,7 @@ class PyAVReader(VideoReader):
                 ) from e
             i = self._frame_index(frame)
             if i > index:
-                back = None if self._from_start else next(retries, None)
-                if back is not None:  # the seek landed after the target: an earlier keyframe
-                    self._seek(index, back)
+                if self._step_back(index, retries):  # the seek landed after the target
                     continue
                 self._frames = None
                 raise VideoReadError(
@@ -558,9 +562,14 @@ class FrameFolderReader(VideoReader):
         if not files:
             raise VideoReadError(path, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
         try:
-            self.files = order_frames(files)
+            ordered = order_frames(files)
         except ValueError as e:
             raise VideoReadError(path, str(e)) from None
+        self._start(ordered, fps)
+
+    def _start(self, files: list[Path], fps: float) -> None:
+        """Read the frames ``files``, in order, at ``fps``; the first one sets the size."""
+        self.files = files
         self.fps = float(fps)
         first = self._load(0)
         self.size = (int(first.shape[0]), int(first.shape[1]))
@@ -600,10 +609,7 @@ class ImageFileReader(FrameFolderReader):
     def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
         self.path = str(path)
         _check_file(Path(path))
-        self.files = [Path(path)]
-        self.fps = float(fps)
-        first = self._load(0)
-        self.size = (int(first.shape[0]), int(first.shape[1]))
+        self._start([Path(path)], fps)
 
 
 BACKENDS = ("av", "decord")
