@@ -187,13 +187,11 @@ def prepare(args: argparse.Namespace) -> dict:
         hist: dict[int, int] = defaultdict(int)
         written = poor = 0
         shift = shifts.get(seq, 0)
-        rewrite = args.overwrite
         if earlier.get(seq, shift) != shift:  # its frames on disk are of other indices
             logger.info("%s: the index offset changed from %d to %d: its frames are rewritten",
                         seq, earlier[seq], shift)
             for old in context_frame_path(out, seq, 0).parent.glob("*.png"):
                 old.unlink()
-            rewrite = True
         for f in files:
             _, guess = parse_camvid_name(f.stem)
             image = load_rgb(f)
@@ -212,7 +210,7 @@ def prepare(args: argparse.Namespace) -> dict:
             for o in offsets:
                 j = m["index"] + o
                 p = context_frame_path(out, seq, j)
-                if 0 <= j + shift < len(src) and (rewrite or not p.is_file()):
+                if 0 <= j + shift < len(src) and (args.overwrite or not p.is_file()):
                     p.parent.mkdir(parents=True, exist_ok=True)
                     tmp = p.with_name(f".{p.name}.tmp")  # whole files only: a rerun keeps them
                     Image.fromarray(src[j + shift]).save(tmp, format="PNG")

@@ -373,7 +373,8 @@ def _fill_dataset_info(cfg: Config) -> Config:
 
 def _fill_frame_short_side(cfg: Config, train_set: Any) -> Config:
     """``data.frame_short_side`` from a dataset used at its stored size (its frames' short
-    side, the model's scale); other datasets leave the config as it is."""
+    side, the model's scale); other datasets leave the config as it is. Warns when the crop is
+    larger than those frames at any rescale (that side is known only here)."""
     side = getattr(train_set, "frame_short_side", None)
     if side is None:
         return cfg
