@@ -169,6 +169,10 @@ def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
     p.write_text("[1, 2]\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(p)
+    for empty in ("", "# only a comment\n"):  # a full default run started from it
+        p.write_text(empty)
+        with pytest.raises(ConfigError, match="is empty"):
+            load_config(p)
     p.write_text("optim: {lr: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)

@@ -556,8 +556,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
-        if data is None:
-            data = {}
+        if data is None:  # an empty file would train the defaults without a word
+            raise ConfigError(
+                f"config file '{p}' is empty; pass a config such as configs/synthetic_tiny.yaml"
+            )
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping of sections")
     try:
