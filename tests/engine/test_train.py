@@ -16,7 +16,7 @@ import torch
 import vidccnet.data as vdata
 from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint
 from vidccnet.engine.config import load_config
-from vidccnet.engine.train import PolyWarmup, TrainingError, train
+from vidccnet.engine.train import EARLIER_LOGS, PolyWarmup, TrainingError, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -357,12 +357,19 @@ def test_overwrite_keeps_the_earlier_checkpoints_until_the_new_run_saves_one(
     train(tiny_cfg(out, *common, "schedule.iterations=2"))
     (out / "eval_val").mkdir()
     (out / "eval_val" / "eval.json").write_text("{}")
-    before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt", "config.yaml")}
+    (out / "tb").mkdir(exist_ok=True)
+    (out / "tb" / "events.old").write_text("old")
+    tb_before = sorted(p.name for p in (out / "tb").iterdir())
+    before = {n: (out / n).read_bytes()
+              for n in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl")}
     _nan_after(monkeypatch, 1)
     with pytest.raises(TrainingError, match="non-finite"):
         train(tiny_cfg(out, *common, "schedule.iterations=3", "runtime.overwrite=true"))
-    assert {n: (out / n).read_bytes() for n in before} == before
+    assert {n: (out / n).read_bytes() for n in before} == before  # its log too
+    assert sorted(p.name for p in (out / "tb").iterdir()) == tb_before
     assert (out / "eval_val" / "eval.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt", "config.yaml", "eval_val", "last.pt", "metrics.jsonl", "tb"]
     monkeypatch.undo()
     with pytest.raises(TrainingError, match="init_from.*copy it"):
         train(tiny_cfg(out, *common, "schedule.iterations=3", "runtime.overwrite=true",
@@ -371,6 +378,27 @@ def test_overwrite_keeps_the_earlier_checkpoints_until_the_new_run_saves_one(
                    "runtime.overwrite=true"))
     assert load_checkpoint(out / "last.pt")["iteration"] == 1
     assert not (out / "best.pt").exists() and not (out / "eval_val").exists()
+    assert not (out / "tb" / "events.old").exists()
+    assert [json.loads(line)["iteration"]
+            for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert sorted(p.name for p in out.iterdir() if p.name != "tb") == [
+        "config.yaml", "last.pt", "metrics.jsonl"]
+
+
+def test_a_killed_overwrite_run_gets_its_earlier_logs_back(tmp_path: Path) -> None:
+    """The earlier run's logs that an overwrite run set aside (it was killed before its first
+    checkpoint) are put back by the next start in that folder."""
+    common = ("runtime.log_interval=1", "eval.interval=0", "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=2"))
+    old_log = (out / "metrics.jsonl").read_text()
+    aside = out / EARLIER_LOGS
+    aside.mkdir()
+    (out / "metrics.jsonl").rename(aside / "metrics.jsonl")
+    (out / "metrics.jsonl").write_text('{"type": "train", "iteration": 1}\n')  # the killed run's
+    with pytest.raises(TrainingError, match="already holds last.pt"):
+        train(tiny_cfg(out, *common, "schedule.iterations=3"))
+    assert (out / "metrics.jsonl").read_text() == old_log and not aside.exists()
 
 
 def test_a_validation_split_that_cannot_be_read_stops_before_training(

@@ -312,6 +312,37 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     return out
 
 
+# where a fresh start with runtime.overwrite keeps the earlier run's logs (metrics.jsonl, tb/)
+# until it saves its first checkpoint; a run that fails or is killed before that gets them back
+EARLIER_LOGS = ".earlier_logs"
+_LOGS = ("metrics.jsonl", "tb")
+
+
+def _set_earlier_logs_aside(out: Path) -> None:
+    earlier = [n for n in _LOGS if (out / n).exists()]
+    if earlier:
+        (out / EARLIER_LOGS).mkdir()
+    for n in earlier:
+        (out / n).rename(out / EARLIER_LOGS / n)
+
+
+def _put_back_earlier_logs(out: Path) -> None:
+    """The logs an overwrite run set aside go back in place of its own (it saved nothing)."""
+    aside = out / EARLIER_LOGS
+    if not aside.is_dir():
+        return
+    for n in _LOGS:
+        if (out / n).is_dir():
+            shutil.rmtree(out / n)
+        else:
+            (out / n).unlink(missing_ok=True)
+        if (aside / n).exists():
+            (aside / n).rename(out / n)
+    shutil.rmtree(aside)
+    logger.info("put back the earlier run's logs in %s (the run that replaced them saved "
+                "no checkpoint)", out)
+
+
 def _earlier_results(out: Path) -> list[Path]:
     """An earlier run's checkpoints and evaluation folders (``eval_*/`` holding an eval.json)
     in ``out``, which a fresh start with ``runtime.overwrite`` replaces."""
@@ -421,6 +452,10 @@ def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
     info = init_distributed(cfg.runtime.device)
     try:
         return _train(cfg, resume, info, name)
+    except BaseException:
+        if info.is_main:
+            _put_back_earlier_logs(Path(cfg.runtime.output_dir))
+        raise
     finally:
         if created and is_distributed():
             cleanup_distributed()
@@ -436,6 +471,8 @@ def _train(  # noqa: C901 - the loop, in order
         torch.set_num_threads(rt.num_threads)
     if rt.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if info.is_main:  # a run killed before its first checkpoint left them aside
+        _put_back_earlier_logs(Path(rt.output_dir))
     out = _prepare_output_dir(cfg, resume)
     seed_everything(rt.seed + info.rank)
 
@@ -550,8 +587,7 @@ def _train(  # noqa: C901 - the loop, in order
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh start replaces an earlier run there (runtime.overwrite)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-            shutil.rmtree(out / "tb", ignore_errors=True)
+            _set_earlier_logs_aside(out)
         if not replaced:
             (out / "config.yaml").write_text(config_text)
         if resume:
@@ -570,6 +606,7 @@ def _train(  # noqa: C901 - the loop, in order
                 elif path.name != name:
                     path.unlink(missing_ok=True)
             replaced.clear()
+        shutil.rmtree(out / EARLIER_LOGS, ignore_errors=True)
 
     # validation
     evaluator = None
