@@ -55,3 +55,30 @@ def test_bench_data_quick_keeps_the_options_given(load_script):
     assert (args.videos, args.frames, args.clips) == (3, 24, 16)
     args = bench.parse_args([])
     assert (args.videos, args.frames, args.clips) == (2, 60, 40)
+
+
+def test_bench_segment_warms_up_on_cuda_and_reports_gpu_memory(load_script, tmp_path,
+                                                               monkeypatch, capsys):
+    """On CUDA the timed segmentation follows an untimed one (Triton compilation and cuDNN's
+    search are not the loop's speed), and the peak GPU memory of the timed loop is reported."""
+    import sys
+
+    bench = load_script("bench_segment")
+    sys.path.insert(0, str(Path(bench.__file__).parent))
+    import segment_video
+
+    outs = []
+
+    def fake_main(argv):
+        out = Path(argv[argv.index("--out") + 1])
+        outs.append(out.name)
+        out.mkdir()
+        (out / "summary.json").write_text(json.dumps({"frames": 2}))
+        return 0
+
+    monkeypatch.setattr(segment_video, "main", fake_main)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**20)
+    bench.child(["v.mp4", "--out", str(tmp_path / "seg"), "--device", "cuda"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert outs == ["seg_warmup", "seg"]
+    assert result["rc"] == 0 and result["gpu_peak_mb"] == 3.0
