@@ -502,6 +502,17 @@ def test_checkpoint_dict_without_config_is_rejected(tiny_checkpoint):
         VideoSegmenter({"model": tiny_checkpoint["model"]}, device="cpu")
 
 
+def test_checkpoint_dict_of_a_newer_format_is_rejected(tiny_checkpoint):
+    """A loaded dict gets the version check a file gets (a dict without a version, made by
+    hand, is taken as the current format)."""
+    from vidccnet.engine.checkpoint import CHECKPOINT_VERSION, CheckpointError
+
+    newer = {**tiny_checkpoint, "version": CHECKPOINT_VERSION + 1}
+    with pytest.raises(CheckpointError, match="newer than this code"):
+        VideoSegmenter(newer, device="cpu")
+    VideoSegmenter({k: v for k, v in tiny_checkpoint.items() if k != "version"}, device="cpu")
+
+
 def test_checkpoint_from_path_and_amp(tiny_checkpoint, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save(tiny_checkpoint, path)

@@ -348,6 +348,7 @@ class VideoSegmenter:
         from vidccnet.engine.checkpoint import (
             CheckpointError,
             build_model_from_checkpoint,
+            check_version,
             load_checkpoint,
         )
 
@@ -360,6 +361,7 @@ class VideoSegmenter:
                     "the checkpoint dict needs the keys 'model' and 'config' (as written by "
                     f"scripts/train.py); got {sorted(ckpt)[:8]}"
                 )
+            check_version(ckpt, "the checkpoint dict")
         else:
             self.checkpoint_path = os.fspath(checkpoint)
             ckpt = load_checkpoint(self.checkpoint_path, map_location="cpu")

@@ -146,12 +146,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             f"'{path}' is not a vidccnet checkpoint (needs keys {', '.join(REQUIRED_KEYS)}; "
             f"found {keys})"
         )
-    if int(ckpt["version"]) > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"checkpoint '{path}' has format version {ckpt['version']}, newer than this code "
-            f"supports ({CHECKPOINT_VERSION}); update vidccnet"
-        )
+    check_version(ckpt, f"checkpoint '{path}'")
     return ckpt
+
+
+def check_version(ckpt: dict, what: str = "the checkpoint") -> None:
+    """Refuse a checkpoint of a newer format than this code reads (no ``version``: current)."""
+    version = ckpt.get("version", CHECKPOINT_VERSION)
+    if int(version) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{what} has format version {version}, newer than this code supports "
+            f"({CHECKPOINT_VERSION}); update vidccnet"
+        )
 
 
 def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
