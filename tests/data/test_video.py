@@ -562,3 +562,26 @@ def test_a_raw_h264_stream_that_cannot_seek_is_read(tmp_path):
         assert 1 <= r.fps <= 120  # FFmpeg's guess (no timestamps), not 1.2 million
         assert [nearest_source(r[i], src) for i in (0, 13, 5, 19)] == [0, 13, 5, 19]
         assert [nearest_source(f, src) for f in r] == list(range(20))
+
+
+def test_loaded_images_are_writable_arrays(tmp_path):
+    """load_rgb's arrays are the caller's own: writable, so in-place edits work and
+    torch.from_numpy does not warn (Pillow's array interface gave read-only views)."""
+    import warnings
+
+    import torch
+
+    from vidccnet.data.images import load_index_png, load_rgb
+
+    rgb = make_frames(1, 6, 8)[0]
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    for name in ("rgb.png", "rgba.png", "grey.png", "p.png"):
+        for array in (load_rgb(tmp_path / name), load_index_png(tmp_path / name)
+                      if name in ("grey.png", "p.png") else load_rgb(tmp_path / name)):
+            assert array.flags.writeable, name
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                torch.from_numpy(array)

@@ -62,7 +62,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
                 grey = grey >> 8
             grey = grey.clip(0, 255).astype(np.uint8)
             return np.repeat(grey[..., None], 3, axis=2)
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # the caller's own, writable (asarray: read-only)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -107,10 +107,10 @@ def load_index_png(path: str | os.PathLike) -> np.ndarray:
                     f"label '{path}' is a colour image; label PNGs must be single-channel class "
                     "indices (grey or palette PNGs), not a colour rendering of the classes"
                 )
-            return np.ascontiguousarray(rgb[..., 0])
+            return rgb[..., 0].copy()
         if im.mode not in ("P", "L"):
             im = im.convert("L")
-        return np.asarray(im)
+        return np.array(im)  # writable, as above
 
 
 def check_label_values(label: np.ndarray, num_values: int, path: str | os.PathLike,
