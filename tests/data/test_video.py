@@ -162,6 +162,20 @@ def test_frame_folder_with_constant_numbers_after_the_frame_number(tmp_path, pat
     assert [p.name for p in order_frames(paths)] == [pattern.format(i) for i in (1, 9, 10, 100)]
 
 
+@pytest.mark.parametrize("pattern", ["{:.6f}.png", "{:.3f}.jpg", "frame_{:.2f}s.png"])
+def test_frame_folder_named_by_timestamps(tmp_path, pattern):
+    """Frames named by their time in seconds (ROS bag exports: '1539781823.503012.png') are
+    ordered by that time; the fraction is not a second naming pattern."""
+    from vidccnet.data.video import order_frames
+
+    times = [1539781823 + 0.1 * i for i in range(25)]  # crosses whole seconds
+    names = [pattern.format(t) for t in times]
+    paths = [tmp_path / n for n in reversed(names)]
+    assert [p.name for p in order_frames(paths)] == names
+    assert [p.name for p in order_frames([tmp_path / n for n in ("9.5.png", "10.25.png")])] \
+        == ["9.5.png", "10.25.png"]
+
+
 def test_frame_folder_of_numbered_cameras_refused(tmp_path):
     from vidccnet.data.video import order_frames
 

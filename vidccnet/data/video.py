@@ -18,6 +18,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -480,20 +481,28 @@ class DecordReader(VideoReader):
         self._vr = None  # decord closes on garbage collection
 
 
+# a number in a frame's name: digits, or a time in seconds with its fraction ('1539781823.5')
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _numbers(stem: str) -> tuple[Decimal, ...]:
+    return tuple(Decimal(n) for n in _NUMBER.findall(stem))
+
+
 def frame_sort_key(name: str) -> tuple:
     """Sort key for frame files: the last number in the file stem, then the name."""
-    numbers = re.findall(r"\d+", Path(name).stem)
-    return (0, int(numbers[-1]), name) if numbers else (1, 0, name)
+    numbers = _numbers(Path(name).stem)
+    return (0, numbers[-1], name) if numbers else (1, 0, name)
 
 
-def _frame_numbers(files: Sequence[Path]) -> tuple[int | None, list[tuple[int, ...]]]:
+def _frame_numbers(files: Sequence[Path]) -> tuple[int | None, list[tuple[Decimal, ...]]]:
     """(position of the frame number among the names' numbers, each name's numbers).
 
     The frame number is the last number that differs between the names
     ('stuttgart_00_000000_000019_leftImg8bit': the fourth, not the 8 of '8bit'); the last
     number when all names hold the same numbers; None when the names hold no number.
     """
-    numbers = [tuple(int(n) for n in re.findall(r"\d+", f.stem)) for f in files]
+    numbers = [_numbers(f.stem) for f in files]
     width = len(numbers[0])
     if width == 0:
         return None, numbers
@@ -505,7 +514,7 @@ def _pattern(stem: str, position: int | None) -> str:
     """The stem with its ``position``-th number replaced by '#' ('camA_0012' -> 'camA_#')."""
     if position is None:
         return stem
-    m = list(re.finditer(r"\d+", stem))[position]
+    m = list(_NUMBER.finditer(stem))[position]
     return stem[: m.start()] + "#" + stem[m.end():]
 
 
@@ -514,21 +523,22 @@ def order_frames(files: Sequence[Path]) -> list[Path]:
 
     The frame number is the last number in the name that differs between the files (so a
     constant number after it, as in 'frame_0001_1920x1080' or Cityscapes' '..._leftImg8bit',
-    does not count). Files without any number are ordered by name. Raises ValueError, naming
+    does not count); a number with a fraction ('1539781823.503012', a time in seconds) is one
+    number. Files without any number are ordered by name. Raises ValueError, naming
     the files, where the order would be a guess: names of several patterns (two cameras'
     frames, 'camA_0001' and 'camB_0001' or 'cam1_0001' and 'cam2_0001', would interleave), a
     file without a number among numbered ones, two files with one number ('frame_1',
     'frame_01').
     """
     files = sorted(files, key=lambda f: f.name)
-    counts = {len(re.findall(r"\d+", f.stem)) for f in files}
+    counts = {len(_numbers(f.stem)) for f in files}
     if 0 in counts and len(counts) > 1:
         bare = next(f for f in files if not re.search(r"\d", f.stem))
         numbered = next(f for f in files if re.search(r"\d", f.stem))
         raise ValueError(f"'{bare.name}' has no frame number, unlike "
                          f"'{numbered.name}': move the files that are not frames elsewhere")
     if len(counts) > 1:  # names with different counts of numbers: several patterns
-        patterns = sorted({re.sub(r"\d+", "#", f.stem) for f in files})
+        patterns = sorted({_NUMBER.sub("#", f.stem) for f in files})
     else:
         position, numbers = _frame_numbers(files)
         if position is None:
