@@ -61,11 +61,14 @@ def test_bench_segment_warms_up_on_cuda_and_reports_gpu_memory(load_script, tmp_
                                                                monkeypatch, capsys):
     """On CUDA the timed segmentation follows an untimed one (Triton compilation and cuDNN's
     search are not the loop's speed), and the peak GPU memory of the timed loop is reported."""
-    import sys
+    from vidccnet.predict import VideoSegmenter
 
     bench = load_script("bench_segment")
-    sys.path.insert(0, str(Path(bench.__file__).parent))
+    monkeypatch.syspath_prepend(str(Path(bench.__file__).parent))
     import segment_video
+
+    # child() patches the class for its own process: restore it after this test
+    monkeypatch.setattr(VideoSegmenter, "stream", VideoSegmenter.stream)
 
     outs = []
 
