@@ -7,6 +7,7 @@ its clip, so that every mask tells which forward pass (and clip position) produc
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -439,6 +440,49 @@ def test_from_model_validates_options():
         assert (seg.clip_len, seg.stride) == (4, stride), (model, extra)
 
 
+def test_from_model_refuses_class_names_that_do_not_fit_the_model():
+    """Fewer names than the model's classes gave masks with values past the names and a
+    summary whose class shares summed to 1 over the wrong classes: refused, at construction
+    when the model says its classes, else at the first clip."""
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet3d_resnet18", 5, backbone_width=8, head_channels=16)
+    with pytest.raises(ValueError, match="5 classes.*2 class names"):
+        VideoSegmenter.from_model(model, class_names=["a", "b"], device="cpu")
+    seg = VideoSegmenter.from_model(IdModel(), class_names=["a", "b"], device="cpu", clip_len=2)
+    with pytest.raises(ValueError, match=f"{K_FAKE} classes.*2 class names"):
+        list(seg.segment(ListReader(3)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_from_model_runs_a_model_of_another_dtype(dtype):
+    """The clip is given in the model's dtype (float32 always was: a conv of a float64 or
+    bfloat16 model refused it); the masks agree with the float32 model's."""
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ccnet3d_resnet18", 3, backbone_width=8, head_channels=16).eval()
+    names = ["a", "b", "c"]
+    want = [m for _, m in VideoSegmenter.from_model(model, class_names=names, device="cpu",
+                                                    clip_len=2).segment(ListReader(3, 16, 24))]
+    seg = VideoSegmenter.from_model(copy.deepcopy(model).to(dtype), class_names=names,
+                                    device="cpu", clip_len=2)
+    got = [m for _, m in seg.segment(ListReader(3, 16, 24))]
+    agree = np.mean([(g == w).mean() for g, w in zip(got, want)])
+    assert agree > (0.999 if dtype == torch.float64 else 0.9), agree
+
+
+def test_from_model_of_a_per_frame_network_emits_whole_clips():
+    """A per-frame CCNet given without a config runs clips without overlap (stride T), as one
+    built from its checkpoint does."""
+    from vidccnet.models import create_model
+
+    for name, stride in (("ccnet2d_resnet18", 4), ("ccnet3d_resnet18", 2)):
+        model = create_model(name, 2, backbone_width=8, head_channels=16)
+        seg = VideoSegmenter.from_model(model, class_names=["a", "b"], device="cpu", clip_len=4)
+        assert seg.stride == stride, name
+
+
 # ----------------------------------------------------------------------------- real model
 @pytest.fixture(scope="module")
 def tiny_checkpoint():
@@ -534,8 +578,8 @@ def test_amp_on_cpu_warns_and_runs_float32(caplog):
 
     amp_module._warned.clear()  # the shared decision warns once per process
     with caplog.at_level(logging.WARNING, logger="vidccnet.engine.amp"):
-        seg = VideoSegmenter.from_model(AutocastProbe(), class_names=["a"], device="cpu",
-                                        clip_len=2, amp=True)
+        seg = VideoSegmenter.from_model(AutocastProbe(), device="cpu", clip_len=2, amp=True,
+                                        class_names=[f"c{i}" for i in range(K_FAKE)])
     assert seg.amp is False
     assert any("cuda only" in r.getMessage().lower() and "cpu" in r.getMessage().lower()
                for r in caplog.records)

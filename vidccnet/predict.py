@@ -228,6 +228,20 @@ def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
     return default if node is None else node
 
 
+def _is_per_frame(model: nn.Module, cfg: Any) -> bool:
+    """Whether ``model`` segments each frame on its own: read from a CCNet itself (no temporal
+    shift, no attention along time), else from ``cfg`` (a ``ccnet2d`` name or its flags)."""
+    from vidccnet.models.ccnet import CCNet
+
+    if isinstance(model, CCNet):
+        rcca = model.head.cca
+        return not model.backbone.temporal_shift and not (rcca.temporal and rcca.recurrence)
+    is_2d = str(_cfg_get(cfg, "model.name") or "").startswith("ccnet2d")
+    shift = _cfg_get(cfg, "model.temporal_shift", not is_2d)
+    attention = _cfg_get(cfg, "model.temporal_attention", not is_2d)
+    return not shift and not attention
+
+
 def _dataset_info(name: str) -> dict[str, Any]:
     """Class names and palette of a known dataset ({} when unknown or unavailable)."""
     try:
@@ -386,7 +400,10 @@ class VideoSegmenter:
     ) -> VideoSegmenter:
         """A segmenter around an in-memory model (``(B, 3, T, H, W)`` -> ``(B, K, T, H, W)``).
 
-        ``class_names`` / ``palette`` override the ones in ``config`` (a Config or plain dict).
+        ``class_names`` / ``palette`` override the ones in ``config`` (a Config or plain dict);
+        there must be one name per class the model predicts. The model is moved to ``device``
+        and put in eval() mode (pass a copy to keep training the original); clips are given
+        to it in its parameters' dtype.
         """
         self = cls.__new__(cls)
         self.checkpoint_path = None
@@ -412,6 +429,10 @@ class VideoSegmenter:
         palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.model = model.eval()
+        param = next(model.parameters(), None)
+        # the model's dtype (float32 unless the caller converted it); autocast picks its own
+        self.input_dtype = param.dtype if param is not None and param.is_floating_point() \
+            else torch.float32
         self.config = cfg
         self.device = device
         self.backend = backend
@@ -432,10 +453,7 @@ class VideoSegmenter:
             clip_len = int(clip_len) if clip_len else DEFAULT_CLIP_LEN
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-        is_2d = str(self.model_name or "").startswith("ccnet2d")
-        shift = _cfg_get(cfg, "model.temporal_shift", not is_2d)
-        attention = _cfg_get(cfg, "model.temporal_attention", not is_2d)
-        per_frame = not shift and not attention  # frames independent: no overlap needed
+        per_frame = _is_per_frame(model, cfg)  # frames independent: no overlap needed
         if stride is None:
             stride = default_stride(clip_len, per_frame)
         if not 1 <= stride <= clip_len:
@@ -457,11 +475,21 @@ class VideoSegmenter:
         self.num_classes = int(num) if num else len(self.class_names)
         if self.num_classes == 0:
             self.num_classes = self._probe_num_classes()
+        predicted = getattr(model, "num_classes", None)  # a CCNet says it; others: first clip
+        if isinstance(predicted, int):
+            self._check_classes(predicted)
         palette = palette or []
         self.palette: list[tuple[int, int, int]] = [tuple(int(v) for v in c) for c in palette]
         self._fill_palette()
         if self.num_classes > 256:
             raise ValueError(f"{self.num_classes} classes do not fit uint8 masks (at most 256)")
+
+    def _check_classes(self, predicted: int) -> None:
+        if predicted != self.num_classes:
+            raise ValueError(
+                f"the model predicts {predicted} classes but the segmenter has "
+                f"{self.num_classes} class names; give one name per class (class_names=...)"
+            )
 
     def _fill_palette(self) -> None:
         k = self.num_classes
@@ -570,10 +598,13 @@ class VideoSegmenter:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Run one clip and yield the masks of its last ``len(pending)`` frames."""
         clip = torch.stack(list(window), dim=1)[None]  # (1, 3, T, h, w)
+        if self.amp_dtype is None:
+            clip = clip.to(self.input_dtype)
         with autocast(self.device, self.amp_dtype):
             logits = self.model(clip)  # (1, K, T, h, w)
         if isinstance(logits, dict):  # a model left in train mode by a custom wrapper
             logits = logits["out"]
+        self._check_classes(logits.shape[1])
         t = logits.shape[2]
         r = len(pending)
         for j, item in enumerate(pending):
