@@ -170,6 +170,9 @@ def test_bad_input_shape():
         build()(torch.randn(1, 3, 33, 47))
     with pytest.raises(TypeError, match="uint8.*to_clip_tensor"):  # raw frames
         build()(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
+    for empty in ((0, 3, 2, 32, 32), (1, 3, 0, 32, 32)):  # a reshape / modulo error before
+        with pytest.raises(ValueError, match="empty clip"):
+            build().eval()(torch.zeros(empty))
 
 
 def test_attention_init_options():

@@ -73,6 +73,9 @@ def test_bad_arguments():
         CrissCrossAttention3d(16, backend="foo")  # at build time, not at the first forward
     with pytest.raises(ValueError, match="8 channels.*built for 16"):
         RecurrentCrissCrossAttention(16)(torch.randn(1, 8, 3, 7, 13))
+    for empty in ((0, 16, 3, 5, 7), (1, 16, 0, 5, 7), (1, 16, 3, 0, 7)):  # not a reshape error
+        with pytest.raises(ValueError, match=r"empty input \(" + ", ".join(map(str, empty))):
+            CrissCrossAttention3d(16)(torch.randn(empty))
 
 
 def test_gradients_reach_all_parameters():

@@ -254,6 +254,21 @@ def test_errors_name_the_shapes():
         criss_cross_attention(q, k, v[:, :0])
 
 
+def test_scale_is_a_finite_number():
+    """A learnable tensor scale would silently get no gradient (it was turned into a float):
+    refused with the way to get one; a tensor without grad is taken; nan / inf refused."""
+    q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float64)
+    tau = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="multiply q by it"):
+        criss_cross_attention(q, k, v, scale=tau)
+    want = criss_cross_attention(q * 0.5, k, v)
+    torch.testing.assert_close(criss_cross_attention(q, k, v, scale=tau.detach()), want)
+    torch.testing.assert_close(criss_cross_attention(q, k, v, scale=0.5), want)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            criss_cross_attention(q, k, v, scale=bad)
+
+
 def test_backend_env_var(monkeypatch):
     monkeypatch.setenv("VIDCCNET_CCA_BACKEND", "reference")
     assert resolve_backend("auto", torch.device("cpu")) == "reference"

@@ -175,6 +175,9 @@ class CCNet(nn.Module):
                 f"expected a normalised float clip, got {clip.dtype}; convert frames with "
                 "vidccnet.data.transforms.to_clip_tensor"
             )
+        if clip.numel() == 0:
+            raise ValueError(f"empty clip {tuple(clip.shape)}: give at least one clip of one "
+                             "frame (B, T, H, W >= 1)")
         T, size = clip.shape[2], clip.shape[-2:]
         c3, c4 = self.backbone(clip)  # (B*T, C3, h, w), (B*T, C4, h, w)
         logits, feats = self.head(c4, T)  # (B*T, K, h, w), train(): (B*T, D, h, w)

@@ -70,6 +70,8 @@ class CrissCrossAttention3d(nn.Module):
         if x.shape[1] != self.value.in_channels:
             raise ValueError(f"input has {x.shape[1]} channels but the attention was built for "
                              f"{self.value.in_channels} (shape {tuple(x.shape)})")
+        if x.numel() == 0:
+            raise ValueError(f"empty input {tuple(x.shape)}: every dimension must be >= 1")
         xc = x.contiguous()  # one copy for the three projections (their reshapes are views)
         q, k, v = (_pointwise(conv, xc) for conv in (self.query, self.key, self.value))
         if temporal:

@@ -6,6 +6,7 @@ time line, its row and its column (the centre once): T + H + W - 2 keys, one sof
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -100,6 +101,16 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
 
 
+def _check_scale(scale: float | Tensor) -> float:
+    if isinstance(scale, Tensor) and scale.requires_grad:
+        raise TypeError("scale must be a number: a tensor scale would get no gradient; to learn "
+                        "a temperature, multiply q by it and pass scale=1")
+    value = float(scale)
+    if not math.isfinite(value):
+        raise ValueError(f"scale must be finite, got {value}")
+    return value
+
+
 def criss_cross_attention(
     q: Tensor, k: Tensor, v: Tensor, *, scale: float = 1.0, backend: str = "auto"
 ) -> Tensor:
@@ -115,14 +126,15 @@ def criss_cross_attention(
         (B, Cv, T, H, W) (or (B, Cv, H, W)), the dtype of the inputs.
     """
     _check_inputs(q, k, v)
+    scale = _check_scale(scale)
     two_d = q.dim() == 4
     if two_d:
         q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
     if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
-        out = cca_export(q, k, v, float(scale))
+        out = cca_export(q, k, v, scale)
         return out.squeeze(2) if two_d else out
     name = resolve_backend(backend, q.device, q.dtype, q.shape[1], tuple(q.shape[3:]))
-    out, _ = cca_op(q, k, v, float(scale), name)
+    out, _ = cca_op(q, k, v, scale, name)
     return out.squeeze(2) if two_d else out
 
 
