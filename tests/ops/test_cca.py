@@ -289,6 +289,19 @@ def test_auto_uses_triton_only_for_inputs_it_takes(monkeypatch):
     assert resolve_backend("auto", cuda, torch.float64, 64) == "reference"
     assert resolve_backend("auto", cuda, torch.float32, 512) == "reference"
     assert resolve_backend("auto", torch.device("cpu"), torch.float32, 64) == "reference"
+    # past the kernels' int32 offsets (T * H * W * C >= 2**31 per batch item): not theirs
+    big = dict(frames=64, v_channels=512)
+    assert resolve_backend("auto", cuda, torch.float16, 64, (256, 256), **big) == "reference"
+    assert resolve_backend("auto", cuda, torch.float16, 64, (256, 256), frames=4,
+                           v_channels=512) == "triton"
+
+
+def test_triton_chosen_by_the_env_var_names_it_when_it_cannot_run(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("VIDCCNET_CCA_BACKEND", "triton")
+    q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
+    with pytest.raises(RuntimeError, match="VIDCCNET_CCA_BACKEND=triton.*unset it"):
+        criss_cross_attention(q, k, v)
 
 
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):

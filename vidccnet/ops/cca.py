@@ -47,33 +47,38 @@ def resolve_backend(
     dtype: torch.dtype | None = None,
     head_dim: int | None = None,
     frame: tuple[int, int] | None = None,
+    frames: int | None = None,
+    v_channels: int | None = None,
 ) -> str:
     """Turn "auto" (or the env var) into a concrete backend for tensors on `device`.
 
     "auto" picks the Triton kernels on CUDA only for inputs they take (`dtype`, query/key
-    width `head_dim`, frame size `frame` = (H, W), when given); anything else runs on the
-    reference path.
+    width `head_dim`, frame size `frame` = (H, W), and the clip's size: `frames` = T and the
+    value width `v_channels`, when given); anything else runs on the reference path.
     """
     check_backend(backend)
+    from_env = False
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(
                 f"${ENV_VAR}={backend!r} is not a backend; set it to one of {', '.join(BACKENDS)}"
             )
+        from_env = backend != "auto"
     if backend == "auto":
         if device.type == "cuda" and triton_status(device)[0]:
             H, W = frame if frame is not None else (None, None)
             fits = dtype is None or head_dim is None or _triton_module().supports(
-                dtype, head_dim, H, W)
+                dtype, head_dim, H, W, frames, v_channels)
             return "triton" if fits else "reference"
         return "reference"
     if backend == "triton":
         ok, why = triton_status(device)
         if not ok:
-            raise RuntimeError(
-                f"the triton backend cannot run here: {why}; use backend='reference'"
-            )
+            way = (f"set {ENV_VAR}=reference or unset it" if from_env
+                   else "use backend='reference'")
+            chosen = f" (chosen by {ENV_VAR}=triton)" if from_env else ""
+            raise RuntimeError(f"the triton backend{chosen} cannot run here: {why}; {way}")
     return backend
 
 
@@ -133,7 +138,8 @@ def criss_cross_attention(
     if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
         out = cca_export(q, k, v, scale)
         return out.squeeze(2) if two_d else out
-    name = resolve_backend(backend, q.device, q.dtype, q.shape[1], tuple(q.shape[3:]))
+    name = resolve_backend(backend, q.device, q.dtype, q.shape[1], tuple(q.shape[3:]),
+                           frames=q.shape[2], v_channels=v.shape[1])
     out, _ = cca_op(q, k, v, scale, name)
     return out.squeeze(2) if two_d else out
 

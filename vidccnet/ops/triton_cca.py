@@ -608,10 +608,13 @@ def _passes(T: int, H: int, W: int) -> list[tuple[int, int, int, int, int, int]]
     return [(H, T, W, hw, 1, W), (W, T, H, hw, W, 1)]
 
 
-def supports(dtype: torch.dtype, head_dim: int, H: int | None = None, W: int | None = None) -> bool:
-    """Whether the kernels take inputs of this dtype, query/key width Cqk and frame size."""
+def supports(dtype: torch.dtype, head_dim: int, H: int | None = None, W: int | None = None,
+             T: int | None = None, v_channels: int | None = None) -> bool:
+    """Whether the kernels take inputs of this dtype, query/key width Cqk, frame size and (when
+    T and the value width Cv are given) clip size: T * H * W * C < 2**31 (int32 offsets)."""
     lines_ok = H is None or W is None or max(H, W) <= MAX_LINE
-    return dtype in _SUPPORTED_DTYPES and head_dim <= MAX_CQK and lines_ok
+    size_ok = None in (H, W, T, v_channels) or T * H * W * max(head_dim, v_channels) < 2**31
+    return dtype in _SUPPORTED_DTYPES and head_dim <= MAX_CQK and lines_ok and size_ok
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
