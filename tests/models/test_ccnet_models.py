@@ -25,6 +25,13 @@ def test_registry_names_and_errors():
         create_model("ccnet3d_resnet18", K, recurence=1)
     with pytest.raises(ValueError, match="shift_stages"):
         create_model("ccnet3d_resnet18", K, shift_stages=(0, 5))
+    with pytest.raises(ValueError, match="unknown stem 'foo'"):  # not "needs width 64"
+        create_model("ccnet3d_resnet18", K, stem="foo", backbone_width=8)
+    for kwargs in ({"recurrence": 1.5}, {"attention_reduction": 2.0}, {"head_channels": 16.0}):
+        with pytest.raises(TypeError, match=f"{next(iter(kwargs))} must be an integer"):
+            create_model("ccnet3d_resnet18", K, **kwargs)
+    with pytest.raises(TypeError, match="num_classes must be an integer"):
+        create_model("ccnet3d_resnet18", 3.0)
 
 
 def test_defaults_from_name():

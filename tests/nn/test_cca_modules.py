@@ -69,6 +69,10 @@ def test_bad_arguments():
         CrissCrossAttention3d(16)(torch.randn(1, 16, 4, 4))
     with pytest.raises(ValueError, match="reduction must be >= 1"):
         CrissCrossAttention3d(16, reduction=0)
+    with pytest.raises(TypeError, match="reduction must be an integer"):
+        CrissCrossAttention3d(16, reduction=2.0)
+    with pytest.raises(TypeError, match="recurrence must be an integer"):
+        RecurrentCrissCrossAttention(16, recurrence=1.5)  # failed only at the first forward
     with pytest.raises(ValueError, match="unknown backend 'foo'"):
         CrissCrossAttention3d(16, backend="foo")  # at build time, not at the first forward
     with pytest.raises(ValueError, match="8 channels.*built for 16"):

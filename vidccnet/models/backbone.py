@@ -208,8 +208,6 @@ class DilatedResNet(nn.Module):
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        if width != 64 and stem != "torchvision":
-            raise ValueError(f"stem {stem!r} needs width 64 (the published networks), got {width}")
         if depth not in DEPTHS:
             raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(DEPTHS)}")
         if not 0.0 <= shift_fraction <= 0.5:
@@ -219,6 +217,8 @@ class DilatedResNet(nn.Module):
             raise ValueError(f"shift_stages must be a subset of (1, 2, 3, 4), got {shift_stages}")
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
+        if width != 64 and stem != "torchvision":
+            raise ValueError(f"stem {stem!r} needs width 64 (the published networks), got {width}")
         if shift_every is not None and (isinstance(shift_every, bool) or int(shift_every) < 1):
             raise ValueError(f"shift_every must be a positive integer or None, got {shift_every}")
         kind, layers = DEPTHS[depth]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.cca import check_int
 from .backbone import DilatedResNet
 from .head import FCNHead, RCCAHead, unfold_frames
 
@@ -89,6 +90,10 @@ class CCNet(nn.Module):
         embed_from: str = "attention",
     ) -> None:
         super().__init__()
+        for name, value in (("num_classes", num_classes), ("head_channels", head_channels),
+                            ("recurrence", recurrence),
+                            ("attention_reduction", attention_reduction)):
+            check_int(name, value)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if head_channels < 8 or head_channels % 8:

@@ -16,6 +16,12 @@ from ..ops.cca import check_backend
 ATTENTION_INITS = ("ccnet", "identity")
 
 
+def check_int(name: str, value: object) -> None:
+    """Refuse a size given as a float (or bool): torch fails on it later, far from the cause."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+
+
 class CrissCrossAttention3d(nn.Module):
     """CCNet's criss-cross attention block over time line, row and column.
 
@@ -44,6 +50,8 @@ class CrissCrossAttention3d(nn.Module):
         super().__init__()
         if init not in ATTENTION_INITS:
             raise ValueError(f"unknown attention init {init!r}; choose one of {ATTENTION_INITS}")
+        check_int("in_channels", in_channels)
+        check_int("reduction", reduction)
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         check_backend(backend)  # at build time, not at the first forward
@@ -111,6 +119,7 @@ class RecurrentCrissCrossAttention(nn.Module):
         gamma_init: float = 1.0,
     ) -> None:
         super().__init__()
+        check_int("recurrence", recurrence)
         if recurrence < 0:
             raise ValueError(f"recurrence must be >= 0, got {recurrence}")
         self.cca = CrissCrossAttention3d(in_channels, reduction, backend, init, gamma_init)
