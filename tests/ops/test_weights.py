@@ -74,3 +74,19 @@ def test_bad_query_raises():
         criss_cross_weights(q, q, (0, 0, 0), batch=1)
     with pytest.raises(ValueError, match="one shape"):
         criss_cross_weights(q, q[:, :1], (0, 0, 0))
+    with pytest.raises(ValueError, match=r"position \(t, h, w\).*got \(0, 0\)"):
+        criss_cross_weights(q, q, (0, 0))  # not an unpacking error
+
+
+def test_weights_of_2d_inputs():
+    """4-D (B, Cqk, H, W) inputs, as criss_cross_attention takes for 2D CCNet: position (h, w),
+    weights over the row and the column (an empty time part); they reproduce the output."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, c, 5, 7, generator=g, dtype=torch.float64) for c in (3, 3, 4))
+    out = criss_cross_attention(q, k, v, backend="reference")
+    wt = criss_cross_weights(q, k, (4, 2), batch=1)
+    assert (wt.time.shape, wt.row.shape, wt.column.shape) == ((0,), (7,), (5,))
+    mixed = v[1, :, 4, :] @ wt.row + v[1, :, :, 2] @ wt.column
+    torch.testing.assert_close(mixed, out[1, :, 4, 2], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"position \(h, w\)"):
+        criss_cross_weights(q, k, (0, 4, 2))

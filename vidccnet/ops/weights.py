@@ -34,25 +34,36 @@ class AttentionWeights(NamedTuple):
 
 
 def criss_cross_weights(
-    q: Tensor, k: Tensor, position: tuple[int, int, int], *, scale: float = 1.0, batch: int = 0
+    q: Tensor, k: Tensor, position: tuple[int, ...], *, scale: float = 1.0, batch: int = 0
 ) -> AttentionWeights:
     """Attention weights of query `position` = (t, h, w) as `criss_cross_attention` defines them.
 
     Args:
-        q, k: (B, Cqk, T, H, W) queries and keys (any float dtype; computed in float64).
-        position: (t, h, w) of the query, 0 <= t < T, 0 <= h < H, 0 <= w < W.
+        q, k: (B, Cqk, T, H, W) queries and keys (any float dtype; computed in float64), or
+            (B, Cqk, H, W) for 2D criss-cross attention.
+        position: (t, h, w) of the query, 0 <= t < T, 0 <= h < H, 0 <= w < W; (h, w) for 4-D
+            inputs.
         scale: factor on the dot products, as in `criss_cross_attention` (CCNet: 1.0).
         batch: which batch element.
 
     Returns:
-        `AttentionWeights` (time (T,), row (W,), column (H,)), float64 on q's device, such that
-        out[batch, :, t, h, w] = sum over the three parts of weight * v at that key.
+        `AttentionWeights` (time (T,), row (W,), column (H,); time (0,) for 4-D inputs),
+        float64 on q's device, such that out[batch, :, t, h, w] = sum over the three parts of
+        weight * v at that key.
     """
-    if q.dim() != 5 or q.shape != k.shape:
+    if q.dim() not in (4, 5) or q.shape != k.shape:
         raise ValueError(
-            f"expected q and k of one shape (B, Cqk, T, H, W); got {tuple(q.shape)}, "
-            f"{tuple(k.shape)}"
+            f"expected q and k of one shape (B, Cqk, T, H, W) or (B, Cqk, H, W); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}"
         )
+    two_d = q.dim() == 4
+    names = "(h, w)" if two_d else "(t, h, w)"
+    if len(position) != q.dim() - 2:
+        raise ValueError(f"expected the query's position {names}, got {tuple(position)}")
+    if two_d:
+        weights = criss_cross_weights(q.unsqueeze(2), k.unsqueeze(2), (0, *position),
+                                      scale=scale, batch=batch)
+        return weights._replace(time=weights.time[:0])
     B, _, T, H, W = q.shape
     t, h, w = (int(i) for i in position)
     if not (0 <= batch < B and 0 <= t < T and 0 <= h < H and 0 <= w < W):
