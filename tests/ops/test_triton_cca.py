@@ -60,9 +60,6 @@ def _interpreter_truncates_bf16() -> bool:
     return y.item() == 1.0
 
 
-INTERPRETER_TRUNCATES_BF16 = _interpreter_truncates_bf16()
-
-
 def _to_bf16_nearest(data):
     """float32 numpy data -> bfloat16 bits (uint16), rounded to nearest even as a GPU does."""
     import numpy as np
