@@ -295,3 +295,10 @@ def test_attention_reduction_sets_the_query_key_width():
     assert wide.head.cca.cca.value.out_channels == 32
     with pytest.raises(ValueError, match="attention_reduction must divide head_channels=32"):
         create_model("ccnet3d_resnet18", 5, head_channels=32, attention_reduction=3)
+
+
+def test_create_model_documents_every_keyword_it_accepts():
+    from vidccnet.models import _ALLOWED
+
+    missing = [k for k in _ALLOWED if f"`{k}`" not in create_model.__doc__]
+    assert not missing, f"create_model's docstring does not name {missing}"

@@ -46,7 +46,9 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
             `shift_stages` ((1, 2, 3, 4)), `head_channels` (512), `attention_backend` ("auto"),
             `aux` (True), `stem` ("torchvision" | "deep" | "deep_ccnet"), `contract_dilation`
             (True), `shift_every` (None: TSM's rule), `aux_channels` (None: head_channels // 2),
-            `head_activation` ("relu" | "leaky_relu"), `attention_reduction` (8). See `CCNet`.
+            `head_activation` ("relu" | "leaky_relu"), `attention_reduction` (8),
+            `attention_init` ("identity" | "ccnet"), `embed_dim` (16), `embed_from`
+            ("attention" | "head"), `backbone_width` (64). See `CCNet`.
 
     Returns:
         A `CCNet`: input (B, 3, T, H, W); eval() -> logits (B, K, T, H, W); train() -> dict
