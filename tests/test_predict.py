@@ -162,6 +162,10 @@ def test_inference_size():
     assert inference_size(1080, 1920, max_size=360) == (360, 640)
     assert inference_size(360, 480, max_size=1000) == (360, 480)  # never enlarged
     assert inference_size(1, 3) == (8, 8)
+    # max_size is a cap: rounding to a multiple of 8 goes down where it binds (304 before)
+    assert inference_size(1080, 1920, max_size=300) == (296, 528)
+    assert inference_size(48, 64, max_size=60, short_side=100) == (56, 80)
+    assert inference_size(1920, 1080, max_size=300) == (528, 296)
     with pytest.raises(ValueError):
         inference_size(10, 10, max_size=4)
     # short_side: resized up or down to it, aspect kept; max_size still caps

@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -145,7 +146,8 @@ def inference_size(
 
     Args:
         height, width: source frame size.
-        max_size: cap on the short side (frames are shrunk, never enlarged); None: no cap.
+        max_size: cap on the short side (frames are shrunk, never enlarged; where it binds,
+            the sides are rounded down to multiples of 8); None: no cap.
         multiple: both sides are rounded to a multiple of this (the backbone's output stride).
         short_side: resize (up or down) so that the short side is this; None keeps the size.
 
@@ -164,10 +166,13 @@ def inference_size(
             raise ValueError(f"max_size must be >= {multiple}, got {max_size}")
         scale = min(scale, max_size / min(height, width))
 
-    def fit(side: int) -> int:
-        return max(multiple, int(round(side * scale / multiple)) * multiple)
+    def fit(side: int, rounding=round) -> int:
+        return max(multiple, int(rounding(side * scale / multiple)) * multiple)
 
-    return fit(height), fit(width)
+    h, w = fit(height), fit(width)
+    if max_size is not None and min(h, w) > max_size:  # rounded past the cap: round down
+        h, w = fit(height, math.floor), fit(width, math.floor)
+    return h, w
 
 
 def upsample_argmax(
