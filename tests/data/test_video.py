@@ -599,3 +599,17 @@ def test_loaded_images_are_writable_arrays(tmp_path):
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 torch.from_numpy(array)
+
+
+def test_frame_folder_with_a_broken_link_names_it(tmp_path):
+    """A frame that is a dangling symlink (a file on an unmounted share) is a frame that cannot
+    be read, not a file to skip: skipping it shifted every later mask's number by one."""
+    from vidccnet.data.video import FrameFileError
+
+    for i, f in zip((0, 1, 3), make_frames(3, 16, 16)):
+        Image.fromarray(f).save(tmp_path / f"{i:03d}.png")
+    (tmp_path / "002.png").symlink_to(tmp_path / "nowhere" / "002.png")
+    r = open_video(tmp_path)
+    assert len(r) == 4
+    with pytest.raises(FrameFileError, match="002.png"):
+        list(r)

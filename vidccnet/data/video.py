@@ -568,7 +568,7 @@ class FrameFolderReader(VideoReader):
         if not p.is_dir():
             raise VideoReadError(path, "frame folder not found")
         files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS
-                 and not f.name.startswith("._") and f.is_file()]  # '._*': macOS metadata
+                 and not f.name.startswith("._") and not f.is_dir()]  # '._*': macOS metadata
         if not files:
             raise VideoReadError(path, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder")
         try:
