@@ -613,6 +613,29 @@ def test_size_modes():
 
 
 # ----------------------------------------------------------------------------- writing
+def test_write_through_symlinks_keeps_them(tmp_path):
+    """--out (and --overlay) given as a symlink to a folder on a scratch disk: the masks go to
+    the link's target and the link stays (the link used to be replaced by a real folder,
+    with the target left empty); with overwrite the target's earlier output is replaced."""
+    seg = fake_segmenter(3, 2)
+    (tmp_path / "scratch" / "masks").mkdir(parents=True)
+    (tmp_path / "masks").symlink_to(tmp_path / "scratch" / "masks")
+    (tmp_path / "scratch" / "ov.mkv").write_bytes(b"old")
+    (tmp_path / "ov.mkv").symlink_to(tmp_path / "scratch" / "ov.mkv")
+    for _ in range(2):  # the second time over the first one's output
+        seg.write(ListReader(4, 12, 20), tmp_path / "masks", overlay=tmp_path / "ov.mkv",
+                  overwrite=True, progress=False)
+        assert (tmp_path / "masks").is_symlink() and (tmp_path / "ov.mkv").is_symlink()
+        assert len(list((tmp_path / "scratch" / "masks").glob("*.png"))) == 4
+        with av.open(str(tmp_path / "scratch" / "ov.mkv")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 4
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == ["masks", "ov.mkv"]
+    seg.write(ListReader(4, 12, 20), tmp_path / "masks", overlay=tmp_path / "masks" / "o.mkv",
+              overwrite=True, progress=False)  # an overlay inside the linked folder
+    assert (tmp_path / "masks").is_symlink()
+    assert (tmp_path / "scratch" / "masks" / "o.mkv").is_file()
+
+
 def test_write_is_staged_and_complete(tmp_path, caplog):
     seg = fake_segmenter(3, 2)
     out = tmp_path / "new" / "masks"

@@ -302,6 +302,12 @@ def apply_umask(path: str | Path, mode: int) -> None:
     os.chmod(path, mode & ~umask)
 
 
+def _through_link(path: str | os.PathLike[str]) -> Path:
+    """``path``, or the path a symlink at ``path`` points to (resolved), so that the rename into
+    place replaces the target, not the link."""
+    return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+
+
 class StagedDir:
     """A temporary folder next to the output folder, renamed into place by :meth:`commit`.
 
@@ -559,6 +565,9 @@ def write_segmentation(
     if fmt not in ("png", "npz"):
         raise ValueError(f"--format must be 'png' or 'npz', got {fmt!r}")
     path_source = source if isinstance(source, (str, os.PathLike)) else None
+    # a symlinked --out / --overlay (a scratch disk): write to its target, keep the link
+    out = _through_link(out)
+    overlay = _through_link(overlay) if overlay is not None else None
     check_paths(path_source, out, overlay=overlay, overwrite=overwrite,
                 protect=[segmenter.checkpoint_path])
     import torch
