@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import sys
+import time
+from pathlib import Path
 
 from vidccnet.cli import fail
 
@@ -70,6 +72,21 @@ def check_run_folder(config: str, output_dir: str, overrides: list[str], resume:
         )
 
 
+def _what_to_resume(out: Path | None, started: float) -> str:
+    """After Ctrl-C: whether this run left a last.pt to continue from (written since
+    ``started``), or what the output folder holds."""
+    last = out / "last.pt" if out is not None else None
+    if last is None or not last.is_file():
+        logs = out is not None and (out / "metrics.jsonl").is_file()
+        again = ("runtime.overwrite=true (it replaces this run's logs)" if logs
+                 else "the same command")
+        return f"nothing to resume (no checkpoint was written yet); start again with {again}"
+    if last.stat().st_mtime >= started:
+        return f"continue with --resume ({last} is kept)"
+    return (f"{out} still holds the earlier run this one was to replace (--resume would "
+            "continue that one); start again with runtime.overwrite=true")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--config", required=True, help="YAML config file")
@@ -88,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     from vidccnet.engine.report import to_jsonable
     from vidccnet.engine.train import train
 
+    started, out = time.time(), None
     try:
         cfg = load_config(args.config, args.overrides)
+        out = Path(cfg.runtime.output_dir)
         check_run_folder(args.config, cfg.runtime.output_dir, args.overrides, args.resume,
                          cfg.runtime.overwrite)
         result = train(cfg, resume=args.resume, name=args.config)
@@ -98,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return fail("train.py", exc)
     except KeyboardInterrupt:
-        print("train.py: interrupted; continue with --resume (last.pt is kept)", file=sys.stderr)
+        print(f"train.py: interrupted; {_what_to_resume(out, started)}", file=sys.stderr)
         return 130
     if rank == 0:
         print(json.dumps(to_jsonable(result)))

@@ -1027,3 +1027,36 @@ def test_an_unset_crop_size_leaves_the_datasets_own_default(monkeypatch) -> None
     assert "crop_size" not in seen
     build_train_dataset(load_config(None, ["data.crop_size=[32, 48]"]))
     assert seen["crop_size"] == (32, 48)
+
+
+def test_train_script_interrupted_says_what_there_is_to_resume(load_script, tmp_path: Path,
+                                                              monkeypatch, capsys) -> None:
+    """Ctrl-C: 'continue with --resume' only when this run wrote last.pt (it was said before
+    the first checkpoint too, and --resume then failed); before it, what the folder holds."""
+    import os
+
+    import vidccnet.engine.train as engine
+
+    out = tmp_path / "run"
+    args = ["--config", str(REPO / "configs/synthetic_tiny.yaml"), f"runtime.output_dir={out}",
+            "runtime.overwrite=true"]
+
+    def interrupted(save: bool):
+        def fake(cfg, resume=False, name=None):
+            if save:
+                out.mkdir(exist_ok=True)
+                (out / "last.pt").write_bytes(b"new")
+            raise KeyboardInterrupt
+        return fake
+
+    script = load_script("train.py")
+    for save, earlier, needle in ((False, False, "nothing to resume"),
+                                  (True, False, "continue with --resume"),
+                                  (False, True, "still holds the earlier run")):
+        if earlier:
+            (out / "last.pt").write_bytes(b"old")
+            os.utime(out / "last.pt", (0, 0))
+        monkeypatch.setattr(engine, "train", interrupted(save))
+        assert script.main(args) == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
