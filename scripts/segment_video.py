@@ -28,20 +28,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 # Standard library and numpy only until the paths are checked (fail fast, before torch loads).
-from vidccnet.cli import one_line
+from vidccnet.cli import interrupted, one_line, sigterm_unwinds
 from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 DEFAULT_CHECKPOINT = Path("runs") / "demo" / "best.pt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROG = "segment_video.py"
@@ -50,15 +46,6 @@ SIZE_MULTIPLE = 8  # vidccnet.predict.SIZE_MULTIPLE, without importing torch
 
 class UserError(Exception):
     """An expected problem with the inputs: reported as one line, exit code 2."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: unwinds like Ctrl-C, so the staged output is removed."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
-    raise Terminated
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -227,14 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     package.setLevel(logging.WARNING)
     package.propagate = False
     writer_log.setLevel(logging.INFO)  # the inference size; frames/s and ETA off a terminal
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # signal handlers can only be set there
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return _main(args)
+        with sigterm_unwinds():  # SIGTERM removes the staged output as Ctrl-C does
+            return _main(args)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
         package.removeHandler(handler)
         package.setLevel(saved[0])
         package.propagate = saved[1]
@@ -245,10 +228,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         summary = run(args)
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        how = "terminated (SIGTERM)" if terminated else "interrupted"
-        print(f"{PROG}: {how}; no output was written", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return interrupted(PROG, exc, "no output was written")
     except expected_errors() as exc:
         if args.debug:
             raise

@@ -1,12 +1,51 @@
-"""What the command-line scripts share: expected errors reported as one line, exit code 2."""
+"""What the command-line scripts share: expected errors reported as one line (exit code 2),
+Ctrl-C and SIGTERM reported as one line (130, 143)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``timeout``, SLURM, ``docker stop``): unwinds like Ctrl-C, so that
+    cleanup code runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` (in the main thread, where handlers
+    can be set); the previous handler comes back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(prog: str, exc: KeyboardInterrupt, what: str) -> int:
+    """Print `PROG: interrupted; WHAT` (or `terminated (SIGTERM)`) and return 130 / 143."""
+    terminated = isinstance(exc, Terminated)
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    print(f"{prog}: {how}; {what}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def one_line(exc: BaseException) -> str:
