@@ -26,7 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, interrupted, sigterm_unwinds
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -73,21 +73,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from vidccnet.engine.checkpoint import CheckpointError
+    from vidccnet.engine.config import ConfigError
+    from vidccnet.engine.train import TrainingError
+
+    expected: tuple[type[BaseException], ...] = (
+        ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
+        ValueError, KeyError, RuntimeError,
+    )
+    try:
+        with sigterm_unwinds():
+            return _evaluate(args, expected)
+    except KeyboardInterrupt as exc:
+        return interrupted("evaluate.py", exc, "no report was written")
+
+
+def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...]) -> int:
     from vidccnet.engine.build import build_val_videos, evaluator_kwargs
     from vidccnet.engine.checkpoint import (
         CheckpointError,
         build_model_from_checkpoint,
         load_checkpoint,
     )
-    from vidccnet.engine.config import ConfigError, apply_overrides, config_to_dict, load_config
+    from vidccnet.engine.config import apply_overrides, config_to_dict, load_config
     from vidccnet.engine.distributed import resolve_device
     from vidccnet.engine.report import evaluate_and_report
-    from vidccnet.engine.train import TrainingError, check_labelled
+    from vidccnet.engine.train import check_labelled
 
-    expected: tuple[type[BaseException], ...] = (
-        ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
-        ValueError, KeyError, RuntimeError,
-    )
     try:
         model_keys = [o.split("=", 1)[0] for o in args.overrides if o.startswith("model.")]
         if model_keys:

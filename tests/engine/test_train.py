@@ -556,6 +556,44 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> No
                                                        "strip_figure3.png"]
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_evaluate_script_interrupted_is_one_line_and_writes_nothing(
+        load_script, tmp_path: Path, monkeypatch, capsys, how: str) -> None:
+    """Ctrl-C or SIGTERM during the evaluation: one line, exit 130 / 143, no output folder
+    (a traceback and an empty folder before); an earlier report in it is left whole."""
+    import os
+    import signal
+
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.evaluate import Evaluator
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]")
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+
+    def stop(self, model, videos):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluator, "run", stop)
+    script = load_script("evaluate.py")
+    code = {"ctrl-c": 130, "sigterm": 143}[how]
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "ev")]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no report was written" in err[0], err
+    assert not (tmp_path / "ev").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "eval.json").write_text("{}")
+    (tmp_path / "old" / "class_iou.png").write_bytes(b"old")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "old")]) == code
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["class_iou.png", "eval.json"]
+
+
 def test_evaluate_script_refuses_what_it_cannot_honour(load_script, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     """--output that is a file, and model.* overrides (the model is the checkpoint's), get one

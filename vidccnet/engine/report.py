@@ -380,7 +380,6 @@ def evaluate_and_report(
     if len(palette) < num_classes:
         raise ValueError(f"palette has {len(palette)} colours for {num_classes} classes")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(num_classes=num_classes, **evaluator_kwargs)
     results = evaluator.run(model, videos)
 
@@ -391,12 +390,10 @@ def evaluate_and_report(
     else:
         logger.info("evaluation results\n%s", table)
 
-    files: dict[str, str] = {}
+    # everything is computed before the first file is written: an interrupted evaluation
+    # leaves no folder, or an earlier report whole
+    strip = None
     if plots:
-        files["class_iou"] = str(
-            plot_class_iou(out_dir / "class_iou.png", results["IoU"], names, palette,
-                           miou=results["mIoU"])
-        )
         chosen = None
         if strip_video is not None:
             chosen = next((v for v in videos if v.name == strip_video), None)
@@ -415,18 +412,24 @@ def evaluate_and_report(
                 preds = {i: p.cpu().numpy() for i, p in evaluator.predict_video(model, chosen, ids)}
             finally:
                 model.train(was_training)
-            path = plot_video_strip(
-                out_dir / f"strip_{_safe_name(chosen.name)}.png",
-                [np.asarray(chosen.load_frame(i)) for i in ids],
-                [np.asarray(chosen.load_label(i)) for i in ids],
-                [preds[i] for i in ids],
-                palette,
-                class_names=names,
-                frame_ids=ids,
-                ignore_index=evaluator.ignore_index,
-                title=chosen.name,
-            )
-            files["strip"] = str(path)
+            strip = (chosen, ids, [np.asarray(chosen.load_frame(i)) for i in ids],
+                     [np.asarray(chosen.load_label(i)) for i in ids], [preds[i] for i in ids])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    if plots:
+        files["class_iou"] = str(
+            plot_class_iou(out_dir / "class_iou.png", results["IoU"], names, palette,
+                           miou=results["mIoU"])
+        )
+    if strip is not None:
+        chosen, ids, frames, labels, predicted = strip
+        path = plot_video_strip(
+            out_dir / f"strip_{_safe_name(chosen.name)}.png", frames, labels, predicted,
+            palette, class_names=names, frame_ids=ids, ignore_index=evaluator.ignore_index,
+            title=chosen.name,
+        )
+        files["strip"] = str(path)
     files["eval_json"] = str(out_dir / "eval.json")
     return write_eval_json(
         out_dir / "eval.json",
