@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import fail, missing_folder
+from vidccnet.cli import fail, interrupted, missing_folder, sigterm_unwinds
 from vidccnet.writer import apply_umask
 
 PROG = "show_attention.py"
+MAX_CLIP_LEN = 32  # columns of the picture
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -133,9 +134,13 @@ def run(args: argparse.Namespace) -> dict:
             raise ValueError(f"--out '{out}' is {what}; choose another file name")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out '{out}' must end in .png (the picture is a PNG)")
-    if args.clip_len is not None and args.clip_len < 1:
-        raise ValueError(f"--clip-len must be >= 1, got {args.clip_len}")
+    if args.clip_len is not None and not 1 <= args.clip_len <= MAX_CLIP_LEN:
+        raise ValueError(f"--clip-len {args.clip_len}: the picture has one column per clip "
+                         f"frame; give 1 to {MAX_CLIP_LEN}")
     seg = VideoSegmenter(args.checkpoint, device=args.device, clip_len=args.clip_len)
+    if seg.clip_len > MAX_CLIP_LEN:
+        raise ValueError(f"the checkpoint's clip length {seg.clip_len} is more columns than the "
+                         f"picture takes; pass --clip-len 1 to {MAX_CLIP_LEN}")
     with open_video(args.video) as reader:
         n, (H, W) = len(reader), reader.size
         if not 0 <= args.frame < n:
@@ -171,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vidccnet.engine.checkpoint import CheckpointError
 
     try:
-        summary = run(args)
+        with sigterm_unwinds():  # the picture's temporary file is removed as on Ctrl-C
+            summary = run(args)
+    except KeyboardInterrupt as exc:
+        return interrupted(PROG, exc, "no picture was written")
     except (CheckpointError, VideoReadError, ValueError, IndexError, OSError) as exc:
         if args.debug:
             raise

@@ -169,3 +169,19 @@ def test_subprocess_exit_code_and_no_traceback(data, tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "--frame 11 is beyond the video" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_clip_too_long_to_draw_is_refused_and_sigterm_leaves_nothing(
+        script, data, tmp_path, capsys, monkeypatch):
+    """--clip-len 300 drew 300 columns for minutes (past matplotlib's size limit): refused up
+    front. SIGTERM while the picture is written: exit 143 and no temporary file left (the
+    process used to die with its .tmp file next to --out)."""
+    import signal
+
+    rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path), "--clip-len", 300)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--clip-len 300" in err, err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(script.os, "replace", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+    rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path))
+    assert rc == 143 and "terminated (SIGTERM)" in err, err
+    assert list(tmp_path.iterdir()) == []
