@@ -174,6 +174,11 @@ def test_frame_folder_named_by_timestamps(tmp_path, pattern):
     assert [p.name for p in order_frames(paths)] == names
     assert [p.name for p in order_frames([tmp_path / n for n in ("9.5.png", "10.25.png")])] \
         == ["9.5.png", "10.25.png"]
+    # a time of day ('..._12-00-59', '..._12-01-00'): two changing numbers, no frame number;
+    # the message says so instead of only blaming several sequences
+    names = [f"2020-06-30_12-{m:02d}-{s:02d}.jpg" for m, s in ((0, 58), (0, 59), (1, 0))]
+    with pytest.raises(ValueError, match="date and time.*one frame number"):
+        order_frames([tmp_path / n for n in names])
 
 
 def test_frame_folder_of_numbered_cameras_refused(tmp_path):

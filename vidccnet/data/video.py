@@ -548,7 +548,8 @@ def order_frames(files: Sequence[Path]) -> list[Path]:
         shown = ", ".join(repr(p) for p in patterns[:4])
         raise ValueError(
             f"the files follow {len(patterns)} naming patterns ({shown}), as the frames of several "
-            "sequences would: put each sequence's frames in a folder of its own")
+            "sequences would, or of one named by date and time: put each sequence's frames in "
+            "a folder of its own, named with one frame number")
     order = sorted(range(len(files)), key=lambda i: (numbers[i][position], files[i].name))
     files = [files[i] for i in order]
     key = [numbers[i][position] for i in order]
