@@ -625,6 +625,7 @@ def write_segmentation(
         if writer is not None:
             writer.finish()
         pixels = max(1, int(counts.sum()))
+        files = getattr(reader, "files", None)  # a frame folder: which file each mask is of
         summary = {
             "input": str(source) if path_source is not None else type(source).__name__,
             "frames": stream.frames_done,
@@ -636,6 +637,8 @@ def write_segmentation(
             "size_mode": segmenter.size_mode,
             "start": stream.start,
             "end": stream.start + stream.frames_done,
+            "source_files": None if files is None else [
+                Path(f).name for f in files[stream.start:stream.start + stream.frames_done]],
             "class_names": segmenter.class_names,
             "palette": [list(c) for c in segmenter.palette[:k]],
             "class_pixel_share": {

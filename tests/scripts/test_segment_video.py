@@ -149,6 +149,7 @@ def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, cap
     s = json.loads((out / "summary.json").read_text())
     assert (s["start"], s["end"], s["frames"], s["fps"]) == (1, 3, 2, 30.0)
     assert s["checkpoint"] == str(ckpt)
+    assert s["source_files"] == ["f_1.png", "f_2.png"]  # mask 000001.png is of f_1.png
     assert sorted(os.listdir(tmp_path)) == ["frames", "masks"]
 
 
