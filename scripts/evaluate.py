@@ -107,6 +107,8 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
                 f"{', '.join(model_keys)}: the model is the checkpoint's; model.* overrides do "
                 "not apply to evaluation (train a model with them instead)"
             )
+        if args.device:  # a wrong name is refused before the checkpoint is read
+            resolve_device(args.device)
         if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
             raise ValueError(f"--output '{args.output}' is not a folder; choose another path")
         if args.output:
@@ -123,6 +125,10 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
 
             cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
         device = resolve_device(args.device or cfg.runtime.device)
+        if cfg.runtime.num_threads:  # as train.py does (a shared machine)
+            import torch
+
+            torch.set_num_threads(cfg.runtime.num_threads)
         model, train_cfg = build_model_from_checkpoint(ckpt, device)
         names = list(train_cfg.data.class_names or cfg.data.class_names or [])
         palette = train_cfg.data.palette or cfg.data.palette

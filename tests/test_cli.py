@@ -11,6 +11,10 @@ def test_missing_folder_names_the_option_and_the_path(tmp_path):
         f"--json {bad}: its folder does not exist; create it first")
     assert missing_folder(tmp_path / "out.json", "--json") is None
     assert missing_folder(None, "--json") is None
+    (tmp_path / "afile").write_text("x")
+    assert missing_folder(tmp_path / "afile" / "out.png", "--out") == (
+        f"--out {tmp_path / 'afile' / 'out.png'}: '{tmp_path / 'afile'}' is a file, not a "
+        "folder; choose another path")
 
 
 def test_one_line_joins_a_multi_line_message():

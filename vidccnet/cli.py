@@ -73,4 +73,7 @@ def missing_folder(path: str | Path | None, option: str) -> str | None:
     exists or no path was given). Scripts check it before long work, not after it."""
     if path is None or Path(path).resolve().parent.is_dir():
         return None
+    blocking = next((p for p in Path(path).resolve().parents if p.is_file()), None)
+    if blocking is not None:
+        return f"{option} {path}: '{blocking}' is a file, not a folder; choose another path"
     return f"{option} {path}: its folder does not exist; create it first"

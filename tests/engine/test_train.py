@@ -523,7 +523,7 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_off_its_line(
     assert "LOG iteration 1/2" not in text  # per-interval lines stay on the bar
 
 
-def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> None:
+def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monkeypatch) -> None:
     from vidccnet.engine.checkpoint import save_checkpoint
     from vidccnet.engine.config import config_to_dict
     from vidccnet.engine.train import build_model
@@ -538,7 +538,12 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path) -> No
     for name in ("class_iou.png", "strip_gone_video.png", "notes.txt", "eval.json"):
         (out / name).write_bytes(b"old")  # an earlier evaluation's (its eval.json says so)
     script = load_script("evaluate.py")
-    assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out),
+                        "runtime.num_threads=1"]) == 0
+    assert threads == [1]  # runtime.num_threads holds here as in train.py
+    monkeypatch.undo()
     files = json.loads((out / "eval.json").read_text())["files"]
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(Path(files[k]).name for k in ("class_iou", "strip")), pngs
@@ -918,6 +923,11 @@ def test_script_help_says_amp_is_cuda_only(load_script, script: str,
                       "runtime.output_dir=" + str(REPO / "README.md")], "is not a folder"),
         ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
                       "runtime.num_threads=-1"], "runtime.num_threads"),
+        ("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),  # not Errno 20
+                      "runtime.output_dir=" + str(REPO / "README.md" / "run")],
+         "README.md' is a file"),
+        ("evaluate.py", ["--checkpoint", str(REPO / "README.md"), "--device", "gpu"],
+         "unknown device 'gpu'; use auto, cpu or cuda"),
         *([("train.py", ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
                          "runtime.device=cuda", "runtime.output_dir=/nonexistent/run"],
             "no CUDA device")] if not torch.cuda.is_available() else []),

@@ -59,7 +59,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>.
 
     Raises:
-        ValueError: "cuda" requested but not available.
+        ValueError: "cuda" requested but not available; not a device name.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -71,7 +71,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             )
         if name == "cuda":
             return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda (cuda:N)") from None
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

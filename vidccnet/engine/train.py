@@ -283,6 +283,10 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     last = out / "last.pt"
     if out.exists() and not out.is_dir():
         raise TrainingError(f"runtime.output_dir '{out}' is not a folder; choose another path")
+    blocking = next((p for p in out.absolute().parents if p.is_file()), None)
+    if blocking is not None:
+        raise TrainingError(f"runtime.output_dir '{out}': '{blocking}' is a file, not a folder; "
+                            "choose another path")
     if resume:
         if not last.is_file():
             raise CheckpointError(
