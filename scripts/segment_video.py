@@ -224,6 +224,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer_log.setLevel(saved[2])
 
 
+def _side_of(exc: OSError, args: argparse.Namespace) -> str | None:
+    """"input" or "output" by the file the error names (the output is staged next to --out);
+    None when it names none."""
+    if not exc.filename:
+        return None
+    name = Path(os.fsdecode(exc.filename)).absolute()
+    source = Path(args.input).absolute()
+    if name == source or source in name.parents:
+        return "input"
+    for target in (args.out, getattr(args, "overlay", None)):
+        if target is None:
+            continue
+        out = Path(target).absolute()
+        staged = name.parent.name.startswith(f".{out.name}.") and name.parent.parent == out.parent
+        if name == out or out in name.parents or staged or name.name.startswith(f".{out.name}."):
+            return "output"
+    return None
+
+
 def _main(args: argparse.Namespace) -> int:
     try:
         summary = run(args)
@@ -241,8 +260,16 @@ def _main(args: argparse.Namespace) -> int:
     except OSError as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: cannot write the output ({one_line(exc)}); check the free space "
-              "and permissions of --out", file=sys.stderr)
+        side = _side_of(exc, args)
+        if side == "input":
+            why = f"cannot read the input ({one_line(exc)}); check that {args.input} is readable"
+        elif side == "output":
+            why = (f"cannot write the output ({one_line(exc)}); check the free space and "
+                   "permissions of --out")
+        else:
+            why = (f"input or output failed ({one_line(exc)}); check that the input is readable "
+                   "and --out has free space")
+        print(f"{PROG}: error: {why}", file=sys.stderr)
         return EXIT_ERROR
     except RuntimeError as exc:
         if "out of memory" not in str(exc).lower() or args.debug:

@@ -568,3 +568,21 @@ def test_expected_errors_come_before_torch_is_imported(tmp_path):
     assert "cannot write" in errors[2] and "not a folder" in errors[3]
     assert "--overwrite" in errors[4] and "empty" in errors[6]
     assert not (tmp_path / "m").exists()
+
+
+def test_an_io_error_names_the_side_it_happened_on(script, ckpt, tmp_path, capsys, monkeypatch):
+    """An OSError while reading the input was reported as 'cannot write the output ... check
+    --out': the file it names says which side failed."""
+    import errno
+
+    video = write_video(tmp_path / "v.mkv", 4, 32, 32)
+    out = tmp_path / "masks"
+    for name, words in ((video, "cannot read the input"),
+                        (tmp_path / ".masks.tmp-x" / "000001.png", "cannot write the output"),
+                        (None, "input or output")):
+        def fail(args, name=name):
+            raise OSError(errno.EIO, "Input/output error", None if name is None else str(name))
+
+        monkeypatch.setattr(script, "run", fail)
+        rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt)
+        assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
