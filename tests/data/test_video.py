@@ -618,3 +618,18 @@ def test_frame_folder_with_a_broken_link_names_it(tmp_path):
     assert len(r) == 4
     with pytest.raises(FrameFileError, match="002.png"):
         list(r)
+
+
+def test_decord_frames_that_are_not_rgb_are_refused(tmp_path):
+    """decord 0.6 returns 4-channel garbage for some rotated videos (48x64 turned by 90
+    degrees): refused with the way out, instead of failing later on the frames' shape."""
+    pytest.importorskip("decord")
+    src = np.random.default_rng(0).integers(0, 255, (4, 48, 64, 3)).astype(np.uint8)
+    write_video(tmp_path / "rot.mp4", src, fps=10, rotation=90)
+    try:
+        r = open_video(tmp_path / "rot.mp4", backend="decord")
+    except VideoReadError as e:
+        assert "backend='av'" in str(e) and "(64, 48, 4)" in str(e)
+    else:  # a decord that reads it right
+        with r:
+            assert r[0].shape == (64, 48, 3)

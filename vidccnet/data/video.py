@@ -454,6 +454,9 @@ class DecordReader(VideoReader):
         self.fps = float(self._vr.get_avg_fps() or 30.0)
         self.rotation = _probe_rotation(self.path)  # decord applies it itself
         first = self._read(0)
+        if first.ndim != 3 or first.shape[2] != 3:  # seen for some rotated videos
+            raise VideoReadError(path, f"decord returns frames of shape {tuple(first.shape)}, "
+                                 "not (H, W, 3) RGB; use backend='av' (--backend av)")
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def __len__(self) -> int:
