@@ -53,8 +53,10 @@ METRIC_CONVENTIONS: dict[str, dict[str, Any]] = {
     # VSPW's official evaluator: mIoU over the classes present in the ground truth; mVC counts
     # pixels whose ground truth is constant, void included.
     "vspw": {"miou_over": "gt", "vc_count_ignored": True},
-    # mmsegmentation's mIoU (classes with a non-empty union); mVC over labelled pixels only.
-    "mmseg": {"miou_over": "union", "vc_count_ignored": False},
+    # mmsegmentation's mIoU (classes with a non-empty union). mmsegmentation has no mVC: VSPW's
+    # definition (the only published one) holds here too; the labelled-pixels-only variant is
+    # the option ``vc_labelled_only`` of the Evaluator / ``eval.vc_labelled_only``.
+    "mmseg": {"miou_over": "union", "vc_count_ignored": True},
 }
 
 

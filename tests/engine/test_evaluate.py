@@ -306,11 +306,16 @@ def test_vspw_convention_equals_the_official_scripts():
     old = Evaluator(**kw).run(RedChannelModel(k), videos)  # default: the mmseg convention
     assert old["metric_convention"] == "mmseg"
     assert old["mIoU"] == pytest.approx(np_miou(preds, gts, k), rel=1e-12)
+    assert old["mIoU"] < r["mIoU"]
+    # mmsegmentation has no mVC: every convention's mVC is VSPW's definition (void counted)
+    assert old["mVC_2"] == r["mVC_2"] and old["mVC_8"] == r["mVC_8"]
+    # the labelled-pixels-only variant is a named option, never the default
+    strict = Evaluator(**kw, vc_labelled_only=True).run(RedChannelModel(k), videos)
     ratios = [x for p, g in raw for x in np_vc_ratios(p, g, 2)]
-    assert old["mVC_2"] == pytest.approx(np.mean(ratios), rel=1e-12)
-    assert old["mIoU"] < r["mIoU"] and old["mVC_2"] > r["mVC_2"]
+    assert strict["mVC_2"] == pytest.approx(np.mean(ratios), rel=1e-12)
+    assert strict["mVC_2"] != r["mVC_2"] and strict["mIoU"] == old["mIoU"]
     for key in ("fwIoU", "pixel_acc", "flicker"):
-        assert old[key] == r[key]
+        assert old[key] == r[key] == strict[key]
     with pytest.raises(ValueError, match="metric_convention"):
         Evaluator(**kw, metric_convention="auto")
 
@@ -332,6 +337,9 @@ def test_metric_convention_from_the_config():
     assert convention("eval.metric_convention=vspw") == "vspw"
     with pytest.raises(ConfigError, match="metric_convention"):
         convention("eval.metric_convention=official")
+    kwargs = evaluator_kwargs(apply_overrides(Config(), ["eval.vc_labelled_only=true"]), "cpu")
+    assert kwargs["vc_labelled_only"] is True
+    assert evaluator_kwargs(Config(), "cpu")["vc_labelled_only"] is False
 
 
 def test_long_video_streams_with_bounded_memory():
@@ -451,7 +459,7 @@ def test_evaluate_and_report_writes_table_json_and_plots(tmp_path):
     assert data["evaluator"]["clip_len"] == 3
     assert data["metric_convention"] == data["metrics"]["metric_convention"] == "mmseg"
     assert data["evaluator"]["miou_over"] == "union"
-    assert data["evaluator"]["vc_count_ignored"] is False
+    assert data["evaluator"]["vc_count_ignored"] is True  # VSPW's mVC, whatever the mIoU
     assert "metric convention: mmseg" in table
     assert set(data["class_iou"]) == set(names)
     assert data["metrics"]["frames"] == 11

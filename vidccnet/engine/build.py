@@ -159,6 +159,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         ignore_index=cfg.loss.ignore_index,
         vc_windows=e.vc_windows,
         metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
+        vc_labelled_only=e.vc_labelled_only,
     )
 
 

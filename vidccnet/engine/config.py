@@ -223,7 +223,8 @@ class EvalConfig:
     validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``.
     ``max_videos`` limits the number of validation videos (None = all).
     ``metric_convention``: "auto" (VSPW's official evaluator on ``data.name: vspw``, else
-    "mmseg"), "vspw" or "mmseg" (docs/metrics.md).
+    "mmseg"), "vspw" or "mmseg" (docs/metrics.md). ``vc_labelled_only``: mVC over labelled
+    pixels only, instead of VSPW's definition (which counts constant void pixels).
     """
 
     split: str = "val"
@@ -238,6 +239,7 @@ class EvalConfig:
     vc_windows: tuple[int, ...] = (8, 16)
     max_videos: int | None = None
     metric_convention: str = "auto"
+    vc_labelled_only: bool = False
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -202,9 +202,11 @@ class Evaluator:
         ignore_index: label value of unlabelled pixels.
         vc_windows: the n of the mVC_n figures.
         batch_size: clips per forward pass.
-        metric_convention: "mmseg" (mIoU over classes with a non-empty union, mVC over labelled
-            pixels) or "vspw" (VSPW's official evaluator: mIoU over the classes present in the
-            ground truth, mVC counting constant void pixels); see docs/metrics.md.
+        metric_convention: "mmseg" (mIoU over classes with a non-empty union) or "vspw"
+            (VSPW's official evaluator: mIoU over the classes present in the ground truth); mVC
+            is VSPW's definition (constant void pixels counted) in both; see docs/metrics.md.
+        vc_labelled_only: the stricter mVC variant that counts labelled pixels only (an
+            option with a name: published figures use VSPW's definition).
     """
 
     def __init__(
@@ -222,6 +224,7 @@ class Evaluator:
         vc_windows: Sequence[int] = (8, 16),
         batch_size: int = 1,
         metric_convention: str = "mmseg",
+        vc_labelled_only: bool = False,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -260,6 +263,8 @@ class Evaluator:
         self.vc_windows = tuple(int(n) for n in vc_windows)
         self.batch_size = int(batch_size)
         self.metric_convention = metric_convention
+        self.vc_count_ignored = METRIC_CONVENTIONS[metric_convention]["vc_count_ignored"] and not (
+            vc_labelled_only)
         self.stats: dict = {}
 
     # ------------------------------------------------------------------ inference
@@ -436,7 +441,7 @@ class Evaluator:
         convention = METRIC_CONVENTIONS[self.metric_convention]
         cm = ConfusionMatrix(self.num_classes, self.ignore_index, convention["miou_over"])
         vcs = {
-            n: VideoConsistency(n, self.ignore_index, convention["vc_count_ignored"])
+            n: VideoConsistency(n, self.ignore_index, self.vc_count_ignored)
             for n in self.vc_windows
         }
         flicker = FlickerMeter()
@@ -532,4 +537,5 @@ class Evaluator:
             "batch_size": self.batch_size,
             "metric_convention": self.metric_convention,
             **METRIC_CONVENTIONS[self.metric_convention],
+            "vc_count_ignored": self.vc_count_ignored,
         }
