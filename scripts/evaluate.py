@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="test-time ablation: every attention gamma set to 0")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.checkpoint import CheckpointError

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="logging level (rank 0)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
 
     rank = int(os.environ.get("RANK", "0"))
     level = getattr(logging, args.log_level.upper(), logging.INFO) if rank == 0 else logging.WARNING

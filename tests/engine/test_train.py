@@ -1020,8 +1020,8 @@ def test_train_script_resumes_the_folder_of_the_config_it_is_given(load_script, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runtime.output_dir=" + str(copy) in err[0], err
     assert {n: (run / n).read_bytes() for n in before} == before
-    assert script.main(["--config", str(copy / "config.yaml"), "--resume",
-                        "schedule.iterations=2", f"runtime.output_dir={copy}"]) == 0
+    assert script.main(["--config", str(copy / "config.yaml"), f"runtime.output_dir={copy}",
+                        "--resume", "schedule.iterations=2"]) == 0  # overrides around a flag
     assert load_checkpoint(copy / "last.pt")["iteration"] == 2
     assert {n: (run / n).read_bytes() for n in before} == before
 
