@@ -1108,3 +1108,15 @@ def test_train_script_interrupted_says_what_there_is_to_resume(load_script, tmp_
         assert script.main(args) == 130
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+@pytest.mark.parametrize("bad, words", [("eval.clip_stride=4", "eval.clip_stride"),
+                                        ("eval.vc_windows=[0]", "eval.vc_windows")])
+def test_eval_settings_that_cannot_validate_are_refused_before_training(
+        tmp_path: Path, bad: str, words: str) -> None:
+    """They were refused at the first validation, after the training it ends (no last.pt of
+    that iteration); the message names the key."""
+    out = tmp_path / "run"
+    with pytest.raises((TrainingError, ValueError), match=words):
+        train(tiny_cfg(out, "schedule.iterations=2", "eval.interval=2", bad))
+    assert not (out / "metrics.jsonl").exists()

@@ -251,6 +251,8 @@ class EvalConfig:
             _require("eval.scales", list(self.scales), _finite(v) and v > 0, "> 0")
         for v in self.crop_size or ():
             _positive("eval.crop_size", v)
+        for v in self.vc_windows:
+            _positive("eval.vc_windows", v)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,15 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:  # checks across sections
+        clip = self.eval.clip_len or self.data.clip_len
+        if self.eval.clip_stride > clip:
+            raise ConfigError(
+                f"config key 'eval.clip_stride' must be <= the evaluation clip length {clip} "
+                "(eval.clip_len, else data.clip_len): frames are emitted from each clip, got "
+                f"{self.eval.clip_stride}"
+            )
 
 
 # ----------------------------------------------------------------------------------- typing
