@@ -205,3 +205,18 @@ def test_round_trip_with_filled_class_names() -> None:
     d = config_to_dict(cfg)
     assert d["data"]["palette"] == [[1, 2, 3], [4, 5, 6]]  # plain lists: weights_only-safe
     assert config_from_dict(d) == cfg
+
+
+@pytest.mark.parametrize("override, words", [
+    ("loss.cc_kwargs.delta_vv=0.5", "did you mean 'delta_v'"),
+    ("loss.cc_kwargs.delta_v=abc", "loss.cc_kwargs.delta_v"),
+    ("loss.cc_kwargs.alpha=-1", "loss.cc_kwargs.alpha"),
+    ("loss.class_weights=[0, 0, 0, 0, 0, 0, 0]", "all 0"),
+])
+def test_loss_settings_that_cannot_train_are_refused_at_load(override, words):
+    """A misspelt or mistyped category-consistent loss argument was a TypeError traceback at
+    the start of training; all-zero class weights trained a loss of 0 without a word."""
+    with pytest.raises(ConfigError, match=words):
+        load_config(REPO / "configs/synthetic_tiny.yaml", [override])
+    load_config(REPO / "configs/synthetic_tiny.yaml",
+                ["loss.cc_kwargs.delta_v=0.4", "loss.cc_kwargs.gamma=0.01"])

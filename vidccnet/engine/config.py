@@ -192,6 +192,10 @@ class ScheduleConfig:
                  _finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
 
 
+# the category-consistent loss's arguments (vidccnet.losses.CategoryConsistentLoss)
+CC_KWARGS = ("delta_v", "delta_d", "alpha", "beta", "gamma")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Arguments of ``vidccnet.losses.SegmentationCriterion``."""
@@ -213,6 +217,18 @@ class LossConfig:
         _non_negative("loss.ohem_min_kept", self.ohem_min_kept)
         for w in self.class_weights or ():
             _non_negative("loss.class_weights", w)
+        if self.class_weights and not any(self.class_weights):
+            raise ConfigError("config key 'loss.class_weights' is all 0: no pixel would count "
+                              "in the loss; give the classes to train a positive weight")
+        for key, value in self.cc_kwargs.items():
+            if key not in CC_KWARGS:
+                close = difflib.get_close_matches(str(key), CC_KWARGS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown config key 'loss.cc_kwargs.{key}'{hint} (accepted: "
+                                  f"{', '.join(CC_KWARGS)})")
+            _require(f"loss.cc_kwargs.{key}", value, isinstance(value, (int, float))
+                     and not isinstance(value, bool) and _finite(value) and value >= 0,
+                     "a number >= 0")
 
 
 @dataclass(frozen=True)
