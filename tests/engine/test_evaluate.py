@@ -179,9 +179,11 @@ def test_plan_clips_causal_and_centre():
         (1, 1, "causal"),
         (4, 1, "causal"),
         (5, 1, "centre"),
+        (4, 1, "centre"),
         (4, 2, "causal"),
         (4, 4, "causal"),
         (6, 3, "centre"),
+        (6, 2, "centre"),
     ],
 )
 def test_each_frame_sees_the_clip_the_rule_says(clip_len, stride, anchor):
@@ -190,7 +192,7 @@ def test_each_frame_sees_the_clip_the_rule_says(clip_len, stride, anchor):
     ev = Evaluator(num_classes=16, clip_len=clip_len, clip_stride=stride, anchor=anchor)
     got = {i: int(p[0, 0]) for i, p in ev.predict_video(ClipMaxModel(16), index_video(length))}
     assert sorted(got) == list(range(length))
-    offset = clip_len - stride if anchor == "causal" else (clip_len - stride) // 2
+    offset = clip_len - stride if anchor == "causal" else (clip_len - stride + 1) // 2
     first = 0
     while first < length:  # independent restatement of the grouping rule
         last_in_clip = min(first - offset + clip_len - 1, length - 1)
@@ -199,6 +201,17 @@ def test_each_frame_sees_the_clip_the_rule_says(clip_len, stride, anchor):
             if anchor == "causal" and stride == 1:
                 assert got[j] == j  # strictly causal: frame i only saw frames <= i
         first += stride
+
+
+def test_centre_anchor_puts_the_frame_where_training_put_the_label():
+    """For even T the labelled frame of a centre-anchored training clip has one more past
+    frame than future ones (vidccnet.data.clips.anchor_position); evaluation put the
+    predicted frame one step earlier (one more future frame)."""
+    from vidccnet.data.clips import anchor_position
+
+    for clip_len in range(1, 8):
+        (plan,) = plan_clips([10], 30, clip_len=clip_len, anchor="centre")
+        assert plan.targets == ((10, anchor_position(clip_len, "centre")),), clip_len
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -9,8 +9,9 @@ increasing order; the first one not yet predicted, i, opens a forward pass on th
 indices ``start .. start + T - 1`` with
 
 - ``anchor="causal"``: ``start = i - (T - s)``, i.e. frame i sits at clip position T - s;
-- ``anchor="centre"``: ``start = i - (T - s) // 2`` (for s = 1: position (T - 1) // 2, the
-  centre; for even T one more future than past frame).
+- ``anchor="centre"``: ``start = i - (T - s + 1) // 2`` (for s = 1: position T // 2, where
+  training puts the labelled frame of a centre-anchored clip: for even T one more past than
+  future frame, ``vidccnet.data.clips.anchor_position``).
 
 Indices outside [0, L - 1] are clamped (repetition padding: the first frame repeats at the start,
 the last frame at the end). That forward pass predicts every needed frame j with
@@ -144,7 +145,7 @@ def plan_clips(
         raise ValueError(
             f"needed frame indices must lie in [0, {num_frames}); got {frames[0]}..{frames[-1]}"
         )
-    offset = clip_len - clip_stride if anchor == "causal" else (clip_len - clip_stride) // 2
+    offset = clip_len - clip_stride if anchor == "causal" else (clip_len - clip_stride + 1) // 2
     plans: list[ClipPlan] = []
     k = 0
     while k < len(frames):
