@@ -566,6 +566,8 @@ def _train(  # noqa: C901 - the loop, in order
             seed_everything(rt.seed + info.rank + 1_000_003 * iteration)
         logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
                     cfg.schedule.iterations)
+        log_state = (ts.get("log_sums") or {}, ts.get("log_steps", 0), ts.get("log_pending", 0))
+        ckpt = None  # its tensors are in the model and optimizer now: not kept twice
         if iteration >= cfg.schedule.iterations:
             logger.info("the run is already at schedule.iterations=%d: nothing to train; raise "
                         "schedule.iterations to train longer", cfg.schedule.iterations)
@@ -656,6 +658,9 @@ def _train(  # noqa: C901 - the loop, in order
             "version": CHECKPOINT_VERSION,
             "rng": rng,
             "train_state": {"epoch": epoch, "clips_in_epoch": clips_in_epoch * info.world_size,
+                            # the losses summed since the last log line (this rank's)
+                            "log_sums": dict(sums), "log_steps": n_logged,
+                            "log_pending": steps_since_log,
                             "skipped": skipped, "best_mIoU": best_miou},
         }
 
@@ -703,6 +708,9 @@ def _train(  # noqa: C901 - the loop, in order
     n_logged = 0
     train_time = 0.0  # seconds spent in training steps since the last log line
     steps_since_log = 0
+    if resume:  # stopped between two log lines: the next one averages all their steps
+        sums.update({k: float(v) for k, v in log_state[0].items()})
+        n_logged, steps_since_log = int(log_state[1]), int(log_state[2])
     last_loss = math.nan
     model.train()
     optimizer.zero_grad(set_to_none=True)
