@@ -1124,3 +1124,14 @@ def test_eval_settings_that_cannot_validate_are_refused_before_training(
     with pytest.raises((TrainingError, ValueError), match=words):
         train(tiny_cfg(out, "schedule.iterations=2", "eval.interval=2", bad))
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_fresh_start_does_not_replace_a_config_yaml_it_did_not_write(tmp_path: Path) -> None:
+    """A folder holding a config.yaml (the user's, or a run's that left nothing else) is
+    refused without runtime.overwrite: the run would replace the file."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("# my notes\n")
+    with pytest.raises(TrainingError, match="config.yaml.*runtime.overwrite=true"):
+        train(tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false"))
+    assert (out / "config.yaml").read_text() == "# my notes\n"

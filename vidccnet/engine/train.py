@@ -306,11 +306,11 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
             "runtime.overwrite=true replaces; copy it out of that folder first"
         )
     elif not cfg.runtime.overwrite:
-        earlier = [n for n in ("best.pt", "metrics.jsonl") if (out / n).exists()]
+        earlier = [n for n in ("best.pt", "metrics.jsonl", "config.yaml") if (out / n).exists()]
         if earlier:
             raise TrainingError(
-                f"output folder '{out}' already holds {' and '.join(earlier)} from an earlier "
-                "run that left no last.pt to resume from; set runtime.overwrite=true to replace "
+                f"output folder '{out}' already holds {', '.join(earlier)}, which a new run "
+                "replaces (no last.pt to resume from); set runtime.overwrite=true to replace "
                 "them, or choose another runtime.output_dir"
             )
     return out
