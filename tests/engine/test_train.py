@@ -1064,6 +1064,15 @@ def test_a_crop_larger_than_the_frames_at_any_scale_is_warned_about(caplog) -> N
                                                   "data.scale_range=[0.5, 2.0]"]), frames)
     assert len(caplog.records) == 1
     assert "data.crop_size 480x480" in caplog.records[0].getMessage()
+    # data.crop_size null: the dataset's own default crop (the folders layout's 480x480)
+    caplog.clear()
+    from vidccnet.data.transforms import ClipAugment
+
+    frames.augment = ClipAugment(crop_size=(480, 480), scale_range=(0.5, 2.0))
+    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.train"):
+        _fill_frame_short_side(load_config(None, ["data.crop_size=null"]), frames)
+    assert len(caplog.records) == 1, "the dataset's default crop was not checked"
+    assert "480x480" in caplog.records[0].getMessage()
 
 
 def test_an_unset_crop_size_leaves_the_datasets_own_default(monkeypatch) -> None:

@@ -413,13 +413,15 @@ def _fill_frame_short_side(cfg: Config, train_set: Any) -> Config:
     side = getattr(train_set, "frame_short_side", None)
     if side is None:
         return cfg
-    crop, high = cfg.data.crop_size, max(cfg.data.scale_range)
+    augment = getattr(train_set, "augment", None)  # the crop it uses (null: its default)
+    crop = getattr(augment, "crop_size", None) or cfg.data.crop_size
+    high = max(getattr(augment, "scale_range", None) or cfg.data.scale_range)
     if cfg.data.augment and crop and min(crop) > side * high:  # the crop is an augmentation
         logger.warning(
-            "data.crop_size %dx%d is larger than the training frames even at the largest random "
-            "rescale (short side %d px x %g): most of each clip is padding, which costs time and "
-            "trains nothing; set data.crop_size to at most the frames' size", crop[0], crop[1],
-            side, high)
+            "data.crop_size %dx%d%s is larger than the training frames even at the largest "
+            "random rescale (short side %d px x %g): most of each clip is padding, which costs "
+            "time and trains nothing; set data.crop_size to at most the frames' size", crop[0],
+            crop[1], "" if cfg.data.crop_size else " (the dataset's default)", side, high)
     if cfg.data.frame_short_side not in (None, side):
         logger.info("data.frame_short_side: the training frames' short side is %d px (the "
                     "config says %d); %d is recorded", side, cfg.data.frame_short_side, side)
