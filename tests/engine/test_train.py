@@ -1144,3 +1144,20 @@ def test_a_fresh_start_does_not_replace_a_config_yaml_it_did_not_write(tmp_path:
     with pytest.raises(TrainingError, match="config.yaml.*runtime.overwrite=true"):
         train(tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false"))
     assert (out / "config.yaml").read_text() == "# my notes\n"
+
+
+def test_evaluation_that_cannot_follow_the_frame_stride_says_so(caplog) -> None:
+    """Only CamVid's evaluation videos follow data.frame_stride; elsewhere evaluation runs
+    consecutive frames, a shorter span than the training clips: a warning says so (it was
+    silent)."""
+    import logging
+
+    from vidccnet.engine.build import build_val_videos
+
+    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.build"):
+        build_val_videos(tiny_cfg(Path("unused"), "data.frame_stride=3"))
+    assert any("data.frame_stride=3" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.build"):
+        build_val_videos(tiny_cfg(Path("unused")))
+    assert not caplog.records

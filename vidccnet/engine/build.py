@@ -7,6 +7,7 @@ itself name their config key), and a real dataset needs ``data.root``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from vidccnet.metrics import resolve_metric_convention
 from .amp import amp_name, resolve_amp
 from .config import Config, ConfigError
 from .distributed import resolve_device
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_evaluator",
@@ -138,6 +141,11 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     kw.setdefault("frame_stride", cfg.data.frame_stride)
     kw.setdefault("anchor", cfg.eval.anchor)
     videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
+    if kw["frame_stride"] > 1 and cfg.data.name != "camvid":
+        logger.warning(
+            "data.frame_stride=%d: evaluation on '%s' runs clips of consecutive frames (only "
+            "CamVid's evaluation videos follow the stride), a shorter time span than the "
+            "training clips'", kw["frame_stride"], cfg.data.name)
     return list(videos)[: cfg.eval.max_videos]
 
 
