@@ -253,3 +253,15 @@ def test_cross_entropy_with_zero_weight_on_every_labelled_class_is_zero() -> Non
         assert torch.isfinite(loss) and loss.item() == 0.0, ohem
         (grad,) = torch.autograd.grad(loss, logits)
         assert torch.count_nonzero(grad) == 0
+
+
+def test_labels_out_of_range_with_another_ignore_index_name_255():
+    """loss.ignore_index=0 on data that marks unlabelled pixels with 255: the error says so."""
+    from vidccnet.losses import cross_entropy
+
+    logits = torch.zeros(1, 3, 1, 2, 2)  # (B, K, T, H, W)
+    labels = torch.tensor([[[[0, 1], [2, 255]]]])
+    with pytest.raises(ValueError, match=r"ignore_index=0; the datasets mark .* 255"):
+        cross_entropy(logits, labels, ignore_index=0)
+    with pytest.raises(ValueError, match=r"ignore_index=255$"):
+        cross_entropy(logits, torch.tensor([[[[0, 1], [2, 7]]]]))

@@ -89,6 +89,8 @@ def cross_entropy(
         raise ValueError(
             f"labels hold values outside [0, {logits.shape[1]}) other than "
             f"ignore_index={ignore_index}"
+            + ("; the datasets mark unlabelled pixels with 255 (loss.ignore_index: 255)"
+               if ignore_index != 255 else "")
         )
     if not ohem:
         if weight is not None and not bool(weight[target[valid]].any()):  # F.cross_entropy: 0/0

@@ -112,7 +112,8 @@ def collate_clips(samples: list[dict]) -> dict:
         shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4])
         raise ValueError(
             f"the clips of one batch have different sizes ({shown}) and cannot be stacked; set "
-            "data.crop_size [H, W] (at most the frames' size) or data.batch_size=1"
+            "data.crop_size [H, W] (at most the frames' size; it applies with data.augment: "
+            "true) or data.batch_size=1"
         )
     return default_collate(samples)
 

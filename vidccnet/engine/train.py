@@ -643,7 +643,8 @@ def _train(  # noqa: C901 - the loop, in order
         improved = math.isfinite(miou) and (best_miou is None or miou > best_miou)
         if improved:
             best_miou = miou
-        logger.info("iteration %d: val mIoU %.4f (best %.4f)", step, miou, best_miou or 0.0)
+        logger.info("iteration %d: val mIoU %.4f (%s)", step, miou,
+                    "no best yet: no finite mIoU" if best_miou is None else f"best {best_miou:.4f}")
         return {**res, "improved": improved}
 
     def checkpoint_state(step: int, metrics: dict) -> dict:
