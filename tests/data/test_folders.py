@@ -291,6 +291,12 @@ def test_binary_masks_saved_as_0_and_255_are_warned_about(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
         VideoFolders(tmp_path / "ok", "train")
     assert "only 0 and 255" not in caplog.text
+    # masks that are all 255 hold nothing to train on: said as such (not '0 and 255')
+    for m in (tmp_path / "data").glob("*/mask/*.png"):
+        Image.fromarray(np.full((16, 20), 255, np.uint8), mode="L").save(m)
+    with caplog.at_level("WARNING", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path, "train")
+    assert "hold only 255" in caplog.text and "only 0 and 255" not in caplog.text
 
 
 def _write_sparse(root, n=20, every=10, name="s", h=16, w=20):

@@ -208,9 +208,10 @@ class VideoFolders(Dataset):
             if both:
                 _warned_overlaps.add(key)
                 logger.warning(
-                    "%d videos of '%s' are also listed in '%s' (e.g. '%s'): a video both trained "
-                    "and validated on inflates the validation figures; list each video in one "
-                    "split", len(both), lst, other, both[0])
+                    "%d videos of '%s' are also listed in '%s' (e.g. '%s'): a video in two "
+                    "splits is not held out from one of them (trained on and evaluated, the "
+                    "figures are inflated); list each video in one split", len(both), lst,
+                    other, both[0])
 
     def _anchors(self) -> list[tuple[int, int]]:
         """``(video, anchor frame)`` of every clip that carries a label: some frame of the clip
@@ -291,7 +292,12 @@ class VideoFolders(Dataset):
                 size = first_size if frame == files[0] else image_size(frame)
                 values.append(set(np.unique(self._label(name, frame, size)).tolist()))
         self.frame_short_side = int(np.median(sides))
-        if self.warn_binary_masks and values and self.num_classes > 1 and \
+        if values and all(v == {IGNORE_INDEX} for v in values):
+            logger.warning(
+                "the %s masks checked (%d) hold only 255 ('ignore'): no pixel of them is "
+                "trained on or evaluated; masks hold class indices (0 = %r)", self.split,
+                len(values), self.class_names[0])
+        elif self.warn_binary_masks and values and self.num_classes > 1 and \
                 all(v <= {0, IGNORE_INDEX} and IGNORE_INDEX in v for v in values):
             logger.warning(
                 "the %s masks checked (%d) hold only 0 and 255: 255 is 'ignore', so the pixels "
