@@ -32,6 +32,8 @@ def test_registry_names_and_errors():
             create_model("ccnet3d_resnet18", K, **kwargs)
     with pytest.raises(TypeError, match="num_classes must be an integer"):
         create_model("ccnet3d_resnet18", 3.0)
+    with pytest.raises(ValueError, match="backbone_width must be >= 1"):  # not 'width'
+        create_model("ccnet3d_resnet18", K, backbone_width=0)
 
 
 def test_defaults_from_name():

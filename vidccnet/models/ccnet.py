@@ -92,8 +92,11 @@ class CCNet(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("head_channels", head_channels),
                             ("recurrence", recurrence),
-                            ("attention_reduction", attention_reduction)):
+                            ("attention_reduction", attention_reduction),
+                            ("backbone_width", backbone_width)):
             check_int(name, value)
+        if backbone_width < 1:
+            raise ValueError(f"backbone_width must be >= 1, got {backbone_width}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if head_channels < 8 or head_channels % 8:
