@@ -203,6 +203,24 @@ def test_each_frame_sees_the_clip_the_rule_says(clip_len, stride, anchor):
         first += stride
 
 
+@pytest.mark.parametrize("anchor", ["causal", "centre"])
+def test_frame_stride_gives_each_frame_the_clip_training_gives_its_label(anchor):
+    """data.frame_stride d > 1: the clip that predicts frame i is the training clip of a label
+    at i (frames d apart, clip_indices); evaluation used to run consecutive frames."""
+    from vidccnet.data.clips import anchor_position, clip_indices
+
+    plans = plan_clips([3, 0, 11], 12, clip_len=4, anchor=anchor, frame_stride=3)
+    pos = anchor_position(4, anchor)
+    assert [p.targets for p in plans] == [((i, pos),) for i in (0, 3, 11)]
+    assert [list(p.indices) for p in plans] == [clip_indices(i, 12, 4, 3, anchor)
+                                                for i in (0, 3, 11)]
+    ev = Evaluator(num_classes=16, clip_len=3, anchor=anchor, frame_stride=2)
+    got = {i: int(p[0, 0]) for i, p in ev.predict_video(ClipMaxModel(16), index_video(9))}
+    assert got == {i: max(clip_indices(i, 9, 3, 2, anchor)) for i in range(9)}
+    with pytest.raises(ValueError, match="clip_stride"):  # one frame per clip then
+        plan_clips([0], 9, clip_len=4, clip_stride=2, frame_stride=2)
+
+
 def test_centre_anchor_puts_the_frame_where_training_put_the_label():
     """For even T the labelled frame of a centre-anchored training clip has one more past
     frame than future ones (vidccnet.data.clips.anchor_position); evaluation put the

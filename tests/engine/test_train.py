@@ -1145,19 +1145,16 @@ def test_a_fresh_start_does_not_replace_a_config_yaml_it_did_not_write(tmp_path:
         train(tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false"))
     assert (out / "config.yaml").read_text() == "# my notes\n"
 
+def test_evaluation_follows_the_training_frame_stride() -> None:
+    """The evaluator gets data.frame_stride (CamVid's evaluation videos are already strided
+    views: 1 there); a clip_stride > 1 with it is refused at load."""
+    from vidccnet.engine.build import evaluator_kwargs
+    from vidccnet.engine.config import ConfigError
 
-def test_evaluation_that_cannot_follow_the_frame_stride_says_so(caplog) -> None:
-    """Only CamVid's evaluation videos follow data.frame_stride; elsewhere evaluation runs
-    consecutive frames, a shorter span than the training clips: a warning says so (it was
-    silent)."""
-    import logging
-
-    from vidccnet.engine.build import build_val_videos
-
-    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.build"):
-        build_val_videos(tiny_cfg(Path("unused"), "data.frame_stride=3"))
-    assert any("data.frame_stride=3" in r.getMessage() for r in caplog.records)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vidccnet.engine.build"):
-        build_val_videos(tiny_cfg(Path("unused")))
-    assert not caplog.records
+    assert evaluator_kwargs(tiny_cfg(Path("u"), "data.frame_stride=3"), "cpu")["frame_stride"] == 3
+    assert evaluator_kwargs(tiny_cfg(Path("u")), "cpu")["frame_stride"] == 1
+    camvid = load_config(REPO / "configs/camvid_ccnet3d_r50.yaml",
+                         ["data.frame_stride=2", "runtime.device=cpu"])
+    assert evaluator_kwargs(camvid, "cpu")["frame_stride"] == 1
+    with pytest.raises(ConfigError, match="eval.clip_stride"):
+        tiny_cfg(Path("u"), "data.frame_stride=2", "eval.clip_stride=2")

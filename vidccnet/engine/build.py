@@ -7,7 +7,6 @@ itself name their config key), and a real dataset needs ``data.root``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -17,8 +16,6 @@ from vidccnet.metrics import resolve_metric_convention
 from .amp import amp_name, resolve_amp
 from .config import Config, ConfigError
 from .distributed import resolve_device
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_evaluator",
@@ -141,12 +138,13 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     kw.setdefault("frame_stride", cfg.data.frame_stride)
     kw.setdefault("anchor", cfg.eval.anchor)
     videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
-    if kw["frame_stride"] > 1 and cfg.data.name != "camvid":
-        logger.warning(
-            "data.frame_stride=%d: evaluation on '%s' runs clips of consecutive frames (only "
-            "CamVid's evaluation videos follow the stride), a shorter time span than the "
-            "training clips'", kw["frame_stride"], cfg.data.name)
     return list(videos)[: cfg.eval.max_videos]
+
+
+def eval_frame_stride(cfg: Config) -> int:
+    """The evaluator's clip frame spacing: ``data.frame_stride``, except for CamVid, whose
+    evaluation videos are already views of every ``frame_stride``-th frame."""
+    return 1 if cfg.data.name == "camvid" else cfg.data.frame_stride
 
 
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
@@ -168,6 +166,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         vc_windows=e.vc_windows,
         metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
         vc_labelled_only=e.vc_labelled_only,
+        frame_stride=eval_frame_stride(cfg),
     )
 
 

@@ -319,6 +319,12 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:  # checks across sections
+        if self.data.frame_stride > 1 and self.eval.clip_stride > 1 and self.data.name != "camvid":
+            raise ConfigError(
+                f"config key 'eval.clip_stride' must be 1 with data.frame_stride="
+                f"{self.data.frame_stride}: each evaluation clip predicts one frame, got "
+                f"{self.eval.clip_stride}"
+            )
         clip = self.eval.clip_len or self.data.clip_len
         if self.eval.clip_stride > clip:
             raise ConfigError(

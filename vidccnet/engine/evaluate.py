@@ -11,7 +11,9 @@ indices ``start .. start + T - 1`` with
 - ``anchor="causal"``: ``start = i - (T - s)``, i.e. frame i sits at clip position T - s;
 - ``anchor="centre"``: ``start = i - (T - s + 1) // 2`` (for s = 1: position T // 2, where
   training puts the labelled frame of a centre-anchored clip: for even T one more past than
-  future frame, ``vidccnet.data.clips.anchor_position``).
+  future frame, ``vidccnet.data.clips.anchor_position``);
+- with ``frame_stride`` d > 1 (``data.frame_stride``) s is 1 and frame i's clip is the one
+  training builds around a label at i: frames d apart (``vidccnet.data.clips.clip_indices``).
 
 Indices outside [0, L - 1] are clamped (repetition padding: the first frame repeats at the start,
 the last frame at the end). That forward pass predicts every needed frame j with
@@ -57,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidccnet.data.base import EvalVideo
+from vidccnet.data.clips import anchor_position, clip_indices
 from vidccnet.metrics import (
     METRIC_CONVENTIONS,
     ConfusionMatrix,
@@ -122,6 +125,7 @@ def plan_clips(
     clip_len: int,
     clip_stride: int = 1,
     anchor: str = "causal",
+    frame_stride: int = 1,
 ) -> list[ClipPlan]:
     """The forward passes that predict the ``needed`` frames (rule in the module docstring).
 
@@ -131,6 +135,9 @@ def plan_clips(
         clip_len: T >= 1.
         clip_stride: s, 1 <= s <= T.
         anchor: "causal" or "centre".
+        frame_stride: d, the spacing of a clip's frames (``data.frame_stride``). With d > 1
+            each frame is predicted from the clip training gives a label at that frame
+            (``vidccnet.data.clips.clip_indices``); s must be 1.
 
     Returns:
         Plans in increasing frame order; their clip starts never decrease.
@@ -145,6 +152,14 @@ def plan_clips(
         raise ValueError(
             f"needed frame indices must lie in [0, {num_frames}); got {frames[0]}..{frames[-1]}"
         )
+    if frame_stride > 1:
+        if clip_stride != 1:
+            raise ValueError(f"clip_stride must be 1 with frame_stride={frame_stride} (each clip "
+                             f"predicts one frame), got {clip_stride}")
+        pos = anchor_position(clip_len, anchor)
+        return [ClipPlan(indices=tuple(clip_indices(f, num_frames, clip_len, frame_stride,
+                                                    anchor)), targets=((f, pos),))
+                for f in frames]
     offset = clip_len - clip_stride if anchor == "causal" else (clip_len - clip_stride + 1) // 2
     plans: list[ClipPlan] = []
     k = 0
@@ -206,6 +221,8 @@ class Evaluator:
         metric_convention: "mmseg" (mIoU over classes with a non-empty union) or "vspw"
             (VSPW's official evaluator: mIoU over the classes present in the ground truth); mVC
             is VSPW's definition (constant void pixels counted) in both; see docs/metrics.md.
+        frame_stride: the spacing of a clip's frames, as in training (``data.frame_stride``;
+            1 for videos that are already strided views, as CamVid's); needs clip_stride 1.
         vc_labelled_only: the stricter mVC variant that counts labelled pixels only (an
             option with a name: published figures use VSPW's definition).
     """
@@ -226,10 +243,13 @@ class Evaluator:
         batch_size: int = 1,
         metric_convention: str = "mmseg",
         vc_labelled_only: bool = False,
+        frame_stride: int = 1,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        plan_clips([], 1, clip_len, clip_stride, anchor)  # validates clip_len/stride/anchor
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        plan_clips([], 1, clip_len, clip_stride, anchor, frame_stride)  # validates them
         if not scales or any(float(s) <= 0 for s in scales):
             raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
         if batch_size < 1:
@@ -254,6 +274,7 @@ class Evaluator:
         self.num_classes = int(num_classes)
         self.clip_len = int(clip_len)
         self.clip_stride = int(clip_stride)
+        self.frame_stride = int(frame_stride)
         self.anchor = _normalise_anchor(anchor)
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
@@ -361,7 +382,8 @@ class Evaluator:
         device = self._device_for(model)
         model.eval()
         needed = list(video.labelled) if frames is None else list(frames)
-        plans = plan_clips(needed, video.num_frames, self.clip_len, self.clip_stride, self.anchor)
+        plans = plan_clips(needed, video.num_frames, self.clip_len, self.clip_stride, self.anchor,
+                           self.frame_stride)
         cache: dict[int, np.ndarray] = {}
         frame_shape = None
         max_cached = self.stats.get("max_cached_frames", 0)
@@ -528,6 +550,7 @@ class Evaluator:
             "num_classes": self.num_classes,
             "clip_len": self.clip_len,
             "clip_stride": self.clip_stride,
+            "frame_stride": self.frame_stride,
             "anchor": self.anchor,
             "scales": list(self.scales),
             "flip": self.flip,
