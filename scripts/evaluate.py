@@ -26,7 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, interrupted, sigterm_unwinds
+from vidccnet.cli import fail, file_above, interrupted, sigterm_unwinds
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -112,7 +112,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
             raise ValueError(f"--output '{args.output}' is not a folder; choose another path")
         if args.output:
-            blocking = next((p for p in Path(args.output).parents if p.is_file()), None)
+            blocking = file_above(args.output)
             if blocking is not None:
                 raise ValueError(f"--output '{args.output}': '{blocking}' is a file, not a "
                                  "folder; choose another path")

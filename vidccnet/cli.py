@@ -73,7 +73,13 @@ def missing_folder(path: str | Path | None, option: str) -> str | None:
     exists or no path was given). Scripts check it before long work, not after it."""
     if path is None or Path(path).resolve().parent.is_dir():
         return None
-    blocking = next((p for p in Path(path).resolve().parents if p.is_file()), None)
+    blocking = file_above(path)
     if blocking is not None:
         return f"{option} {path}: '{blocking}' is a file, not a folder; choose another path"
     return f"{option} {path}: its folder does not exist; create it first"
+
+
+def file_above(path: str | Path) -> Path | None:
+    """The file among the folders above ``path`` (absolute), which makes it unwritable: None
+    when there is none."""
+    return next((p for p in Path(path).absolute().parents if p.is_file()), None)

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.cli import file_above
+
 from .amp import amp_name, autocast, resolve_amp
 from .build import (  # the builders' earlier home was this module: importable from here too
     build_evaluator,
@@ -283,7 +285,7 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
     last = out / "last.pt"
     if out.exists() and not out.is_dir():
         raise TrainingError(f"runtime.output_dir '{out}' is not a folder; choose another path")
-    blocking = next((p for p in out.absolute().parents if p.is_file()), None)
+    blocking = file_above(out)
     if blocking is not None:
         raise TrainingError(f"runtime.output_dir '{out}': '{blocking}' is a file, not a folder; "
                             "choose another path")
