@@ -48,15 +48,14 @@ __all__ = [
 
 MIOU_OVER = ("union", "gt")
 
-# Named conventions (docs/metrics.md): the ConfusionMatrix / VideoConsistency settings each implies.
+# Named mIoU conventions (docs/metrics.md): the ConfusionMatrix setting each implies. mVC is
+# VSPW's definition (VideoConsistency(count_ignored=True)) under both: mmsegmentation has no
+# mVC; the labelled-pixels-only variant is the Evaluator's option ``vc_labelled_only``.
 METRIC_CONVENTIONS: dict[str, dict[str, Any]] = {
-    # VSPW's official evaluator: mIoU over the classes present in the ground truth; mVC counts
-    # pixels whose ground truth is constant, void included.
-    "vspw": {"miou_over": "gt", "vc_count_ignored": True},
-    # mmsegmentation's mIoU (classes with a non-empty union). mmsegmentation has no mVC: VSPW's
-    # definition (the only published one) holds here too; the labelled-pixels-only variant is
-    # the option ``vc_labelled_only`` of the Evaluator / ``eval.vc_labelled_only``.
-    "mmseg": {"miou_over": "union", "vc_count_ignored": True},
+    # VSPW's official evaluator: mIoU over the classes present in the ground truth
+    "vspw": {"miou_over": "gt"},
+    # mmsegmentation's mIoU: over the classes with a non-empty union
+    "mmseg": {"miou_over": "union"},
 }
 
 

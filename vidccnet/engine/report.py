@@ -368,8 +368,8 @@ def evaluate_and_report(
     Returns:
         The dict written to ``eval.json``: ``metrics`` (``Evaluator.run`` figures, NaN -> None),
         ``class_iou``, ``config``, ``evaluator`` (its settings), ``metric_convention`` (its name,
-        "vspw" or "mmseg"; ``evaluator`` holds the ``miou_over`` / ``vc_count_ignored`` it
-        implies), ``files`` (paths written), ``created``.
+        "vspw" or "mmseg"; ``evaluator`` holds the ``miou_over`` it implies and the mVC's
+        ``vc_count_ignored``), ``files`` (paths written), ``created``.
     """
     if num_classes is None:
         if class_names is None:
