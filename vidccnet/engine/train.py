@@ -324,12 +324,15 @@ EARLIER_LOGS = ".earlier_logs"
 _LOGS = ("metrics.jsonl", "tb")
 
 
-def _set_earlier_logs_aside(out: Path) -> None:
+def _set_earlier_logs_aside(out: Path) -> Path | None:
+    """Move the earlier run's logs into ``out/EARLIER_LOGS``; that folder, or None if none."""
     earlier = [n for n in _LOGS if (out / n).exists()]
-    if earlier:
-        (out / EARLIER_LOGS).mkdir()
+    if not earlier:
+        return None
+    (out / EARLIER_LOGS).mkdir()
     for n in earlier:
         (out / n).rename(out / EARLIER_LOGS / n)
+    return out / EARLIER_LOGS
 
 
 def _put_back_earlier_logs(out: Path) -> None:
@@ -596,10 +599,12 @@ def _train(  # noqa: C901 - the loop, in order
     config_text = config_to_yaml(cfg)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh start replaces an earlier run there (runtime.overwrite)
-            _set_earlier_logs_aside(out)
+        # a fresh start replaces an earlier run there (runtime.overwrite)
+        aside = None if resume else _set_earlier_logs_aside(out)
         if not replaced:
             (out / "config.yaml").write_text(config_text)
+        if aside is not None:  # removed with the earlier checkpoints, at the first save
+            replaced.append(aside)
         if resume:
             _truncate_jsonl(out / "metrics.jsonl", iteration)
         if rt.tensorboard:
@@ -616,7 +621,6 @@ def _train(  # noqa: C901 - the loop, in order
                 elif path.name != name:
                     path.unlink(missing_ok=True)
             replaced.clear()
-        shutil.rmtree(out / EARLIER_LOGS, ignore_errors=True)
 
     # validation
     evaluator = None
