@@ -608,12 +608,17 @@ def _passes(T: int, H: int, W: int) -> list[tuple[int, int, int, int, int, int]]
     return [(H, T, W, hw, 1, W), (W, T, H, hw, W, 1)]
 
 
+def _item_elements(T: int, H: int, W: int, cqk: int, cv: int) -> int:
+    """Elements of a batch item's widest tensor: the kernels' int32 offsets must hold them."""
+    return T * H * W * max(cqk, cv)
+
+
 def supports(dtype: torch.dtype, head_dim: int, H: int | None = None, W: int | None = None,
              T: int | None = None, v_channels: int | None = None) -> bool:
     """Whether the kernels take inputs of this dtype, query/key width Cqk, frame size and (when
     T and the value width Cv are given) clip size: T * H * W * C < 2**31 (int32 offsets)."""
     lines_ok = H is None or W is None or max(H, W) <= MAX_LINE
-    size_ok = None in (H, W, T, v_channels) or T * H * W * max(head_dim, v_channels) < 2**31
+    size_ok = None in (H, W, T, v_channels) or _item_elements(T, H, W, head_dim, v_channels) < 2**31
     return dtype in _SUPPORTED_DTYPES and head_dim <= MAX_CQK and lines_ok and size_ok
 
 
@@ -650,10 +655,11 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         )
     if cqk < 1 or v.shape[1] < 1:
         raise ValueError(f"empty channel dimension: q {tuple(q.shape)}, v {tuple(v.shape)}")
-    if T * H * W * max(cqk, v.shape[1]) >= 2**31:
+    elements = _item_elements(T, H, W, cqk, v.shape[1])
+    if elements >= 2**31:
         raise ValueError(
-            f"T * H * W * C = {T * H * W * max(cqk, v.shape[1])} >= 2**31 elements "
-            "per batch item: too large for the kernels' int32 offsets"
+            f"T * H * W * C = {elements} >= 2**31 elements per batch item: too large for the "
+            "kernels' int32 offsets"
         )
     ok, reason = triton_available(q.device)
     if not ok:
