@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, interrupted
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -116,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return fail("train.py", exc)
-    except KeyboardInterrupt:
-        print(f"train.py: interrupted; {_what_to_resume(out, started)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted("train.py", exc, _what_to_resume(out, started))
     if rank == 0:
         print(json.dumps(to_jsonable(result)))
     return 0
