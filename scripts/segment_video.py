@@ -11,8 +11,9 @@ comes from ``--checkpoint``, else ``$VIDCCNET_CHECKPOINT``, else ``runs/demo/bes
 
 Inference streams: frames are decoded, resized to the checkpoint's training scale (``--size``),
 grouped into overlapping causal clips of ``--clip-len`` frames of which the last ``--stride`` are
-written per forward pass (see ``vidccnet.predict``), so memory does not depend on the video's
-length. The writing (staged folder, overlay video, summary) is ``vidccnet.writer``.
+written per forward pass (a checkpoint trained on every ``d``-th frame gets clips of every
+``d``-th frame, one pass per frame; see ``vidccnet.predict``), so memory does not depend on the
+video's length. The writing (staged folder, overlay video, summary) is ``vidccnet.writer``.
 
 Paths are checked before torch and the model load: an input that is missing or empty, an output
 that exists, cannot be written, or would replace or write into the input or the checkpoint (even
@@ -71,6 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=None, metavar="S",
                    help="frames written per forward pass, 1..T (default: ceil(T/2); 1 = strictly "
                    "causal, slowest)")
+    p.add_argument("--frame-stride", type=int, default=None, metavar="D",
+                   help="spacing of a clip's frames (default: the checkpoint's data.frame_stride, "
+                   "the spacing it was trained on); D > 1 runs one forward pass per frame")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--amp", action="store_true",
                    help="float16 autocast on CUDA (faster); ignored with a warning on CPU, where "
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     segmenter = VideoSegmenter(
         ckpt_path, device=args.device, clip_len=args.clip_len, stride=args.stride,
+        frame_stride=args.frame_stride,
         amp=args.amp, max_size=args.max_size, backend=args.backend, size=args.size,
     )
     return segmenter.write(

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         if not (0 <= y < H and 0 <= x < W):
             raise ValueError(f"--pixel {y} {x} is outside the {H}x{W} frame (Y < {H}, X < {W})")
         T = seg.clip_len
-        indices = clip_indices(args.frame, n, T, 1, args.anchor)
+        indices = clip_indices(args.frame, n, T, seg.frame_stride, args.anchor)
         frames = reader.get_batch(indices)  # (T, H, W, 3) uint8
     size = seg.inference_size_for(H, W)  # (h, w): the checkpoint's scale, as segment_video
     clip = torch.stack([seg._prepare(f, size) for f in frames], dim=1)[None]  # (1, 3, T, h, w)

@@ -487,6 +487,54 @@ def test_from_model_of_a_per_frame_network_emits_whole_clips():
         assert seg.stride == stride, name
 
 
+def expected_strided_masks(start, end, t, d):
+    """Frame stride d > 1: every frame f is predicted at the last position of its own clip
+    [f - (T-1) d, ..., f - d, f] (positions before frame 0 repeat frame 0)."""
+    clips = {f: [max(0, f - (t - 1 - p) * d) for p in range(t)] for f in range(start, end)}
+    return clips, {f: code(c, t - 1) for f, c in clips.items()}
+
+
+@pytest.mark.parametrize("n,t,d", [(9, 3, 2), (7, 4, 3), (1, 2, 5)])
+def test_stream_with_a_frame_stride_gives_each_frame_its_training_clip(n, t, d):
+    seg = fake_segmenter(t, None, frame_stride=d)
+    assert seg.frame_stride == d and seg.stride == 1
+    out = list(seg.segment(ListReader(n)))
+    clips, want = expected_strided_masks(0, n, t, d)
+    assert [i for i, _ in out] == list(range(n))
+    assert all(np.all(m == want[i]) for i, m in out)
+    assert seg.model.clips == [clips[f] for f in range(n)]
+
+
+def test_stream_with_a_frame_stride_uses_context_before_start():
+    seg = fake_segmenter(3, None, frame_stride=2)
+    reader = ListReader(20)
+    with seg.stream(reader, start=5, end=8) as stream:
+        out = list(stream)
+    clips, want = expected_strided_masks(5, 8, 3, 2)
+    assert [i for i, _ in out] == [5, 6, 7]
+    assert all(np.all(m == want[i]) for i, m in out)
+    assert seg.model.clips[0] == [1, 3, 5]  # real predecessors, 2 frames apart
+    assert reader.read == 8
+
+
+def test_frame_stride_options_are_checked():
+    with pytest.raises(ValueError, match="frame_stride must be >= 1"):
+        fake_segmenter(3, None, frame_stride=0)
+    with pytest.raises(ValueError, match="stride must be 1"):
+        fake_segmenter(3, 2, frame_stride=2)
+    seg = fake_segmenter(3, 1, frame_stride=2)
+    assert seg.stride == 1
+
+
+def test_a_per_frame_network_ignores_the_frame_stride():
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet2d_resnet18", 2, backbone_width=8, head_channels=16)
+    seg = VideoSegmenter.from_model(model, class_names=["a", "b"], device="cpu", clip_len=4,
+                                    frame_stride=3)
+    assert seg.frame_stride == 1 and seg.stride == 4
+
+
 # ----------------------------------------------------------------------------- real model
 @pytest.fixture(scope="module")
 def tiny_checkpoint():
@@ -541,6 +589,17 @@ def test_real_model_stream_equals_clipwise_prediction(tiny_checkpoint):
                 lg = logits[0, :, 3 - len(emitted) + j]
                 want = F.interpolate(lg[None], size=(45, 67), mode="bilinear")[0].argmax(0)
                 assert np.array_equal(out[f][1], want.numpy().astype(np.uint8)), f"frame {f}"
+
+
+def test_frame_stride_defaults_to_the_checkpoints(tiny_checkpoint):
+    """A model trained on clips of every 2nd frame sees such clips here too (it saw
+    consecutive frames before, a spacing it was never trained on)."""
+    ckpt = dict(tiny_checkpoint, config=copy.deepcopy(tiny_checkpoint["config"]))
+    ckpt["config"]["data"]["frame_stride"] = 2
+    seg = VideoSegmenter(ckpt, device="cpu", size="source")
+    assert seg.frame_stride == 2 and seg.stride == 1
+    seg = VideoSegmenter(ckpt, device="cpu", size="source", frame_stride=1)
+    assert seg.frame_stride == 1 and seg.stride == 2
 
 
 def test_checkpoint_dict_without_config_is_rejected(tiny_checkpoint):

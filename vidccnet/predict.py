@@ -10,11 +10,14 @@ into overlapping clips of ``T = clip_len`` frames with a *causal* schedule:
 - clip positions before the first frame repeat the first frame (every pass sees exactly ``T``
   frames, so the compute per pass is constant); the last clip ends on the last frame;
 - the default stride is ``ceil(T / 2)`` (at least ``floor(T / 2)`` predecessors per frame, about
-  ``2x`` the compute of non-overlapping clips); per-frame models (``ccnet2d_*``) use ``s = T``.
+  ``2x`` the compute of non-overlapping clips); per-frame models (``ccnet2d_*``) use ``s = T``;
+- a model trained on clips of every ``d``-th frame (``data.frame_stride = d > 1``) gets such
+  clips: frame ``e`` is predicted at the last position of ``e - (T-1) d, ..., e - d, e``, one
+  forward pass per frame (``s = 1``: the positions of one clip are ``d`` frames apart).
 
-Only ``T`` resized frames, at most ``s`` pending source frames and one clip's logits are alive at
-any time, so memory does not grow with the video's length. Logits are upsampled to the source
-frame size (bilinear, in bands of rows for large frames) before the argmax.
+Only ``(T - 1) d + 1`` resized frames, at most ``s`` pending source frames and one clip's logits
+are alive at any time, so memory does not grow with the video's length. Logits are upsampled to
+the source frame size (bilinear, in bands of rows for large frames) before the argmax.
 
 Inference size: by default frames are resized (aspect kept, sides multiples of 8) so that their
 short side is the one of the frames the checkpoint was evaluated on, the scale it learned
@@ -331,7 +334,10 @@ class VideoSegmenter:
         clip_len: T, frames per forward pass; default from the checkpoint's config
             (``eval.clip_len``, then ``data.clip_len``), else 5.
         stride: s, frames emitted per forward pass (1 <= s <= T); default ``ceil(T / 2)``, ``T``
-            for per-frame models. See the module docstring for the schedule.
+            for per-frame models; 1 with a frame stride > 1. See the module docstring.
+        frame_stride: d, the spacing of a clip's frames in source frames; default the
+            checkpoint's ``data.frame_stride`` (the spacing it was trained on), else 1. Per-frame
+            models ignore it.
         amp: run the model under float16 autocast on CUDA; ignored with a warning on other
             devices (CPU autocast is bfloat16, slower than float32 on most CPUs).
         max_size: shrink frames so that the short side is at most this for inference.
@@ -344,7 +350,7 @@ class VideoSegmenter:
     Attributes:
         class_names, palette, num_classes: from the checkpoint's config (``data.class_names``,
             ``data.palette``); generic names and a default palette where it has none.
-        clip_len, stride, device, model, config, amp (whether autocast is on).
+        clip_len, stride, frame_stride, device, model, config, amp (whether autocast is on).
         size_mode: ``"model"``, ``"source"`` or the short side in use; ``model_short_side``:
             the checkpoint's scale (None when unknown).
 
@@ -363,6 +369,7 @@ class VideoSegmenter:
         max_size: int | None = None,
         backend: str = "av",
         size: str | int = "model",
+        frame_stride: int | None = None,
     ) -> None:
         from vidccnet.engine.checkpoint import (
             CheckpointError,
@@ -385,7 +392,8 @@ class VideoSegmenter:
             self.checkpoint_path = os.fspath(checkpoint)
             ckpt = load_checkpoint(self.checkpoint_path, map_location="cpu")
         model, cfg = build_model_from_checkpoint(ckpt, dev)
-        self._setup(model, cfg, dev, clip_len, stride, amp, max_size, backend, size)
+        self._setup(model, cfg, dev, clip_len, stride, amp, max_size, backend, size,
+                    frame_stride=frame_stride)
 
     @classmethod
     def from_model(
@@ -402,6 +410,7 @@ class VideoSegmenter:
         max_size: int | None = None,
         backend: str = "av",
         size: str | int = "model",
+        frame_stride: int | None = None,
     ) -> VideoSegmenter:
         """A segmenter around an in-memory model (``(B, 3, T, H, W)`` -> ``(B, K, T, H, W)``).
 
@@ -415,7 +424,7 @@ class VideoSegmenter:
         dev = resolve_device(device)
         self._setup(
             model.to(dev), config, dev, clip_len, stride, amp, max_size, backend, size,
-            class_names=class_names, palette=palette,
+            class_names=class_names, palette=palette, frame_stride=frame_stride,
         )
         return self
 
@@ -432,6 +441,7 @@ class VideoSegmenter:
         size: str | int = "model",
         class_names: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
+        frame_stride: int | None = None,
     ) -> None:
         self.model = model.eval()
         param = next(model.parameters(), None)
@@ -459,8 +469,19 @@ class VideoSegmenter:
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
         per_frame = _is_per_frame(model, cfg)  # frames independent: no overlap needed
+        if frame_stride is None:
+            frame_stride = int(_cfg_get(cfg, "data.frame_stride", 1))
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        if per_frame:
+            frame_stride = 1  # no frame sees another
         if stride is None:
-            stride = default_stride(clip_len, per_frame)
+            stride = 1 if frame_stride > 1 else default_stride(clip_len, per_frame)
+        if frame_stride > 1 and stride != 1:
+            raise ValueError(
+                f"with frame_stride {frame_stride} each frame needs its own clip: stride must "
+                f"be 1, got {stride}"
+            )
         if not 1 <= stride <= clip_len:
             raise ValueError(
                 f"stride must be between 1 and clip_len={clip_len}, got {stride}; "
@@ -468,6 +489,7 @@ class VideoSegmenter:
             )
         self.clip_len = int(clip_len)
         self.stride = int(stride)
+        self.frame_stride = int(frame_stride)
         names = class_names or _cfg_get(cfg, "data.class_names")
         palette = palette or _cfg_get(cfg, "data.palette")
         if not names and _cfg_get(cfg, "data.name"):
@@ -559,7 +581,7 @@ class VideoSegmenter:
             source: video file or frame folder path, or an opened reader (``len``, ``fps``,
                 ``size``, iteration over ``(H, W, 3)`` uint8 frames).
             start, end: frame range ``[start, end)`` (source indices; None = from the first / to
-                the last frame). Up to ``T - 1`` frames before ``start`` are used as context.
+                the last frame). Up to ``(T - 1) d`` frames before ``start`` are context.
             with_frames: yield ``(index, frame, mask)`` instead of ``(index, mask)``.
             strict: raise :class:`TruncatedVideoError` when the video ends early or a frame
                 fails to decode, instead of stopping and recording the lost frames.
@@ -743,14 +765,16 @@ class SegmentationStream:
 
     def _run(self) -> Iterator[tuple]:
         seg = self.segmenter
-        t, s = seg.clip_len, seg.stride
-        first_context = max(0, self.start - (t - 1))
-        window: deque[torch.Tensor] = deque(maxlen=t)  # (3, h, w) each
+        t, s, d = seg.clip_len, seg.stride, seg.frame_stride
+        span = (t - 1) * d + 1  # source frames from a clip's first to its last
+        first_context = max(0, self.start - (span - 1))
+        window: deque[torch.Tensor] = deque(maxlen=span)  # (3, h, w) each
         pending: deque[_Pending] = deque()
         last_index = self.start - 1
 
         def flush() -> Iterator[tuple]:
-            for (index, mask), item in zip(seg._predict(window, pending), pending):
+            clip = list(window)[::d]  # T frames, d apart, the newest last
+            for (index, mask), item in zip(seg._predict(clip, pending), pending):
                 self.frames_done += 1
                 if self.with_frames:
                     yield index, item.frame, mask
@@ -767,7 +791,7 @@ class SegmentationStream:
                     continue  # decoded but not needed as context
                 x = seg._prepare(frame, self.inference_size)  # (3, h, w)
                 if not window:
-                    window.extend([x] * (t - 1))  # clip positions before the video: frame repeated
+                    window.extend([x] * (span - 1))  # positions before the video: frame repeated
                 window.append(x)
                 if index >= self.start:
                     pending.append(

@@ -651,6 +651,7 @@ def write_segmentation(
             "model": segmenter.model_name,
             "clip_len": segmenter.clip_len,
             "stride": segmenter.stride,
+            "frame_stride": segmenter.frame_stride,
             "device": str(segmenter.device),
             "amp": segmenter.amp,
             "format": fmt,

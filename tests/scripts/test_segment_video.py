@@ -87,6 +87,7 @@ def test_h264_with_overlay(script, ckpt, tmp_path, capsys):
     assert s["frames"] == 3 and s["frames_lost"] == 0 and s["fps"] == 12.0
     assert s["size"] == [46, 68] and s["class_names"] == NAMES
     assert s["clip_len"] == 2 and s["stride"] == 1 and s["checkpoint"] == str(ckpt)
+    assert s["frame_stride"] == 1
     assert abs(sum(s["class_pixel_share"].values()) - 1.0) < 1e-9
     masks = np.stack([np.asarray(Image.open(out / f"{i:06d}.png")) for i in range(3)])
     share = np.bincount(masks.ravel(), minlength=4) / masks.size
@@ -260,6 +261,19 @@ def test_sigterm_is_handled_like_ctrl_c(ckpt, tmp_path):
     assert proc.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err, err
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # no masks, no overlay, no staged temp
+
+
+def test_frame_stride_option(script, ckpt, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 5, 24, 32, fps=12)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--frame-stride", "3")
+    assert rc == 0, err
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert s["frames"] == 5 and s["frame_stride"] == 3 and s["stride"] == 1
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m2", "--checkpoint", ckpt,
+                  "--frame-stride", "3", "--stride", "2")
+    assert rc == 2 and "stride must be 1" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m2").exists()
 
 
 def test_single_jpeg_image_is_one_frame(script, ckpt, tmp_path, capsys):

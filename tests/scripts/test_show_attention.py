@@ -27,10 +27,11 @@ def script(load_script):
 def data(tmp_path_factory, save_tiny_checkpoint):
     from vidccnet.data.video import write_video
 
-    def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2):
+    def make_checkpoint(path, name="ccnet3d_resnet18", recurrence=2, frame_stride=1):
         model = {"name": name, "recurrence": recurrence,
                  "kwargs": {"head_channels": 16, "backbone_width": 8}}
-        return save_tiny_checkpoint(path, NAMES, model=model, data={"clip_len": 3})
+        return save_tiny_checkpoint(path, NAMES, model=model,
+                                    data={"clip_len": 3, "frame_stride": frame_stride})
 
     root = tmp_path_factory.mktemp("show_attention")
     frames = np.random.default_rng(0).integers(0, 256, (N, H, W, 3), dtype=np.uint8)
@@ -43,6 +44,7 @@ def data(tmp_path_factory, save_tiny_checkpoint):
         "ckpt3d": make_checkpoint(root / "c3d.pt"),
         "ckpt2d": make_checkpoint(root / "c2d.pt", name="ccnet2d_resnet18", recurrence=1),
         "ckpt_off": make_checkpoint(root / "off.pt", recurrence=0),
+        "ckpt_stride2": make_checkpoint(root / "s2.pt", frame_stride=2),
         "ckpt40": save_tiny_checkpoint(  # trained on 40x60 frames: short side 40
             root / "c40.pt", NAMES, data={"clip_len": 3, "kwargs": {"height": 40, "width": 60}},
             model={"name": "ccnet3d_resnet18", "kwargs": {"head_channels": 16,
@@ -74,6 +76,13 @@ def test_3d_checkpoint_on_video(script, data, tmp_path, capsys):
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attn.png"]  # no temporary file left
+
+
+def test_the_clip_has_the_checkpoints_frame_spacing(script, data, tmp_path, capsys):
+    rc, stdout, err = run(script, capsys, data["video"], "--checkpoint", data["ckpt_stride2"],
+                          "--frame", 4, "--pixel", 0, 0, "--out", tmp_path / "attn.png")
+    assert rc == 0, err
+    assert json.loads(stdout)["frames"] == [0, 2, 4]  # trained on every 2nd frame
 
 
 def test_2d_checkpoint_on_frame_folder_centre(script, data, tmp_path, capsys):
