@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -455,6 +456,51 @@ def test_dataset_kwargs_are_checked_like_config_keys() -> None:
     # the synthetic world's own arguments pass through the dataset's **kwargs
     ds = build_train_dataset(load_config(None, ["data.kwargs={num_videos: 1, noise: [1, 2]}"]))
     assert ds.world.noise == [1, 2]
+
+
+@pytest.mark.parametrize("override,words", [
+    ("data.kwargs.label_all_frames=maybe",
+     "'data.kwargs.label_all_frames' must be bool, got 'maybe'"),
+    ("data.kwargs.num_videos=two", "'data.kwargs.num_videos' must be int, got 'two'"),
+    ("data.kwargs.num_videos=2.5", "'data.kwargs.num_videos' must be int, got 2.5"),
+    ("data.kwargs.num_videos=true", "'data.kwargs.num_videos' must be int, got True"),
+    ("data.kwargs.blur_prob=[1]", "'data.kwargs.blur_prob' must be float, got [1]"),
+    ("data.kwargs.noise=[1, 2, 3]", "'data.kwargs.noise' must be tuple[float, float]"),
+    ("eval.kwargs.seed=x", "'eval.kwargs.seed' must be int"),
+])
+def test_dataset_kwargs_values_are_checked_against_the_datasets_types(override, words) -> None:
+    """A value of the wrong type was a TypeError traceback deep in the dataset, or, for a
+    bool, silently true ('maybe')."""
+    from vidccnet.engine.build import check_dataset_kwargs
+    from vidccnet.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        check_dataset_kwargs(load_config(None, [override]))
+
+
+def test_dataset_kwargs_of_the_right_types_pass() -> None:
+    from vidccnet.engine.build import check_dataset_kwargs
+
+    check_dataset_kwargs(load_config(None, [
+        "data.kwargs.label_all_frames=false", "data.kwargs.num_videos=3",
+        "data.kwargs.blur_prob=1", "data.kwargs.noise=[1, 2.5]", "data.kwargs.seed=4"]))
+    check_dataset_kwargs(load_config(None, ["data.name=vspw", "data.kwargs.max_videos=null"]))
+
+
+@pytest.mark.parametrize("key,words", [
+    ("augment", "training-only"), ("crop_size", "training-only"),
+    ("scale_range", "training-only"), ("frame_stride", "set data.frame_stride"),
+])
+def test_eval_kwargs_refuse_what_evaluation_does_not_read(key, words) -> None:
+    """eval.kwargs.augment / crop_size / scale_range were dropped silently; frame_stride there
+    spaced the evaluation videos' frames unlike the evaluator's clips."""
+    from vidccnet.engine.build import check_dataset_kwargs
+    from vidccnet.engine.config import ConfigError
+
+    value = {"augment": "true", "crop_size": "[8, 8]", "scale_range": "[1, 1]",
+             "frame_stride": "2"}[key]
+    with pytest.raises(ConfigError, match=f"'eval.kwargs.{key}'.*{words}"):
+        check_dataset_kwargs(load_config(None, [f"eval.kwargs.{key}={value}"]))
 
 
 def test_amp_on_cpu_trains_and_evaluates_in_float32(tmp_path: Path,

@@ -2,11 +2,14 @@
 
 The dataset keyword arguments of ``data.kwargs`` / ``eval.kwargs`` are checked against the
 dataset's signature first (unknown keys get a did-you-mean suggestion, keys the trainer sets
-itself name their config key), and a real dataset needs ``data.root``.
+itself name their config key, values must have the annotated type), and a real dataset needs
+``data.root``.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
 import torch
@@ -41,11 +44,14 @@ _DATA_OWN = {"root": "data.root", "split": "data.train_split", "clip_len": "data
              "augment": "data.augment", "crop_size": "data.crop_size",
              "scale_range": "data.scale_range"}
 _EVAL_OWN = {"root": "data.root", "split": "eval.split", "clip_len": "eval.clip_len",
-             "anchor": "eval.anchor"}
+             "anchor": "eval.anchor", "frame_stride": "data.frame_stride"}
+_TRAINING_ONLY = ("augment", "crop_size", "scale_range")  # evaluation videos ignore them
+_EVAL_EXTRA = {"camvid": {"stretch": bool}}  # eval_videos() arguments, per dataset
 
 
-def _dataset_params(name: str) -> set[str] | None:
-    """Keyword arguments dataset ``name`` accepts (None: unknown dataset or any keyword)."""
+def _dataset_params(name: str) -> dict[str, Any] | None:
+    """Keyword arguments dataset ``name`` accepts, with their annotations (None: unknown
+    dataset or any keyword)."""
     import importlib
     import inspect
 
@@ -53,14 +59,40 @@ def _dataset_params(name: str) -> set[str] | None:
         return None
     module, classes = _DATASET_CLASSES[name.lower()]
     mod = importlib.import_module(module)
-    params: set[str] = set()
+    params: dict[str, Any] = {}
     open_ended = False
     for cls_name in classes:
-        sig = inspect.signature(getattr(mod, cls_name).__init__)
+        sig = inspect.signature(getattr(mod, cls_name).__init__, eval_str=True)
         open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        params |= {n for n, p in sig.parameters.items()
+        params |= {n: p.annotation for n, p in sig.parameters.items()
                    if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return None if open_ended else params
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a config value (YAML: bool, int, float, str, list, None) fits ``annotation``;
+    annotations other than bool / int / float / str / tuples / unions of them pass."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(
+            _fits(v, a) for v, a in zip(value, args))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def check_dataset_kwargs(cfg: Config) -> None:
@@ -68,25 +100,33 @@ def check_dataset_kwargs(cfg: Config) -> None:
 
     Raises:
         ConfigError: an argument the dataset does not take (with a did-you-mean suggestion),
-            or one the trainer sets from its own config key (naming that key).
+            one the trainer sets from its own config key (naming that key), a training-only
+            one in ``eval.kwargs``, or a value of another type than the dataset's annotation.
     """
     from .config import _unknown_key
 
     params = _dataset_params(cfg.data.name)
     if params is None:
         return
-    sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, set()),
+    eval_params = {k: v for k, v in params.items() if k not in _TRAINING_ONLY}
+    sections = (("data.kwargs", cfg.data.kwargs, _DATA_OWN, params),
                 ("eval.kwargs", cfg.eval.kwargs, _EVAL_OWN,
-                 {"stretch"} if cfg.data.name.lower() == "camvid" else set()))
-    for prefix, kwargs, own, extra in sections:
-        valid = sorted((params | extra) - set(own))
-        for key in kwargs:
+                 eval_params | _EVAL_EXTRA.get(cfg.data.name.lower(), {})))
+    for prefix, kwargs, own, accepted in sections:
+        valid = sorted(set(accepted) - set(own))
+        for key, value in kwargs.items():
+            name = f"{prefix}.{key}"
             if key in own:
-                raise ConfigError(
-                    f"config key '{prefix}.{key}' is set by {own[key]}: set {own[key]} instead"
-                )
+                raise ConfigError(f"config key '{name}' is set by {own[key]}: set {own[key]} "
+                                  "instead")
+            if prefix == "eval.kwargs" and key in _TRAINING_ONLY:
+                raise ConfigError(f"config key '{name}' is a training-only dataset argument that "
+                                  f"evaluation does not use; set data.{key} for training")
             if key not in valid:
-                raise _unknown_key(f"{prefix}.{key}", valid)
+                raise _unknown_key(name, valid)
+            if not _fits(value, accepted[key]):
+                raise ConfigError(f"config key '{name}' must be {_type_name(accepted[key])}, "
+                                  f"got {value!r}")
 
 
 def check_root(cfg: Config) -> None:
