@@ -827,13 +827,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], out: str,
+                resume: bool = False, keep_at: int | None = None) -> None:
+    """One DDP rank; ``keep_at``: also copy last.pt of that iteration to it<N>.pt."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     _install_data_standins()
     _no_dropout()
-    result = train(load_config(None, overrides))
+    if keep_at is not None:
+        import vidccnet.engine.train as tr
+
+        real_save = tr.save_checkpoint
+
+        def save_and_keep(path, state):
+            real_save(path, state)
+            if Path(path).name == "last.pt" and state["iteration"] == keep_at:
+                real_save(Path(path).with_name(f"it{keep_at}.pt"), state)
+
+        tr.save_checkpoint = save_and_keep
+    result = train(load_config(None, overrides), resume=resume)
     if rank == 0:
         Path(out).write_text(json.dumps(result, default=str))
 
@@ -902,6 +915,31 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     ref = build_evaluator(ckpt_cfg, 7, torch.device("cpu")).run(model, videos)
     for key in ("mIoU", "pixel_acc", "fwIoU", "mVC_2"):
         assert ddp["val"][key] == pytest.approx(ref[key], abs=1e-9), key
+
+
+def test_ddp_resume_logs_the_global_batchs_losses(tmp_path: Path) -> None:
+    """A checkpoint between two log lines keeps the losses summed since the last line; under
+    DDP those must be every rank's (they were rank 0's, used on every rank after a resume)."""
+    import shutil
+
+    import torch.multiprocessing as mp
+
+    full = tmp_path / "full"
+    overrides = TINY + DDP_COMMON + ["schedule.iterations=3", "runtime.log_interval=2",
+                                     "runtime.ckpt_interval=1", "eval.at_end=false"]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), overrides + [f"runtime.output_dir={full}"],
+                                str(tmp_path / "a.json"), False, 1), nprocs=2, join=True)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    shutil.move(resumed / "it1.pt", resumed / "last.pt")  # as if stopped after iteration 1
+    mp.spawn(_ddp_worker, args=(2, _free_port(), overrides + [f"runtime.output_dir={resumed}"],
+                                str(tmp_path / "b.json"), True), nprocs=2, join=True)
+    logs = [[r for r in _read_jsonl(d / "metrics.jsonl") if r["type"] == "train"]
+            for d in (full, resumed)]
+    assert [r["iteration"] for r in logs[1]] == [2, 3]
+    for a, b in zip(*logs):
+        for key in ("loss", "ce", "aux"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6), (a["iteration"], key)
 
 
 def test_ddp_with_parameters_no_loss_reaches(tmp_path: Path) -> None:

@@ -667,8 +667,11 @@ def _train(  # noqa: C901 - the loop, in order
             "version": CHECKPOINT_VERSION,
             "rng": rng,
             "train_state": {"epoch": epoch, "clips_in_epoch": clips_in_epoch * info.world_size,
-                            # the losses summed since the last log line (this rank's)
-                            "log_sums": dict(sums), "log_steps": n_logged,
+                            # the losses summed since the last log line, averaged over the
+                            # ranks (collective): each rank resumes with them, and the first
+                            # line's mean over ranks is then the global batch's
+                            "log_sums": mean_over_ranks(dict(sums), device),
+                            "log_steps": n_logged,
                             "log_pending": steps_since_log,
                             "skipped": skipped, "best_mIoU": best_miou},
         }
