@@ -174,3 +174,22 @@ def test_rebuilding_a_model_does_not_import_the_trainer() -> None:
     from vidccnet.models.build import build_model
 
     assert old is build_model
+
+
+def test_init_from_names_the_backbone_option_that_differs(tmp_path):
+    """A checkpoint of another backbone width was told to set model.kwargs.stem."""
+    from vidccnet.engine.checkpoint import CheckpointError, init_model_from_checkpoint
+    from vidccnet.models import create_model
+
+    src = create_model("ccnet3d_resnet18", 3, backbone_width=8, head_channels=16)
+    path = tmp_path / "src.pt"
+    torch.save({"model": src.state_dict(), "version": 1, "config": {"model": {
+        "name": "ccnet3d_resnet18", "kwargs": {"backbone_width": 8, "head_channels": 16}}}},
+        path)
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16, backbone_width=16)
+    with pytest.raises(CheckpointError, match="set model.kwargs.backbone_width=8 to match") as e:
+        init_model_from_checkpoint(model, path, {"head_channels": 16, "backbone_width": 16})
+    assert "stem" not in str(e.value)
+    model = create_model("ccnet3d_resnet50", 3, backbone_width=8, head_channels=16)
+    with pytest.raises(CheckpointError, match="use the depth of its ccnet3d_resnet18"):
+        init_model_from_checkpoint(model, path, {"backbone_width": 8, "head_channels": 16})

@@ -151,7 +151,7 @@ def test_init_from_checks_the_backbone(converted, tmp_path):
 
     with torch.device("meta"):
         wrong = create_model("ccnet3d_resnet50", 3)  # torchvision stem
-    with pytest.raises(CheckpointError, match=r"model.kwargs.stem=deep\)"):
+    with pytest.raises(CheckpointError, match=r"set model.kwargs.stem=deep to match"):
         init_model_from_checkpoint(wrong, converted)
     model = create_model("ccnet3d_resnet50", 3, stem="deep", head_channels=64, aux_channels=32)
     report = init_model_from_checkpoint(model, converted, {"head_activation": "relu"})

@@ -192,6 +192,7 @@ def load_model_weights(model: nn.Module, state_dict: dict, source: str = "checkp
 
 # Model kwargs that change the computation but no parameter shape: a mismatch loads silently.
 _SHAPE_FREE_KWARGS = ("head_activation", "contract_dilation")
+_BACKBONE_SHAPE_KWARGS = ("stem", "backbone_width")  # besides the depth (the model name)
 
 
 def init_model_from_checkpoint(
@@ -225,11 +226,18 @@ def init_model_from_checkpoint(
         if k.startswith("backbone.") and (k not in state or tuple(state[k].shape) != tuple(v.shape))
     ]
     if bad:
+        from vidccnet.models.ccnet import CCNet  # here: the models import torchvision
+
+        defaults = inspect.signature(CCNet).parameters
+        fix = [f"model.kwargs.{k}={src_kwargs.get(k, defaults[k].default)}"
+               for k in _BACKBONE_SHAPE_KWARGS
+               if src_kwargs.get(k, defaults[k].default)
+               != (model_kwargs or {}).get(k, defaults[k].default)]
+        name = src_model.get("name", "?")
         raise CheckpointError(
             f"model.init_from={path}: {len(bad)} backbone tensors are missing or of another shape "
-            f"(e.g. {bad[0]}); the checkpoint holds a {src_model.get('name', '?')} built with "
-            f"model.kwargs {src_kwargs}: set the same depth and backbone options (e.g. "
-            f"model.kwargs.stem={src_kwargs.get('stem', 'torchvision')})"
+            f"(e.g. {bad[0]}); the checkpoint holds a {name} built with {src_kwargs}: "
+            + (f"set {', '.join(fix)} to match" if fix else f"use the depth of its {name}")
         )
     report: dict[str, list[str]] = {"loaded": [], "reinitialised": [], "missing": [], "unused": []}
     take = {}
