@@ -204,6 +204,9 @@ def test_resolve_device():
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError):
         resolve_device("tpu9")
+    for meta in ("meta", torch.device("meta")):  # a device without data: no masks to compute
+        with pytest.raises(ValueError, match="holds no data"):
+            resolve_device(meta)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cpu"):
             resolve_device("cuda")

@@ -99,6 +99,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             dev = torch.device(device)
         except RuntimeError as exc:
             raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no data (shapes only); use auto, cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but no usable GPU is available; use --device cpu")
     return dev
