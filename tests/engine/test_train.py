@@ -238,6 +238,19 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
         train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
 
 
+def test_resume_with_nothing_to_train_keeps_the_runs_config(tmp_path: Path) -> None:
+    """config.yaml says what trained the weights: a resume that trains nothing (already at
+    schedule.iterations) does not replace it with its own overrides."""
+    common = ("eval.interval=0", "eval.at_end=false", "data.kwargs.num_frames=2",
+              "schedule.iterations=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common))
+    before = (out / "config.yaml").read_text()
+    train(tiny_cfg(out, *common, "optim.lr=0.5"), resume=True)
+    assert (out / "config.yaml").read_text() == before
+    assert load_checkpoint(out / "last.pt")["iteration"] == 2
+
+
 def test_a_failed_start_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
     """A resume or an overwrite with a config that cannot train (class weights for another
     class count) fails before it writes: the earlier run's config.yaml, metrics and

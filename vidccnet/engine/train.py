@@ -601,7 +601,7 @@ def _train(  # noqa: C901 - the loop, in order
         out.mkdir(parents=True, exist_ok=True)
         # a fresh start replaces an earlier run there (runtime.overwrite)
         aside = None if resume else _set_earlier_logs_aside(out)
-        if not replaced:
+        if not replaced and iteration < cfg.schedule.iterations:  # else it trains nothing
             (out / "config.yaml").write_text(config_text)
         if aside is not None:  # removed with the earlier checkpoints, at the first save
             replaced.append(aside)
