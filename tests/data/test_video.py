@@ -410,16 +410,9 @@ def test_the_main_video_stream_is_read_by_both_backends(tmp_path, backend):
         assert nearest_source(r[3], big) == 3
 
 
-@pytest.mark.parametrize("ext", ["mkv", "mp4"])
-def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
-    """A phone-style variable-frame-rate video (30 frames 33 ms apart, then 30 frames 200 ms
-    apart): all 60 frames, none reported lost, the true average rate (the MKV was reported as
-    205 frames of which 145 lost, at 30 fps)."""
+def write_vfr_video(path, src, times):
     from fractions import Fraction
 
-    src = make_frames(60, 48, 64)
-    times = np.cumsum([0] + [33 if i <= 30 else 200 for i in range(1, 60)])
-    path = tmp_path / f"vfr.{ext}"
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=30, options={"bf": "0", "g": "20"})
         s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
@@ -431,6 +424,17 @@ def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
+    """A phone-style variable-frame-rate video (30 frames 33 ms apart, then 30 frames 200 ms
+    apart): all 60 frames, none reported lost, the true average rate (the MKV was reported as
+    205 frames of which 145 lost, at 30 fps)."""
+    src = make_frames(60, 48, 64)
+    times = np.cumsum([0] + [33 if i <= 30 else 200 for i in range(1, 60)])
+    path = tmp_path / f"vfr.{ext}"
+    write_vfr_video(path, src, times)
     from vidccnet.writer import parse_frame_bound
 
     with open_video(path) as r:
@@ -441,6 +445,21 @@ def test_variable_frame_rate_video_is_whole_at_its_average_rate(tmp_path, ext):
         assert parse_frame_bound("3s", r.fps, "start", r.index_at) == 40  # 2.99 s
         assert parse_frame_bound("0.5s", r.fps, "start", r.index_at) == 15  # 0.495 s
         assert parse_frame_bound("7", r.fps, "start", r.index_at) == 7
+
+
+def test_decord_finds_a_time_by_the_frames_timestamps(tmp_path):
+    """--start 3s with --backend decord: the frame shown at 3 s, as with PyAV (it was
+    3 x decord's average rate, frame 26 of this variable-frame-rate video)."""
+    pytest.importorskip("decord")
+    from vidccnet.writer import parse_frame_bound
+
+    times = np.cumsum([0] + [33 if i <= 30 else 200 for i in range(1, 60)])
+    write_vfr_video(tmp_path / "vfr.mp4", make_frames(60, 48, 64), times)
+    with open_video(tmp_path / "vfr.mp4", backend="decord") as r:
+        at = r.index_at
+        assert [parse_frame_bound(t, r.fps, "start", at) for t in ("3s", "0.5s", "0s")] == \
+            [40, 15, 0]
+        assert at(6.8) == 59 and at(7.0) == 59 + round(0.2 * r.fps)  # past the end: the rate
 
 
 def test_a_still_stream_larger_than_the_video_is_not_read(tmp_path):

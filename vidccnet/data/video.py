@@ -253,13 +253,8 @@ class PyAVReader(VideoReader):
         tb = self._stream.time_base
         if not self._timed or tb is None or len(self._pts) < 2:
             return int(round(seconds * self.fps))
-        target = self._pts[0] + seconds / float(tb)
-        i = bisect.bisect_left(self._pts, target)
-        if i >= len(self._pts):
-            return len(self._pts) - 1 + int(round((target - self._pts[-1]) * float(tb) * self.fps))
-        if i > 0 and target - self._pts[i - 1] <= self._pts[i] - target:
-            return i - 1
-        return i
+        return _nearest_frame(self._pts, self._pts[0] + seconds / float(tb),
+                              float(tb) * self.fps)
 
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
@@ -420,6 +415,17 @@ class PyAVReader(VideoReader):
         self._container.close()
 
 
+def _nearest_frame(starts: Sequence[float], target: float, frames_per_unit: float) -> int:
+    """Index of the frame whose start time (sorted ``starts``) is nearest to ``target``; past
+    the last one, counted on at ``frames_per_unit`` (the average rate, in the same units)."""
+    i = bisect.bisect_left(starts, target)
+    if i >= len(starts):
+        return len(starts) - 1 + int(round((target - starts[-1]) * frames_per_unit))
+    if i > 0 and target - starts[i - 1] <= starts[i] - target:
+        return i - 1
+    return i
+
+
 def _probe_rotation(path: str) -> int:
     """Display rotation (degrees) of the first video stream, read with PyAV; 0 if unknown."""
     try:
@@ -458,9 +464,18 @@ class DecordReader(VideoReader):
             raise VideoReadError(path, f"decord returns frames of shape {tuple(first.shape)}, "
                                  "not (H, W, 3) RGB; use backend='av' (--backend av)")
         self.size = (int(first.shape[0]), int(first.shape[1]))
+        self._starts: list[float] | None = None  # frame start times (s), read when needed
 
     def __len__(self) -> int:
         return len(self._vr)
+
+    def index_at(self, seconds: float) -> int:
+        """The frame shown ``seconds`` after the first one: the nearest start time in decord's
+        index (exact on a variable-frame-rate video, where ``seconds * fps`` is not)."""
+        if self._starts is None:
+            self._starts = [float(t) for t in
+                            self._vr.get_frame_timestamp(list(range(len(self))))[:, 0]]
+        return _nearest_frame(self._starts, self._starts[0] + seconds, self.fps)
 
     def _read(self, index: int) -> np.ndarray:
         try:
