@@ -8,8 +8,7 @@ itself name their config key, values must have the annotated type), and a real d
 
 from __future__ import annotations
 
-import types
-import typing
+import inspect
 from typing import Any
 
 import torch
@@ -53,7 +52,6 @@ def _dataset_params(name: str) -> dict[str, Any] | None:
     """Keyword arguments dataset ``name`` accepts, with their annotations (None: unknown
     dataset or any keyword)."""
     import importlib
-    import inspect
 
     if name.lower() not in _DATASET_CLASSES:
         return None
@@ -69,32 +67,6 @@ def _dataset_params(name: str) -> dict[str, Any] | None:
     return None if open_ended else params
 
 
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether a config value (YAML: bool, int, float, str, list, None) fits ``annotation``;
-    annotations other than bool / int / float / str / tuples / unions of them pass."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(
-            _fits(v, a) for v, a in zip(value, args))
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
-
-
 def check_dataset_kwargs(cfg: Config) -> None:
     """Check ``data.kwargs`` and ``eval.kwargs`` against the dataset's signature.
 
@@ -102,8 +74,9 @@ def check_dataset_kwargs(cfg: Config) -> None:
         ConfigError: an argument the dataset does not take (with a did-you-mean suggestion),
             one the trainer sets from its own config key (naming that key), a training-only
             one in ``eval.kwargs``, or a value of another type than the dataset's annotation.
+            Values are converted as config fields are (lists to tuples, 2.0 to 2), in place.
     """
-    from .config import _unknown_key
+    from .config import _coerce, _unknown_key
 
     params = _dataset_params(cfg.data.name)
     if params is None:
@@ -124,9 +97,8 @@ def check_dataset_kwargs(cfg: Config) -> None:
                                   f"evaluation does not use; set data.{key} for training")
             if key not in valid:
                 raise _unknown_key(name, valid)
-            if not _fits(value, accepted[key]):
-                raise ConfigError(f"config key '{name}' must be {_type_name(accepted[key])}, "
-                                  f"got {value!r}")
+            if accepted[key] is not inspect.Parameter.empty:  # as config fields: 2.0 -> 2
+                kwargs[key] = _coerce(value, accepted[key], name)
 
 
 def check_root(cfg: Config) -> None:
