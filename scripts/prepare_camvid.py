@@ -17,8 +17,10 @@ not start at frame 0 of the sequence numbering (an extract), pass `--index-offse
 frame = name index + N (the written files and the report stay in the names' numbering).
 Matches whose difference exceeds `--max-mad` are flagged `"poor": true` in the report.
 A rerun keeps the frames already written (`--overwrite` rewrites them), except for a sequence
-whose `--index-offset` changed since the report: its frames are rewritten. Frames are written
-whole (a temporary file renamed), so an interrupted run leaves no truncated frame.
+whose `--index-offset` changed since the report: its frames are rewritten. The report keeps the
+sequences of earlier runs (videos can be prepared one run at a time) and is written after each
+sequence; `--report PATH` writes a copy there too. Frames are written whole (a temporary file
+renamed), so an interrupted run leaves no truncated frame.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidccnet.cli import fail  # noqa: E402
-from vidccnet.data.camvid import SPLITS, context_frame_path, parse_camvid_name  # noqa: E402
+from vidccnet.data.camvid import (  # noqa: E402
+    SPLITS,
+    context_frame_path,
+    labelled_images,
+    parse_camvid_name,
+)
 from vidccnet.data.images import load_rgb  # noqa: E402
 from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
@@ -153,7 +160,7 @@ def prepare(args: argparse.Namespace) -> dict:
         d = segnet / split
         if not d.is_dir():
             raise PrepareError(f"'{d}' not found: --segnet must be the SegNet CamVid folder")
-        for f in sorted(d.glob("*.png")):
+        for f in labelled_images(d):
             seq, _ = parse_camvid_name(f.stem)
             images[seq].append(f)
     if not images:
@@ -173,14 +180,19 @@ def prepare(args: argparse.Namespace) -> dict:
             raise PrepareError(f"--index-offset expects SEQ=N, got {item!r}") from None
     check_videos(videos, set(images), args.backend)
     offsets = [o * args.frame_stride for o in range(-args.context_before, args.context_after + 1)]
-    report: dict = {"params": {"window": args.window, "offsets": offsets, "segnet": str(segnet)},
-                    "matches": {}, "sequences": {}, "missing_videos": {}}
-    earlier = _earlier_offsets(out)
+    report = _earlier_report(out)  # the sequences of earlier runs stay; theirs are replaced
+    report["params"] = {"window": args.window, "offsets": offsets, "segnet": str(segnet)}
+    report["matches"] = {k: m for k, m in report["matches"].items() if m.get("seq") not in videos}
+    report["missing_videos"] = {seq: len(files) for seq, files in sorted(images.items())
+                                if seq not in videos and seq not in report["sequences"]}
+    earlier = {seq: int(info.get("index_offset", 0))
+               for seq, info in report["sequences"].items()}
+    paths = [out / "frames" / "matches.json"] + ([Path(args.report)] if args.report else [])
     for seq, files in sorted(images.items()):
         if seq not in videos:
-            report["missing_videos"][seq] = len(files)
-            logger.warning("no video for sequence %s (%d labelled frames): skipped", seq,
-                           len(files))
+            if seq in report["missing_videos"]:
+                logger.warning("no video for sequence %s (%d labelled frames): skipped", seq,
+                               len(files))
             continue
         files = sorted(files, key=lambda f: parse_camvid_name(f.stem)[1])
         src = None
@@ -226,21 +238,23 @@ def prepare(args: argparse.Namespace) -> dict:
         src.close()
         logger.info("%s: %d labelled frames matched, offsets %s, %d frames written", seq,
                     len(files), dict(sorted(hist.items())), written)
-    path = Path(args.report) if args.report else out / "frames" / "matches.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, report, indent=1)
+        for path in paths:  # after each sequence: a run stopped later keeps it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, report, indent=1)
     return report
 
 
-def _earlier_offsets(out: Path) -> dict[str, int]:
-    """The index offset each sequence's frames were written with by an earlier run (its report
-    in the default place), {} when there is none or it cannot be read."""
+def _earlier_report(out: Path) -> dict:
+    """The report of earlier runs in the dataset's place (matches and sequences), empty when
+    there is none or it cannot be read."""
     path = out / "frames" / "matches.json"
     try:
-        seqs = json.loads(path.read_text())["sequences"]
-        return {seq: int(info.get("index_offset", 0)) for seq, info in seqs.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        report = json.loads(path.read_text())
+        if isinstance(report.get("matches"), dict) and isinstance(report.get("sequences"), dict):
+            return report
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {"matches": {}, "sequences": {}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-mad", type=float, default=20.0,
                     help="flag matches whose mean abs difference exceeds this")
     ap.add_argument("--backend", default="av", choices=["av", "decord"])
-    ap.add_argument("--report", default=None, help="report path (default OUT/frames/matches.json)")
+    ap.add_argument("--report", default=None,
+                    help="also write the report here (the dataset reads OUT/frames/matches.json)")
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing frames")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

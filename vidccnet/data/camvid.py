@@ -67,6 +67,12 @@ def context_frame_path(root: str | os.PathLike, seq: str, index: int) -> Path:
     return Path(root) / "frames" / seq / f"{index:06d}.png"
 
 
+def labelled_images(folder: Path) -> list[Path]:
+    """The frames of a SegNet split folder: .png or .PNG, not macOS '._' files; sorted."""
+    return sorted(f for f in folder.iterdir()
+                  if f.suffix.lower() == ".png" and not f.name.startswith("."))
+
+
 def _load_label(path: Path) -> np.ndarray:
     stored = check_label_values(load_index_png(path), NUM_CLASSES + 1, path, "CamVid")  # 11: void
     return remap_camvid_label(stored)
@@ -101,9 +107,7 @@ class CamVid(Dataset):
                 raise FileNotFoundError(
                     f"CamVid folders '{img_dir}' and '{ann_dir}' not found: ROOT must be the "
                     "SegNet CamVid folder (train/, trainannot/, val/, ... )")
-            pngs = (f for f in img_dir.iterdir()  # .png or .PNG; not macOS '._' files
-                    if f.suffix.lower() == ".png" and not f.name.startswith("."))
-            for f in sorted(pngs):
+            for f in labelled_images(img_dir):
                 parse_camvid_name(f.stem)
                 annot = ann_dir / f.name
                 if not annot.is_file():
@@ -113,6 +117,7 @@ class CamVid(Dataset):
             raise FileNotFoundError(
                 f"no CamVid images (*.png) in split {split!r} under '{self.root}'")
         self.matches = self._load_matches()
+        self._warn_unmatched_frames()
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
@@ -129,6 +134,18 @@ class CamVid(Dataset):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"'{p}' is not a matches report of scripts/prepare_camvid.py "
                              f"({exc}); run the script again or remove the file") from None
+
+    def _warn_unmatched_frames(self) -> None:
+        """Frames of a sequence on disk without its matches: read by the names' index."""
+        matched = {parse_camvid_name(k)[0] for k in self.matches}
+        seqs = sorted({parse_camvid_name(n)[0] for n, _, _ in self.items} - matched)
+        unmatched = [s for s in seqs if (self.root / "frames" / s).is_dir()]
+        if unmatched:
+            logger.warning("CamVid: frames/%s on disk but frames/matches.json has no matches "
+                           "for %s: its frames are taken at the index in the names, one frame "
+                           "off for some sequences; rerun scripts/prepare_camvid.py with %s",
+                           ", frames/".join(unmatched), "them" if len(unmatched) > 1 else "it",
+                           "their videos" if len(unmatched) > 1 else "its video")
 
     def sequence_index(self, name: str) -> tuple[str, int]:
         """(sequence, 30 fps frame index) of a labelled frame: the pixel-matched index when
@@ -214,25 +231,27 @@ class CamVid(Dataset):
         """
         before, after = self.eval_context()
         offsets = [o * self.frame_stride for o in range(-before, after + 1)]
-        videos: list[EvalVideo] = []
-        stretch_items = []
-        for name, image, annot in self.items:
-            if stretch and self._in_stretch(name):
-                stretch_items.append((name, image, annot))
-                continue
-            videos.append(EvalVideo(
+
+        def single(name: str, image: Path, annot: Path) -> EvalVideo:
+            return EvalVideo(
                 name=name, num_frames=len(offsets),
-                load_frame=lambda i, n=name, im=image: self._context_frames(
-                    n, im, [offsets[i]], warn=offsets[i] in self.offsets)[0],
-                load_label=lambda i, a=annot: _load_label(a),
-                labelled=[before], consecutive=False))
+                load_frame=lambda i: self._context_frames(
+                    name, image, [offsets[i]], warn=offsets[i] in self.offsets)[0],
+                load_label=lambda i: _load_label(annot),
+                labelled=[before], consecutive=False)
+
+        stretch_items = [it for it in self.items if stretch and self._in_stretch(it[0])]
+        videos = [single(*it) for it in self.items if it not in stretch_items]
         if stretch_items:
-            videos.append(self._stretch_video(stretch_items, before, after))
+            video = self._stretch_video(stretch_items, before, after)
+            videos += [video] if video is not None else [single(*it) for it in stretch_items]
         return videos
 
     def _stretch_video(
         self, items: list[tuple[str, Path, Path]], before: int, after: int
-    ) -> EvalVideo:
+    ) -> EvalVideo | None:
+        """The stretch as one consecutive EvalVideo; None when frame_stride does not divide
+        the spacing of its labelled frames (no clip of training's spacing would fit)."""
         idx = {name: self.sequence_index(name)[1] for name, _, _ in items}
         first, last = min(idx.values()), max(idx.values())
         by_index = {idx[name]: (image, annot) for name, image, annot in items}
@@ -242,9 +261,9 @@ class CamVid(Dataset):
         s = self.frame_stride
         if have_frames and any((i - first) % s for i in by_index):
             logger.warning("CamVid: frame_stride %d does not divide the spacing of the %s "
-                           "stretch's labelled frames; its eval video uses stride 1", s,
-                           STRETCH_SEQ)
-            s = 1
+                           "stretch's labelled frames: each is evaluated in its own clip (no "
+                           "mVC over the stretch)", s, STRETCH_SEQ)
+            return None
         if not have_frames:
             logger.warning("CamVid: context frames of the %s stretch are missing; the stretch "
                            "holds its labelled frames only (15 Hz)", STRETCH_SEQ)
@@ -259,6 +278,8 @@ class CamVid(Dataset):
 
         def load_frame(j: int) -> np.ndarray:
             i = lo + j * s
+            if i in by_index:  # the image its label was drawn on, as in training clips
+                return load_rgb(by_index[i][0])
             p = context_frame_path(self.root, STRETCH_SEQ, i)
             while not p.is_file() and i != first:  # padding at the ends: nearest inwards
                 i += 1 if i < first else -1
