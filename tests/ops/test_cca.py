@@ -57,7 +57,7 @@ def _spread_inputs(shape, dtype, seed=0):
 def assert_close(actual, expected, tol, what=""):
     """Elementwise |a - b| <= tol + tol * |b| against the float64 `expected`."""
     a, b = actual.double(), expected.double()
-    bad = (a - b).abs() > tol + tol * b.abs()
+    bad = ~((a - b).abs() <= tol + tol * b.abs())  # NaN is off too
     worst = ((a - b).abs() / (tol + tol * b.abs())).max().item()
     assert not bad.any(), f"{what}: {int(bad.sum())} elements off, worst {worst:.3g}x the tolerance"
 
@@ -309,3 +309,23 @@ def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
     q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float32)
     with pytest.raises(RuntimeError, match="triton backend cannot run here"):
         criss_cross_attention(q, k, v, backend="triton")
+
+
+def test_assert_close_fails_on_nan():
+    with pytest.raises(AssertionError):
+        assert_close(torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, 1.0]), 1e-5)
+
+
+def test_cca_reference_checks_its_inputs():
+    """The public reference op returned outputs of v's batch and lse of q's for mismatched
+    inputs, silently."""
+    from vidccnet.ops import cca_reference
+
+    q = torch.randn(2, 4, 3, 4, 5)
+    for v, words in ((torch.randn(1, 6, 3, 4, 5), "v must match q"),
+                     (torch.randn(2, 6, 1, 4, 5), "v must match q"),
+                     (torch.randn(2, 6, 3, 4, 5, dtype=torch.float64), "one dtype")):
+        with pytest.raises((ValueError, TypeError), match=words):
+            cca_reference(q, q, v)
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
+        cca_reference(q[:, :, 0], q[:, :, 0], q[:, :, 0])

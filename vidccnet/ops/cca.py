@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .export import cca_export
-from .reference import cca_reference, cca_reference_backward
+from .reference import _check_inputs, cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
 ENV_VAR = "VIDCCNET_CCA_BACKEND"
@@ -80,30 +80,6 @@ def resolve_backend(
             chosen = f" (chosen by {ENV_VAR}=triton)" if from_env else ""
             raise RuntimeError(f"the triton backend{chosen} cannot run here: {why}; {way}")
     return backend
-
-
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    if q.dim() not in (4, 5) or k.dim() != q.dim() or v.dim() != q.dim():
-        raise ValueError(
-            f"expected q, k, v of shape (B, C, T, H, W) or (B, C, H, W), all the same rank; "
-            f"got {shapes}"
-        )
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape (B, Cqk, ...); got {shapes}")
-    if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
-        raise ValueError(f"v must match q in batch and in (T, H, W); got {shapes}")
-    if min(q.shape) == 0 or v.shape[1] == 0:
-        raise ValueError(f"empty input: {shapes}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
 
 
 def _check_scale(scale: float | Tensor) -> float:

@@ -309,6 +309,30 @@ class _ReferenceFunction(torch.autograd.Function):
         return (*grads, None)
 
 
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.dim() not in (4, 5) or k.dim() != q.dim() or v.dim() != q.dim():
+        raise ValueError(
+            f"expected q, k, v of shape (B, C, T, H, W) or (B, C, H, W), all the same rank; "
+            f"got {shapes}"
+        )
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (B, Cqk, ...); got {shapes}")
+    if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
+        raise ValueError(f"v must match q in batch and in (T, H, W); got {shapes}")
+    if min(q.shape) == 0 or v.shape[1] == 0:
+        raise ValueError(f"empty input: {shapes}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+
+
 def cca_reference(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Criss-cross attention over time line, row and column (centre counted once).
 
@@ -323,5 +347,12 @@ def cca_reference(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0) -> tuple[
 
     Half-precision inputs are computed in float32. Differentiable (analytic backward,
     `cca_reference_backward`); not twice differentiable.
+
+    Raises:
+        TypeError / ValueError: inputs of other ranks, shapes, dtypes or devices.
     """
+    _check_inputs(q, k, v)
+    if q.dim() != 5:
+        raise ValueError(f"cca_reference takes (B, C, T, H, W) inputs; got {tuple(q.shape)} "
+                         "(criss_cross_attention also takes 4-D ones)")
     return _ReferenceFunction.apply(q, k, v, float(scale))
