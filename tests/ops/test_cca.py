@@ -284,6 +284,7 @@ def test_auto_uses_triton_only_for_inputs_it_takes(monkeypatch):
 
     monkeypatch.delenv("VIDCCNET_CCA_BACKEND", raising=False)
     monkeypatch.setattr(cca, "triton_status", lambda device: (True, ""))
+    monkeypatch.setattr(cca._triton_module(), "shared_memory_shortfall", lambda *a: "")
     cuda = torch.device("cuda")
     assert resolve_backend("auto", cuda, torch.float16, 64) == "triton"
     assert resolve_backend("auto", cuda, torch.float64, 64) == "reference"
@@ -294,6 +295,63 @@ def test_auto_uses_triton_only_for_inputs_it_takes(monkeypatch):
     assert resolve_backend("auto", cuda, torch.float16, 64, (256, 256), **big) == "reference"
     assert resolve_backend("auto", cuda, torch.float16, 64, (256, 256), frames=4,
                            v_channels=512) == "triton"
+
+
+def test_auto_leaves_inputs_whose_kernels_exceed_shared_memory_to_the_reference(monkeypatch):
+    """The kernels' shared memory per block is checked against the GPU's (a Triton compile,
+    stubbed here; tests/ops/test_triton_cca.py compiles for real): 'auto' checks the backward
+    too when gradients are wanted, falls back to the reference path and warns once."""
+    import warnings
+
+    import vidccnet.ops.cca as cca
+
+    triton_cca = pytest.importorskip("vidccnet.ops.triton_cca")
+    monkeypatch.delenv("VIDCCNET_CCA_BACKEND", raising=False)
+    monkeypatch.setattr(cca, "triton_status", lambda device: (True, ""))
+    asked = []
+
+    def shortfall(device, dtype, cqk, T, H, W, cv, need=None):
+        asked.append(need)
+        return "the Triton backward kernel needs 262144 bytes (test)" if need else ""
+
+    monkeypatch.setattr(triton_cca, "shared_memory_shortfall", shortfall)
+    monkeypatch.setattr(cca, "_SHARED_MEMORY_WARNED", set())
+    cuda, shape = torch.device("cuda"), dict(frames=2, v_channels=512)
+    args = ("auto", cuda, torch.float32, 64, (90, 120))
+    assert resolve_backend(*args, **shape) == "triton"
+    with pytest.warns(UserWarning, match=r"262144 bytes \(test\): backend 'auto' uses the ref"):
+        assert resolve_backend(*args, **shape, grads=(True, False, True)) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per case
+        assert resolve_backend(*args, **shape, grads=(True, False, True)) == "reference"
+    assert asked == [None, (True, False, True), (True, False, True)]
+    # An explicit backend is not second-guessed (the kernels raise the same sentence).
+    assert resolve_backend("triton", cuda, torch.float32, 64, (90, 120), **shape,
+                           grads=(True, True, True)) == "triton"
+
+
+def test_operator_passes_the_wanted_gradients_to_the_backend_choice(monkeypatch):
+    import vidccnet.ops.cca as cca
+
+    seen = []
+
+    def resolve(backend, device, *args, grads=None, **kwargs):
+        seen.append(grads)
+        return "reference"
+
+    monkeypatch.setattr(cca, "resolve_backend", resolve)
+    q = torch.randn(1, 4, 2, 3, 5, requires_grad=True)
+    v = torch.randn(1, 6, 2, 3, 5, requires_grad=True)
+    criss_cross_attention(q, q.detach(), v)
+    with torch.no_grad():
+        criss_cross_attention(q, q.detach(), v)
+    assert seen == [(True, False, True), None]
+
+
+def test_shared_memory_is_not_limited_off_cuda():
+    triton_cca = pytest.importorskip("vidccnet.ops.triton_cca")
+    assert triton_cca.shared_memory_shortfall("cpu", torch.float32, 256, 8, 256, 256, 2048,
+                                              (True, True, True)) == ""
 
 
 def test_triton_chosen_by_the_env_var_names_it_when_it_cannot_run(monkeypatch):

@@ -191,6 +191,14 @@ def _assert_peaked(q, k, scale):
         assert span.mean().item() * scale > 3.0, f"logit span {span.mean().item() * scale:.2f}"
 
 
+def _too_large_here(q, v, need=None) -> bool:
+    """Whether these inputs' kernels (the forward's; with ``need``, the backward's too) exceed
+    this GPU's shared memory: cca_forward / cca_backward then refuse them."""
+    B, cqk, T, H, W = q.shape
+    return bool(triton_cca.shared_memory_shortfall(q.device, q.dtype, cqk, T, H, W, v.shape[1],
+                                                   need))
+
+
 def _check_against_dense(B, cqk, cv, T, H, W, scale, dtype=torch.float32, device=CPU, qk_std=None):
     tol = TOL[dtype]
     peaked = qk_std is None
@@ -198,6 +206,10 @@ def _check_against_dense(B, cqk, cv, T, H, W, scale, dtype=torch.float32, device
     q, k, v, go = _inputs(B, cqk, cv, T, H, W, dtype, device, qk_std=qk_std)
     if peaked:
         _assert_peaked(q, k, scale)
+    if _too_large_here(q, v):
+        with pytest.raises(RuntimeError, match="shared memory per block"):
+            cca_forward(q, k, v, scale)
+        return
     out, lse = cca_forward(q, k, v, scale)
     assert out.shape == v.shape and out.dtype == dtype
     assert lse.shape == (B, T, H, W) and lse.dtype == torch.float32
@@ -205,6 +217,10 @@ def _check_against_dense(B, cqk, cv, T, H, W, scale, dtype=torch.float32, device
     _close(out, ref_out, tol, "out")
     _close(lse, ref_lse, tol, "lse")
 
+    if _too_large_here(q, v, (True, True, True)):
+        with pytest.raises(RuntimeError, match="shared memory per block"):
+            cca_backward(q, k, v, out, lse, go, scale)
+        return
     dq, dk, dv = cca_backward(q, k, v, out, lse, go, scale)
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
     assert dq.dtype == dk.dtype == dv.dtype == dtype
@@ -526,58 +542,11 @@ def _nvidia_backend_reason() -> str:
     return ""
 
 
-_AOT_SCRIPT = r"""
-import sys
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource, compile as triton_compile
-from vidccnet.ops import triton_cca
-
-arch = int(sys.argv[1])
-ints = {"L", "D1", "D2", "S1", "S2", "STRIDE", "NPB", "HW", "T", "CQK", "CV", "H", "W"}
-fp32 = {"LSE": "*fp32", "DELTA": "*fp32", "DQP": "*fp32", "DKP": "*fp32", "scale": "fp32",
-        "CNT": "*i32"}
-jitted = triton_cca.jit_functions()
-# Small tiles (fast to compile): the kernels' structure, not their tuning, is checked here.
-for dtype, dot in (("fp16", tl.float16), ("bf16", tl.bfloat16), ("fp32", tl.float32)):
-    tiles = dict(BLOCK_L=16, CQK_PAD=16, BLOCK_V=16, T_PAD=2, DOT_TY=dot)
-    for raw in triton_cca._KERNEL_FNS:
-        fn = jitted[raw.__name__]
-        variants = [dict(LAST=False), dict(LAST=True)]
-        if raw.__name__ == "_fwd_fused_kernel":
-            if dtype != "fp16":
-                continue  # its lines are the two-launch variants' code, compiled below
-            tiles_f = {n: x for n, x in tiles.items() if n != "BLOCK_L"}
-            variants = [dict(BLOCK_H=16, BLOCK_W=16)]
-        if raw.__name__ == "_bwd_kernel":
-            ds_ty, ds_prec = (tl.float16, "ieee") if dtype == "fp16" else (tl.float32, "tf32")
-            if dtype == "fp32":
-                ds_prec = "ieee"
-            variants = [dict(v, NEED_DQ=True, NEED_DK=True, NEED_DV=True, NEED_DS=True,
-                             DS_TY=ds_ty, DS_PREC=ds_prec) for v in variants]
-        if dtype != "fp16":
-            variants = variants[-1:]  # the row launch (or the fused one) holds every code path
-        for consts in variants:
-            consts = {**consts, **(tiles_f if "BLOCK_H" in consts else tiles)}
-            sig = {
-                n: "constexpr" if n in consts else fp32.get(n, "i32" if n in ints else "*" + dtype)
-                for n in fn.arg_names
-            }
-            k = triton_compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
-                               options=dict(num_warps=4))
-            assert k.asm["cubin"], raw.__name__
-print("compiled", arch)
-"""
-
-
-@pytest.mark.skipif(bool(_nvidia_backend_reason()), reason=_nvidia_backend_reason() or "ok")
-def test_kernels_compile_for_sm90():
-    """GPU validity without a GPU: the kernel variants compile to sm_90 cubins.
-
-    Catches what the interpreter accepts but the compiler rejects (tl.dot shapes < 16, dtype
-    mismatches in dots, invalid casts). Runs in a subprocess without ``TRITON_INTERPRET`` (Triton
-    fixes interpreted-vs-compiled for its own library at import time).
-    """
+def _kernel_resources(tmp_path, *argv: str, **env_vars: str) -> dict:
+    """Run scripts/kernel_resources.py (an sm_90 compile of the library's launches, without a
+    GPU and without ``TRITON_INTERPRET``: Triton fixes interpreted-vs-compiled for its own
+    library at import time) and return its JSON."""
+    import json
     import subprocess
     import sys
     from pathlib import Path
@@ -585,15 +554,48 @@ def test_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(triton_cca.__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    env.update(env_vars)
+    out = tmp_path / "resources.json"
     res = subprocess.run(
-        [sys.executable, "-c", _AOT_SCRIPT, "90"],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, str(root / "scripts" / "kernel_resources.py"), *argv, "--no-autotune",
+         "--json", str(out)],
+        env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.skipif(bool(_nvidia_backend_reason()), reason=_nvidia_backend_reason() or "ok")
+def test_launches_compile_for_sm90_and_shared_memory_decides(tmp_path):
+    """GPU validity without a GPU: the launches cca_forward / cca_backward make go through
+    Triton's own launch path (argument binding, constexpr specialisation, the compile to an
+    sm_90 cubin) for every dtype; the interpreter accepts what the compiler rejects (tl.dot
+    shapes < 16, constexpr arguments passed as runtime values, dtype mismatches in dots).
+
+    And the shared-memory verdict: with a 40000-byte limit, 16-wide tiles fit and the float16
+    backward at 64-wide lines (57344 bytes on sm_90 with Triton 3.x) does not, while its
+    forward does; the message names the bytes of the first launch over the limit.
+    """
+    small, large = ["16", "16", "2", "3", "5"], ["64", "64", "2", "64", "64"]
+    report = _kernel_resources(tmp_path, "--shape", *small, "--limit", "40000")
+    assert [r["dtype"] for r in report["results"]] == ["float32", "float16", "bfloat16"]
+    for r in report["results"]:
+        assert [x["launch"] for x in r["launches"]] == ["forward", "backward", "backward"]
+        assert all(x["shared"] > 0 and x["registers"] > 0 for x in r["launches"])
+        assert r["inference"] == r["training"] == ""
+    # The two-launch forward (column, then row kernel) compiles too.
+    report = _kernel_resources(tmp_path, "--shape", *small, "--dtype", "float16",
+                               VIDCCNET_CCA_FUSED_FORWARD="0")
+    kernels = [x["kernel"] for x in report["results"][0]["launches"]]
+    assert kernels == ["_fwd_kernel", "_fwd_kernel", "_bwd_kernel", "_bwd_kernel"]
+    report = _kernel_resources(tmp_path, "--shape", *large, "--dtype", "float16",
+                               "--limit", "40000")
+    (r,) = report["results"]
+    fwd, bwd = r["launches"][0], r["launches"][1:]
+    over = [x for x in bwd if x["shared"] > 40000]
+    assert fwd["shared"] <= 40000 and over, r  # the case this test is about
+    assert r["inference"] == ""
+    assert f"needs {over[0]['shared']} bytes" in r["training"] and "allows 40000" in r["training"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,6 +638,10 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
     tol = TOL[dtype]
     _close(out, ref_out, tol, "out")
     _close(lse, ref_lse, tol, "lse")
+    if _too_large_here(q, v, (True, True, True)):  # float32 on an H100: 262144 > 232448 bytes
+        with pytest.raises(RuntimeError, match="shared memory per block"):
+            cca_backward(q, k, v, out, lse, go, 1.0)
+        pytest.skip("the backward exceeds this GPU's shared memory (refused, as checked)")
     g1 = cca_backward(q, k, v, out, lse, go, 1.0)
     g2 = cca_backward(q, k, v, out, lse, go, 1.0)
     for a, b in zip(g1, g2):

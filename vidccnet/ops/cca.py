@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -35,6 +36,26 @@ def triton_status(device: torch.device) -> tuple[bool, str]:
     return mod.triton_available(device)
 
 
+_SHARED_MEMORY_WARNED: set[str] = set()
+
+
+@torch.compiler.assume_constant_result  # torch.compile: evaluated once while tracing
+def fits_shared_memory(
+    device: torch.device, dtype: torch.dtype, head_dim: int, frames: int, frame: tuple[int, int],
+    v_channels: int, grads: tuple[bool, bool, bool] | None = None,
+) -> bool:
+    """Whether the Triton kernels for these inputs (and, given `grads`, their backward) fit the
+    GPU's shared memory; warns once per case when they do not."""
+    H, W = frame
+    why = _triton_module().shared_memory_shortfall(device, dtype, head_dim, frames, H, W,
+                                                    v_channels, grads)
+    if why and why not in _SHARED_MEMORY_WARNED:
+        _SHARED_MEMORY_WARNED.add(why)
+        warnings.warn(f"{why}: backend 'auto' uses the reference path for these inputs",
+                      stacklevel=3)
+    return not why
+
+
 def check_backend(backend: str) -> None:
     """Refuse a backend name that is not one of :data:`BACKENDS` (ValueError)."""
     if backend not in BACKENDS:
@@ -49,12 +70,15 @@ def resolve_backend(
     frame: tuple[int, int] | None = None,
     frames: int | None = None,
     v_channels: int | None = None,
+    grads: tuple[bool, bool, bool] | None = None,
 ) -> str:
     """Turn "auto" (or the env var) into a concrete backend for tensors on `device`.
 
     "auto" picks the Triton kernels on CUDA only for inputs they take (`dtype`, query/key
     width `head_dim`, frame size `frame` = (H, W), and the clip's size: `frames` = T and the
-    value width `v_channels`, when given); anything else runs on the reference path.
+    value width `v_channels`, when given) and, when all of these are given, only if the
+    kernels fit the GPU's shared memory (the backward's too for the gradients `grads` of
+    (q, k, v)); anything else runs on the reference path.
     """
     check_backend(backend)
     from_env = False
@@ -70,6 +94,9 @@ def resolve_backend(
             H, W = frame if frame is not None else (None, None)
             fits = dtype is None or head_dim is None or _triton_module().supports(
                 dtype, head_dim, H, W, frames, v_channels)
+            if fits and None not in (dtype, head_dim, frame, frames, v_channels):
+                fits = fits_shared_memory(device, dtype, head_dim, frames, frame, v_channels,
+                                          grads)
             return "triton" if fits else "reference"
         return "reference"
     if backend == "triton":
@@ -114,8 +141,9 @@ def criss_cross_attention(
     if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
         out = cca_export(q, k, v, scale)
         return out.squeeze(2) if two_d else out
+    grads = tuple(x.requires_grad for x in (q, k, v)) if torch.is_grad_enabled() else None
     name = resolve_backend(backend, q.device, q.dtype, q.shape[1], tuple(q.shape[3:]),
-                           frames=q.shape[2], v_channels=v.shape[1])
+                           frames=q.shape[2], v_channels=v.shape[1], grads=grads)
     out, _ = cca_op(q, k, v, scale, name)
     return out.squeeze(2) if two_d else out
 

@@ -471,6 +471,7 @@ def jit_functions() -> dict[str, Any]:
             fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__
         )
         rebound.__qualname__, rebound.__module__ = fn.__qualname__, fn.__module__
+        rebound.__annotations__ = dict(fn.__annotations__)  # tl.constexpr marks
         jitted[fn.__name__] = triton.jit(rebound)
         if fn in _HELPER_FNS:
             scope[fn.__name__] = jitted[fn.__name__]
@@ -500,11 +501,17 @@ def _stdlib_mode_matches(interpret: bool) -> bool:
     return isinstance(tl.zeros, InterpretedFunction) == interpret
 
 
+def _autotune_enabled() -> bool:
+    """Whether the kernels are autotuned: compiled (not interpreted) and
+    ``$VIDCCNET_CCA_AUTOTUNE`` unset or not ``0``."""
+    return not _interpret_enabled() and os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+
+
 def _kernels() -> dict[str, Any]:
     """The kernels for the current interpreter setting (cached): jitted, autotuned on a GPU
     unless ``$VIDCCNET_CCA_AUTOTUNE`` is ``0``."""
     interpret = _interpret_enabled()
-    autotune = not interpret and os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+    autotune = _autotune_enabled()
     kernels = _JIT_CACHE.get((interpret, autotune))
     if kernels is None:
         kernels = jit_functions()
@@ -707,18 +714,19 @@ def _tile_consts(cqk: int, T: int, dtype: torch.dtype) -> dict[str, Any]:
     return dict(CQK_PAD=_block(cqk), T_PAD=max(2, _next_pow2(T)), DOT_TY=_dot_type(dtype))
 
 
-def _line_launches(q: Tensor, v: Tensor) -> list[tuple[tuple[int], tuple[int, ...], dict]]:
+def _line_launches(
+    B: int, T: int, H: int, W: int, cqk: int, cv: int, dtype: torch.dtype
+) -> list[tuple[tuple[int], tuple[int, ...], dict]]:
     """The two-launch schedule (column, then row) of ``_fwd_kernel`` / ``_bwd_kernel``.
 
     Each launch is ``(grid, geometry, consts)``: ``geometry`` is the kernels' positional
     ``L, D1, D2, S1, S2, STRIDE, NPB, HW, T, CQK, CV`` (see :func:`_passes`), ``consts`` their
     constexprs (``LAST`` for the row launch) without ``BLOCK_V``.
     """
-    B, cqk, T, H, W = q.shape
     launches = []
     for i, (L, D1, D2, S1, S2, stride) in enumerate(_passes(T, H, W)):
-        geometry = (L, D1, D2, S1, S2, stride, T * H * W, H * W, T, cqk, v.shape[1])
-        consts = dict(_tile_consts(cqk, T, q.dtype), BLOCK_L=_block(L), LAST=i == 1)
+        geometry = (L, D1, D2, S1, S2, stride, T * H * W, H * W, T, cqk, cv)
+        consts = dict(_tile_consts(cqk, T, dtype), BLOCK_L=_block(L), LAST=i == 1)
         launches.append(((B * D1 * D2,), geometry, consts))
     return launches
 
@@ -731,38 +739,139 @@ def _tuning(kern: Any) -> dict[str, int]:
     return dict(BLOCK_V=block_v, num_warps=warps)
 
 
-def _launch_fused_forward(
-    qc: Tensor, kc: Tensor, vc: Tensor, out: Tensor, lse: Tensor, scale: float
-) -> None:
-    """One launch of ``_fwd_fused_kernel`` over channels-last (B, T, H, W, C) tensors.
+# A launch: (kernel, grid, positional args, keyword args).
+Launch = tuple[Any, tuple[int], tuple, dict]
 
-    Grid ``B T (W + H)``, frame-major; ``cnt`` holds one int32 counter per frame, counted up
-    by the frame's column programs, and the tile ticket; zeroed here (and by the autotuner
-    before each timed run).
+
+def _forward_launches(bufs: tuple, scale: float, shape: tuple[int, ...]) -> list[Launch]:
+    """The forward's launches.
+
+    ``bufs`` = ``(qc, kc, vc, out, lse, cnt)``: the channels-last (B, T, H, W, C) inputs and
+    output, the (B, T, H, W) fp32 lse and the int32 counters of the fused kernel (one per frame
+    and the tile ticket, zeroed); ``shape`` = ``(B, T, H, W, Cqk, Cv)``.
     """
-    B, T, H, W, cqk = qc.shape
-    cnt = torch.zeros(B * T + 1, device=qc.device, dtype=torch.int32)
-    kern = _kernels()["_fwd_fused_kernel"]
-    kern[(B * T * (W + H),)](
-        qc,
-        kc,
-        vc,
-        out,
-        lse,
-        cnt,
-        scale,
-        H,
-        W,
-        T * H * W,
-        H * W,
-        T,
-        cqk,
-        vc.shape[-1],
-        BLOCK_H=_block(H),
-        BLOCK_W=_block(W),
-        **_tile_consts(cqk, T, qc.dtype),
-        **_tuning(kern),
-    )
+    B, T, H, W, cqk, cv = shape
+    dtype = bufs[0].dtype
+    if fused_forward_enabled():
+        # Grid B T (W + H), frame-major (see the module docstring).
+        kern = _kernels()["_fwd_fused_kernel"]
+        args = (*bufs, scale, H, W, T * H * W, H * W, T, cqk, cv)
+        consts = dict(BLOCK_H=_block(H), BLOCK_W=_block(W), **_tile_consts(cqk, T, dtype))
+        return [(kern, (B * T * (W + H),), args, {**consts, **_tuning(kern)})]
+    kern = _kernels()["_fwd_kernel"]
+    return [
+        (kern, grid, (*bufs[:5], scale, *geometry), {**consts, **_tuning(kern)})
+        for grid, geometry, consts in _line_launches(B, T, H, W, cqk, cv, dtype)
+    ]
+
+
+def _backward_launches(
+    bufs: tuple, scale: float, shape: tuple[int, ...], need: tuple[bool, bool, bool]
+) -> list[Launch]:
+    """The backward's two launches (column, then row) for the gradients ``need``.
+
+    ``bufs`` = ``(qc, kc, vc, oc, doc, lse, delta, dqp, dkp, dq, dk, dv)`` (see
+    :func:`cca_backward`); ``shape`` = ``(B, T, H, W, Cqk, Cv)``.
+    """
+    need_dq, need_dk, need_dv = need
+    dtype = bufs[0].dtype
+    kern = _kernels()["_bwd_kernel"]
+    ds_ty, ds_prec = _ds_type(dtype)
+    flags = dict(NEED_DQ=need_dq, NEED_DK=need_dk, NEED_DV=need_dv, NEED_DS=need_dq or need_dk,
+                 DS_TY=ds_ty, DS_PREC=ds_prec)
+    return [
+        (kern, grid, (*bufs, scale, *geometry), {**flags, **consts, **_tuning(kern)})
+        for grid, geometry, consts in _line_launches(*shape, dtype)
+    ]
+
+
+def _launch(launches: list[Launch]) -> None:
+    for kern, grid, args, kwargs in launches:
+        kern[grid](*args, **kwargs)
+
+
+def _stand_ins(dtype: torch.dtype, need: tuple[bool, bool, bool] | None = None) -> tuple:
+    """Small CPU tensors with the dtypes of the forward's buffers (or, given ``need``, the
+    backward's): all that Triton's warm-up compile reads of them is dtype and alignment."""
+    x, f32, i32 = (torch.empty(16, dtype=dt) for dt in (dtype, torch.float32, torch.int32))
+    if need is None:
+        return (x, x, x, x, f32, i32)
+    # The dq, dk column partials of bf16 inputs are fp32 buffers (see cca_backward).
+    dqp, dkp = (f32 if dtype == torch.bfloat16 and n else x for n in need[:2])
+    return (x, x, x, x, x, f32, f32, dqp, dkp, x, x, x)
+
+
+def _compiled(launch: Launch) -> Any:
+    """A launch's kernel compiled by Triton's warm-up for the current device (the compile the
+    launch itself does, then cached); of an autotuned kernel, the config with the least shared
+    memory (the autotuner skips configs that do not fit)."""
+    kern, grid, args, kwargs = launch
+    compiled = kern.warmup(*args, grid=grid, **kwargs)
+    if not isinstance(compiled, list):
+        return compiled
+    return min(compiled, key=lambda c: c.metadata.shared)
+
+
+def _max_shared_memory(index: int) -> int:
+    """Shared memory per block (bytes) a kernel may use on CUDA device ``index``."""
+    return triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+
+
+def shared_memory_shortfall(
+    device: torch.device | str, dtype: torch.dtype, head_dim: int, T: int, H: int, W: int,
+    v_channels: int, need: tuple[bool, bool, bool] | None = None,
+) -> str:
+    """Why the kernels for these inputs do not fit the GPU's shared memory, or ``""``.
+
+    Compiles (Triton's warm-up: the launch's own compile, cached by Triton) the forward's
+    kernels and, when ``need`` names gradients, the backward's, and compares each one's shared
+    memory per block with ``device``'s limit. Large tiles exceed it: e.g. for sm_90 the
+    float32 backward of 128-position lines with Cqk = 64 needs 262144 bytes, and an H100 allows
+    232448 (see ``docs/benchmarks.md``). Always ``""`` off CUDA (the interpreter has no limit).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    need = None if need is None or not any(need) else tuple(bool(n) for n in need)
+    return _shortfall(index, dtype, head_dim, T, H, W, v_channels, need,
+                      fused_forward_enabled(), _autotune_enabled())
+
+
+@functools.lru_cache(maxsize=256)
+def _shortfall(index: int, dtype: torch.dtype, cqk: int, T: int, H: int, W: int, cv: int,
+               need: tuple[bool, bool, bool] | None, fused: bool, autotune: bool) -> str:
+    # fused and autotune (which kernels _forward_launches picks) only key the cache.
+    limit = _max_shared_memory(index)
+    shape = (1, T, H, W, cqk, cv)
+    launches = [("forward", x) for x in _forward_launches(_stand_ins(dtype), 1.0, shape)]
+    if need is not None:
+        launches += [("backward", x) for x in _backward_launches(
+            _stand_ins(dtype, need), 1.0, shape, need)]
+    with torch.cuda.device(index):  # Triton compiles for the current device
+        for what, launch in launches:
+            shared = _compiled(launch).metadata.shared
+            if shared > limit:
+                tiles = ", ".join(f"{n}={launch[3][n]}" for n in
+                                  ("BLOCK_L", "BLOCK_H", "BLOCK_W", "CQK_PAD") if n in launch[3])
+                return (
+                    f"the Triton {what} kernel for {str(dtype).replace('torch.', '')} inputs "
+                    f"with Cqk = {cqk}, Cv = {cv}, T = {T}, H = {H}, W = {W} (tiles {tiles}) "
+                    f"needs {shared} bytes of shared memory per block; this GPU allows {limit}"
+                )
+    return ""
+
+
+def _check_shared_memory(
+    q: Tensor, cv: int, need: tuple[bool, bool, bool] | None = None
+) -> None:
+    B, cqk, T, H, W = q.shape
+    reason = shared_memory_shortfall(q.device, q.dtype, cqk, T, H, W, cv, need)
+    if reason:
+        raise RuntimeError(
+            f"{reason}: use the reference backend (backend='reference', or 'auto', which "
+            "chooses it for these inputs), or a smaller frame, head_dim or a 16-bit dtype"
+        )
 
 
 def _on_inputs_device(fn: Any) -> Any:
@@ -786,7 +895,8 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
     Args:
         q, k: (B, Cqk, T, H, W), Cqk <= 256. v: (B, Cv, T, H, W). H, W <= 256. One dtype
             (float32, float16 or bfloat16), one device (CUDA, or CPU under
-            ``TRITON_INTERPRET=1``). Any strides; channels-last storage avoids a copy.
+            ``TRITON_INTERPRET=1``). Any strides; channels-last storage avoids a copy. On a
+            GPU the kernels must fit its shared memory (:func:`shared_memory_shortfall`).
         scale: multiplies the dot products before the softmax.
 
     Returns:
@@ -795,18 +905,16 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
         keys of each position.
     """
     _check_inputs(q, k, v)
-    B, _, T, H, W = q.shape
+    B, cqk, T, H, W = q.shape
     qc, kc, vc = _cl(q), _cl(k), _cl(v)  # (B, T, H, W, C)
     out = torch.empty_like(vc)  # (B, T, H, W, Cv)
     lse = torch.empty((B, T, H, W), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return _cf(out), lse
-    if fused_forward_enabled():
-        _launch_fused_forward(qc, kc, vc, out, lse, float(scale))
-        return _cf(out), lse
-    kern = _kernels()["_fwd_kernel"]
-    for grid, geometry, consts in _line_launches(q, v):
-        kern[grid](qc, kc, vc, out, lse, float(scale), *geometry, **consts, **_tuning(kern))
+    _check_shared_memory(q, v.shape[1])
+    cnt = torch.zeros(B * T + 1, device=q.device, dtype=torch.int32)  # fused forward only
+    _launch(_forward_launches((qc, kc, vc, out, lse, cnt), float(scale),
+                              (B, T, H, W, cqk, v.shape[1])))
     return _cf(out), lse
 
 
@@ -840,10 +948,11 @@ def cca_backward(
             f"out {tuple(out.shape)} and grad_out {tuple(grad_out.shape)} must have "
             f"the shape of v {tuple(v.shape)}"
         )
-    B, _, T, H, W = q.shape
+    B, cqk, T, H, W = q.shape
     if lse.shape != (B, T, H, W):
         raise ValueError(f"lse must have shape {(B, T, H, W)}, got {tuple(lse.shape)}")
-    need_dq, need_dk, need_dv = (bool(n) for n in need)
+    need = tuple(bool(n) for n in need)
+    need_dq, need_dk, need_dv = need
     qc, kc, vc = _cl(q), _cl(k), _cl(v)
     oc, doc = _cl(out.to(v.dtype)), _cl(grad_out.to(v.dtype))
     lse = lse.to(torch.float32).contiguous()
@@ -855,21 +964,10 @@ def cca_backward(
     else:
         dqp, dkp = dq, dk
     delta = torch.empty_like(lse)  # (B, T, H, W) rowsum(dO * O), written by the column launch
-    if dv.numel() and (need_dq or need_dk or need_dv):
-        kern = _kernels()["_bwd_kernel"]
-        ds_ty, ds_prec = _ds_type(q.dtype)
-        for grid, geometry, consts in _line_launches(q, v):
-            kern[grid](
-                qc, kc, vc, oc, doc, lse, delta, dqp, dkp, dq, dk, dv, float(scale), *geometry,
-                NEED_DQ=need_dq,
-                NEED_DK=need_dk,
-                NEED_DV=need_dv,
-                NEED_DS=need_dq or need_dk,
-                DS_TY=ds_ty,
-                DS_PREC=ds_prec,
-                **consts,
-                **_tuning(kern),
-            )
+    if dv.numel() and any(need):
+        _check_shared_memory(q, v.shape[1], need)
+        bufs = (qc, kc, vc, oc, doc, lse, delta, dqp, dkp, dq, dk, dv)
+        _launch(_backward_launches(bufs, float(scale), (B, T, H, W, cqk, v.shape[1]), need))
     return (
         _cf(dq) if need_dq else None,
         _cf(dk) if need_dk else None,
