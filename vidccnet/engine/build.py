@@ -153,12 +153,6 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     return list(videos)[: cfg.eval.max_videos]
 
 
-def eval_frame_stride(cfg: Config) -> int:
-    """The evaluator's clip frame spacing: ``data.frame_stride``, except for CamVid, whose
-    evaluation videos are already views of every ``frame_stride``-th frame."""
-    return 1 if cfg.data.name == "camvid" else cfg.data.frame_stride
-
-
 def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
     """``Evaluator`` keyword arguments (all but ``num_classes``) from the eval section
     (``runtime.amp`` resolved for ``device``: float32 off CUDA)."""
@@ -178,7 +172,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
         vc_windows=e.vc_windows,
         metric_convention=resolve_metric_convention(e.metric_convention, cfg.data.name),
         vc_labelled_only=e.vc_labelled_only,
-        frame_stride=eval_frame_stride(cfg),
+        frame_stride=cfg.eval_frame_stride,
     )
 
 

@@ -318,8 +318,14 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    @property
+    def eval_frame_stride(self) -> int:
+        """The evaluator's clip frame spacing: ``data.frame_stride``, except for CamVid, whose
+        evaluation videos are already views of every ``frame_stride``-th frame."""
+        return 1 if self.data.name == "camvid" else self.data.frame_stride
+
     def __post_init__(self) -> None:  # checks across sections
-        if self.data.frame_stride > 1 and self.eval.clip_stride > 1 and self.data.name != "camvid":
+        if self.eval_frame_stride > 1 and self.eval.clip_stride > 1:
             raise ConfigError(
                 f"config key 'eval.clip_stride' must be 1 with data.frame_stride="
                 f"{self.data.frame_stride}: each evaluation clip predicts one frame, got "
