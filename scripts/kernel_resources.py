@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                          if n in kwargs}
                 meta = compiled.metadata
                 row = dict(launch=what, kernel=meta.name, tiles=tiles, num_warps=meta.num_warps,
-                           shared=meta.shared, **_usage(compiled.asm["cubin"], bindir))
+                           num_stages=meta.num_stages, shared=meta.shared,
+                           **_usage(compiled.asm["cubin"], bindir))
                 rows.append(row)
                 usage = " ".join(f"{n}={row[n]}" for n in ("registers", "stack") if n in row)
-                print(f"  {what:8s} {meta.name} {tiles} warps={meta.num_warps}: "
+                print(f"  {what:8s} {meta.name} {tiles} warps={meta.num_warps} "
+                      f"stages={meta.num_stages}: "
                       f"shared={meta.shared} {usage}", flush=True)
             verdicts = {}
             for use, grads in (("inference", None), ("training", need)):

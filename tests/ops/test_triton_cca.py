@@ -542,7 +542,7 @@ def _nvidia_backend_reason() -> str:
     return ""
 
 
-def _kernel_resources(tmp_path, *argv: str, **env_vars: str) -> dict:
+def _kernel_resources(tmp_path, *argv: str, autotune: bool = False, **env_vars: str) -> dict:
     """Run scripts/kernel_resources.py (an sm_90 compile of the library's launches, without a
     GPU and without ``TRITON_INTERPRET``: Triton fixes interpreted-vs-compiled for its own
     library at import time) and return its JSON."""
@@ -557,8 +557,8 @@ def _kernel_resources(tmp_path, *argv: str, **env_vars: str) -> dict:
     env.update(env_vars)
     out = tmp_path / "resources.json"
     res = subprocess.run(
-        [sys.executable, str(root / "scripts" / "kernel_resources.py"), *argv, "--no-autotune",
-         "--json", str(out)],
+        [sys.executable, str(root / "scripts" / "kernel_resources.py"), *argv,
+         *([] if autotune else ["--no-autotune"]), "--json", str(out)],
         env=env, cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -596,6 +596,22 @@ def test_launches_compile_for_sm90_and_shared_memory_decides(tmp_path):
     assert fwd["shared"] <= 40000 and over, r  # the case this test is about
     assert r["inference"] == ""
     assert f"needs {over[0]['shared']} bytes" in r["training"] and "allows 40000" in r["training"]
+
+
+@pytest.mark.skipif(bool(_nvidia_backend_reason()), reason=_nvidia_backend_reason() or "ok")
+def test_autotuned_backward_fits_an_h100_at_256_wide_float16_lines(tmp_path):
+    """The autotuner keeps a config without software pipelining: at a 256-wide float16 line
+    the backward then fits an H100 block (232448 bytes), which the untuned 3-stage config
+    (245760 bytes on sm_90) does not; shared_memory_shortfall counts the smallest config."""
+    shape = ["16", "32", "1", "2", "256"]
+    tuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", "float16", autotune=True)
+    (r,) = tuned["results"]
+    row = r["launches"][-1]
+    assert row["tiles"]["BLOCK_L"] == 256 and row["shared"] <= 232448, row
+    assert r["training"] == "", r["training"]
+    untuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", "float16")
+    assert untuned["results"][0]["launches"][-1]["shared"] > 232448  # why the config exists
+    assert "backward" in untuned["results"][0]["training"]
 
 
 # ---------------------------------------------------------------------------------------------

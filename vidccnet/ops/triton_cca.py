@@ -91,8 +91,11 @@ GPU validity: every ``tl.dot`` has M, N, K >= 16 (``BLOCK_L`` and ``BLOCK_V`` >=
 padded to a power of two >= 16 by masked loads); fp32 dots use ``input_precision="ieee"`` (no
 TF32). Offsets inside a batch item are int32 (the host checks ``T H W C < 2**31``); the batch
 offset is int64. On CUDA ``BLOCK_V`` and ``num_warps`` are autotuned over a small Hopper set
-(:data:`GPU_CONFIGS`; ``VIDCCNET_CCA_AUTOTUNE=0`` picks ``GPU_CONFIGS[1]`` without tuning, e.g.
-for tests); the interpreter (which cannot autotune) uses :data:`CPU_CONFIG`.
+(:data:`GPU_CONFIGS`, with ``num_stages``; ``VIDCCNET_CCA_AUTOTUNE=0`` picks ``GPU_CONFIGS[1]``
+without tuning, e.g. for tests); the interpreter (which cannot autotune) uses :data:`CPU_CONFIG`.
+The autotuner skips configs whose shared memory exceeds the GPU's; :func:`shared_memory_shortfall`
+tells, before a launch, whether any config fits (the backend ``auto`` uses the reference path
+otherwise).
 
 The kernels and their device function are plain Python functions wrapped by ``triton.jit``
 lazily, on first use, for the current value of ``TRITON_INTERPRET`` (Triton fixes
@@ -135,8 +138,11 @@ __all__ = [
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_CQK = 256
 MAX_LINE = 256  # H and W: one line is one tile
-# (BLOCK_V, num_warps): autotuned on CUDA; the interpreter runs the single CPU_CONFIG.
-GPU_CONFIGS = ((64, 4), (64, 8), (128, 8))
+# (BLOCK_V, num_warps, num_stages): autotuned on CUDA; the interpreter runs the single
+# CPU_CONFIG (BLOCK_V, num_warps). Triton pipelines the Cv loops' loads over num_stages shared
+# memory buffers: the last config (no pipelining) is the one whose backward fits an H100 block
+# at 256-wide float16 lines (163840 bytes; 262144 with 3 stages; sm_90 compile).
+GPU_CONFIGS = ((64, 4, 3), (64, 8, 3), (128, 8, 3), (64, 8, 1))
 CPU_CONFIG = (64, 4)
 # --------------------------------------------------------------------------------------------
 # Kernels (plain functions; see _kernels() for the lazy triton.jit wrapping).
@@ -516,7 +522,8 @@ def _kernels() -> dict[str, Any]:
     if kernels is None:
         kernels = jit_functions()
         if autotune:
-            configs = [triton.Config({"BLOCK_V": bv}, num_warps=w) for bv, w in GPU_CONFIGS]
+            configs = [triton.Config({"BLOCK_V": bv}, num_warps=w, num_stages=st)
+                       for bv, w, st in GPU_CONFIGS]
             kernels["_fwd_kernel"] = triton.autotune(
                 configs,
                 key=["L", "T", "CQK", "CV", "LAST"],
@@ -735,8 +742,11 @@ def _tuning(kern: Any) -> dict[str, int]:
     """Launch options for kernels that are not autotuned."""
     if isinstance(kern, triton.runtime.Autotuner):
         return {}
-    block_v, warps = CPU_CONFIG if _interpret_enabled() else GPU_CONFIGS[1]
-    return dict(BLOCK_V=block_v, num_warps=warps)
+    if _interpret_enabled():
+        block_v, warps = CPU_CONFIG
+        return dict(BLOCK_V=block_v, num_warps=warps)
+    block_v, warps, stages = GPU_CONFIGS[1]
+    return dict(BLOCK_V=block_v, num_warps=warps, num_stages=stages)
 
 
 # A launch: (kernel, grid, positional args, keyword args).
