@@ -599,17 +599,20 @@ def test_launches_compile_for_sm90_and_shared_memory_decides(tmp_path):
 
 
 @pytest.mark.skipif(bool(_nvidia_backend_reason()), reason=_nvidia_backend_reason() or "ok")
-def test_autotuned_backward_fits_an_h100_at_256_wide_float16_lines(tmp_path):
-    """The autotuner keeps a config without software pipelining: at a 256-wide float16 line
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_autotuned_backward_fits_an_h100_at_256_wide_16_bit_lines(tmp_path, dtype):
+    """The autotuner keeps a config without software pipelining: at a 256-wide 16-bit line
     the backward then fits an H100 block (232448 bytes), which the untuned 3-stage config
-    (245760 bytes on sm_90) does not; shared_memory_shortfall counts the smallest config."""
+    (245760 bytes on sm_90) does not; shared_memory_shortfall counts the smallest config.
+    bfloat16 fits because its dS enters the dots as two bf16 terms (an fp32 dS: 327680 bytes
+    in every config)."""
     shape = ["16", "32", "1", "2", "256"]
-    tuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", "float16", autotune=True)
+    tuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", dtype, autotune=True)
     (r,) = tuned["results"]
     row = r["launches"][-1]
     assert row["tiles"]["BLOCK_L"] == 256 and row["shared"] <= 232448, row
     assert r["training"] == "", r["training"]
-    untuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", "float16")
+    untuned = _kernel_resources(tmp_path, "--shape", *shape, "--dtype", dtype)
     assert untuned["results"][0]["launches"][-1]["shared"] > 232448  # why the config exists
     assert "backward" in untuned["results"][0]["training"]
 
