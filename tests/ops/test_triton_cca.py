@@ -645,6 +645,23 @@ def test_gpu_matches_dense_reference(B, cqk, cv, T, H, W, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("config", triton_cca.GPU_CONFIGS, ids=lambda c: "{}-{}w-{}s".format(*c))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_every_autotune_config_matches_dense_reference(config, dtype, monkeypatch):
+    """Each config the autotuner may keep, run alone (as the untuned config), including the one
+    without pipelining on which 256-wide 16-bit lines train: exact against the dense
+    reference where it fits, refused with the shared-memory error where it does not."""
+    monkeypatch.setenv(triton_cca.AUTOTUNE_ENV, "0")
+    monkeypatch.setattr(triton_cca, "GPU_CONFIGS", (config, config))
+    triton_cca._shortfall.cache_clear()  # its verdicts are per config
+    try:
+        _check_against_dense(1, 16, 32, 2, 4, 256, 1.0, dtype=dtype, device=torch.device("cuda"))
+    finally:
+        triton_cca._shortfall.cache_clear()
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_large_vs_reference_and_deterministic(dtype):
     """CamVid-like size against the float32 reference path; bitwise repeatable backward."""
