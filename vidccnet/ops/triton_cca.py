@@ -76,10 +76,11 @@ fixed order (column, then row + time). Partials are kept in the input dtype (one
 for half precision), except the dq, dk partials of bf16 inputs, kept in fp32 buffers (``4 Cqk``
 bytes each per position). ``dS`` enters its two dots in fp16 for fp16 inputs, in fp32 for fp32
 inputs, and for bf16 inputs as two bf16 terms, ``dS = hi + lo`` (16 significant bits, two bf16
-dots each). Measured in the interpreter on the bf16 test shapes: the split gives the worst dq, dk
-errors of an fp32 ``dS`` to three digits, a single bf16 ``dS`` up to 17 % more on dk; and fp32
-``dS`` tiles of 256-wide lines need 327680 bytes of shared memory per block on sm_90 (163840
-split, with one pipelining stage), more than an H100 has. Note that Triton 3.8's interpreter
+dots each). In the interpreter the split's worst dq, dk errors equal those of an fp32 ``dS``
+within 1 %, while the hi term alone (a single bf16 ``dS``) gives up to 16 % more on dk
+(``test_bf16_split_ds_is_as_exact_as_an_fp32_ds``); and fp32 ``dS`` tiles of 256-wide lines
+need 327680 bytes of shared memory per block on sm_90 (163840 split, with one pipelining
+stage), more than an H100 has. Note that Triton 3.8's interpreter
 converts float32 to bf16 by truncation, not to nearest as a GPU does (twice the error): the
 saved ``out`` that ``Delta`` uses comes out 3x less exact than one rounding, and dq misses its
 bound by up to 38 % on small shapes (0.088 where 0.063 is allowed). The test suite gives the
@@ -144,7 +145,7 @@ MAX_LINE = 256  # H and W: one line is one tile
 # (BLOCK_V, num_warps, num_stages): autotuned on CUDA; the interpreter runs the single
 # CPU_CONFIG (BLOCK_V, num_warps). Triton pipelines the Cv loops' loads over num_stages shared
 # memory buffers: the last config (no pipelining) is the one whose backward fits an H100 block
-# at 256-wide float16 lines (163840 bytes; 262144 with 3 stages; sm_90 compile).
+# at 256-wide 16-bit lines (163840 bytes; 245760-262144 with 3 stages; docs/benchmarks.md).
 GPU_CONFIGS = ((64, 4, 3), (64, 8, 3), (128, 8, 3), (64, 8, 1))
 CPU_CONFIG = (64, 4)
 # --------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ def _bwd_kernel(
     HW, T, CQK, CV,
     LAST: tl.constexpr, NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
     NEED_DS: tl.constexpr, BLOCK_L: tl.constexpr, CQK_PAD: tl.constexpr, BLOCK_V: tl.constexpr,
-    T_PAD: tl.constexpr, DOT_TY: tl.constexpr, DS_TY: tl.constexpr, DS_SPLIT: tl.constexpr,
+    T_PAD: tl.constexpr, DOT_TY: tl.constexpr, DS_SPLIT: tl.constexpr,
 ):  # fmt: skip
     line = tl.program_id(0)
     i2 = line % D2
@@ -354,29 +355,25 @@ def _bwd_kernel(
             delta = tl.load(db + rel, mask=mask, other=0.0)
         else:
             tl.store(db + rel, delta, mask=mask)
-        # dS feeds two dots, in DS_TY: fp16 for fp16 inputs, fp32 for fp32. For bf16 (DS_SPLIT)
-        # one bf16 dS (8 significant bits) adds up to 17 % to dk's worst error, and
-        # fp32 dS tiles of a 256-wide line exceed an H100 block's shared memory: dS is split
-        # into bf16 hi + lo (16 significant bits), each dotted with the bf16 K or Q.
+        # dS feeds two dots in the dot type. For bf16 (DS_SPLIT) one bf16 dS (8 significant
+        # bits) loses accuracy and fp32 dS tiles of a 256-wide line exceed an H100 block's
+        # shared memory: dS is split into bf16 hi + lo (16 significant bits), each dotted with
+        # the bf16 K or Q.
         ds = p * (dp - delta[:, None])  # (BL, BL) fp32
         if DS_SPLIT:
-            ds_hi = ds.to(DS_TY)
-            ds_lo = (ds - ds_hi.to(tl.float32)).to(DS_TY).to(DOT_TY)
+            ds_hi = ds.to(tl.bfloat16)
+            ds_lo = (ds - ds_hi.to(tl.float32)).to(tl.bfloat16).to(DOT_TY)
             ds_hi = ds_hi.to(DOT_TY)
-            if NEED_DQ:
-                kd = k.to(DOT_TY)
-                dq = tl.dot(ds_hi, kd, input_precision="ieee")
-                dq = tl.dot(ds_lo, kd, dq, input_precision="ieee")
-            if NEED_DK:
-                qd = q.to(DOT_TY)
-                dk = tl.dot(tl.trans(ds_hi), qd, input_precision="ieee")
-                dk = tl.dot(tl.trans(ds_lo), qd, dk, input_precision="ieee")
         else:
-            ds = ds.to(DS_TY)
-            if NEED_DQ:
-                dq = tl.dot(ds, k.to(DS_TY), input_precision="ieee")
-            if NEED_DK:
-                dk = tl.dot(tl.trans(ds), q.to(DS_TY), input_precision="ieee")
+            ds_hi = ds.to(DOT_TY)
+        if NEED_DQ:
+            dq = tl.dot(ds_hi, k.to(DOT_TY), input_precision="ieee")
+            if DS_SPLIT:
+                dq = tl.dot(ds_lo, k.to(DOT_TY), dq, input_precision="ieee")
+        if NEED_DK:
+            dk = tl.dot(tl.trans(ds_hi), q.to(DOT_TY), input_precision="ieee")
+            if DS_SPLIT:
+                dk = tl.dot(tl.trans(ds_lo), q.to(DOT_TY), dk, input_precision="ieee")
     if LAST:
         # Time lines, elementwise over the rows (t', h): the row's positions as queries of the
         # keys (t', h, w) (dq) and as keys of the queries (t', h, w) (dk, dv).
@@ -721,12 +718,9 @@ def _dot_type(dtype: torch.dtype) -> Any:
     ]
 
 
-def _ds_type(dtype: torch.dtype) -> tuple[Any, bool]:
-    """Type of dS in the backward's dots (dq = dS K, dk = dS^T Q) and whether it is split into
-    two terms (bf16: hi + lo)."""
-    if dtype == torch.bfloat16:
-        return tl.bfloat16, True
-    return (tl.float16 if dtype == torch.float16 else tl.float32), False
+def _ds_split(dtype: torch.dtype) -> bool:
+    """Whether dS enters the backward's dots (dq = dS K, dk = dS^T Q) as two bf16 terms."""
+    return dtype == torch.bfloat16
 
 
 def _block(n: int) -> int:
@@ -804,9 +798,8 @@ def _backward_launches(
     need_dq, need_dk, need_dv = need
     dtype = bufs[0].dtype
     kern = _kernels()["_bwd_kernel"]
-    ds_ty, ds_split = _ds_type(dtype)
     flags = dict(NEED_DQ=need_dq, NEED_DK=need_dk, NEED_DV=need_dv, NEED_DS=need_dq or need_dk,
-                 DS_TY=ds_ty, DS_SPLIT=ds_split)
+                 DS_SPLIT=_ds_split(dtype))
     return [
         (kern, grid, (*bufs, scale, *geometry), {**flags, **consts, **_tuning(kern)})
         for grid, geometry, consts in _line_launches(*shape, dtype)
