@@ -6,8 +6,8 @@
 #
 # Steps (each under its own time limit, kill included: <= 8 min in all on one GPU):
 #   1. pytest -m gpu over tests/ (kernels vs a float64 dense reference, fp32 / fp16 / bf16; no
-#      autotuning, but each autotune config alone at 256-wide lines; the one-launch forward and the two-launch fallback; repeated runs bitwise
-#      equal; the metrics' no-host-sync check)
+#      autotuning, but each autotune config alone at 256-wide lines; the one-launch forward and
+#      the two-launch fallback; repeated runs bitwise equal; the metrics' no-host-sync check)
 #   2. scripts/bench_attention.py at the CamVid (fp16) and VSPW (bf16) shapes: the operator's
 #      backends vs dense SDPA and FlexAttention, forward and forward+backward, % of the
 #      bandwidth floor, peak memory; `triton` (one-launch forward, the default) against
