@@ -254,6 +254,25 @@ def test_errors_name_the_shapes():
         criss_cross_attention(q, k, v[:, :0])
 
 
+def test_empty_batch_gives_empty_output_and_gradients():
+    """An empty batch is a valid input (as for torch's layers): the reference path returns
+    (0, Cv, T, H, W) and empty gradients, as the Triton path does; an empty channel or
+    (T, H, W) dimension stays an error."""
+    q, k, v = (torch.randn(0, c, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+               for c in (4, 4, 5))
+    out = criss_cross_attention(q, k, v, backend="reference")
+    assert out.shape == (0, 5, 2, 3, 4)
+    out.sum().backward()
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
+    out, lse = cca_reference(q.detach(), k.detach(), v.detach())
+    assert out.shape == (0, 5, 2, 3, 4) and lse.shape == (0, 2, 3, 4)
+    assert criss_cross_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0]).shape == (0, 5, 3, 4)
+    for t, h, w in ((0, 3, 4), (2, 0, 4), (2, 3, 0)):
+        x = torch.randn(1, 4, t, h, w)
+        with pytest.raises(ValueError, match="empty input"):
+            criss_cross_attention(x, x, x, backend="reference")
+
+
 def test_scale_is_a_finite_number():
     """A learnable tensor scale would silently get no gradient (it was turned into a float):
     refused with the way to get one; a tensor without grad is taken; nan / inf refused."""

@@ -411,6 +411,15 @@ def test_empty_batch():
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
 
 
+@pytest.mark.parametrize("shape", [(1, 4, 4, 0, 3, 4), (1, 4, 4, 2, 0, 4), (1, 4, 4, 2, 3, 0),
+                                   (1, 0, 4, 2, 3, 4), (1, 4, 0, 2, 3, 4)])
+def test_empty_dimensions_other_than_the_batch_are_refused(shape):
+    """The Triton entry points check inputs as the reference path does: only B may be 0."""
+    q, k, v, _ = _inputs(*shape, qk_std=1.0)
+    with pytest.raises(ValueError, match="empty input"):
+        cca_forward(q, k, v, 1.0)
+
+
 # --- the public operator on the Triton backend (custom op, autograd, compile) -----------------
 
 
@@ -505,7 +514,7 @@ def test_input_validation():
         cca_forward(q[0], q[0], v[0], 1.0)
     with pytest.raises(ValueError, match="same shape"):
         cca_forward(q, q[:, :4], v, 1.0)
-    with pytest.raises(ValueError, match="B, T, H, W"):
+    with pytest.raises(ValueError, match="batch and in"):
         cca_forward(q, q, v[:, :, :1], 1.0)
     with pytest.raises(TypeError, match="dtype"):
         cca_forward(q.double(), q.double(), v.double(), 1.0)

@@ -310,6 +310,8 @@ class _ReferenceFunction(torch.autograd.Function):
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """What every backend requires of q, k, v: tensors of one floating dtype and device, of
+    shape (B, Cqk, [T,] H, W) / (B, Cv, [T,] H, W); B may be 0, no other dimension."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -325,7 +327,7 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q and k must have the same shape (B, Cqk, ...); got {shapes}")
     if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
         raise ValueError(f"v must match q in batch and in (T, H, W); got {shapes}")
-    if min(q.shape) == 0 or v.shape[1] == 0:
+    if min(q.shape[1:]) == 0 or v.shape[1] == 0:
         raise ValueError(f"empty input: {shapes}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")

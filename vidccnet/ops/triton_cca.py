@@ -118,6 +118,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .reference import _check_inputs as check_common
+
 try:  # Triton is optional: the reference backend covers machines without it.
     import triton
     import triton.language as tl
@@ -654,25 +656,13 @@ def supports(dtype: torch.dtype, head_dim: int, H: int | None = None, W: int | N
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """The checks of every backend (`reference._check_inputs`), then the kernels' own limits."""
     for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 5:
+        if isinstance(x, Tensor) and x.dim() != 5:
             raise ValueError(f"{name} must be 5-D (B, C, T, H, W), got shape {tuple(x.shape)}")
-        if x.dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(
-                f"{name} has dtype {x.dtype}; the Triton kernels take float32, float16 or bfloat16"
-            )
-    if q.shape != k.shape:
-        raise ValueError(
-            f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
-    if v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
-        raise ValueError(f"v {tuple(v.shape)} must match q {tuple(q.shape)} in B, T, H, W")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    check_common(q, k, v)
+    if q.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"dtype {q.dtype}: the Triton kernels take float32, float16 or bfloat16")
     _, cqk, T, H, W = q.shape
     if cqk > MAX_CQK:
         raise ValueError(
@@ -684,8 +674,6 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
             f"H = {H}, W = {W}: lines longer than {MAX_LINE} are not supported by "
             "the Triton kernels; use the reference backend"
         )
-    if cqk < 1 or v.shape[1] < 1:
-        raise ValueError(f"empty channel dimension: q {tuple(q.shape)}, v {tuple(v.shape)}")
     elements = _item_elements(T, H, W, cqk, v.shape[1])
     if elements >= 2**31:
         raise ValueError(
