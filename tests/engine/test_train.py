@@ -17,7 +17,13 @@ import torch
 import vidccnet.data as vdata
 from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint
 from vidccnet.engine.config import load_config
-from vidccnet.engine.train import EARLIER_LOGS, PolyWarmup, TrainingError, train
+from vidccnet.engine.train import (
+    EARLIER_LOGS,
+    PolyWarmup,
+    TrainingError,
+    _attention_gammas,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,6 +136,18 @@ def test_poly_warmup_schedule() -> None:
     assert f(5) == pytest.approx((1 - 0.05) ** 0.9 * (0.1 + 0.9 * 0.5))
     assert f(50) == pytest.approx(0.5**0.9)
     assert f(100) == 0.0
+
+
+def test_gamma_is_logged_only_for_an_attention_that_runs() -> None:
+    """A model built with recurrence 0 still holds the attention's parameters (checkpoints
+    stay interchangeable), but its gamma means nothing: it is not logged (it read 1.0, as if
+    the attention were in use)."""
+    from vidccnet.models import create_model
+
+    on = create_model("ccnet3d_resnet18", num_classes=3, head_channels=16, recurrence=2)
+    off = create_model("ccnet3d_resnet18", num_classes=3, head_channels=16, recurrence=0)
+    assert list(_attention_gammas(on)) == ["head.cca.cca.gamma"]
+    assert _attention_gammas(off) == {}
 
 
 def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path) -> None:

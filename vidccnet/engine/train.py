@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from vidccnet.cli import file_above
+from vidccnet.nn import RecurrentCrissCrossAttention
 
 from .amp import amp_name, autocast, resolve_amp
 from .build import (  # the builders' earlier home was this module: importable from here too
@@ -132,8 +133,12 @@ def build_criterion(cfg: Config) -> nn.Module:
 
 
 def _attention_gammas(model: nn.Module) -> dict[str, float]:
-    """The attention modules' residual weights {parameter name: value}: 0 means unused."""
-    return {n: float(p.detach()) for n, p in model.named_parameters() if n.endswith("cca.gamma")}
+    """The residual weights of the attention modules that run, {parameter name: value}: 0 means
+    unused. An RCCA with recurrence 0 keeps its parameters but never runs: left out."""
+    idle = tuple(f"{n}." for n, m in model.named_modules()
+                 if isinstance(m, RecurrentCrissCrossAttention) and m.recurrence == 0)
+    return {n: float(p.detach()) for n, p in model.named_parameters()
+            if n.endswith("cca.gamma") and not n.startswith(idle)}
 
 
 def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
