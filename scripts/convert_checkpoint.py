@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="mmseg: mmsegmentation CCNet; ccnet: the official CCNet release")
     parser.add_argument("--out", required=True, help="output vidccnet checkpoint (.pt)")
     parser.add_argument("--classes", default=None, metavar="SET",
-                        help="class names and palette: cityscapes or ade20k (default: see above)")
+                        help="class names and palette: cityscapes or ade20k (default: the mmseg "
+                        "file's meta, else cityscapes for 19 classes and ade20k for 150, "
+                        "else generic names)")
     parser.add_argument("--recurrence", type=int, default=None, metavar="R",
                         help="criss-cross attention loops the model was trained with (default: "
                         "from the mmseg config in the file, else 2; the official release has "

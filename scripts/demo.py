@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> dict:
         "masks": str(masks_dir), "overlay": str(overlay_path),
         "overlay_frame": str(out / "overlay_frame.png"), "overlay_frame_pixel_acc": gt_acc,
         "eval_dir": str(out / "eval"),
+        "plots": not args.quick,
     }
     write_json(out / "demo_summary.json", result, indent=1)
     return result
@@ -300,7 +301,8 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
         f"  validation (synthetic val videos, causal {res['clip_len']}-frame clips):",
         f"    mIoU {_pct(v['mIoU'])} %   pixel acc {_pct(v['pixel_acc'])} %   "
         f"mVC_8 {_pct(v['mVC_8'])} %   flicker {_pct(v['flicker'])} %",
-        f"    per-class IoU and plots: {res['eval_dir']}/ (eval.json, class_iou.png)",
+        f"    per-class IoU{' and plots' if res['plots'] else ''}: {res['eval_dir']}/ "
+        f"(eval.json{', class_iou.png' if res['plots'] else ''})",
         f"    with the attention switched off (every gamma = 0): mIoU "
         f"{_pct(res['val_mIoU_attention_off'])} %",
         "",

@@ -1,6 +1,6 @@
 """What does 3D criss-cross attention buy over 2D on video? A study on the synthetic world.
 
-    python scripts/study_temporal.py --jobs 2 --threads 1     # CPU: 5 variants x 3 seeds
+    python scripts/study_temporal.py --jobs 2 --threads 1     # CPU: 7 variants x 3 seeds
     python scripts/study_temporal.py --budget large           # GPU: bigger frames and nets
     python scripts/study_temporal.py --variants cca2d cca3d --seeds 0 1 2
     python scripts/study_temporal.py --report-only            # tables / plots from finished runs
@@ -108,7 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default=str(REPO / "configs" / "synthetic_study.yaml"),
                    help="base training config of every run")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="small",
-                   help="small: CPU minutes per run; large: a GPU, 10x the steps")
+                   help="small: CPU minutes per run; large: a GPU, bigger frames and "
+                        "nets, 4000 steps (small: 1600)")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="NAME",
                    help=f"subset of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,

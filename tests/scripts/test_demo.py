@@ -4,6 +4,7 @@ real trainer, evaluator and segment_video code; a second run replaces the first;
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -50,6 +51,12 @@ def test_demo_writes_everything(demo_run, capsys):
     assert strip.shape == (32 * 4, 48 * 3 * 4, 3)
     ev = json.loads((out / "eval" / "eval.json").read_text())
     assert abs(ev["metrics"]["mIoU"] - summary["val"]["mIoU"]) < 1e-9
+    # --quick writes no plots, and the summary does not announce any
+    demo = demo_run[0]
+    text = io.StringIO()
+    demo.print_summary(summary, text)
+    assert not (out / "eval" / "class_iou.png").exists()
+    assert "class_iou.png" not in text.getvalue() and "eval.json" in text.getvalue()
 
 
 def test_demo_rerun_replaces_the_earlier_demo(demo_run):
