@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, interruptible
 
 PROG = "convert_checkpoint.py"
 
@@ -61,6 +61,7 @@ def _class_names(args: argparse.Namespace, conv: object) -> tuple[list[str], lis
     return [f"class_{i}" for i in range(k)], default_palette(k), "converted", "generic"
 
 
+@interruptible(PROG, "nothing was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("src", help="source checkpoint (.pth)")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, setup_logging
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "demo.py"
@@ -323,7 +323,7 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+    setup_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:

@@ -26,7 +26,14 @@ import logging
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, file_above, interrupted, sigterm_unwinds
+from vidccnet.cli import (
+    fail,
+    file_above,
+    interrupted,
+    interruptible,
+    setup_logging,
+    sigterm_unwinds,
+)
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -57,6 +64,7 @@ def _attention_off(model, recurrence: int):
         yield n_blocks
 
 
+@interruptible("evaluate.py", "no report was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.checkpoint import CheckpointError
     from vidccnet.engine.config import ConfigError

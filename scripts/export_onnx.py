@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, missing_folder, one_line
+from vidccnet.cli import fail, interruptible, missing_folder, one_line
 
 PROG = "export_onnx.py"
 
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace, ckpt_path: Path, out: Path) -> dict:
     }
 
 
+@interruptible(PROG, "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # Standard library and numpy only until the paths are checked (fail fast, before torch loads).
-from vidccnet.cli import interrupted, one_line, sigterm_unwinds
+from vidccnet.cli import interrupted, interruptible, one_line, sigterm_unwinds
 from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
@@ -209,6 +209,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+@interruptible(PROG, "no output was written")
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)  # the stderr of this call (tests swap it)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import fail, interrupted, missing_folder, sigterm_unwinds
+from vidccnet.cli import fail, interrupted, interruptible, missing_folder, sigterm_unwinds
 from vidccnet.writer import apply_umask
 
 PROG = "show_attention.py"
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+@interruptible(PROG, "no picture was written")
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")

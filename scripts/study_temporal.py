@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, setup_logging
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "study_temporal.py"
@@ -572,7 +572,7 @@ def run_all(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s")
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         args = parse_args(argv)

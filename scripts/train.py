@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from vidccnet.cli import fail, interrupted
+from vidccnet.cli import fail, interrupted, interruptible, setup_logging
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -87,6 +87,7 @@ def _what_to_resume(out: Path | None, started: float) -> str:
             "continue that one); start again with runtime.overwrite=true")
 
 
+@interruptible("train.py", "nothing was written")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--config", required=True, help="YAML config file")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rank = int(os.environ.get("RANK", "0"))
     level = getattr(logging, args.log_level.upper(), logging.INFO) if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.config import load_config
     from vidccnet.engine.report import to_jsonable

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vidccnet.cli import missing_folder, one_line
 
 
@@ -43,3 +45,43 @@ def test_one_line_unwraps_an_error_raised_in_a_data_loader_worker():
             wrapped.reraise()
         except Exception as exc:  # noqa: BLE001 - what the trainer's caller sees
             assert one_line(exc) == " ".join(text.split()) + " (in a data loader worker)"
+
+
+@pytest.mark.parametrize("script", ["evaluate", "show_attention", "train", "export_onnx",
+                                    "convert_checkpoint", "demo"])
+def test_ctrl_c_while_the_script_imports_torch_is_one_line(load_script, script, tmp_path,
+                                                           monkeypatch, capsys):
+    """Ctrl-C in the first seconds, while a script imports torch and the library, gives the
+    same one line and exit 130 as later (it gave a 30-50 line traceback)."""
+    import builtins
+
+    ckpt = tmp_path / "x.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    argv = {
+        "evaluate": ["--checkpoint", str(ckpt)],
+        "show_attention": ["--checkpoint", str(ckpt), str(video), "--frame", "0", "--pixel",
+                           "0", "0", "--out", str(tmp_path / "a.png")],
+        "train": ["--config", "configs/synthetic_tiny.yaml"],
+        "export_onnx": [str(ckpt), "--out", str(tmp_path / "m.onnx")],
+        "convert_checkpoint": [str(ckpt), "--format", "mmseg", "--out", str(tmp_path / "o.pt")],
+        "demo": ["--out", str(tmp_path / "demo"), "--quick"],
+    }[script]
+    module = load_script(script)
+    real_import = builtins.__import__
+
+    def interrupting_import(name, *args, **kwargs):
+        if name.startswith(("vidccnet.engine", "vidccnet.data", "vidccnet.predict", "torch")):
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupting_import)
+    try:
+        rc = module.main(argv)
+    except KeyboardInterrupt:
+        rc = "KeyboardInterrupt escaped main()"
+    finally:
+        monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 130 and len(err) == 1 and "interrupted" in err[0], err

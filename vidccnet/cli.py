@@ -4,16 +4,19 @@ Ctrl-C and SIGTERM reported as one line (130, 143)."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
+Main = Callable[..., int]
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,6 +49,31 @@ def interrupted(prog: str, exc: KeyboardInterrupt, what: str) -> int:
     how = "terminated (SIGTERM)" if terminated else "interrupted"
     print(f"{prog}: {how}; {what}", file=sys.stderr)
     return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def setup_logging(level: int | str, fmt: str, datefmt: str | None = None) -> None:
+    """``logging.basicConfig`` for a script, with torch's own loggers kept at WARNING: at INFO
+    torch prints its FakeTensor cache statistics when the process exits."""
+    logging.basicConfig(level=level, format=fmt, datefmt=datefmt)
+    logging.getLogger("torch").setLevel(logging.WARNING)
+
+
+def interruptible(prog: str, what: str) -> Callable[[Main], Main]:
+    """Decorate a script's ``main(argv)``: a Ctrl-C that reaches it (one in the first seconds,
+    while torch is imported, before the script's own handlers) is reported as `interrupted`
+    does, one line and exit code 130, instead of a traceback."""
+
+    def wrap(main: Main) -> Main:
+        @functools.wraps(main)
+        def guarded(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt as exc:
+                return interrupted(prog, exc, what)
+
+        return guarded
+
+    return wrap
 
 
 def one_line(exc: BaseException) -> str:
