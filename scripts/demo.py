@@ -153,10 +153,13 @@ def prepare_out(out: Path) -> None:
     ours = ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "tb", "eval", "input", "masks",
             "overlay.mp4", "overlay_frame.png", "demo_summary.json")
     found = [out / n for n in ours if (out / n).exists()]
-    if found and not (out / DEMO_MARK).exists() and not (out / "demo_summary.json").exists():
+    demo_folder = (out / DEMO_MARK).exists() or (out / "demo_summary.json").exists()
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not demo_folder:
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
         raise UserError(
-            f"--out '{out}' holds files not written by the demo "
-            f"({', '.join(p.name for p in found)}); choose another --out or remove them"
+            f"--out '{out}' holds files not written by the demo ({shown}); choose another "
+            "--out (an empty or new folder) or remove them"
         )
     if found:
         log.info("replacing the earlier demo in %s (training starts afresh)", out)
@@ -323,14 +326,14 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         args = parse_args(argv)
         res = run(args)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted; the output folder is incomplete: run the demo again",
+              file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - expected errors become one line
         from vidccnet.engine.checkpoint import CheckpointError

@@ -108,7 +108,11 @@ def test_demo_never_deletes_what_it_did_not_write(load_script, demo_run, tmp_pat
     run.mkdir()
     for name in ("best.pt", "last.pt", "metrics.jsonl", "config.yaml"):
         (run / name).write_text(name)
+    notes = tmp_path / "notes"  # any other folder with files: not the demo's either
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
     cases = [(run, [], "not written by the demo"),
+             (notes, [], "not written by the demo"),
              (demo_out, ["--threads", "-1"], "--threads must be >= 1")]
     if not torch.cuda.is_available():
         cases.append((demo_out, ["--device", "cuda"], "no CUDA device"))
