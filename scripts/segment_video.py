@@ -87,6 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="cap on the short side for inference (shrinks only)")
     p.add_argument("--backend", choices=("av", "decord"), default="av", help="video decoder")
     p.add_argument("--start", default=None, help="first frame: index (120) or seconds (4.5s)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a folder of frames or an image (default 30): the seconds "
+                   "of --start / --end and the overlay's rate; a video file has its own")
     p.add_argument("--end", default=None, help="stop before this frame: index or seconds")
     p.add_argument("--strict", action="store_true",
                    help="fail on a truncated / corrupt video instead of keeping decoded frames")
@@ -102,6 +105,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------ inputs
 def find_checkpoint(arg: str | None) -> Path:
     """--checkpoint, else $VIDCCNET_CHECKPOINT, else runs/demo/best.pt (cwd, then repo root)."""
+    if arg == "":
+        raise UserError("--checkpoint is empty (an unset variable?); pass a .pt file, or leave "
+                        "the option out for the default model")
     for source, value in (("--checkpoint", arg),
                           ("$VIDCCNET_CHECKPOINT", os.environ.get("VIDCCNET_CHECKPOINT"))):
         if value:
@@ -153,6 +159,8 @@ def preflight(args: argparse.Namespace) -> Path:
     """Every check that needs no decoding and no torch; returns the checkpoint path."""
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.fps is not None and not (0.0 < args.fps < float("inf")):
+        raise UserError(f"--fps must be a positive number of frames per second, got {args.fps}")
     args.size = parse_size(args.size)
     if args.max_size is not None and args.max_size < SIZE_MULTIPLE:
         raise UserError(f"--max-size must be at least {SIZE_MULTIPLE} pixels, got {args.max_size}")
@@ -178,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return segmenter.write(
         args.input, args.out, overlay=args.overlay, alpha=args.alpha, fmt=args.format,
         start=args.start, end=args.end, strict=args.strict, overwrite=args.overwrite,
-        progress=False if args.quiet else None,
+        progress=False if args.quiet else None, fps=args.fps,
     )
 
 

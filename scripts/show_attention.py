@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     with open_video(args.video) as reader:
         n, (H, W) = len(reader), reader.size
         if not 0 <= args.frame < n:
-            raise ValueError(f"--frame {args.frame} is beyond the video ({n} frames: 0..{n - 1})")
+            raise ValueError(f"--frame {args.frame} is outside the video ({n} frames: 0..{n - 1})")
         y, x = args.pixel
         if not (0 <= y < H and 0 <= x < W):
             raise ValueError(f"--pixel {y} {x} is outside the {H}x{W} frame (Y < {H}, X < {W})")

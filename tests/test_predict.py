@@ -758,6 +758,17 @@ def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
     with pytest.raises(OutputPathError, match="contains"):
         check_paths(video, tmp_path / "ck", overwrite=True, protect=[tmp_path / "ck" / "m.pt"])
     check_paths(video, tmp_path / "m", overlay=tmp_path / "m" / "ov.webm")  # fine
+    for out, protect in ((tmp_path, []), (tmp_path / "ck", [tmp_path / "ck" / "m.pt"])):
+        with pytest.raises(OutputPathError) as err:
+            check_paths(video, out, overwrite=True, protect=protect)
+        assert "DIR" not in str(err.value)  # a placeholder was left in these messages
+    for src, out, ov, words in (  # an unset shell variable ("$VIDEO") is not the current folder
+        ("", tmp_path / "m", None, "input path is empty"),
+        (video, "", None, "--out path is empty"),
+        (video, tmp_path / "m", "", "--overlay path is empty"),
+    ):
+        with pytest.raises(OutputPathError, match=words):
+            check_paths(src, out, overlay=ov)
 
 
 def test_overwrite_replaces_only_an_earlier_output(tmp_path, monkeypatch):

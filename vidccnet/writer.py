@@ -155,6 +155,9 @@ def check_paths(
     Raises:
         OutputPathError: with a one-line message naming the path and what to do.
     """
+    for name, path in (("input", source), ("--out", out), ("--overlay", overlay)):
+        if path is not None and os.fspath(path) == "":
+            raise OutputPathError(f"the {name} path is empty (an unset variable?); pass a path")
     out_p = Path(os.path.expanduser(os.fspath(out)))
     out_r = _resolve(out_p)
     src_r = None
@@ -194,14 +197,14 @@ def check_paths(
             )
         if _is_within(src_r, out_r):
             raise OutputPathError(
-                f"--out '{out}' contains the input '{source}', which writing DIR would replace; "
-                "choose another output folder"
+                f"--out '{out}' contains the input '{source}', and the output replaces that "
+                "whole folder; choose another output folder"
             )
     for p in protected:
         if _is_within(p, out_r):
             raise OutputPathError(
-                f"--out '{out}' contains '{p}', which the run needs and writing DIR would "
-                "replace; choose another output folder"
+                f"--out '{out}' contains '{p}', which the run needs, and the output replaces "
+                "that whole folder; choose another output folder"
             )
     if out_p.exists() and not out_p.is_dir():
         raise OutputPathError(f"--out '{out}' exists and is not a folder; choose a folder path")
@@ -519,6 +522,13 @@ class _Progress:
             self.bar.close()
 
 
+def _is_frames(path: Path) -> bool:
+    """Whether ``path`` is a folder of frames or an image file (no frame rate of its own)."""
+    from vidccnet.data.video import IMAGE_EXTENSIONS
+
+    return path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def write_segmentation(
     segmenter: VideoSegmenter,
     source: str | os.PathLike[str] | Any,
@@ -533,6 +543,7 @@ def write_segmentation(
     overwrite: bool = False,
     progress: bool | str | None = None,
     progress_interval: float = 30.0,
+    fps: float | None = None,
 ) -> dict[str, Any]:
     """Segment ``source`` into the folder ``out`` (and the ``overlay`` video), all or nothing.
 
@@ -550,6 +561,9 @@ def write_segmentation(
         progress: None = a tqdm bar on a terminal, else a log line (INFO, logger
             ``vidccnet.writer``) with frames/s and the ETA every ``progress_interval`` seconds;
             True / "bar" = always the bar; "log" = always log lines; False = nothing.
+        fps: frame rate of a frame folder or image source (default 30): the seconds of
+            ``start`` / ``end``, ``summary.json``'s fps and the overlay's rate. A video file
+            has its own rate (passing ``fps`` for one is an error).
 
     Returns:
         The summary, also written to ``out/summary.json``.
@@ -565,6 +579,12 @@ def write_segmentation(
     if fmt not in ("png", "npz"):
         raise ValueError(f"--format must be 'png' or 'npz', got {fmt!r}")
     path_source = source if isinstance(source, (str, os.PathLike)) else None
+    if fps is not None:
+        if not 0.0 < fps < float("inf"):
+            raise ValueError(f"--fps must be a positive number of frames per second, got {fps}")
+        if path_source is None or not _is_frames(Path(path_source)):
+            raise ValueError("--fps sets the rate of a folder of frames or an image; a video "
+                             "file (or an opened reader) has its own: leave --fps out")
     # a symlinked --out / --overlay (a scratch disk): write to its target, keep the link
     out = _through_link(out)
     overlay = _through_link(overlay) if overlay is not None else None
@@ -581,7 +601,8 @@ def write_segmentation(
     staged = StagedDir(out)
     writer: OverlayWriter | None = None
     stream = None
-    reader = open_video(source, backend=segmenter.backend) if path_source is not None else source
+    reader = (open_video(source, backend=segmenter.backend, fps=fps) if path_source is not None
+              else source)
     try:
         fps = float(getattr(reader, "fps", 0.0) or 0.0)
         index_at = getattr(reader, "index_at", None)  # timestamps (PyAV), else the fps

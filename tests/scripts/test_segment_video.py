@@ -154,6 +154,29 @@ def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, cap
     assert sorted(os.listdir(tmp_path)) == ["frames", "masks"]
 
 
+def test_fps_sets_the_rate_of_a_frame_folder(script, ckpt, tmp_path, capsys):
+    """A folder of frames has no frame rate: 30 unless --fps says otherwise; --fps sets what
+    --start in seconds means, summary.json's fps and the overlay's rate. A video file keeps
+    its own rate: --fps is refused there."""
+    frames = frame_folder(tmp_path / "frames", 6, (16, 16), "f_{}.png")
+    out = tmp_path / "masks"
+    rc, err = run(script, capsys, frames, "--out", out, "--fps", "4", "--start", "0.5s",
+                  "--overlay", tmp_path / "ov.mp4", "--checkpoint", ckpt)
+    assert rc == 0, err
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["fps"], s["start"], s["frames"]) == (4.0, 2, 4)
+    with av.open(str(tmp_path / "ov.mp4")) as c:
+        assert c.streams.video[0].average_rate == 4
+    video = write_video(tmp_path / "in.mp4", 2, 16, 16)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m2", "--fps", "4",
+                  "--checkpoint", ckpt)
+    assert rc == 2 and "--fps" in err and not (tmp_path / "m2").exists()
+    for bad in ("0", "-1", "nan"):
+        rc, err = run(script, capsys, frames, "--out", tmp_path / "m3", "--fps", bad,
+                      "--checkpoint", ckpt)
+        assert rc == 2 and "--fps" in err and len(err.strip().splitlines()) == 1
+
+
 def test_truncated_video_keeps_decoded_frames_or_fails_strict(script, ckpt, tmp_path, capsys):
     full = write_video(tmp_path / "full.mkv", 10, 32, 32)
     data = full.read_bytes()
@@ -381,6 +404,18 @@ def test_no_checkpoint_says_how_to_get_one(script, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(script, "REPO_ROOT", tmp_path)
     rc, err = run(script, capsys, video, "--out", tmp_path / "masks")
     assert rc == 2 and "scripts/demo.py" in err and "--checkpoint" in err
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_an_empty_checkpoint_argument_is_not_the_default(script, ckpt, tmp_path, capsys,
+                                                          monkeypatch):
+    """`--checkpoint "$CKPT"` with CKPT unset is a mistake, not a request for the default
+    model (it silently used runs/demo/best.pt)."""
+    video = write_video(tmp_path / "in.mp4", 1, 16, 16)
+    monkeypatch.delenv("VIDCCNET_CHECKPOINT", raising=False)
+    monkeypatch.setattr(script, "DEFAULT_CHECKPOINT", ckpt)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "masks", "--checkpoint", "")
+    assert rc == 2 and "--checkpoint is empty" in err
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
 
 

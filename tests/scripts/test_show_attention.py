@@ -121,7 +121,8 @@ def test_frames_are_prepared_at_segment_videos_size(script, data, tmp_path, caps
 BAD = {  # name: (arguments changed, words in the error line); file names live in data["root"]
     "pixel_outside": ({"pixel": (H, 0)}, "outside the 20x30 frame"),
     "pixel_negative": ({"pixel": (0, -1)}, "outside the 20x30 frame"),
-    "frame_beyond": ({"frame": N}, "beyond the video (6 frames"),
+    "frame_beyond": ({"frame": N}, "is outside the video (6 frames: 0..5)"),
+    "frame_negative": ({"frame": -1}, "--frame -1 is outside the video (6 frames"),
     "missing_checkpoint": ({"checkpoint": "nope.pt"}, "not found"),
     "no_attention": ({"checkpoint": "off.pt"}, "recurrence 0"),
     "missing_video": ({"video": "missing.mp4"}, "cannot read video"),
@@ -176,7 +177,7 @@ def test_subprocess_exit_code_and_no_traceback(data, tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    assert "--frame 11 is beyond the video" in proc.stderr
+    assert "--frame 11 is outside the video" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
