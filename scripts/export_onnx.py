@@ -6,7 +6,7 @@
 
 The graph takes ``clip``: float32 (B, 3, T, H, W), RGB frames scaled to [0, 1] and normalised
 with the ImageNet mean / std (stored in the file's metadata with the class names), and returns
-``logits`` (B, K, T, H, W). B, T, H and W are dynamic (T >= 3, H, W >= 16) unless ``--static``.
+``logits`` (B, K, T, H, W). B, T, H and W are dynamic (H, W >= 16) unless ``--static``.
 ``--check`` runs the file with onnxruntime at the example shape and at another shape and
 compares with PyTorch before the file is put in place. The file is written atomically. Expected
 errors print one line on stderr and exit with code 2. docs/export.md says what runs where.
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: export failed: {one_line(exc)} (--debug shows the traceback)",
               file=sys.stderr)
         return 1
-    dims = "B, 3, T, H, W (T >= 3, H, W >= 16)" if summary["dynamic"] else str(summary["example"])
+    dims = "B, 3, T, H, W (H, W >= 16)" if summary["dynamic"] else str(summary["example"])
     msg = f"{PROG}: wrote {summary['out']} ({summary['bytes'] / 1e6:.1f} MB), clip [{dims}]"
     for c in summary["checks"]:
         msg += f"; max |onnx - torch| {c['max_abs_diff']:.2g} at {tuple(c['shape'])}"

@@ -9,10 +9,10 @@ the custom op (which has no ONNX translation). `export_onnx` adds what a deploym
 eval-mode float32 model, the named dimensions B, T, H, W kept symbolic, stable input / output
 names, an atomic write and an optional check against PyTorch with onnxruntime.
 
-Exported graphs accept B >= 1, T >= `MIN_FRAMES`, H, W >= `MIN_SIZE`. The temporal shift
-slices the T - 1 frame pairs of a clip, which makes the tracer treat T = 2 (one pair) as a
-special case, so T = 2 is excluded; for shorter clips export again with a fixed T
-(`dynamic=False` and an `example` of that length).
+Exported graphs accept B >= 1, T >= 1, H, W >= `MIN_SIZE`. The example clip of a dynamic
+export needs B >= 2 and T >= `MIN_FRAMES` (3): the exporter fixes a dimension of example size 1
+into the graph, and the temporal shift slices the T - 1 frame pairs of a clip, so an example
+with T = 2 (one pair) fixes T as well.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = ["MIN_FRAMES", "MIN_OPSET", "MIN_SIZE", "compare_onnx", "dynamic_shape
 
 logger = logging.getLogger(__name__)
 
-MIN_FRAMES = 3  # smallest clip length of a dynamic export (see the module docstring)
+MIN_FRAMES = 3  # smallest T of a dynamic export's example clip (the graph takes T >= 1)
 MIN_SIZE = 16  # smallest frame height / width of a dynamic export (2 feature rows at stride 8)
 MIN_OPSET = 18  # oldest opset torch.onnx's dynamo exporter writes (older ones: a conversion)
 DEFAULT_EXAMPLE = (2, 3, 4, 64, 64)  # (B, 3, T, H, W): B, T above the tracer's 0/1 special cases
@@ -42,7 +42,7 @@ def dynamic_shapes(max_size: int = 8192) -> dict[str, dict[int, Any]]:
     return {
         "clip": {
             0: Dim("B", min=1, max=1024),
-            2: Dim("T", min=MIN_FRAMES, max=1024),
+            2: Dim("T", min=1, max=1024),
             3: Dim("H", min=MIN_SIZE, max=max_size),
             4: Dim("W", min=MIN_SIZE, max=max_size),
         }

@@ -98,8 +98,10 @@ def test_export_matches_pytorch_with_dynamic_shapes(script, ckpt, tmp_path, caps
 
     model, _ = build_model_from_checkpoint(load_checkpoint(ckpt), "cpu")
     g = torch.Generator().manual_seed(1)
-    # the export shape (2, 3, 3, 64, 64) and others: B = 1, 3; T = 3, 5; H, W not multiples of 8
-    for shape in [(2, 3, 3, 64, 64), (1, 3, 5, 40, 56), (3, 3, 3, 17, 30)]:
+    # the export shape (2, 3, 3, 64, 64) and others: B = 1, 3; T = 1, 2, 3, 5; H, W not
+    # multiples of 8
+    for shape in [(2, 3, 3, 64, 64), (1, 3, 5, 40, 56), (3, 3, 3, 17, 30), (1, 3, 1, 24, 32),
+                  (2, 3, 2, 32, 24)]:
         clip = torch.randn(shape, generator=g)
         with torch.no_grad():
             ref = model(clip).numpy()
