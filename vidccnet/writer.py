@@ -611,7 +611,8 @@ def write_segmentation(
         if first is not None and first >= len(reader):
             raise ValueError(f"--start {start} is beyond the video's {len(reader)} frames")
         if stop is not None and stop <= (first or 0):
-            raise ValueError(f"--end {end} must come after --start {start or 0}")
+            raise ValueError(f"--end {end} (frame {stop}) must come after --start {start or 0} "
+                             f"(frame {first or 0})")
         if stop is not None and stop > len(reader):
             log.warning("--end %s is past the video's %d frames: segmenting up to its last frame",
                         end, len(reader))

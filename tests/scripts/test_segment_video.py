@@ -165,6 +165,9 @@ def test_fps_sets_the_rate_of_a_frame_folder(script, ckpt, tmp_path, capsys):
     assert rc == 0, err
     s = json.loads((out / "summary.json").read_text())
     assert (s["fps"], s["start"], s["frames"]) == (4.0, 2, 4)
+    rc, err = run(script, capsys, frames, "--out", tmp_path / "m4", "--fps", "4", "--start",
+                  "0.5s", "--end", "2", "--checkpoint", ckpt)  # seconds shown as frames
+    assert rc == 2 and "--end 2 (frame 2) must come after --start 0.5s (frame 2)" in err, err
     with av.open(str(tmp_path / "ov.mp4")) as c:
         assert c.streams.video[0].average_rate == 4
     video = write_video(tmp_path / "in.mp4", 2, 16, 16)
