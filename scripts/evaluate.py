@@ -35,6 +35,8 @@ from vidccnet.cli import (
     sigterm_unwinds,
 )
 
+log = logging.getLogger("evaluate")
+
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
     "warning and evaluation runs in float32 (CPU autocast is much slower than float32)."
@@ -132,6 +134,13 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
             from vidccnet.engine.config import config_from_dict
 
             cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
+        cap = cfg.eval.max_videos
+        if cap is not None and not any(o.split("=", 1)[0].strip() == "eval.max_videos"
+                                       for o in args.overrides):
+            log.info("evaluating every video: the config's eval.max_videos=%d (periodic "
+                     "validation during training) is not applied here; pass "
+                     "eval.max_videos=%d to evaluate the first %d only", cap, cap, cap)
+            cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_videos=None))
         device = resolve_device(args.device or cfg.runtime.device)
         if cfg.runtime.num_threads:  # as train.py does (a shared machine)
             import torch
@@ -169,7 +178,13 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)
         had_report = (out / "eval.json").is_file()  # an earlier evaluation's folder
-        videos = build_val_videos(cfg, split)
+        videos = build_val_videos(dataclasses.replace(
+            cfg, eval=dataclasses.replace(cfg.eval, max_videos=None)), split)
+        if cfg.eval.max_videos is not None and len(videos) > cfg.eval.max_videos:
+            log.warning("evaluating %d of the %d '%s' videos (eval.max_videos=%d): these are "
+                        "not the split's figures", cfg.eval.max_videos, len(videos), split,
+                        cfg.eval.max_videos)
+            videos = videos[: cfg.eval.max_videos]
         check_labelled(videos, split)
         with ablation:
             report = evaluate_and_report(

@@ -645,6 +645,38 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monke
                                                        "strip_figure3.png"]
 
 
+def test_evaluate_script_evaluates_every_video_unless_told(load_script, tmp_path: Path,
+                                                           caplog) -> None:
+    """The VSPW / folders recipes cap periodic validation (eval.max_videos: 50), and the cap
+    is in the checkpoint's config: evaluate.py took the first 50 of VSPW's 343 val videos,
+    silently. It evaluates every video unless eval.max_videos is given on its command line,
+    and then says the figures cover part of the split."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.kwargs={num_videos: 3}", "eval.max_videos=1")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    script = load_script("evaluate.py")
+    with caplog.at_level("INFO"):
+        assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "a"),
+                            "--no-plots"]) == 0
+    report = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert report["metrics"]["videos"] == 3
+    assert "eval.max_videos=1" in caplog.text and "not applied" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "b"),
+                            "--no-plots", "eval.max_videos=2"]) == 0
+    report = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert report["metrics"]["videos"] == 2
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 of the 3" in r.getMessage() for r in warned), caplog.text
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_evaluate_script_interrupted_is_one_line_and_writes_nothing(
         load_script, tmp_path: Path, monkeypatch, capsys, how: str) -> None:

@@ -237,7 +237,8 @@ class EvalConfig:
 
     ``interval`` is in iterations (0 disables periodic validation; the end of training still
     validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``.
-    ``max_videos`` limits the number of validation videos (None = all).
+    ``max_videos`` limits the number of validation videos during training (None = all);
+    ``scripts/evaluate.py`` applies it only when given on its command line.
     ``metric_convention``: "auto" (VSPW's official evaluator on ``data.name: vspw``, else
     "mmseg"), "vspw" or "mmseg" (docs/metrics.md). ``vc_labelled_only``: mVC over labelled
     pixels only, instead of VSPW's definition (which counts constant void pixels).
