@@ -192,6 +192,24 @@ def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path
     assert report["metrics"]["mIoU"] == pytest.approx(best["metrics"]["mIoU"], abs=1e-6)
 
 
+def test_a_failing_validation_loses_no_training(tmp_path: Path, monkeypatch) -> None:
+    """Validation reads files training never touched (a bad val mask): when it fails at a
+    checkpoint step, last.pt of that step is already written (the run lost it before, and
+    again on every resume), and a resume has nothing left to train."""
+    import vidccnet.engine.evaluate as ev
+
+    def broken(self, model, videos):
+        raise ValueError("video 'v': a bad mask")
+
+    cfg = tiny_cfg(tmp_path / "run", "schedule.iterations=2", "runtime.ckpt_interval=100",
+                   "eval.interval=0")
+    monkeypatch.setattr(ev.Evaluator, "run", broken)
+    with pytest.raises(ValueError, match="bad mask"):
+        train(cfg)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["iteration"] == 2 and not (tmp_path / "run" / "best.pt").exists()
+
+
 @pytest.mark.parametrize("log_interval", [1, 2])
 def test_exact_resume_is_bit_identical(tmp_path: Path, log_interval: int) -> None:
     """Weights, optimizer state and the logged losses; with a log interval the checkpoint

@@ -658,6 +658,15 @@ def _train(  # noqa: C901 - the loop, in order
                     "no best yet: no finite mIoU" if best_miou is None else f"best {best_miou:.4f}")
         return {**res, "improved": improved}
 
+    def save_last(step: int, val: dict | None) -> None:
+        """last.pt at ``step``, with the latest validation's figures (collective)."""
+        metrics = {"loss": last_loss}
+        if val is not None:
+            metrics.update({k: val.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
+        state = checkpoint_state(step, metrics)
+        if info.is_main:
+            save("last.pt", state)
+
     def checkpoint_state(step: int, metrics: dict) -> dict:
         rng = all_gather_objects(capture_rng_state())  # collective: every rank calls it
         return {
@@ -829,19 +838,17 @@ def _train(  # noqa: C901 - the loop, in order
 
             do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
                 iteration == total and cfg.eval.at_end)
+            ckpt_step = iteration % rt.ckpt_interval == 0 or iteration == total
             if do_val:
+                if ckpt_step:  # validation reads files training did not: if it fails, the
+                    save_last(iteration, val_metrics)  # steps trained are kept
                 val_metrics = validate(iteration)
                 if val_metrics["improved"]:
                     state = checkpoint_state(iteration, val_metrics)
                     if info.is_main:
                         save("best.pt", state)
-            if iteration % rt.ckpt_interval == 0 or iteration == total:
-                metrics = {"loss": last_loss}
-                if val_metrics is not None:
-                    metrics.update({k: val_metrics.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
-                state = checkpoint_state(iteration, metrics)
-                if info.is_main:
-                    save("last.pt", state)
+            if ckpt_step:
+                save_last(iteration, val_metrics)
     if writer is not None:
         writer.close()
     barrier()
