@@ -79,6 +79,23 @@ def test_dense_videos_keep_every_anchor_and_are_consecutive(tmp_path):
     assert VSPW(tmp_path, "train").eval_videos()[0].consecutive
 
 
+def test_a_video_missing_masks_warns_that_it_leaves_the_temporal_figures(tmp_path, caplog):
+    """VSPW ships a mask for every image: a missing one (a partial download) takes the video
+    out of mVC / flicker, which VSPW's own evaluator would count. That was an info line about
+    the split; it is a warning naming the video and a missing file."""
+    _write_video(tmp_path, "v1", 5, seed=1)  # frame 2 (00000010.png) without its mask
+    _write_video(tmp_path, "v2", 3, seed=2)
+    Image.fromarray(np.zeros((20, 24), np.uint8), mode="L").save(
+        tmp_path / "data" / "v2" / "mask" / "00000010.png")  # v2: every mask
+    (tmp_path / "val.txt").write_text("v1\nv2\n")
+    with caplog.at_level("WARNING", logger="vidccnet"):
+        videos = VSPW(tmp_path, "val").eval_videos()
+    assert [v.consecutive for v in videos] == [False, True]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "'v1'" in warned[0] and "00000010.png" in warned[0] and "mVC" in warned[0]
+
+
 def test_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.txt"):
         VSPW(tmp_path, "train")

@@ -146,6 +146,7 @@ class VideoFolders(Dataset):
     title = "folders dataset"  # in messages
     layout_hint = " (see docs/design.md, 'Your own data')"
     warn_binary_masks = True  # masks holding only 0 and 255 are probably 0 / 255 exports
+    masks_every_frame = False  # True: a frame without its mask is a defect worth a warning
     ignore_index = IGNORE_INDEX
 
     def __init__(
@@ -374,6 +375,14 @@ class VideoFolders(Dataset):
             def load_label(i: int, name=name, files=files) -> np.ndarray:
                 return self._load_mask(self.mask_path(name, files[i]))
 
+            if self.masks_every_frame and 0 < len(labelled) < len(files):
+                missing = next(f for f in files if not self.has_mask(name, f))
+                logger.warning(
+                    "%s video '%s' has no mask for %d of its %d frames (e.g. '%s'), but %s "
+                    "masks every frame: an incomplete download? Its labelled frames count in "
+                    "mIoU, but the video is left out of mVC and flicker", self.title, name,
+                    len(files) - len(labelled), len(files), self.mask_path(name, missing),
+                    self.title)
             out.append(EvalVideo(name=name, num_frames=len(files), load_frame=load_frame,
                                  load_label=load_label, labelled=labelled,
                                  consecutive=len(labelled) == len(files)))

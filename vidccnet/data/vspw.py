@@ -66,6 +66,7 @@ class VSPW(VideoFolders):
     title = "VSPW"
     layout_hint = " (the official VSPW_480p layout)"
     warn_binary_masks = False
+    masks_every_frame = True  # the release has a mask for every image
     class_names = CLASS_NAMES
     palette = PALETTE
     num_classes = NUM_CLASSES
