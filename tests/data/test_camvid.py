@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +127,35 @@ def test_missing_context_falls_back_to_the_labelled_frame(camvid_raw, caplog):
     with caplog.at_level(logging.WARNING):
         item = ds[0]
         ds[1]
-    assert sum("context frames missing" in r.message for r in caplog.records) == 1
+    assert sum("context frame" in r.message and "not found" in r.message
+               for r in caplog.records) == 1
     assert item["clip"].shape == (3, 4, 32, 32)
     frames = item["clip"]
     for t in range(4):  # every frame repeats the labelled one (same augmentation)
         assert np.array_equal(frames[:, t].numpy(), frames[:, 0].numpy())
     assert (item["labels"][[0, 1, 3]] == 255).all()
+
+
+def test_context_frames_under_other_names_are_named_in_the_warning(camvid_raw, tmp_path,
+                                                                   caplog):
+    """Frames extracted by hand (ffmpeg's %06d.jpg) are not the context frames the loader
+    reads: the warning names the file it looked for and the files it found instead (it only
+    said to run prepare_camvid.py)."""
+    import shutil
+
+    root = tmp_path / "CamVid"
+    shutil.copytree(camvid_raw[0], root)
+    seq = root / "frames" / "0016E5"
+    seq.mkdir(parents=True)
+    for i in range(10, 20):
+        _save(seq / f"{i:06d}.jpg", np.zeros((48, 64, 3), np.uint8))
+    ds = CamVid(root, "test", clip_len=4, anchor="centre")
+    k = [n for n, _, _ in ds.items].index("0016E5_00014")
+    with caplog.at_level(logging.WARNING):
+        ds[k]
+    (msg,) = [r.getMessage() for r in caplog.records if "context frame" in r.getMessage()]
+    assert re.search(re.escape(str(seq)) + r"/0000\d\d\.png' not found", msg), msg
+    assert "000010.jpg" in msg and "10 files" in msg, msg
 
 
 def test_val_stretch_is_one_consecutive_video(tmp_path):

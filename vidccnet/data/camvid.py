@@ -67,6 +67,19 @@ def context_frame_path(root: str | os.PathLike, seq: str, index: int) -> Path:
     return Path(root) / "frames" / seq / f"{index:06d}.png"
 
 
+def _context_hint(folder: Path) -> str:
+    """What to do about a missing context frame of ``folder`` (ROOT/frames/<seq>)."""
+    others = sorted(f.name for f in folder.iterdir()
+                    if not re.fullmatch(r"\d{6}\.png", f.name)) if folder.is_dir() else []
+    if not others:
+        return ("Run scripts/prepare_camvid.py to extract them (its --context-before, "
+                "--context-after and --frame-stride choose which frames are extracted; match "
+                "them to the clip length, anchor and data.frame_stride).")
+    return (f"'{folder}' holds {len(others)} files named otherwise (e.g. '{others[0]}'): "
+            "context frames are <30 fps index, 6 digits>.png, as scripts/prepare_camvid.py "
+            "writes them.")
+
+
 def labelled_images(folder: Path) -> list[Path]:
     """The frames of a SegNet split folder: .png or .PNG, not macOS '._' files; sorted."""
     return sorted(f for f in folder.iterdir()
@@ -165,7 +178,7 @@ class CamVid(Dataset):
         size = image_size(image)  # (H, W); the labelled image is decoded only when used
         labelled = None
         out = []
-        missing = 0
+        missing, first_missing = 0, None
         step = self.frame_stride
         for o in offsets:
             k, frame = o, None
@@ -178,7 +191,9 @@ class CamVid(Dataset):
                                          f"labelled frame {size}: rerun "
                                          "scripts/prepare_camvid.py")
                     break
-                missing += k == o
+                if k == o:
+                    missing += 1
+                    first_missing = first_missing or p
                 k = k + step if k < 0 else k - step
                 if abs(k) < step:
                     k = 0
@@ -188,9 +203,9 @@ class CamVid(Dataset):
             out.append(frame)
         if missing and warn and not self._warned:
             self._warned = True
-            logger.warning("CamVid: context frames missing under '%s' (e.g. %d for %s); "
-                           "repeating the nearest frame. Run scripts/prepare_camvid.py to "
-                           "extract them.", self.root / "frames", missing, name)
+            logger.warning("CamVid: context frame '%s' not found (%d of the clip of %s); "
+                           "repeating the nearest frame. %s", first_missing, missing, name,
+                           _context_hint(first_missing.parent))
         return np.stack(out)
 
     def __len__(self) -> int:
