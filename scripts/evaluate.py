@@ -185,7 +185,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
                         "not the split's figures", cfg.eval.max_videos, len(videos), split,
                         cfg.eval.max_videos)
             videos = videos[: cfg.eval.max_videos]
-        check_labelled(videos, split)
+        check_labelled(videos, split, cfg.data.name)
         with ablation:
             report = evaluate_and_report(
                 model, videos, out,

@@ -211,7 +211,13 @@ def prepare(args: argparse.Namespace) -> dict:
                 if src is not None:
                     src.close()
                 src = FrameSource(videos[seq], image.shape[:2], args.backend)
-            m = match_frame(image, src, guess + shift, args.window)
+            try:
+                m = match_frame(image, src, guess + shift, args.window)
+            except PrepareError as exc:
+                raise PrepareError(
+                    f"{f.name}: {exc}; is {videos[seq]} the whole {seq} sequence? A video that "
+                    f"starts later needs --index-offset {seq}=-N (N: the name's index of its "
+                    "first frame)") from None
             m["video_index"] = m["index"]
             m["index"] -= shift  # in the names' numbering
             m.update(seq=seq, name_index=guess, offset=m["index"] - guess,

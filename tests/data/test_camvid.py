@@ -121,6 +121,20 @@ def test_prepare_camvid_finds_offsets_and_extracts_frames(load_script, camvid_ra
     assert nearest == [8, 13, 14, 15, 16, 19]
 
 
+def test_prepare_camvid_on_a_video_shorter_than_the_names_suggests_the_offset(
+        load_script, camvid_raw, tmp_path, capsys):
+    """A video that covers none of the names' frame indices (an extract that starts later)
+    gets the option that fixes it, not only 'frame index 9 is beyond the video's 3 frames'."""
+    root, raw, world, seqs, truth = camvid_raw
+    short = tmp_path / "0016E5.mp4"
+    write_video(short, seqs["0016E5"][0].frames[:3].repeat(2, axis=1).repeat(2, axis=2), fps=30,
+                codec="libx264")
+    mod = load_script("prepare_camvid")
+    rc = mod.main(["--segnet", str(root), "--out", str(tmp_path / "out"), "--videos", str(short)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--index-offset 0016E5=-N" in err[0], err
+
+
 def test_missing_context_falls_back_to_the_labelled_frame(camvid_raw, caplog):
     root, *_ = camvid_raw
     ds = CamVid(root, "test", clip_len=4, anchor="centre", augment=True, crop_size=(32, 32))

@@ -192,6 +192,21 @@ def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path
     assert report["metrics"]["mIoU"] == pytest.approx(best["metrics"]["mIoU"], abs=1e-6)
 
 
+def test_an_unlabelled_split_names_the_likely_cause() -> None:
+    """VSPW's test masks are withheld by design: no 'check its label files' there."""
+    from types import SimpleNamespace
+
+    from vidccnet.engine.train import check_labelled
+
+    videos = [SimpleNamespace(labelled=[])]
+    with pytest.raises(TrainingError, match="withholds") as err:
+        check_labelled(videos, "test", "vspw")
+    assert "label files" not in str(err.value)
+    for split, dataset in (("val", "vspw"), ("test", "folders")):
+        with pytest.raises(TrainingError, match="check its label files"):
+            check_labelled(videos, split, dataset)
+
+
 def test_a_failing_validation_loses_no_training(tmp_path: Path, monkeypatch) -> None:
     """Validation reads files training never touched (a bad val mask): when it fails at a
     checkpoint step, last.pt of that step is already written (the run lost it before, and

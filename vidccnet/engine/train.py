@@ -169,13 +169,16 @@ def _log_resume_changes(cfg: Config, ckpt: dict) -> None:
         logger.info("resuming with changed settings (the new values apply): %s", shown)
 
 
-def check_labelled(videos: list, split: str) -> None:
+def check_labelled(videos: list, split: str, dataset: str | None = None) -> None:
     """Refuse an evaluation split without a single labelled frame (its mIoU would be NaN).
 
     Raises:
         TrainingError: naming the split.
     """
     if not any(len(v.labelled) for v in videos):
+        if dataset == "vspw" and split == "test":
+            raise TrainingError("VSPW's test split has no masks: VSPW withholds them (test "
+                                "figures come from its benchmark server); evaluate on val")
         raise TrainingError(
             f"the {split!r} split has no labelled frame in its {len(videos)} videos: check its "
             "label files (names, folder, format) or choose another eval.split"
@@ -523,7 +526,7 @@ def _train(  # noqa: C901 - the loop, in order
         rng = capture_rng_state()
         val_videos = build_val_videos(cfg)
         restore_rng_state(rng)
-        check_labelled(val_videos, cfg.eval.split)
+        check_labelled(val_videos, cfg.eval.split, cfg.data.name)
 
     # model, optimisation
     from vidccnet.models.build import build_model
