@@ -159,6 +159,10 @@ def preflight(args: argparse.Namespace) -> Path:
     """Every check that needs no decoding and no torch; returns the checkpoint path."""
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
+    for flag, value in (("--clip-len", args.clip_len), ("--stride", args.stride),
+                        ("--frame-stride", args.frame_stride)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     if args.fps is not None and not (0.0 < args.fps < float("inf")):
         raise UserError(f"--fps must be a positive number of frames per second, got {args.fps}")
     args.size = parse_size(args.size)

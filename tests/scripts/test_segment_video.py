@@ -410,6 +410,14 @@ def test_no_checkpoint_says_how_to_get_one(script, tmp_path, capsys, monkeypatch
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
 
 
+@pytest.mark.parametrize("flag", ["--clip-len", "--stride", "--frame-stride"])
+def test_counts_below_one_name_the_flag(script, ckpt, tmp_path, capsys, flag):
+    """The error names the option the user typed (it said clip_len / frame_stride)."""
+    video = write_video(tmp_path / "in.mp4", 1, 16, 16)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, flag, "0")
+    assert rc == 2 and f"{flag} must be >= 1, got 0" in err, err
+
+
 def test_an_empty_checkpoint_argument_is_not_the_default(script, ckpt, tmp_path, capsys,
                                                           monkeypatch):
     """`--checkpoint "$CKPT"` with CKPT unset is a mistake, not a request for the default
