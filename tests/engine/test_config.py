@@ -142,6 +142,8 @@ def test_bad_overrides(override: str, needle: str) -> None:
         ("eval.clip_stride=0", "'eval.clip_stride' must be >= 1"),
         ("eval.interval=-1", "'eval.interval' must be >= 0"),
         ("eval.scales=[0]", "'eval.scales' must be > 0"),
+        ("eval.scales=[]", "'eval.scales' must be a non-empty list"),
+        ("eval.vc_windows=[]", "'eval.vc_windows' must be a non-empty list"),
         ("eval.max_videos=0", "'eval.max_videos' must be >= 1"),
         ("runtime.num_threads=0", "'runtime.num_threads' must be >= 1"),
         ("runtime.num_threads=-1", "'runtime.num_threads' must be >= 1"),
@@ -153,6 +155,18 @@ def test_out_of_range_values_are_refused(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert needle in str(err.value)
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a section pasted twice trained with half of its
+    settings silently dropped."""
+    p = tmp_path / "dup.yaml"
+    p.write_text("optim:\n  lr: 0.5\nmodel:\n  recurrence: 2\noptim:\n  momentum: 0.5\n")
+    with pytest.raises(ConfigError, match="'optim' twice"):
+        load_config(p)
+    p.write_text("optim:\n  lr: 0.5\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="'lr' twice"):
+        load_config(p)
 
 
 def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:

@@ -54,6 +54,21 @@ def _positive(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} twice in one section (the first would be "
+                    "ignored); merge them", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _require(key: str, value: Any, ok: bool, rule: str) -> None:
     """Refuse ``value`` unless ``ok``: ``rule`` says what the key accepts."""
     if not ok:
@@ -264,6 +279,9 @@ class EvalConfig:
         _non_negative("eval.interval", self.interval)
         for key in ("clip_len", "clip_stride", "max_videos"):
             _positive(f"eval.{key}", getattr(self, key))
+        for key in ("scales", "vc_windows"):
+            _require(f"eval.{key}", list(getattr(self, key)), len(getattr(self, key)) > 0,
+                     "a non-empty list")
         for v in self.scales:
             _require("eval.scales", list(self.scales), _finite(v) and v > 0, "> 0")
         for v in self.crop_size or ():
@@ -590,7 +608,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
                 "--config configs/synthetic_tiny.yaml"
             )
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except UnicodeDecodeError:
             raise ConfigError(
                 f"config file '{p}' is not a text file (a checkpoint?); pass the YAML config "
