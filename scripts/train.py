@@ -77,7 +77,9 @@ def _what_to_resume(out: Path | None, started: float) -> str:
     ``started``), or what the output folder holds."""
     last = out / "last.pt" if out is not None else None
     if last is None or not last.is_file():
-        logs = out is not None and (out / "metrics.jsonl").is_file()
+        from vidccnet.engine.train import never_trained
+
+        logs = out is not None and out.is_dir() and not never_trained(out)
         again = ("runtime.overwrite=true (it replaces this run's logs)" if logs
                  else "the same command")
         return f"nothing to resume (no checkpoint was written yet); start again with {again}"

@@ -207,6 +207,22 @@ def test_an_unlabelled_split_names_the_likely_cause() -> None:
             check_labelled(videos, split, dataset)
 
 
+def test_a_run_that_never_trained_a_step_does_not_block_its_rerun(tmp_path: Path) -> None:
+    """A run that fails at its first step (a label outside the classes, out of memory) or is
+    stopped before it has left config.yaml and an empty metrics.jsonl: the same command, fixed,
+    was refused ('already holds config.yaml'), as train.py's Ctrl-C line says it is not.
+    Logs of trained steps still block it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: {}\n")
+    (out / "metrics.jsonl").write_text("")
+    cfg = tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false")
+    assert train(cfg)["iteration"] == 1
+    (out / "last.pt").unlink()  # the logs of a trained step, no checkpoint
+    with pytest.raises(TrainingError, match="already holds"):
+        train(cfg)
+
+
 def test_a_failing_validation_loses_no_training(tmp_path: Path, monkeypatch) -> None:
     """Validation reads files training never touched (a bad val mask): when it fails at a
     checkpoint step, last.pt of that step is already written (the run lost it before, and

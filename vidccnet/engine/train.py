@@ -317,13 +317,30 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
         )
     elif not cfg.runtime.overwrite:
         earlier = [n for n in ("best.pt", "metrics.jsonl", "config.yaml") if (out / n).exists()]
-        if earlier:
+        if earlier and never_trained(out):
+            logger.info("%s holds %s of a run that never trained a step: replaced", out,
+                        ", ".join(earlier))
+        elif earlier:
             raise TrainingError(
                 f"output folder '{out}' already holds {', '.join(earlier)}, which a new run "
                 "replaces (no last.pt to resume from); set runtime.overwrite=true to replace "
                 "them, or choose another runtime.output_dir"
             )
     return out
+
+
+def never_trained(out: Path) -> bool:
+    """Whether ``out`` holds only what a run that stopped before its first step leaves: no
+    checkpoint and no line in ``metrics.jsonl`` (``config.yaml`` and an empty ``tb/`` may be
+    there)."""
+    if any((out / n).exists() for n in ("last.pt", "best.pt")):
+        return False
+    log = out / "metrics.jsonl"
+    try:
+        lines = log.read_text().splitlines() if log.exists() else []
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not any(line.strip() for line in lines)
 
 
 # where a fresh start with runtime.overwrite keeps the earlier run's logs (metrics.jsonl, tb/)
