@@ -293,6 +293,11 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
         train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
     with pytest.raises(CheckpointError, match="optim.name"):
         train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.name=adamw"), resume=True)
+    # so is another learning-rate multiplier: the optimizer state is per parameter group,
+    # and the groups are the multipliers (it failed later, in PyTorch's words)
+    for change in ("optim.gamma_lr_mult=10", "optim.attention_lr_mult=5"):
+        with pytest.raises(CheckpointError, match=change.split("=")[0]):
+            train(tiny_cfg(out, *common, "schedule.iterations=30", change), resume=True)
     assert load_checkpoint(out / "last.pt")["iteration"] == 24
     # ... before the dataset is read again (a full scan on VSPW)
     import vidccnet.engine.train as train_mod
@@ -303,6 +308,9 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
     monkeypatch.setattr(train_mod, "build_train_dataset", unread)
     with pytest.raises(TrainingError, match="schedule.iterations=10"):
         train(tiny_cfg(out, *common, "schedule.iterations=10"), resume=True)
+    with pytest.raises(CheckpointError, match="optim.gamma_lr_mult"):
+        train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.gamma_lr_mult=10"),
+              resume=True)
 
 
 def test_resume_with_nothing_to_train_keeps_the_runs_config(tmp_path: Path) -> None:

@@ -157,6 +157,16 @@ def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
             f"optim.name={cfg.optim.name}; their states differ (resume with "
             f"optim.name={old_name}, or start a new run)"
         )
+    for key in ("gamma_lr_mult", "attention_lr_mult"):  # they define the parameter groups
+        was = float((old.get("optim") or {}).get(key, 1.0))
+        now = float(getattr(cfg.optim, key))
+        if was != now:
+            raise CheckpointError(
+                f"--resume: {where} was trained with optim.{key}={was:g}, the config says "
+                f"{now:g}; the optimizer state is kept per parameter group, which these "
+                f"multipliers define (resume with optim.{key}={was:g}, or start a new run "
+                "with model.init_from)"
+            )
 
 
 def _log_resume_changes(cfg: Config, ckpt: dict) -> None:
