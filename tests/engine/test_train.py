@@ -923,6 +923,22 @@ def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path: Path,
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_nonfinite_loss_in_an_overwrite_run_does_not_point_at_the_earlier_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its first checkpoint an overwrite run's folder still holds the run it replaces:
+    its last.pt is not 'the last good checkpoint' of this one (--resume would continue it)."""
+    out = tmp_path / "run"
+    common = ("eval.interval=0", "eval.at_end=false")
+    train(tiny_cfg(out, "schedule.iterations=1", *common))
+    _nan_after(monkeypatch, good_steps=1)
+    cfg = tiny_cfg(out, "schedule.iterations=4", "runtime.ckpt_interval=100",
+                   "runtime.overwrite=true", *common)
+    with pytest.raises(TrainingError, match="non-finite loss at iteration 2") as err:
+        train(cfg)
+    assert "last good" not in str(err.value) and "earlier run" in str(err.value)
+    assert load_checkpoint(out / "last.pt")["iteration"] == 1  # the earlier run, kept
+
+
 def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     _nan_after(monkeypatch, good_steps=1)

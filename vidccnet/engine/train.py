@@ -800,8 +800,13 @@ def _train(  # noqa: C901 - the loop, in order
                 optimizer.zero_grad(set_to_none=True)
                 if not rt.skip_nonfinite:
                     where = out / "last.pt"
-                    kept = f"the last good checkpoint {where} is kept" if where.exists() else (
-                        "no checkpoint was written yet")
+                    if replaced:  # no save yet: what out holds is the run this one replaces
+                        kept = (f"no checkpoint of this run was written yet ({out} still holds "
+                                "the earlier run it was to replace)")
+                    elif where.exists():
+                        kept = f"the last good checkpoint {where} is kept"
+                    else:
+                        kept = "no checkpoint was written yet"
                     raise TrainingError(
                         f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
                         "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
