@@ -939,6 +939,15 @@ def test_nonfinite_loss_in_an_overwrite_run_does_not_point_at_the_earlier_run(
     assert load_checkpoint(out / "last.pt")["iteration"] == 1  # the earlier run, kept
 
 
+def test_a_warm_up_longer_than_the_run_is_a_warning(tmp_path: Path, caplog) -> None:
+    """VSPW's 1000 warm-up steps in a 500-step run: the lr never reaches optim.lr."""
+    cfg = tiny_cfg(tmp_path / "run", "schedule.iterations=1", "schedule.warmup_iters=5",
+                   "eval.interval=0", "eval.at_end=false")
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert "schedule.warmup_iters=5 is longer than the run" in caplog.text
+
+
 def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     _nan_after(monkeypatch, good_steps=1)
