@@ -939,6 +939,29 @@ def test_nonfinite_loss_in_an_overwrite_run_does_not_point_at_the_earlier_run(
     assert load_checkpoint(out / "last.pt")["iteration"] == 1  # the earlier run, kept
 
 
+def test_clips_per_s_after_a_resume_between_log_lines(tmp_path: Path, monkeypatch) -> None:
+    """The first log line after a resume between two log lines averages the losses of every
+    step since the previous line, but only the resumed steps were timed: clips/s counted
+    the steps before the interruption too (2x too fast here). A fake clock makes every
+    training step last the same."""
+    import types
+
+    import vidccnet.engine.train as tr
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(tr, "time", types.SimpleNamespace(
+        perf_counter=lambda: float(next(ticks)), time=__import__("time").time))
+    common = ("runtime.log_interval=2", "eval.interval=0", "eval.at_end=false",
+              "schedule.iterations=2")
+    train(tiny_cfg(tmp_path / "a", *common))
+    part = tiny_cfg(tmp_path / "b", *common)
+    _train_until(part, 1)
+    train(part, resume=True)
+    rate = {k: [r["clips_per_s"] for r in _read_jsonl(tmp_path / k / "metrics.jsonl")
+                if r["type"] == "train"] for k in "ab"}
+    assert rate["a"] == rate["b"] and len(rate["a"]) == 1, rate
+
+
 def test_a_warm_up_longer_than_the_run_is_a_warning(tmp_path: Path, caplog) -> None:
     """VSPW's 1000 warm-up steps in a 500-step run: the lr never reaches optim.lr."""
     cfg = tiny_cfg(tmp_path / "run", "schedule.iterations=1", "schedule.warmup_iters=5",

@@ -767,6 +767,7 @@ def _train(  # noqa: C901 - the loop, in order
     sums: dict[str, float] = defaultdict(float)
     n_logged = 0
     train_time = 0.0  # seconds spent in training steps since the last log line
+    timed_steps = 0  # the steps train_time measured (after a resume, fewer than since the log)
     steps_since_log = 0
     if resume:  # stopped between two log lines: the next one averages all their steps
         sums.update({k: float(v) for k, v in log_state[0].items()})
@@ -833,6 +834,7 @@ def _train(  # noqa: C901 - the loop, in order
             scheduler.step()
             iteration += 1
             steps_since_log += 1
+            timed_steps += 1
             train_time += time.perf_counter() - t_step
             bar.update(1)
 
@@ -841,7 +843,7 @@ def _train(  # noqa: C901 - the loop, in order
                 means = mean_over_ranks({k: v / max(n_logged, 1) for k, v in sums.items()},
                                         device)  # the global batch's losses, not rank 0's
                 last_loss = means.get("loss", math.nan)
-                rate = clips_per_step * steps_since_log / dt if dt > 0 else math.nan
+                rate = clips_per_step * timed_steps / dt if dt > 0 else math.nan
                 lr = step_lr
                 gammas = _attention_gammas(core)
                 record = {"type": "train", "iteration": iteration, "epoch": epoch, "lr": lr,
@@ -872,7 +874,7 @@ def _train(  # noqa: C901 - the loop, in order
                         f"  gamma {gamma_text}" if gammas else "")
                 sums.clear()
                 n_logged = 0
-                steps_since_log = 0
+                steps_since_log = timed_steps = 0
                 train_time = 0.0
 
             do_val = (cfg.eval.interval > 0 and iteration % cfg.eval.interval == 0) or (
