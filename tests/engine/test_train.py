@@ -212,11 +212,13 @@ def test_a_run_that_never_trained_a_step_does_not_block_its_rerun(tmp_path: Path
     stopped before it has left config.yaml and an empty metrics.jsonl: the same command, fixed,
     was refused ('already holds config.yaml'), as train.py's Ctrl-C line says it is not.
     Logs of trained steps still block it."""
+    from vidccnet.engine.config import config_to_yaml
+
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.yaml").write_text("model: {}\n")
-    (out / "metrics.jsonl").write_text("")
     cfg = tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false")
+    (out / "config.yaml").write_text(config_to_yaml(cfg))  # what the failed run wrote
+    (out / "metrics.jsonl").write_text("")
     assert train(cfg)["iteration"] == 1
     (out / "last.pt").unlink()  # the logs of a trained step, no checkpoint
     with pytest.raises(TrainingError, match="already holds"):

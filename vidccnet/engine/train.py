@@ -341,10 +341,19 @@ def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
 
 def never_trained(out: Path) -> bool:
     """Whether ``out`` holds only what a run that stopped before its first step leaves: no
-    checkpoint and no line in ``metrics.jsonl`` (``config.yaml`` and an empty ``tb/`` may be
-    there)."""
+    checkpoint, no line in ``metrics.jsonl``, and a ``config.yaml`` (if any) that a run
+    writing into ``out`` wrote (an empty ``tb/`` may be there too)."""
     if any((out / n).exists() for n in ("last.pt", "best.pt")):
         return False
+    if (out / "config.yaml").exists():
+        import yaml
+
+        try:
+            written = yaml.safe_load((out / "config.yaml").read_text())["runtime"]["output_dir"]
+            if Path(written).resolve() != out.resolve():
+                return False
+        except Exception:  # noqa: BLE001 - not a run's config.yaml: the user's file
+            return False
     log = out / "metrics.jsonl"
     try:
         lines = log.read_text().splitlines() if log.exists() else []
