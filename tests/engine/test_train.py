@@ -192,6 +192,25 @@ def test_train_writes_outputs_and_refuses_to_clobber(load_script, tmp_path: Path
     assert report["metrics"]["mIoU"] == pytest.approx(best["metrics"]["mIoU"], abs=1e-6)
 
 
+def test_a_resume_runs_the_validation_its_checkpoint_was_saved_before(tmp_path: Path) -> None:
+    """last.pt is saved just before a validation on the same step; a run stopped during that
+    validation resumes with it (its val line and best.pt were missing), and the run ends as
+    an uninterrupted one does."""
+    common = ("schedule.iterations=4", "eval.interval=2", "runtime.log_interval=1",
+              "data.kwargs.num_frames=2")
+    train(tiny_cfg(tmp_path / "a", *common, "runtime.ckpt_interval=2"))
+    part = tiny_cfg(tmp_path / "b", *common)
+    _train_until(part, 2)  # stops at the first last.pt of step 2: before its validation
+    assert not (tmp_path / "b" / "best.pt").exists()
+    train(part, resume=True)
+    vals = {k: [(r["iteration"], r["mIoU"]) for r in _read_jsonl(tmp_path / k / "metrics.jsonl")
+                if r["type"] == "val"] for k in "ab"}
+    assert vals["a"] == vals["b"] and [i for i, _ in vals["a"]] == [2, 4], vals
+    a, b = (load_checkpoint(tmp_path / k / "last.pt") for k in "ab")
+    assert all(torch.equal(a["model"][n], b["model"][n]) for n in a["model"])
+    assert load_checkpoint(tmp_path / "b" / "best.pt")["iteration"] in (2, 4)
+
+
 def test_an_unlabelled_split_names_the_likely_cause() -> None:
     """VSPW's test masks are withheld by design: no 'check its label files' there."""
     from types import SimpleNamespace

@@ -591,6 +591,7 @@ def _train(  # noqa: C901 - the loop, in order
 
     iteration, epoch, clips_in_epoch, skipped = 0, 0, 0, 0  # clips_in_epoch: this rank's
     best_miou: float | None = None
+    pending_val, pending_loss = False, None  # resumed from a save made just before a validation
     if ckpt is not None:
         load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
         try:
@@ -618,6 +619,8 @@ def _train(  # noqa: C901 - the loop, in order
         logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
                     cfg.schedule.iterations)
         log_state = (ts.get("log_sums") or {}, ts.get("log_steps", 0), ts.get("log_pending", 0))
+        if ts.get("val_pending"):  # saved just before a validation that did not finish
+            pending_val, pending_loss = True, (ckpt.get("metrics") or {}).get("loss")
         ckpt = None  # its tensors are in the model and optimizer now: not kept twice
         if iteration >= cfg.schedule.iterations:
             logger.info("the run is already at schedule.iterations=%d: nothing to train; raise "
@@ -697,16 +700,18 @@ def _train(  # noqa: C901 - the loop, in order
                     "no best yet: no finite mIoU" if best_miou is None else f"best {best_miou:.4f}")
         return {**res, "improved": improved}
 
-    def save_last(step: int, val: dict | None) -> None:
-        """last.pt at ``step``, with the latest validation's figures (collective)."""
-        metrics = {"loss": last_loss}
+    def save_last(step: int, val: dict | None, val_pending: bool = False,
+                  loss: float | None = None) -> None:
+        """last.pt at ``step``, with the latest validation's figures (collective);
+        ``val_pending``: saved before the validation of ``step``, which a resume then runs."""
+        metrics = {"loss": last_loss if loss is None else loss}
         if val is not None:
             metrics.update({k: val.get(k) for k in ("mIoU", "fwIoU", "pixel_acc")})
-        state = checkpoint_state(step, metrics)
+        state = checkpoint_state(step, metrics, val_pending)
         if info.is_main:
             save("last.pt", state)
 
-    def checkpoint_state(step: int, metrics: dict) -> dict:
+    def checkpoint_state(step: int, metrics: dict, val_pending: bool = False) -> dict:
         rng = all_gather_objects(capture_rng_state())  # collective: every rank calls it
         return {
             "model": core.state_dict(),
@@ -726,7 +731,8 @@ def _train(  # noqa: C901 - the loop, in order
                             "log_sums": mean_over_ranks(dict(sums), device),
                             "log_steps": n_logged,
                             "log_pending": steps_since_log,
-                            "skipped": skipped, "best_mIoU": best_miou},
+                            "skipped": skipped, "best_mIoU": best_miou,
+                            "val_pending": val_pending},
         }
 
     # data stream: order and augmentation seeds depend on (seed, epoch, index) only, so a
@@ -788,6 +794,16 @@ def _train(  # noqa: C901 - the loop, in order
         if show:  # log lines (validation, warnings) go above the bar, not onto its line
             stack.enter_context(logging_redirect_tqdm())
         stack.callback(bar.close)
+        if pending_val and val_videos:
+            logger.info("running the validation of iteration %d, which the interrupted run "
+                        "did not finish", iteration)
+            val_metrics = validate(iteration)
+            if val_metrics["improved"]:
+                state = checkpoint_state(iteration, val_metrics)
+                if info.is_main:
+                    save("best.pt", state)
+            save_last(iteration, val_metrics, loss=pending_loss)
+            model.train()
         while iteration < total:
             t_step = time.perf_counter()
             bad = False
@@ -891,7 +907,7 @@ def _train(  # noqa: C901 - the loop, in order
             ckpt_step = iteration % rt.ckpt_interval == 0 or iteration == total
             if do_val:
                 if ckpt_step:  # validation reads files training did not: if it fails, the
-                    save_last(iteration, val_metrics)  # steps trained are kept
+                    save_last(iteration, val_metrics, val_pending=True)  # steps are kept
                 val_metrics = validate(iteration)
                 if val_metrics["improved"]:
                     state = checkpoint_state(iteration, val_metrics)
