@@ -674,6 +674,7 @@ def _train(  # noqa: C901 - the loop, in order
     val_metrics: dict | None = None
 
     def validate(step: int) -> dict:
+        """Evaluate at ``step``, log the figures, and save best.pt when the mIoU improved."""
         nonlocal evaluator, best_miou
         if evaluator is None:
             evaluator = build_evaluator(cfg, num_classes, device)
@@ -698,7 +699,12 @@ def _train(  # noqa: C901 - the loop, in order
             best_miou = miou
         logger.info("iteration %d: val mIoU %.4f (%s)", step, miou,
                     "no best yet: no finite mIoU" if best_miou is None else f"best {best_miou:.4f}")
-        return {**res, "improved": improved}
+        res = {**res, "improved": improved}
+        if improved:
+            state = checkpoint_state(step, res)  # collective: every rank calls it
+            if info.is_main:
+                save("best.pt", state)
+        return res
 
     def save_last(step: int, val: dict | None, val_pending: bool = False,
                   loss: float | None = None) -> None:
@@ -798,10 +804,6 @@ def _train(  # noqa: C901 - the loop, in order
             logger.info("running the validation of iteration %d, which the interrupted run "
                         "did not finish", iteration)
             val_metrics = validate(iteration)
-            if val_metrics["improved"]:
-                state = checkpoint_state(iteration, val_metrics)
-                if info.is_main:
-                    save("best.pt", state)
             save_last(iteration, val_metrics, loss=pending_loss)
             model.train()
         while iteration < total:
@@ -909,10 +911,6 @@ def _train(  # noqa: C901 - the loop, in order
                 if ckpt_step:  # validation reads files training did not: if it fails, the
                     save_last(iteration, val_metrics, val_pending=True)  # steps are kept
                 val_metrics = validate(iteration)
-                if val_metrics["improved"]:
-                    state = checkpoint_state(iteration, val_metrics)
-                    if info.is_main:
-                        save("best.pt", state)
             if ckpt_step:
                 save_last(iteration, val_metrics)
     if writer is not None:
