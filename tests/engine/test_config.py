@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 
 from vidccnet.engine.config import (
+    CC_MARGINS,
     Config,
     ConfigError,
     apply_overrides,
@@ -17,6 +19,7 @@ from vidccnet.engine.config import (
     config_to_yaml,
     load_config,
 )
+from vidccnet.losses import CategoryConsistentLoss
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
@@ -113,7 +116,7 @@ def test_string_field_keeps_numeric_looking_text() -> None:
 )
 def test_bad_overrides(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        load_config(None, [override] if isinstance(override, str) else list(override))
     assert needle in str(err.value)
 
 
@@ -147,13 +150,17 @@ def test_bad_overrides(override: str, needle: str) -> None:
         ("eval.max_videos=0", "'eval.max_videos' must be >= 1"),
         ("runtime.num_threads=0", "'runtime.num_threads' must be >= 1"),
         ("runtime.num_threads=-1", "'runtime.num_threads' must be >= 1"),
+        ("data.num_workers=-1", "'data.num_workers' must be >= 0"),
+        (("optim.nesterov=true", "optim.momentum=0"), "'optim.nesterov' needs"),
+        (("optim.name=adamw", "optim.nesterov=true"), "SGD's"),
+        (("optim.name=adamw", "optim.momentum=0.5"), "SGD's"),
     ],
 )
-def test_out_of_range_values_are_refused(override: str, needle: str) -> None:
+def test_out_of_range_values_are_refused(override: str | tuple, needle: str) -> None:
     """A value that would train silently wrong (lr 0, a negative decay, a clip of 0 frames)
     is refused when the config is loaded, before anything is built or written."""
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        load_config(None, [override] if isinstance(override, str) else list(override))
     assert needle in str(err.value)
 
 
@@ -226,6 +233,8 @@ def test_round_trip_with_filled_class_names() -> None:
     ("loss.cc_kwargs.delta_vv=0.5", "did you mean 'delta_v'"),
     ("loss.cc_kwargs.delta_v=abc", "loss.cc_kwargs.delta_v"),
     ("loss.cc_kwargs.alpha=-1", "loss.cc_kwargs.alpha"),
+    ("loss.cc_kwargs.delta_v=2", "'loss.cc_kwargs.delta_v' .* below 'loss.cc_kwargs.delta_d'"),
+    ("loss.cc_kwargs.delta_d=0.3", "'loss.cc_kwargs.delta_v' .* below 'loss.cc_kwargs.delta_d'"),
     ("loss.class_weights=[0, 0, 0, 0, 0, 0, 0]", "all 0"),
 ])
 def test_loss_settings_that_cannot_train_are_refused_at_load(override, words):
@@ -235,3 +244,8 @@ def test_loss_settings_that_cannot_train_are_refused_at_load(override, words):
         load_config(REPO / "configs/synthetic_tiny.yaml", [override])
     load_config(REPO / "configs/synthetic_tiny.yaml",
                 ["loss.cc_kwargs.delta_v=0.4", "loss.cc_kwargs.gamma=0.01"])
+
+
+def test_config_knows_the_loss_margins_defaults() -> None:
+    params = inspect.signature(CategoryConsistentLoss).parameters
+    assert {k: params[k].default for k in CC_MARGINS} == CC_MARGINS

@@ -142,6 +142,7 @@ class DataConfig:
         _positive("data.frame_short_side", self.frame_short_side)
         _positive("data.frame_stride", self.frame_stride)
         _positive("data.batch_size", self.batch_size)
+        _non_negative("data.num_workers", self.num_workers)
         for v in self.crop_size or ():
             _positive("data.crop_size", v)
         lo, hi = self.scale_range
@@ -176,6 +177,13 @@ class OptimConfig:
             _require(f"optim.{key}", v, _finite(v) and v > 0, "> 0 and finite")
         _require("optim.momentum", self.momentum, _finite(self.momentum) and
                  0 <= self.momentum < 1, "in [0, 1)")
+        if self.name == "adamw" and (self.nesterov or self.momentum != OptimConfig.momentum):
+            raise ConfigError("config keys 'optim.momentum' and 'optim.nesterov' are SGD's; "
+                              "AdamW uses its default betas (0.9, 0.999): remove them, or use "
+                              "optim.name=sgd")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("config key 'optim.nesterov' needs a momentum > 0 "
+                              "(optim.momentum is 0)")
         _non_negative("optim.weight_decay", self.weight_decay)
         if self.grad_clip is not None:
             _require("optim.grad_clip", self.grad_clip,
@@ -207,8 +215,10 @@ class ScheduleConfig:
                  _finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
 
 
-# the category-consistent loss's arguments (vidccnet.losses.CategoryConsistentLoss)
+# the category-consistent loss's arguments (vidccnet.losses.CategoryConsistentLoss) and the
+# defaults of its two margins
 CC_KWARGS = ("delta_v", "delta_d", "alpha", "beta", "gamma")
+CC_MARGINS = {"delta_v": 0.5, "delta_d": 1.5}
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,10 @@ class LossConfig:
             _require(f"loss.cc_kwargs.{key}", value, isinstance(value, (int, float))
                      and not isinstance(value, bool) and _finite(value) and value >= 0,
                      "a number >= 0")
+        delta_v, delta_d = ({**CC_MARGINS, **self.cc_kwargs}[k] for k in CC_MARGINS)
+        if not delta_v < delta_d:
+            raise ConfigError(f"config key 'loss.cc_kwargs.delta_v' ({delta_v}) must be below "
+                              f"'loss.cc_kwargs.delta_d' ({delta_d}; defaults 0.5 and 1.5)")
 
 
 @dataclass(frozen=True)
