@@ -16,7 +16,7 @@ import torch
 
 import vidccnet.data as vdata
 from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint
-from vidccnet.engine.config import load_config
+from vidccnet.engine.config import apply_overrides, load_config
 from vidccnet.engine.train import (
     EARLIER_LOGS,
     PolyWarmup,
@@ -89,7 +89,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def test_gamma_lr_mult_gives_the_attention_gamma_its_own_group() -> None:
-    from vidccnet.engine.config import apply_overrides
+
     from vidccnet.engine.train import build_optimizer
     from vidccnet.models import create_model
 
@@ -108,7 +108,7 @@ def test_gamma_lr_mult_gives_the_attention_gamma_its_own_group() -> None:
 
 
 def test_attention_lr_mult_gives_query_key_value_their_own_group() -> None:
-    from vidccnet.engine.config import apply_overrides
+
     from vidccnet.engine.train import build_optimizer
     from vidccnet.models import create_model
 
@@ -242,6 +242,22 @@ def test_a_run_that_never_trained_a_step_does_not_block_its_rerun(tmp_path: Path
     (out / "last.pt").unlink()  # the logs of a trained step, no checkpoint
     with pytest.raises(TrainingError, match="already holds"):
         train(cfg)
+
+
+def test_a_resume_removes_the_temporary_file_of_a_killed_save(tmp_path: Path) -> None:
+    """A save killed by SIGKILL or a power cut leaves its hidden temporary file (a whole
+    checkpoint's size) beside last.pt, where nothing removed it."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "schedule.iterations=1", "eval.interval=0", "eval.at_end=false")
+    train(cfg)
+    stale = [out / ".last.pt.k1ll3d.tmp", out / ".best.pt.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    keep = out / ".notes.tmp"
+    keep.write_text("not ours")
+    train(apply_overrides(cfg, ["schedule.iterations=2"]), resume=True)
+    assert not any(p.exists() for p in stale)
+    assert keep.exists()
 
 
 def test_a_failing_validation_loses_no_training(tmp_path: Path, monkeypatch) -> None:

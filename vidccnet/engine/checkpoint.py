@@ -77,6 +77,16 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         raise
 
 
+def remove_killed_saves(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.pt.*.tmp``) that ``save_checkpoint`` calls killed
+    by SIGKILL or a power cut left in ``folder``; returns them. A save that returns or raises
+    leaves none."""
+    stale = sorted(Path(folder).glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _why_unreadable(path: Path, exc: BaseException) -> str:
     """What ``path`` is not, for a file ``torch.load(weights_only=True)`` refused: empty,
     truncated, another format, or a pickle of arbitrary objects. Never suggests an unsafe load."""

@@ -62,6 +62,7 @@ from .checkpoint import (
     init_model_from_checkpoint,
     load_checkpoint,
     load_model_weights,
+    remove_killed_saves,
     restore_rng_state,
     save_checkpoint,
 )
@@ -646,6 +647,8 @@ def _train(  # noqa: C901 - the loop, in order
     config_text = config_to_yaml(cfg)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if stale := remove_killed_saves(out):
+            logger.info("removed %s, left by a killed save", ", ".join(p.name for p in stale))
         # a fresh start replaces an earlier run there (runtime.overwrite)
         aside = None if resume else _set_earlier_logs_aside(out)
         if not replaced and iteration < cfg.schedule.iterations:  # else it trains nothing
