@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from vidccnet.cli import fail, interrupted, interruptible, setup_logging
+from vidccnet.cli import EXIT_USAGE, fail, interrupted, interruptible, setup_logging
 
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
@@ -100,25 +100,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
 
+    # under torchrun every process reads the same config and data: rank 0 says the warnings
+    # and the config's mistakes, the others only their own errors
     rank = int(os.environ.get("RANK", "0"))
-    level = getattr(logging, args.log_level.upper(), logging.INFO) if rank == 0 else logging.WARNING
+    level = getattr(logging, args.log_level.upper(), logging.INFO) if rank == 0 else logging.ERROR
     setup_logging(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.config import load_config
     from vidccnet.engine.report import to_jsonable
     from vidccnet.engine.train import train
 
-    started, out = time.time(), None
+    started, out, checked = time.time(), None, False
     try:
         cfg = load_config(args.config, args.overrides)
         out = Path(cfg.runtime.output_dir)
         check_run_folder(args.config, cfg.runtime.output_dir, args.overrides, args.resume,
                          cfg.runtime.overwrite)
+        checked = True
         result = train(cfg, resume=args.resume, name=args.config)
     except _expected_errors() as exc:
         if args.debug:
             raise
-        return fail("train.py", exc)
+        if rank > 0 and not checked:  # the same on every rank: rank 0 says it
+            return EXIT_USAGE
+        return fail("train.py" if rank == 0 else f"train.py (rank {rank})", exc)
     except KeyboardInterrupt as exc:
         return interrupted("train.py", exc, _what_to_resume(out, started))
     if rank == 0:

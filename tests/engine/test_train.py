@@ -1188,6 +1188,17 @@ def test_train_script_missing_config_subprocess() -> None:
     assert len(lines) == 1 and "not found" in lines[0], proc.stderr
 
 
+def test_train_script_under_torchrun_reports_a_config_error_once(
+        load_script, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process of a torchrun reads the same config: a mistake in it was printed once
+    per process. Rank 0 says it; the others exit with the same code in silence."""
+    args = ["--config", str(REPO / "configs/synthetic_tiny.yaml"), "optim.lrr=0.1"]
+    for rank, said in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        assert load_script("train.py").main(args) == 2
+        assert ("did you mean 'optim.lr'" in capsys.readouterr().err) == said, rank
+
+
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
 def test_script_help_says_amp_is_cuda_only(load_script, script: str,
                                            capsys: pytest.CaptureFixture) -> None:
