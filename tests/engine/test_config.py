@@ -53,6 +53,33 @@ def load_config_from_text(text: str) -> Config:
     return config_from_dict(yaml.safe_load(text))
 
 
+def _comment_of(path: Path, key: str) -> str:
+    """The comment on ``key:`` in a YAML file: its inline comment and the comment-only lines
+    right below it."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"{key}:"):
+            parts = [line.split("#", 1)[1] if "#" in line else ""]
+            for nxt in lines[i + 1:]:
+                if not nxt.strip().startswith("#"):
+                    break
+                parts.append(nxt.strip()[1:])
+            return " ".join(p.strip() for p in parts)
+    return ""
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_comments_on_metric_convention_match_the_code(path: Path) -> None:
+    """eval.metric_convention picks the mIoU only: mVC is VSPW's definition under both names
+    (Evaluator.vc_count_ignored is True), the labelled-pixels mVC is eval.vc_labelled_only."""
+    from vidccnet.engine.evaluate import Evaluator
+
+    for convention in ("vspw", "mmseg"):
+        assert Evaluator(3, 1, metric_convention=convention).vc_count_ignored
+    comment = _comment_of(path, "metric_convention")
+    assert "labelled" not in comment, f"{path.name}: {comment!r}"
+
+
 def test_paper_recipe_configs() -> None:
     """The CamVid 3D recipe keeps the paper's settings."""
     cfg = load_config(REPO / "configs/camvid_ccnet3d_r50.yaml")
