@@ -8,7 +8,7 @@ each labelled frame found by pixel matching). `<name>` encodes `<seq>_<index>`.
 A clip holds T context frames `frame_stride` apart ending at (causal) or centred on the labelled
 frame; only the labelled frame carries labels. Missing context frames are replaced by the
 nearest available frame towards the labelled one (so with no context frames at all the labelled
-frame is repeated), with one warning per dataset.
+frame is repeated), with one warning when the dataset is built.
 """
 
 from __future__ import annotations
@@ -131,11 +131,11 @@ class CamVid(Dataset):
                 f"no CamVid images (*.png) in split {split!r} under '{self.root}'")
         self.matches = self._load_matches()
         self._warn_unmatched_frames()
+        self._warn_missing_context()
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
                                    scale_range=tuple(scale_range)) if augment else None
-        self._warned = False
 
     def _load_matches(self) -> dict[str, int]:
         p = self.root / "frames" / "matches.json"
@@ -160,25 +160,38 @@ class CamVid(Dataset):
                            ", frames/".join(unmatched), "them" if len(unmatched) > 1 else "it",
                            "their videos" if len(unmatched) > 1 else "its video")
 
+    def _warn_missing_context(self) -> None:
+        """One warning, here in the main process, for the context frames the clips would read
+        that are not on disk (DataLoader workers each hold a copy of the dataset)."""
+        wanted = [context_frame_path(self.root, seq, m + o)
+                  for seq, m in map(self.sequence_index, (n for n, _, _ in self.items))
+                  for o in self.offsets if o != 0]
+        missing = [p for p in wanted if not p.is_file()]
+        if missing:
+            count = f"all {len(wanted)}" if len(missing) == len(wanted) else \
+                f"{len(missing)} of the {len(wanted)}"
+            # a folder that exists but names its frames otherwise is the likelier mistake
+            shown = next((p for p in missing if p.parent.is_dir()), missing[0])
+            logger.warning("CamVid %s: %s context frames of the clips not found (e.g. '%s'); "
+                           "each is replaced by the nearest frame towards the labelled one. %s",
+                           self.split, count, shown, _context_hint(shown.parent))
+
     def sequence_index(self, name: str) -> tuple[str, int]:
         """(sequence, 30 fps frame index) of a labelled frame: the pixel-matched index when
         `frames/matches.json` has it, else the index in the name."""
         seq, idx = parse_camvid_name(name)
         return seq, self.matches.get(name, idx)
 
-    def _context_frames(
-        self, name: str, image: Path, offsets: list[int], warn: bool = True
-    ) -> np.ndarray:
+    def _context_frames(self, name: str, image: Path, offsets: list[int]) -> np.ndarray:
         """Frames at `offsets` (sequence frames) from the labelled frame, uint8 (T, H, W, 3).
 
         A missing frame is replaced by the nearest available one towards the labelled frame
-        (in steps of `frame_stride`), finally by the labelled frame itself; with `warn` the
-        first such replacement of the dataset logs a warning."""
+        (in steps of `frame_stride`), finally by the labelled frame itself (the dataset warned
+        about them when it was built)."""
         seq, m = self.sequence_index(name)
         size = image_size(image)  # (H, W); the labelled image is decoded only when used
         labelled = None
         out = []
-        missing, first_missing = 0, None
         step = self.frame_stride
         for o in offsets:
             k, frame = o, None
@@ -191,9 +204,6 @@ class CamVid(Dataset):
                                          f"labelled frame {size}: rerun "
                                          "scripts/prepare_camvid.py")
                     break
-                if k == o:
-                    missing += 1
-                    first_missing = first_missing or p
                 k = k + step if k < 0 else k - step
                 if abs(k) < step:
                     k = 0
@@ -201,11 +211,6 @@ class CamVid(Dataset):
                 labelled = load_rgb(image) if labelled is None else labelled
                 frame = labelled
             out.append(frame)
-        if missing and warn and not self._warned:
-            self._warned = True
-            logger.warning("CamVid: context frame '%s' not found (%d of the clip of %s); "
-                           "repeating the nearest frame. %s", first_missing, missing, name,
-                           _context_hint(first_missing.parent))
         return np.stack(out)
 
     def __len__(self) -> int:
@@ -251,7 +256,7 @@ class CamVid(Dataset):
             return EvalVideo(
                 name=name, num_frames=len(offsets),
                 load_frame=lambda i: self._context_frames(
-                    name, image, [offsets[i]], warn=offsets[i] in self.offsets)[0],
+                    name, image, [offsets[i]])[0],
                 load_label=lambda i: _load_label(annot),
                 labelled=[before], consecutive=False)
 
