@@ -368,6 +368,16 @@ def test_frame_of_another_size_names_the_file(tmp_path):
         video.load_frame(1)
 
 
+def test_mask_of_another_size_names_the_file_in_evaluation_too(tmp_path):
+    """Training named the mask; evaluation said only 'label of frame 1 of video a'."""
+    _write_root(tmp_path)
+    odd = tmp_path / "data" / "a" / "mask" / "frame_2.png"
+    Image.fromarray(np.zeros((8, 10), np.uint8), mode="L").save(odd)
+    ds = VideoFolders(tmp_path, "train", clip_len=2)
+    with pytest.raises(ValueError, match=r"mask '.*frame_2\.png' has size \(8, 10\)"):
+        ds.eval_videos()[0].load_label(1)
+
+
 def test_split_list_comments_and_blank_lines(tmp_path):
     _write_root(tmp_path)
     (tmp_path / "train.txt").write_text("# my videos\na  # the first\n\n  \nb\n")

@@ -373,7 +373,7 @@ class VideoFolders(Dataset):
                 return self._load_frame(name, files, i)
 
             def load_label(i: int, name=name, files=files) -> np.ndarray:
-                return self._load_mask(self.mask_path(name, files[i]))
+                return self._label(name, files[i], image_size(files[i]))
 
             if self.masks_every_frame and 0 < len(labelled) < len(files):
                 missing = next(f for f in files if not self.has_mask(name, f))
