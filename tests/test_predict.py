@@ -780,9 +780,14 @@ def test_overwrite_replaces_only_an_earlier_output(tmp_path, monkeypatch):
     video.write_bytes(b"video")
     old = tmp_path / "masks"
     old.mkdir()
-    for name in ("000000.png", "000001.npz", "summary.json", "overlay.mp4"):
+    for name in ("000000.png", "000001.npz", "overlay.mp4"):
         (old / name).write_bytes(b"x")
+    (old / "summary.json").write_text('{"frames": 2, "overlay": "masks/overlay.mp4"}')
     check_paths(video, old, overwrite=True)  # an earlier output: may be replaced
+    (old / "holiday.mkv").write_bytes(b"x")  # a video, but not the overlay the summary names
+    with pytest.raises(OutputPathError, match="holiday.mkv.*only an earlier output"):
+        check_paths(video, old, overwrite=True)
+    (old / "holiday.mkv").unlink()
     (old / "notes.txt").write_text("mine")
     with pytest.raises(OutputPathError, match="notes.txt.*only an earlier output"):
         check_paths(video, old, overwrite=True)
@@ -795,6 +800,25 @@ def test_overwrite_replaces_only_an_earlier_output(tmp_path, monkeypatch):
     with pytest.raises(OutputPathError, match="current folder"):
         check_paths(video, ".", overwrite=True)
 
+
+
+@pytest.mark.parametrize("names", [("holiday.mp4", "birthday.mov"),
+                                   ("000000.png", "000001.png"),
+                                   ("000000.png", "summary.json")])
+def test_overwrite_refuses_a_folder_without_our_summary(tmp_path, names):
+    """Files named as masks or overlays are not an earlier output without the summary.json that
+    every run writes: a folder of the user's videos, or of frames named 000000.png, was deleted
+    by --overwrite."""
+    from vidccnet.writer import OutputPathError, check_paths
+
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"video")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("{}" if name == "summary.json" else "mine")
+    with pytest.raises(OutputPathError, match="which this tool did not write"):
+        check_paths(video, folder, overwrite=True)
 
 def test_writer_imports_no_torch():
     import subprocess

@@ -81,14 +81,21 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _earlier_output(path: Path) -> bool:
-    """Whether ``path`` is a file this module writes into DIR: a mask (``000042.png`` /
-    ``.npz``), ``summary.json`` or an overlay video."""
-    if not path.is_file():
-        return False
-    name = path.name
-    return (name == "summary.json" or path.suffix.lower() in OVERLAY_CONTAINERS
-            or (path.suffix in (".png", ".npz") and path.stem.isdigit()))
+def _foreign_files(folder: Path) -> list[str]:
+    """Names in ``folder`` that are not an earlier output of this module: masks
+    (``000042.png`` / ``.npz``), its ``summary.json`` and the overlay video that summary names.
+    Without a readable summary.json (written last by every run) every name is foreign: frames
+    named ``000000.png`` or videos of the user's are not masks or an overlay."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict) or "frames" not in summary:
+        return sorted(p.name for p in folder.iterdir())
+    overlay = summary.get("overlay")
+    ours = {"summary.json", Path(str(overlay)).name if overlay else None}
+    return sorted(p.name for p in folder.iterdir() if not p.is_file() or not (
+        p.name in ours or (p.suffix in (".png", ".npz") and p.stem.isdigit())))
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -218,13 +225,13 @@ def check_paths(
                 f"--out '{out}' exists and is not empty; choose a new folder or pass --overwrite"
             )
         if non_empty:
-            foreign = sorted(p.name for p in out_p.iterdir() if not _earlier_output(p))
+            foreign = _foreign_files(out_p)
             if foreign:
                 listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
                 raise OutputPathError(
                     f"--out '{out}' holds {listed}, which this tool did not write; --overwrite "
-                    "replaces only an earlier output (masks, summary.json, an overlay): choose "
-                    "another folder"
+                    "replaces only an earlier output (masks, the overlay its summary.json names, "
+                    "that summary.json): choose another folder"
                 )
     if out_p.exists() and out_r == _resolve(Path.cwd()):
         raise OutputPathError(

@@ -142,6 +142,7 @@ def test_frame_folder_range_env_checkpoint_overwrite(script, ckpt, tmp_path, cap
     assert rc == 2 and "stale.txt" in err and listing(out) == ["stale.txt"]
     (out / "stale.txt").unlink()
     (out / "000009.png").write_text("an earlier run's mask")
+    (out / "summary.json").write_text('{"frames": 1}')  # every run writes one
     rc, err = run(script, capsys, frames, "--out", out, "--start", "1", "--end", "3",
                   "--overwrite")
     assert rc == 0, err
