@@ -558,6 +558,29 @@ def test_timestamps_that_start_late_or_round_a_short_clip_are_read_right(tmp_pat
         assert len(r) == 3 and r.fps == pytest.approx(60.0)
 
 
+
+def test_frames_that_share_a_timestamp_are_all_read(tmp_path):
+    """Two frames with one timestamp (a broken muxer's, kept by MKV): the reader stopped at the
+    first of them ('frame 14 cannot be decoded (decoding resumes at frame 15): corrupt data'),
+    and segment_video kept 14 of 30 frames."""
+    src = make_frames(30, 48, 64)
+    good = tmp_path / "good.mkv"
+    _write_timed(good, src, [i * 40 for i in range(30)], rate=25)
+    dup = tmp_path / "dup.mkv"
+    with av.open(str(good)) as inp, av.open(str(dup), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for i, pkt in enumerate(p for p in inp.demux(video=0) if p.dts is not None):
+            if i == 15:
+                pkt.pts = pkt.dts = 14 * 40  # frame 15 repeats frame 14's timestamp
+            pkt.stream = stream
+            out.mux(pkt)
+    with open_video(dup) as r:
+        assert (len(r), r.frames_lost) == (30, 0)
+        frames = r.read_all(strict=True)
+        assert [nearest_source(f, src) for f in frames] == list(range(30))
+    with open_video(dup) as r:  # random access: a seek back to the keyframe before frame 15
+        assert [nearest_source(r[i], src) for i in (29, 15, 14)] == [29, 15, 14]
+
 def test_a_smaller_preview_track_at_a_higher_rate_is_not_the_main_video(tmp_path):
     """The main video is the largest stream, not the one with the most frames (a 64x48 preview
     at 60 fps beside a 128x96 video at 30 fps)."""

@@ -216,7 +216,7 @@ class PyAVReader(VideoReader):
         entries = sorted(found[self._stream.index][0])
         self._timed = self._stream.index not in untimed  # else the index counts packets
         self._pts = [e[0] for e in entries]
-        self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
+        self._pts_index = _first_indices(self._pts)
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
         if self._keyframes[0] != 0:
             self._keyframes.insert(0, 0)
@@ -285,6 +285,8 @@ class PyAVReader(VideoReader):
         ts = frame.pts if frame.pts is not None else frame.dts
         if ts is None:
             return self._next
+        if self._next < len(self._pts) and self._pts[self._next] == int(ts):
+            return self._next  # the frame expected next (several frames may share a timestamp)
         i = self._pts_index.get(int(ts))
         if i is None:  # timestamp not in the packet index: nearest at or before
             i = max(0, bisect.bisect_right(self._pts, int(ts)) - 1)
@@ -319,7 +321,7 @@ class PyAVReader(VideoReader):
                            "without a keyframe); the video starts at the next one", self.path,
                            skip)
             self._pts = self._pts[skip:]
-            self._pts_index = {ts: i for i, ts in enumerate(self._pts)}
+            self._pts_index = _first_indices(self._pts)
             self._keyframes = [0] + [k - skip for k in self._keyframes if k > skip]
             self._expected = max(0, self._expected - skip)
             self.frames_lost = max(0, self._expected - len(self._pts))
@@ -413,6 +415,14 @@ class PyAVReader(VideoReader):
         self._frames = None
         self._cache.clear()
         self._container.close()
+
+
+def _first_indices(timestamps: Sequence[int]) -> dict[int, int]:
+    """Timestamp -> index of the first frame with it (a broken muxer may repeat one)."""
+    index: dict[int, int] = {}
+    for i, ts in enumerate(timestamps):
+        index.setdefault(ts, i)
+    return index
 
 
 def _nearest_frame(starts: Sequence[float], target: float, frames_per_unit: float) -> int:
