@@ -581,6 +581,22 @@ def test_frames_that_share_a_timestamp_are_all_read(tmp_path):
     with open_video(dup) as r:  # random access: a seek back to the keyframe before frame 15
         assert [nearest_source(r[i], src) for i in (29, 15, 14)] == [29, 15, 14]
 
+
+def test_frames_an_edit_list_cuts_off_are_not_frames_of_the_video(tmp_path, caplog):
+    """An MP4 whose edit list starts the video at its sixth frame (a cut made with
+    `ffmpeg -ss ... -c copy`): players show 25 frames, and so does the reader, without the
+    warning of a broken recording ('its first 5 frames cannot be decoded')."""
+    src = make_frames(30, 48, 64)
+    p = tmp_path / "cut.mp4"
+    _write_timed(p, src, [(i - 5) * 40 for i in range(30)], rate=25)  # the muxer cuts pts < 0
+    with av.open(str(p)) as c:
+        shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(shown) == 25  # the file is what this test needs
+    with caplog.at_level("WARNING", logger="vidccnet.data.video"), open_video(p) as r:
+        assert (len(r), r.frames_lost) == (25, 0)
+        assert [nearest_source(f, src) for f in r.read_all(strict=True)] == list(range(5, 30))
+    assert caplog.records == []
+
 def test_a_smaller_preview_track_at_a_higher_rate_is_not_the_main_video(tmp_path):
     """The main video is the largest stream, not the one with the most frames (a 64x48 preview
     at 60 fps beside a 128x96 video at 30 fps)."""

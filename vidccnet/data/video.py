@@ -192,6 +192,7 @@ class PyAVReader(VideoReader):
         found: dict[int, tuple[list[tuple[int, bool]], list[bool]]] = {
             s.index: ([], []) for s in streams}
         untimed: set[int] = set()  # streams whose packets lack timestamps (raw .h264)
+        discarded = dict.fromkeys(found, 0)  # cut off by an MP4 edit list: never shown
         count = 0
         try:
             for pkt in self._container.demux(*streams):
@@ -199,6 +200,9 @@ class PyAVReader(VideoReader):
                     continue
                 if pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > file_size:
                     continue  # partial packet at the end of a truncated file
+                if getattr(pkt, "is_discard", False):  # decoded as a reference, never output
+                    discarded[pkt.stream.index] += 1
+                    continue
                 entries, corrupt = found[pkt.stream.index]
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
                 if ts is None:
@@ -215,6 +219,7 @@ class PyAVReader(VideoReader):
         self._stream = max(streams, key=lambda v: self._main_video_rank(v, len(found[v.index][0])))
         entries = sorted(found[self._stream.index][0])
         self._timed = self._stream.index not in untimed  # else the index counts packets
+        self._discarded = discarded[self._stream.index]
         self._pts = [e[0] for e in entries]
         self._pts_index = _first_indices(self._pts)
         self._keyframes = [i for i, e in enumerate(entries) if e[1]] or [0]
@@ -259,7 +264,7 @@ class PyAVReader(VideoReader):
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
         if vs.frames and vs.frames > 0:
-            return int(vs.frames)
+            return int(vs.frames) - self._discarded
         if not self._timed:  # no timestamps to compare a duration with
             return n
         duration = None
