@@ -259,6 +259,34 @@ def test_audio_only(tmp_path):
         open_video(p)
 
 
+
+def test_audio_with_cover_art_is_not_a_video(tmp_path):
+    """A song with its album cover (an attached picture, as most MP3 / FLAC files hold) gave a
+    one-frame video of the cover, and segment_video wrote its mask."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(make_frames(1, 32, 32)[0]).save(buf, "JPEG")
+    p = tmp_path / "song.flac"
+    with av.open(str(p), "w") as c:
+        audio = c.add_stream("flac", rate=8000)
+        audio.layout = "mono"
+        cover = c.add_stream("mjpeg")
+        cover.height, cover.width, cover.pix_fmt = 32, 32, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        pkt = av.Packet(buf.getvalue())
+        pkt.stream, pkt.pts, pkt.dts = cover, 0, 0
+        c.mux(pkt)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.int16), format="s16",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for pkt in [*audio.encode(frame), *audio.encode()]:
+            c.mux(pkt)
+    with av.open(str(p)) as c:  # the file is what this test needs
+        assert [s.type for s in c.streams] == ["audio", "video"]
+    with pytest.raises(VideoReadError, match=r"no video stream \(only audio and a cover picture"):
+        open_video(p)
+
 def _packets(path):
     with av.open(str(path)) as c:
         return [(p.pos, p.size) for p in c.demux(video=0) if p.size]

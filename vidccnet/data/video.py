@@ -161,6 +161,12 @@ class PyAVReader(VideoReader):
         if not c.streams.video:
             kinds = sorted({s.type for s in c.streams})
             raise VideoReadError(p, f"no video stream (only {', '.join(kinds)})")
+        from av.stream import Disposition
+
+        if all(int(s.disposition or 0) & int(Disposition.attached_pic) for s in c.streams.video):
+            others = ", ".join(sorted({s.type for s in c.streams if s.type != "video"}))
+            raise VideoReadError(p, "no video stream (only "
+                                 f"{others + ' and ' if others else ''}a cover picture)")
         self._index_packets(p)  # chooses self._stream, the main video
         vs = self._stream
         if not self._pts:
