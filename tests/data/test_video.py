@@ -669,6 +669,24 @@ def test_a_raw_h264_stream_that_cannot_seek_is_read(tmp_path):
         assert [nearest_source(f, src) for f in r] == list(range(20))
 
 
+
+@pytest.mark.parametrize("name", ["anim.png", "anim.webp", "pages.tif"])
+def test_an_animated_image_says_that_only_its_first_frame_is_read(tmp_path, caplog, name):
+    """An animated PNG / WebP or a multi-page TIFF given as one image was read as its first
+    frame without a word (4 frames in, 1 mask out)."""
+    frames = [Image.fromarray(f) for f in make_frames(4, 24, 32)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="vidccnet.data.video"), \
+            open_video(tmp_path / name) as r:
+        assert len(r) == 1
+    assert "animation of 4 frames: only its first is read" in caplog.text
+    caplog.clear()
+    frames[0].save(tmp_path / "still.png")
+    with caplog.at_level("WARNING", logger="vidccnet.data.video"), \
+            open_video(tmp_path / "still.png") as r:
+        assert len(r) == 1
+    assert caplog.text == ""
+
 def test_loaded_images_are_writable_arrays(tmp_path):
     """load_rgb's arrays are the caller's own: writable, so in-place edits work and
     torch.from_numpy does not warn (Pillow's array interface gave read-only views)."""

@@ -660,6 +660,14 @@ class ImageFileReader(FrameFolderReader):
         self.path = str(path)
         _check_file(Path(path))
         self._start([Path(path)], fps)
+        from PIL import Image
+
+        with Image.open(path) as im:  # read (and checked) by _start
+            frames = int(getattr(im, "n_frames", 1) or 1)
+        if frames > 1:
+            logger.warning("%s is an animation of %d frames: only its first is read; to read "
+                           "them all, convert it to a video file or a folder of frames",
+                           self.path, frames)
 
 
 BACKENDS = ("av", "decord")
