@@ -137,12 +137,21 @@ class FrameSource:
         self.reader.close()
 
 
+def _outside(index: int, length: int) -> str:
+    return f"frame index {index} is beyond the video's {length} frames"
+
+
+def _extract_hint(video: Path, seq: str) -> str:
+    return (f"is {video} the whole {seq} sequence? A video that starts later needs "
+            f"--index-offset {seq}=-N (N: the name's index of its first frame)")
+
+
 def match_frame(image: np.ndarray, source: FrameSource, guess: int, window: int) -> dict:
     """Best matching frame index of `image` among guess-window .. guess+window."""
     target = _small(image)
     lo, hi = max(guess - window, 0), min(guess + window, len(source) - 1)
     if lo > hi:
-        raise PrepareError(f"frame index {guess} is beyond the video's {len(source)} frames")
+        raise PrepareError(_outside(guess, len(source)))
     scores = {j: float(np.abs(_small(source[j]) - target).mean()) for j in range(lo, hi + 1)}
     ranked = sorted(scores, key=scores.get)
     best = ranked[0]
@@ -199,6 +208,13 @@ def prepare(args: argparse.Namespace) -> dict:
         hist: dict[int, int] = defaultdict(int)
         written = poor = 0
         shift = shifts.get(seq, 0)
+        with open_video(videos[seq], backend=args.backend) as reader:
+            length = len(reader)
+        for f in files:  # before anything of the sequence changes: a wrong offset keeps it
+            _, guess = parse_camvid_name(f.stem)
+            if guess + shift - args.window > length - 1 or guess + shift + args.window < 0:
+                raise PrepareError(f"{f.name}: {_outside(guess + shift, length)}; "
+                                   f"{_extract_hint(videos[seq], seq)}")
         if earlier.get(seq, shift) != shift:  # its frames on disk are of other indices
             logger.info("%s: the index offset changed from %d to %d: its frames are rewritten",
                         seq, earlier[seq], shift)
@@ -215,9 +231,7 @@ def prepare(args: argparse.Namespace) -> dict:
                 m = match_frame(image, src, guess + shift, args.window)
             except PrepareError as exc:
                 raise PrepareError(
-                    f"{f.name}: {exc}; is {videos[seq]} the whole {seq} sequence? A video that "
-                    f"starts later needs --index-offset {seq}=-N (N: the name's index of its "
-                    "first frame)") from None
+                    f"{f.name}: {exc}; {_extract_hint(videos[seq], seq)}") from None
             m["video_index"] = m["index"]
             m["index"] -= shift  # in the names' numbering
             m.update(seq=seq, name_index=guess, offset=m["index"] - guess,

@@ -468,3 +468,29 @@ def test_a_frame_stride_that_misses_the_stretch_spacing_evaluates_each_frame(tmp
     np.testing.assert_array_equal(v.load_frame(at), seq_frames[7961])
     np.testing.assert_array_equal(v.load_frame(at - 1), seq_frames[7957])
     np.testing.assert_array_equal(v.load_frame(at - 2), seq_frames[7953])
+
+
+def test_prepare_camvid_rerun_with_a_wrong_index_offset_keeps_the_frames(
+        load_script, camvid_raw, tmp_path, capsys):
+    """A rerun whose --index-offset puts the names outside the video fails (one line, exit 2)
+    before it touches the sequence: the frames of the earlier, good run stay on disk and the
+    report still describes them."""
+    root, _, _, seqs, _ = camvid_raw
+    folder = _extract(tmp_path, seqs["0006R0"][0])
+    out = tmp_path / "out"
+    common = ["--segnet", str(root), "--out", str(out), "--videos", f"0006R0={folder}",
+              "--window", "2", "--context-before", "1", "--context-after", "0"]
+    mod = load_script("prepare_camvid")
+    assert mod.main(common + ["--index-offset", "0006R0=-5"]) == 0
+    frames = out / "frames" / "0006R0"
+    before = {f.name: f.read_bytes() for f in frames.glob("*.png")}
+    report = (out / "frames" / "matches.json").read_text()
+    assert len(before) == 6
+    capsys.readouterr()
+    assert mod.main(common + ["--index-offset", "0006R0=-500"]) == 2  # a typo: -500 for -5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--index-offset" in err, err
+    assert sorted(f.name for f in frames.glob("*.png")) == sorted(before)
+    assert all((frames / name).read_bytes() == data for name, data in before.items())
+    assert (out / "frames" / "matches.json").read_text() == report
+
