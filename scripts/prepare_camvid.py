@@ -297,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also write the report here (the dataset reads OUT/frames/matches.json)")
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing frames")
     args = ap.parse_args(argv)
+    for name in ("window", "context_before", "context_after"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.frame_stride < 1:
+        ap.error(f"--frame-stride must be >= 1, got {args.frame_stride}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         prepare(args)

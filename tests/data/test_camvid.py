@@ -494,3 +494,15 @@ def test_prepare_camvid_rerun_with_a_wrong_index_offset_keeps_the_frames(
     assert all((frames / name).read_bytes() == data for name, data in before.items())
     assert (out / "frames" / "matches.json").read_text() == report
 
+
+@pytest.mark.parametrize("option", ["--window", "--context-before", "--context-after",
+                                    "--frame-stride"])
+def test_prepare_camvid_refuses_negative_sizes(load_script, tmp_path, capsys, option):
+    """A negative window or context (or a stride < 1) is a usage error naming the option; a
+    negative --window was reported as every name being 'beyond the video'."""
+    mod = load_script("prepare_camvid")
+    with pytest.raises(SystemExit) as exc:
+        mod.main(["--segnet", str(tmp_path), "--videos", "0001TP.avi", option,
+                  "0" if option == "--frame-stride" else "-1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and option in err and "Traceback" not in err, err
