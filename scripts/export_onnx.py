@@ -23,7 +23,14 @@ import os
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, interruptible, missing_folder, one_line
+from vidccnet.cli import (
+    fail,
+    interrupted,
+    interruptible,
+    missing_folder,
+    one_line,
+    sigterm_unwinds,
+)
 
 PROG = "export_onnx.py"
 
@@ -159,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     from vidccnet.engine.checkpoint import CheckpointError
 
     try:
-        summary = run(args, ckpt_path, out)
+        with sigterm_unwinds():  # the temporary .onnx files are removed as on Ctrl-C
+            summary = run(args, ckpt_path, out)
     except (UserError, CheckpointError, FileNotFoundError) as exc:
         if args.debug:
             raise
         return fail(PROG, exc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(PROG, exc, "nothing written")
     except Exception as exc:  # noqa: BLE001 - exporter / runtime failures: one line, exit 1
         if args.debug:
             raise
