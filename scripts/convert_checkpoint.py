@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 
-from vidccnet.cli import fail, interruptible
+from vidccnet.cli import fail, interruptible, sigterm_unwinds
 
 PROG = "convert_checkpoint.py"
 
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             source={"file": os.path.basename(args.src), "format": args.format},
         )
         build_model_from_checkpoint(ckpt)  # the config rebuilds the model; strict load
-        save_checkpoint(args.out, ckpt)
+        with sigterm_unwinds():  # the temporary file is removed as on Ctrl-C
+            save_checkpoint(args.out, ckpt)
     except (ConversionError, CheckpointError, ValueError, FileExistsError, OSError) as exc:
         if args.debug:
             raise

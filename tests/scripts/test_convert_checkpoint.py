@@ -181,3 +181,35 @@ def test_init_from_warns_only_when_the_options_differ(converted, caplog):
     assert warnings({}) == []
     (msg,) = warnings({"head_activation": "leaky_relu"})
     assert "head_activation='relu', this model uses 'leaky_relu'" in msg
+
+
+def test_sigterm_while_saving_leaves_no_temporary_file(mmseg_file, tmp_path, capsys,
+                                                       monkeypatch):
+    """SIGTERM while the output is written: exit 143 and one line, nothing left in the folder
+    (the process died with its half-written `.model.pt.XXXX.tmp` next to --out)."""
+    import os
+    import signal
+
+    script = _load("convert_checkpoint_script3", REPO / "scripts" / "convert_checkpoint.py")
+    real_save = torch.save
+
+    def killed(obj, f, *args, **kwargs):
+        if hasattr(f, "write"):  # save_checkpoint's temporary file: half of it, then SIGTERM
+            f.write(b"PK\x03\x04 half a checkpoint")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(obj, f, *args, **kwargs)
+
+    def outside(signum, frame):  # the test session's handler: not pytest's death before the fix
+        raise RuntimeError("SIGTERM reached the caller's handler")
+
+    monkeypatch.setattr(torch, "save", killed)
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        rc = script.main([str(mmseg_file), "--format", "mmseg", "--out",
+                          str(tmp_path / "model.pt")])
+        assert signal.getsignal(signal.SIGTERM) is outside  # put back after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
+    assert list(tmp_path.iterdir()) == []
