@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -31,7 +30,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from vidccnet.cli import fail
+from vidccnet.cli import fail, missing_folder
 
 DTYPES = ("float32", "float16", "bfloat16")
 CAMVID = (64, 512, 5, 90, 120)  # Cqk, Cv, T, H, W of the CamVid recipe (720 x 960 / 8)
@@ -82,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     prog = Path(sys.argv[0]).name
+    if any(min(shape) < 1 for shape in args.shape or []):
+        bad = next(shape for shape in args.shape if min(shape) < 1)
+        return fail(prog, ValueError(f"--shape {' '.join(map(str, bad))}: sizes must be >= 1"))
+    if args.limit < 1:
+        return fail(prog, ValueError(f"--limit must be >= 1 byte, got {args.limit}"))
+    if msg := missing_folder(args.json, "--json"):  # before minutes of compiling, not after
+        return fail(prog, ValueError(msg))
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return fail(prog, RuntimeError("unset TRITON_INTERPRET: this compiles for the GPU"))
     if args.no_autotune:
@@ -136,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                                 launches=rows, inference=verdicts["inference"],
                                 training=verdicts["training"]))
     if args.json:
-        args.json.write_text(json.dumps(dict(arch=args.arch, limit=args.limit,
-                                             autotune=not args.no_autotune,
-                                             results=results), indent=1))
+        from vidccnet.engine.report import write_json
+
+        write_json(args.json, dict(arch=args.arch, limit=args.limit,
+                                   autotune=not args.no_autotune, results=results), indent=1)
     return 0
 
 

@@ -1,0 +1,43 @@
+"""scripts/kernel_resources.py and scripts/kernel_traffic.py: expected mistakes are one line and
+exit code 2 before the long work (compiling for a GPU, interpreting the kernels)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _one_line(capsys, needle: str) -> None:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err, err
+    assert needle in err, err
+
+
+def test_kernel_resources_refuses_a_json_path_in_a_missing_folder_up_front(
+        load_script, tmp_path, capsys, monkeypatch):
+    """--json into a missing folder failed with a FileNotFoundError traceback after every
+    launch had been compiled (tens of seconds each)."""
+    script = load_script("kernel_resources")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    compiled = []
+    monkeypatch.setattr(script, "StandInDriver", lambda *a: compiled.append(a))  # never reached
+    rc = script.main(["--shape", "16", "16", "2", "3", "5", "--dtype", "float16",
+                      "--json", str(tmp_path / "missing" / "r.json")])
+    assert rc == 2 and not compiled
+    _one_line(capsys, "its folder does not exist")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--shape", "16", "16", "0", "3", "5"], "--shape 16 16 0 3 5"),
+    (["--shape", "-4", "16", "2", "3", "5"], "--shape -4 16 2 3 5"),
+    (["--limit", "0"], "--limit"),
+])
+def test_kernel_resources_refuses_sizes_below_one(load_script, capsys, monkeypatch, argv,
+                                                   needle):
+    """T = 0 or a negative Cqk compiled and printed 'inference: fits / training: fits'."""
+    script = load_script("kernel_resources")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    compiled = []
+    monkeypatch.setattr(script, "StandInDriver", lambda *a: compiled.append(a))
+    assert script.main(argv + ["--dtype", "float16"]) == 2 and not compiled
+    _one_line(capsys, needle)
+
