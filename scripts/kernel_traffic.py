@@ -222,8 +222,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="Cv chunk of the kernels' inner loop in the interpreter (default: the "
-        "CPU config, 64). Any divisor of Cv moves the same bytes in the same "
-        "rows; larger is faster to interpret",
+        "CPU config, 64). Any power of 2 dividing Cv moves the same bytes in the "
+        "same rows; larger is faster to interpret",
     )
     ap.add_argument("--json", type=Path, default=None, help="also write all figures here")
     return ap.parse_args(argv)
@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch < 1 or min(args.frames) < 1 or (args.size and min(args.size) < 1):
             raise ValueError("--batch, --frames and --size must be >= 1")
+        if args.block_v is not None and (args.block_v < 1 or args.block_v & (args.block_v - 1)):
+            raise ValueError(f"--block-v {args.block_v}: the kernels' Cv chunk must be a power "
+                             "of 2 (tl.arange), e.g. 64 or 512")
         if msg := missing_folder(args.json, "--json"):
             raise ValueError(msg)
         from vidccnet.ops.triton_cca import triton_available

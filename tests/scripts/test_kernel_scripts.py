@@ -41,3 +41,14 @@ def test_kernel_resources_refuses_sizes_below_one(load_script, capsys, monkeypat
     assert script.main(argv + ["--dtype", "float16"]) == 2 and not compiled
     _one_line(capsys, needle)
 
+
+@pytest.mark.parametrize("block_v", ["100", "0", "-64"])
+def test_kernel_traffic_refuses_a_block_v_that_is_not_a_power_of_two(
+        load_script, capsys, monkeypatch, block_v):
+    """--block-v 100 ended in an InterpreterError traceback ("arange's range must be a power of
+    2"), 0 in "range() arg 3 must not be zero", after the inputs were built."""
+    script = load_script("kernel_traffic")
+    measured = []
+    monkeypatch.setattr(script, "measure", lambda *a, **k: measured.append(a))
+    assert script.main(["--case", "camvid", "--block-v", block_v]) == 2 and not measured
+    _one_line(capsys, f"--block-v {block_v}")
