@@ -113,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in zip(("videos", "frames", "clips"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    for name in ("videos", "frames", "clip_len", "clips", "gop"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
 
 

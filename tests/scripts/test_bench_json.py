@@ -85,3 +85,15 @@ def test_bench_segment_warms_up_on_cuda_and_reports_gpu_memory(load_script, tmp_
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert outs == ["seg_warmup", "seg"]
     assert result["rc"] == 0 and result["gpu_peak_mb"] == 3.0
+
+
+@pytest.mark.parametrize("option", ["--videos", "--frames", "--clip-len", "--clips", "--gop"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_bench_data_refuses_counts_below_one(load_script, capsys, option, value):
+    """--clips -1 printed negative clips/s, --videos 0 failed as 'high <= 0' after the videos
+    were written: a usage error naming the option (exit 2) before any work."""
+    bench = load_script("bench_data")
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--quick", option, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"{option} must be >= 1" in err, err
