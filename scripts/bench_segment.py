@@ -146,11 +146,24 @@ def fmt_mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
+def _video_size(text: str) -> tuple[int, int]:
+    """'480x360' -> (480, 360), for argparse: a malformed size is a usage error."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not WxH, e.g. 480x360") from None
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': width and height must be even (H.264, yuv420p) and >= 16")
+    return width, height
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--models", nargs="+", default=["ccnet3d_resnet18", "ccnet3d_resnet50"])
-    p.add_argument("--size", default="480x360", help="WxH of the benchmark video")
+    p.add_argument("--size", type=_video_size, default="480x360",
+                   help="WxH of the benchmark video")
     p.add_argument("--speed-frames", type=int, default=8, help="frames of the speed video")
     p.add_argument("--clip-len", type=int, default=4)
     p.add_argument("--stride", type=int, default=None, help="default: the script's ceil(T/2)")
@@ -171,7 +184,7 @@ def main() -> int:
 
     import torch
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     common = ["--clip-len", str(args.clip_len), "--device", args.device, "--quiet",
               "--size", "source"]  # benchmark at the video's size, not the model's scale
     if args.stride:

@@ -97,3 +97,21 @@ def test_bench_data_refuses_counts_below_one(load_script, capsys, option, value)
         bench.parse_args(["--quick", option, value])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"{option} must be >= 1" in err, err
+
+
+@pytest.mark.parametrize("size, needle", [("480", "is not WxH"), ("480x", "is not WxH"),
+                                          ("481x360", "must be even")])
+def test_bench_segment_refuses_a_malformed_size_before_any_work(load_script, monkeypatch,
+                                                                capsys, size, needle):
+    """--size 480 (the H W habit of bench_model.py) ended in a ValueError traceback, an odd
+    size in PyAV's 'Generic error in an external library' after the first video's encoder
+    opened: a usage error (exit 2) naming the expected form."""
+    bench = load_script("bench_segment")
+    written = []
+    monkeypatch.setattr(bench, "write_video", lambda *a, **k: written.append(a))
+    monkeypatch.setattr("sys.argv", ["bench_segment.py", "--size", size])
+    with pytest.raises(SystemExit) as exc:
+        bench.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
+    assert not written
