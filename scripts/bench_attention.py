@@ -504,6 +504,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    if args.threads is not None and args.threads < 0:
+        ap.error(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.dense_limit_gb is not None and not args.dense_limit_gb >= 0:
+        ap.error(f"--dense-limit-gb must be >= 0 (0: never run dense), got {args.dense_limit_gb}")
     if msg := missing_folder(args.json, "--json"):
         ap.error(msg)
     return args
@@ -522,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.dtype = args.dtype or ("float16" if on_gpu else "float32")
     args.repeats = args.repeats or (20 if on_gpu else 5)
-    args.dense_limit_gb = args.dense_limit_gb or (60.0 if on_gpu else 6.0)
+    if args.dense_limit_gb is None:  # 0 is a limit: dense never runs
+        args.dense_limit_gb = 60.0 if on_gpu else 6.0
     claim = args.claim if args.claim is not None else args.case is None
     cases = [CASES[n] for n in (args.case or ["small"])]
     triton_ok, why = triton_status(device)

@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--depths must be among 18, 50, 101, got {args.depths}")
     if min(args.frames) < 1 or min(args.size) < 8 or args.repeats < 1:
         raise BenchError("--frames, --repeats must be >= 1 and --size >= 8")
+    if args.threads < 0:
+        raise BenchError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     if msg := missing_folder(args.json, "--json"):
         raise BenchError(msg)
     if device == "cpu" and args.threads:

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         B, C, T, H, W = args.size
         if min(args.size) < 1 or C % 2 or C < 2:
             raise ValueError(f"--size needs positive sizes and an even C >= 2, got {args.size}")

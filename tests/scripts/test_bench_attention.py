@@ -76,3 +76,24 @@ def test_peak_bandwidth_by_device_name(bench, name, gbs):
     """The floor share divides by the right peak: an L40 is no L4, an H100 PCIe no SXM part
     (the substring lookup took 300 GB/s for an L40S and 3350 for an H100 PCIe)."""
     assert bench.peak_bandwidth_of(name) == gbs
+
+
+def test_dense_limit_zero_skips_dense_and_bad_numbers_are_usage_errors(bench, monkeypatch,
+                                                                       capsys):
+    """--dense-limit-gb 0 (never run the dense baseline) was read as 'not given' and replaced
+    by the default 6 GB; a negative --threads ended in a RuntimeError traceback from
+    torch.set_num_threads."""
+    monkeypatch.setitem(bench.CASES, "quick", bench.Case("quick", 1, 2, 5, 6, 4, 8))
+    monkeypatch.setattr(bench, "write_json", lambda path, payload: rows.extend(payload["rows"]))
+    rows: list[dict] = []
+    assert bench.main(["--case", "quick", "--device", "cpu", "--repeats", "1", "--methods",
+                       "reference", "dense", "--dense-limit-gb", "0", "--json", "x.json"]) == 0
+    dense = [r for r in rows if r["method"] == "dense"]
+    assert dense and "does not fit" in dense[0].get("skipped", ""), dense
+    capsys.readouterr()
+    for flag, value in (("--threads", "-1"), ("--dense-limit-gb", "-1"),
+                        ("--dense-limit-gb", "nan")):
+        with pytest.raises(SystemExit) as exc:
+            bench.parse_args(["--case", "quick", flag, value])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"{flag} must be >= 0" in err, err

@@ -115,3 +115,11 @@ def test_bench_segment_refuses_a_malformed_size_before_any_work(load_script, mon
     err = capsys.readouterr().err
     assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
     assert not written
+
+
+def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monkeypatch):
+    """--threads -1 ended in a RuntimeError traceback from torch.set_num_threads."""
+    bench = load_script("bench_model")
+    monkeypatch.setattr(bench, "bench_depth", lambda *a: pytest.fail("ran before the check"))
+    with pytest.raises(bench.BenchError, match="--threads must be >= 0"):
+        bench.main(TINY_MODEL + ["--threads", "-1"])

@@ -46,6 +46,9 @@ def test_bad_arguments_exit_2_with_one_line(probe, capsys: pytest.CaptureFixture
     assert err.count("\n") == 0 and "--steps" in err
     assert probe.main(["--size", "2", "3", "2", "2", "2"]) == 2
     assert "even C" in capsys.readouterr().err
+    assert probe.main(["--threads", "0"]) == 2  # was a RuntimeError traceback after parsing
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--threads must be >= 1" in err, err
 
 
 def test_json_into_a_missing_folder_is_refused_before_training(
