@@ -197,6 +197,16 @@ def test_torch_compile_fullgraph():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_torch_compile_fullgraph_dynamic_shapes():
+    # dynamic=True traced the scale check (math.isfinite) to an Unsupported error
+    fn = torch.compile(criss_cross_attention, fullgraph=True, dynamic=True, backend="aot_eager")
+    for shape in [(1, 3, 4, 3, 5, 6), (2, 3, 4, 2, 4, 7)]:
+        q, k, v, _ = _inputs(shape, torch.float32)
+        torch.testing.assert_close(fn(q, k, v, scale=0.5), dense_cca(q, k, v, 0.5)[0].float())
+    with pytest.raises(ValueError, match="finite"):
+        criss_cross_attention(q, k, v, scale=float("nan"))
+
+
 def _peak_allocated(fn, tmp_path) -> int:
     """Peak bytes allocated by PyTorch's CPU allocator during fn(), above the state before."""
     import json

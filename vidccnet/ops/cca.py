@@ -114,7 +114,8 @@ def _check_scale(scale: float | Tensor) -> float:
         raise TypeError("scale must be a number: a tensor scale would get no gradient; to learn "
                         "a temperature, multiply q by it and pass scale=1")
     value = float(scale)
-    if not math.isfinite(value):
+    # not math.isfinite: torch.compile(dynamic=True) cannot trace it (fullgraph: an error)
+    if value != value or value in (math.inf, -math.inf):
         raise ValueError(f"scale must be finite, got {value}")
     return value
 
