@@ -197,6 +197,19 @@ def test_torch_compile_fullgraph():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_torch_compile_fullgraph_module_dynamic_shapes():
+    # inductor failed on the projections' reshape + conv2d with dynamic sizes, as after
+    # clips of several sizes ("cannot determine truth value of Relational")
+    from vidccnet.nn import CrissCrossAttention3d
+
+    m = CrissCrossAttention3d(8, reduction=4)
+    torch.nn.init.constant_(m.gamma, 0.5)
+    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    for shape in [(2, 8, 3, 5, 6), (3, 8, 4, 7, 9)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
+
+
 def test_torch_compile_fullgraph_dynamic_shapes():
     # dynamic=True traced the scale check (math.isfinite) to an Unsupported error
     fn = torch.compile(criss_cross_attention, fullgraph=True, dynamic=True, backend="aot_eager")

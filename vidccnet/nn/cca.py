@@ -93,7 +93,13 @@ class CrissCrossAttention3d(nn.Module):
 
 
 def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
-    """A 1x1x1 Conv3d as a 1x1 Conv2d over (B, C, T*H, W): same result, fast CPU kernels."""
+    """A 1x1x1 Conv3d as a 1x1 Conv2d over (B, C, T*H, W): same result, fast CPU kernels.
+
+    Under torch.compile it stays a Conv3d: inductor failed on the reshaped Conv2d once sizes
+    became dynamic ("cannot determine truth value of Relational"), as on clips of new sizes.
+    """
+    if torch.compiler.is_compiling():
+        return F.conv3d(x, conv.weight, conv.bias)
     B, C, T, H, W = x.shape
     weight = conv.weight.view(conv.out_channels, C, 1, 1)
     return F.conv2d(x.reshape(B, C, T * H, W), weight, conv.bias).view(B, -1, T, H, W)
