@@ -63,6 +63,28 @@ def load_script():
 
 
 @pytest.fixture(scope="session")
+def main_under_sigterm():
+    """``run(main, argv) -> exit code``: ``main(argv)`` run with a SIGTERM handler of the
+    caller's in place, which must be put back afterwards and never reached (a SIGTERM the
+    script does not handle would reach it instead of killing pytest)."""
+    import signal
+
+    def outside(signum, frame):
+        raise RuntimeError("SIGTERM reached the caller's handler")
+
+    def run(main, argv: list[str]) -> int:
+        previous = signal.signal(signal.SIGTERM, outside)
+        try:
+            rc = main(argv)
+            assert signal.getsignal(signal.SIGTERM) is outside  # put back after the run
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return rc
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def save_tiny_checkpoint():
     """``save(path, class_names, model=..., data=..., prepare=None) -> path``: a checkpoint as
     ``scripts/train.py`` writes it of a freshly initialised model (seed 0). ``model`` and

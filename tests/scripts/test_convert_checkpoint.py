@@ -184,7 +184,7 @@ def test_init_from_warns_only_when_the_options_differ(converted, caplog):
 
 
 def test_sigterm_while_saving_leaves_no_temporary_file(mmseg_file, tmp_path, capsys,
-                                                       monkeypatch):
+                                                       monkeypatch, main_under_sigterm):
     """SIGTERM while the output is written: exit 143 and one line, nothing left in the folder
     (the process died with its half-written `.model.pt.XXXX.tmp` next to --out)."""
     import os
@@ -199,17 +199,9 @@ def test_sigterm_while_saving_leaves_no_temporary_file(mmseg_file, tmp_path, cap
             os.kill(os.getpid(), signal.SIGTERM)
         return real_save(obj, f, *args, **kwargs)
 
-    def outside(signum, frame):  # the test session's handler: not pytest's death before the fix
-        raise RuntimeError("SIGTERM reached the caller's handler")
-
     monkeypatch.setattr(torch, "save", killed)
-    previous = signal.signal(signal.SIGTERM, outside)
-    try:
-        rc = script.main([str(mmseg_file), "--format", "mmseg", "--out",
-                          str(tmp_path / "model.pt")])
-        assert signal.getsignal(signal.SIGTERM) is outside  # put back after the run
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    rc = main_under_sigterm(script.main, [str(mmseg_file), "--format", "mmseg", "--out",
+                                          str(tmp_path / "model.pt")])
     err = capsys.readouterr().err
     assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
     assert list(tmp_path.iterdir()) == []

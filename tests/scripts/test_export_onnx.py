@@ -120,7 +120,8 @@ def test_library_export_refuses_an_opset_the_exporter_cannot_write(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_sigterm_leaves_no_temporary_file(script, ckpt, tmp_path, capsys, monkeypatch):
+def test_sigterm_leaves_no_temporary_file(script, ckpt, tmp_path, capsys, monkeypatch,
+                                          main_under_sigterm):
     """SIGTERM (a job's time limit, ``timeout``) during the check: exit 143, one line, and
     neither the output nor the exported temporary file next to it (the process died with
     ``.model.PID.check.onnx`` left behind, tens of MB for a real model)."""
@@ -132,17 +133,9 @@ def test_sigterm_leaves_no_temporary_file(script, ckpt, tmp_path, capsys, monkey
     def killed(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def outside(signum, frame):  # the test session's handler: not pytest's death before the fix
-        raise RuntimeError("SIGTERM reached the caller's handler")
-
     monkeypatch.setattr(vidccnet.export, "compare_onnx", killed)
-    previous = signal.signal(signal.SIGTERM, outside)
-    try:
-        out = tmp_path / "model.onnx"
-        rc = script.main([str(ckpt), "--out", str(out), "--check"])
-        assert signal.getsignal(signal.SIGTERM) is outside  # put back after the run
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    rc = main_under_sigterm(script.main, [str(ckpt), "--out", str(tmp_path / "model.onnx"),
+                                          "--check"])
     err = capsys.readouterr().err
     assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
     assert list(tmp_path.iterdir()) == []
