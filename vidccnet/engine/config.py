@@ -257,7 +257,8 @@ class LossConfig:
         delta_v, delta_d = ({**CC_MARGINS, **self.cc_kwargs}[k] for k in CC_MARGINS)
         if not delta_v < delta_d:
             raise ConfigError(f"config key 'loss.cc_kwargs.delta_v' ({delta_v}) must be below "
-                              f"'loss.cc_kwargs.delta_d' ({delta_d}; defaults 0.5 and 1.5)")
+                              f"'loss.cc_kwargs.delta_d' ({delta_d}; defaults "
+                              f"{' and '.join(map(str, CC_MARGINS.values()))})")
 
 
 @dataclass(frozen=True)
