@@ -77,9 +77,25 @@ def test_bad_arguments():
         CrissCrossAttention3d(16, backend="foo")  # at build time, not at the first forward
     with pytest.raises(ValueError, match="8 channels.*built for 16"):
         RecurrentCrissCrossAttention(16)(torch.randn(1, 8, 3, 7, 13))
-    for empty in ((0, 16, 3, 5, 7), (1, 16, 0, 5, 7), (1, 16, 3, 0, 7)):  # not a reshape error
+    for empty in ((1, 16, 0, 5, 7), (1, 16, 3, 0, 7)):  # not a reshape error
         with pytest.raises(ValueError, match=r"empty input \(" + ", ".join(map(str, empty))):
             CrissCrossAttention3d(16)(torch.randn(empty))
+    # recurrence 0 is the identity, but still only on the inputs the attention was built for
+    with pytest.raises(ValueError, match="8 channels.*built for 16"):
+        RecurrentCrissCrossAttention(16, recurrence=0)(torch.randn(1, 8, 3, 7, 13))
+    with pytest.raises(ValueError, match=r"expected input \(B, C, T, H, W\)"):
+        RecurrentCrissCrossAttention(16, recurrence=0)(torch.randn(2, 16))
+
+
+def test_empty_batch_gives_empty_output():
+    """B = 0 is a valid batch, as for torch's layers and the operator: the block and its
+    recurrent form return (0, C, T, H, W), and the backward runs."""
+    x = torch.randn(0, 16, 3, 5, 7, requires_grad=True)
+    for m in (CrissCrossAttention3d(16, init="identity"), RecurrentCrissCrossAttention(16)):
+        y = m(x)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
 
 
 def test_gradients_reach_all_parameters():

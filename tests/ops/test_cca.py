@@ -309,6 +309,8 @@ def test_scale_is_a_finite_number():
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="finite"):
             criss_cross_attention(q, k, v, scale=bad)
+        with pytest.raises(ValueError, match="finite"):  # the public reference too: not nan
+            cca_reference(q, k, v, scale=bad)
 
 
 def test_backend_env_var(monkeypatch):

@@ -73,13 +73,7 @@ class CrissCrossAttention3d(nn.Module):
 
     def forward(self, x: Tensor, temporal: bool = True) -> Tensor:
         """x: (B, C, T, H, W) -> (B, C, T, H, W). `temporal=False` attends within each frame."""
-        if x.dim() != 5:
-            raise ValueError(f"expected input (B, C, T, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.value.in_channels:
-            raise ValueError(f"input has {x.shape[1]} channels but the attention was built for "
-                             f"{self.value.in_channels} (shape {tuple(x.shape)})")
-        if x.numel() == 0:
-            raise ValueError(f"empty input {tuple(x.shape)}: every dimension must be >= 1")
+        self.check_input(x)
         xc = x.contiguous()  # one copy for the three projections (their reshapes are views)
         q, k, v = (_pointwise(conv, xc) for conv in (self.query, self.key, self.value))
         if temporal:
@@ -91,6 +85,16 @@ class CrissCrossAttention3d(nn.Module):
             out = rearrange(out, "(b t) c h w -> b c t h w", t=T)
         return self.gamma * out + x
 
+    def check_input(self, x: Tensor) -> None:
+        """Refuse what is not (B, C, T, H, W) with this block's C and T, H, W >= 1 (B may be 0)."""
+        if x.dim() != 5:
+            raise ValueError(f"expected input (B, C, T, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.value.in_channels:
+            raise ValueError(f"input has {x.shape[1]} channels but the attention was built for "
+                             f"{self.value.in_channels} (shape {tuple(x.shape)})")
+        if min(x.shape[2:]) == 0:
+            raise ValueError(f"empty input {tuple(x.shape)}: T, H and W must be >= 1")
+
 
 def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
     """A 1x1x1 Conv3d as a 1x1 Conv2d over (B, C, T*H, W): same result, fast CPU kernels.
@@ -101,8 +105,9 @@ def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
     if torch.compiler.is_compiling():
         return F.conv3d(x, conv.weight, conv.bias)
     B, C, T, H, W = x.shape
-    weight = conv.weight.view(conv.out_channels, C, 1, 1)
-    return F.conv2d(x.reshape(B, C, T * H, W), weight, conv.bias).view(B, -1, T, H, W)
+    Co = conv.out_channels
+    y = F.conv2d(x.reshape(B, C, T * H, W), conv.weight.view(Co, C, 1, 1), conv.bias)
+    return y.view(B, Co, T, H, W)
 
 
 class RecurrentCrissCrossAttention(nn.Module):
@@ -134,6 +139,7 @@ class RecurrentCrissCrossAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, T, H, W) -> (B, C, T, H, W)."""
+        self.cca.check_input(x)  # also when recurrence = 0 makes this the identity
         for _ in range(self.recurrence):
             x = self.cca(x, temporal=self.temporal)
         return x

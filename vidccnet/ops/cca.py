@@ -6,7 +6,6 @@ time line, its row and its column (the centre once): T + H + W - 2 keys, one sof
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .export import cca_export
-from .reference import _check_inputs, cca_reference, cca_reference_backward
+from .reference import _check_inputs, _check_scale, cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
 ENV_VAR = "VIDCCNET_CCA_BACKEND"
@@ -107,17 +106,6 @@ def resolve_backend(
             chosen = f" (chosen by {ENV_VAR}=triton)" if from_env else ""
             raise RuntimeError(f"the triton backend{chosen} cannot run here: {why}; {way}")
     return backend
-
-
-def _check_scale(scale: float | Tensor) -> float:
-    if isinstance(scale, Tensor) and scale.requires_grad:
-        raise TypeError("scale must be a number: a tensor scale would get no gradient; to learn "
-                        "a temperature, multiply q by it and pass scale=1")
-    value = float(scale)
-    # not math.isfinite: torch.compile(dynamic=True) cannot trace it (fullgraph: an error)
-    if value != value or value in (math.inf, -math.inf):
-        raise ValueError(f"scale must be finite, got {value}")
-    return value
 
 
 def criss_cross_attention(

@@ -18,6 +18,7 @@ The backward recomputes the probabilities from the saved log-sum-exp, in the sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -335,6 +336,17 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
 
 
+def _check_scale(scale: float | Tensor) -> float:
+    if isinstance(scale, Tensor) and scale.requires_grad:
+        raise TypeError("scale must be a number: a tensor scale would get no gradient; to learn "
+                        "a temperature, multiply q by it and pass scale=1")
+    value = float(scale)
+    # not math.isfinite: torch.compile(dynamic=True) cannot trace it (fullgraph: an error)
+    if value != value or value in (math.inf, -math.inf):
+        raise ValueError(f"scale must be finite, got {value}")
+    return value
+
+
 def cca_reference(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Criss-cross attention over time line, row and column (centre counted once).
 
@@ -357,4 +369,4 @@ def cca_reference(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0) -> tuple[
     if q.dim() != 5:
         raise ValueError(f"cca_reference takes (B, C, T, H, W) inputs; got {tuple(q.shape)} "
                          "(criss_cross_attention also takes 4-D ones)")
-    return _ReferenceFunction.apply(q, k, v, float(scale))
+    return _ReferenceFunction.apply(q, k, v, _check_scale(scale))
