@@ -20,7 +20,8 @@ A rerun keeps the frames already written (`--overwrite` rewrites them), except f
 whose `--index-offset` changed since the report: its frames are rewritten. The report keeps the
 sequences of earlier runs (videos can be prepared one run at a time) and is written after each
 sequence; `--report PATH` writes a copy there too. Frames are written whole (a temporary file
-renamed), so an interrupted run leaves no truncated frame.
+renamed), so an interrupted run leaves no truncated or temporary frame; Ctrl-C and SIGTERM
+print one line and exit with 130 and 143.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import fail  # noqa: E402
+from vidccnet.cli import fail, interrupted, interruptible, sigterm_unwinds  # noqa: E402
 from vidccnet.data.camvid import (  # noqa: E402
     SPLITS,
     context_frame_path,
@@ -49,6 +50,8 @@ from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
 logger = logging.getLogger("prepare_camvid")
+PROG = "prepare_camvid"
+KEPT = "the frames written so far are kept; run it again to continue"
 
 SEQUENCE_ALIASES = {"01TP": "0001TP", "0001TP": "0001TP", "0005VD": "Seq05VD",
                     "SEQ05VD": "Seq05VD", "05VD": "Seq05VD", "0006R0": "0006R0",
@@ -245,8 +248,11 @@ def prepare(args: argparse.Namespace) -> dict:
                 if 0 <= j + shift < len(src) and (args.overwrite or not p.is_file()):
                     p.parent.mkdir(parents=True, exist_ok=True)
                     tmp = p.with_name(f".{p.name}.tmp")  # whole files only: a rerun keeps them
-                    Image.fromarray(src[j + shift]).save(tmp, format="PNG")
-                    os.replace(tmp, p)
+                    try:
+                        Image.fromarray(src[j + shift]).save(tmp, format="PNG")
+                        os.replace(tmp, p)
+                    finally:  # Ctrl-C, SIGTERM or a full disk: no temporary file stays
+                        tmp.unlink(missing_ok=True)
                     written += 1
         if poor:
             logger.warning("%s: %d labelled frames match poorly (mean abs diff > %g): check "
@@ -277,6 +283,7 @@ def _earlier_report(out: Path) -> dict:
     return {"matches": {}, "sequences": {}}
 
 
+@interruptible(PROG, KEPT)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--segnet", required=True,
@@ -304,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--frame-stride must be >= 1, got {args.frame_stride}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        prepare(args)
+        with sigterm_unwinds():  # SIGTERM unwinds like Ctrl-C: the temporary frame is removed
+            prepare(args)
     except (PrepareError, VideoReadError, ValueError, OSError) as e:
-        return fail("prepare_camvid", e)
+        return fail(PROG, e)
+    except KeyboardInterrupt as exc:
+        return interrupted(PROG, exc, KEPT)
     return 0
 
 
