@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import missing_folder  # noqa: E402
+from vidccnet.cli import interruptible, missing_folder  # noqa: E402
 from vidccnet.data.clips import clip_indices  # noqa: E402
 from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
 from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
@@ -119,6 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@interruptible("bench_data", "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if msg := missing_folder(args.json, "--json"):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vidccnet.cli import interruptible  # noqa: E402
+
 logger = logging.getLogger("bench_model")
 
 CONFIGS = {
@@ -159,6 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@interruptible("bench_model", "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
@@ -205,5 +208,3 @@ if __name__ == "__main__":
     except BenchError as exc:
         print(f"bench_model: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)

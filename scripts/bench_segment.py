@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidccnet.cli import interruptible
+
 SCRIPT_DIR = Path(__file__).resolve().parent
 
 
@@ -158,7 +160,8 @@ def _video_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def main() -> int:
+@interruptible("bench_segment.py", "nothing written")
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--models", nargs="+", default=["ccnet3d_resnet18", "ccnet3d_resnet50"])
@@ -177,7 +180,7 @@ def main() -> int:
     p.add_argument("--memory-max-size", type=int, default=32,
                    help="inference short side for the memory runs (keeps 250 frames quick on CPU;"
                    " decoding, upsampling and PNGs stay at the source size)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.child is not None:
         child(json.loads(args.child))
         return 0

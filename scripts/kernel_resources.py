@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from vidccnet.cli import fail, missing_folder
+from vidccnet.cli import fail, interruptible, missing_folder
 
 DTYPES = ("float32", "float16", "bfloat16")
 CAMVID = (64, 512, 5, 90, 120)  # Cqk, Cv, T, H, W of the CamVid recipe (720 x 960 / 8)
@@ -67,6 +67,7 @@ def _usage(cubin: bytes, bindir: Path) -> dict[str, int]:
     return dict(registers=int(found[1]), stack=int(found[2])) if found else {}
 
 
+@interruptible("kernel_resources.py", "nothing written")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--shape", type=int, nargs=5, action="append",

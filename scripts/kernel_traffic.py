@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from vidccnet.cli import fail, missing_folder  # noqa: E402
+from vidccnet.cli import fail, interruptible, missing_folder  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
 # name: (B, T, H, W, Cqk, Cv, dtype) as trained / evaluated.
@@ -229,6 +229,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@interruptible("kernel_traffic.py", "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

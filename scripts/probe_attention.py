@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidccnet.cli import fail, missing_folder
+from vidccnet.cli import fail, interruptible, missing_folder
 from vidccnet.engine.report import write_json
 
 # name: (temporal, recurrence, init)
@@ -153,6 +153,7 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+@interruptible("probe_attention.py", "--json not written")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
