@@ -86,15 +86,15 @@ class Probe(nn.Module):
         return self.readout(self.rcca(x))  # (B, 2, T, H, W)
 
 
-def cue_weight(model: Probe, x: Tensor, cue: Tensor, n: int = 64) -> float:
-    """Mean attention weight (first recurrence) that non-cue positions put on the cue of their
-    time line (task `time`), exact (`criss_cross_weights`) over `n` positions."""
+def cue_weight(model: Probe, x: Tensor, cue: Tensor) -> float:
+    """Mean attention weight (first recurrence) that the positions without the cue put on the
+    cue of their time line (task `time`), exact (`criss_cross_weights`), over all of them."""
     from vidccnet.ops import criss_cross_weights
 
     cca = model.rcca.cca
     with torch.no_grad():
         q, k = cca.query(x), cca.key(x)
-    where = (~cue).nonzero()[:n]  # (n, 4): b, t, h, w
+    where = (~cue).nonzero()  # (n, 4): b, t, h, w
     total = 0.0
     for b, t, h, w in where.tolist():
         time_w = criss_cross_weights(q, k, (t, h, w), batch=b).time  # (T,)

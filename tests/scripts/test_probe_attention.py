@@ -68,3 +68,16 @@ def test_json_written_whole(probe, tmp_path) -> None:
     data = json.loads(out.read_text())
     assert len(data["runs"]) == 1 and "time/2d_R2_identity" in data["summary"]
     assert [p.name for p in tmp_path.iterdir()] == ["probe.json"]  # no temporary file left
+
+
+def test_cue_weight_averages_over_every_position_without_the_cue(probe) -> None:
+    """cue_weight averaged over the first 64 positions without the cue only (all in the first
+    clip's first frames), not over the test batch: the whole batch's mean must be the mean of
+    its clips' (each clip has as many positions without the cue)."""
+    B, C, T, H, W = 3, 4, 4, 5, 5
+    torch.manual_seed(0)
+    model = probe.Probe(C, temporal=True, recurrence=1, init="identity")
+    x, _, cue = probe.make_batch("time", B, C, T, H, W, torch.Generator().manual_seed(0))
+    whole = probe.cue_weight(model, x, cue)
+    per_clip = [probe.cue_weight(model, x[b:b + 1], cue[b:b + 1]) for b in range(B)]
+    assert whole == pytest.approx(sum(per_clip) / B, rel=1e-9)
