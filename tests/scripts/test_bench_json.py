@@ -123,3 +123,32 @@ def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monke
     monkeypatch.setattr(bench, "bench_depth", lambda *a: pytest.fail("ran before the check"))
     with pytest.raises(bench.BenchError, match="--threads must be >= 0"):
         bench.main(TINY_MODEL + ["--threads", "-1"])
+
+
+def test_bench_data_prints_ratios_to_pyav_measured_in_the_same_run(load_script, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The table had no ratio column: each reader's clips/s is now divided by PyAV's on the
+    same configuration's mp4 (the first row of each configuration)."""
+    bench = load_script("bench_data")
+    speed = {("mp4", "av"): 10.0, ("mp4", "decord"): 5.0, ("png", "av"): 20.0,
+             ("jpg", "av"): 40.0}
+    monkeypatch.setattr(bench, "make_sources", lambda tmp, name, *a: {
+        kind: [kind] for kind in ("mp4", "png", "jpg")})
+
+    def fake_bench(paths, backend, *args):
+        v = speed[(paths[0], backend)]
+        return {"random_wall": v, "random_cpu": v, "seq_wall": 2 * v, "seq_cpu": 2 * v}
+
+    monkeypatch.setattr(bench, "bench", fake_bench)
+    monkeypatch.setattr(bench, "machine", lambda: "test machine")
+    out = tmp_path / "d.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert "random x PyAV" in table[0] and "sequential x PyAV" in table[0]
+    rows = json.loads(out.read_text())["rows"]
+    got = {(r["config"], r["source"], r["reader"]): (r["random_vs_av"], r["seq_vs_av"])
+           for r in rows}
+    assert got[("camvid-like", "mp4", "av")] == (1.0, 1.0)
+    assert got[("vspw-like", "jpg", "PIL")] == (4.0, 4.0)
+    (png,) = [line for line in table if line.startswith("| camvid-like") and "| png |" in line]
+    assert png.count("| 2.00x |") == 2, png
