@@ -8,7 +8,9 @@ Checkpoints are randomly initialised (11 classes, CamVid-sized); weights do not 
 Videos are synthetic (moving shapes over a gradient, H.264). Every measurement runs the whole
 command (decode, resize, forward, upsample, argmax, PNG writing) in a fresh subprocess; max RSS
 is that process's ``ru_maxrss``. frames/s is the script's own figure (frames written / seconds
-of the segmentation loop, model loading excluded). On CUDA the child first segments the same
+of the segmentation loop, model loading excluded); the speed table divides it by that of the
+first of ``--models`` (default: the per-frame model ccnet2d_resnet18), measured in the same
+run. On CUDA the child first segments the same
 video once untimed (kernel compilation, cuDNN's algorithm search), and the tables add the peak
 GPU memory of the timed loop (``torch.cuda.max_memory_allocated``).
 """
@@ -164,7 +166,10 @@ def _video_size(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--models", nargs="+", default=["ccnet3d_resnet18", "ccnet3d_resnet50"])
+    p.add_argument("--models", nargs="+",
+                   default=["ccnet2d_resnet18", "ccnet3d_resnet18", "ccnet3d_resnet50"],
+                   help="the speed table's ratios are to the first (default: the per-frame "
+                   "model ccnet2d_resnet18)")
     p.add_argument("--size", type=_video_size, default="480x360",
                    help="WxH of the benchmark video")
     p.add_argument("--speed-frames", type=int, default=8, help="frames of the speed video")
@@ -231,13 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     if gpu:
         print(f"GPU: {torch.cuda.get_device_name(args.device)}\n")
     if rows:
-        print("| model | video | clip_len / stride | inference size | frames/s | max RSS (MB) "
-              "| loop peak RSS (MB) |" + (" GPU peak (MB) |" if gpu else ""))
-        print("|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
+        base_name, base = rows[0][1], rows[0][2]["frames_per_second"]
+        print("| model | video | clip_len / stride | inference size | frames/s "
+              f"| frames/s vs {base_name} | max RSS (MB) | loop peak RSS (MB) |"
+              + (" GPU peak (MB) |" if gpu else ""))
+        print("|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for _, name, r in rows:
         print(f"| {name} (random weights) | {r['frames']} frames {width}x{height} | "
               f"{r['clip_len']} / {r['stride']} | {r['inference_size'][1]}x"
               f"{r['inference_size'][0]} | {r['frames_per_second']:.3f} | "
+              f"{r['frames_per_second'] / base:.2f}x | "
               f"{r['max_rss_mb']:.0f} | {fmt_mb(r['loop_peak_rss_mb'])} |"
               + (f" {fmt_mb(r.get('gpu_peak_mb'))} |" if gpu else ""))
     if len(mem) == 2:

@@ -152,3 +152,24 @@ def test_bench_data_prints_ratios_to_pyav_measured_in_the_same_run(load_script, 
     assert got[("vspw-like", "jpg", "PIL")] == (4.0, 4.0)
     (png,) = [line for line in table if line.startswith("| camvid-like") and "| png |" in line]
     assert png.count("| 2.00x |") == 2, png
+
+
+def test_bench_segment_speed_table_has_a_ratio_to_the_per_frame_model(load_script, monkeypatch,
+                                                                       capsys):
+    """The speed table had no ratio column: frames/s of every model over the first of
+    --models, by default the per-frame model ccnet2d_resnet18, measured in the same run."""
+    bench = load_script("bench_segment")
+    fps = {"ccnet2d_resnet18": 0.4, "ccnet3d_resnet18": 0.1, "ccnet3d_resnet50": 0.05}
+    monkeypatch.setattr(bench, "write_video", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "write_checkpoint", lambda *a, **k: None)
+
+    def fake_measure(argv):
+        name = Path(argv[argv.index("--checkpoint") + 1]).stem
+        return {"frames_per_second": fps[name], "max_rss_mb": 100.0, "loop_peak_rss_mb": 90.0,
+                "frames": 8, "clip_len": 4, "stride": 2, "inference_size": [360, 480]}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    assert bench.main(["--only", "speed"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert "frames/s vs ccnet2d_resnet18" in table[0]
+    assert [line.split("|")[6].strip() for line in table[2:]] == ["1.00x", "0.25x", "0.12x"]
