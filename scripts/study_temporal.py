@@ -42,7 +42,8 @@ flicker, the trained gamma, the same figures with every gamma set to 0 at test t
 attention ablated), and the eval-mode forward cost per frame.
 
 Each finished run writes ``<runs>/<variant>_s<seed>/study_result.json``; an interrupted study
-picks up where it stopped (``--force`` retrains). At the end the script writes
+picks up where it stopped (``--force`` retrains); Ctrl-C or SIGTERM stops the runs in progress
+with it (exit 130 / 143). At the end the script writes
 ``results/synthetic_study.json`` (every run + per-variant mean, min and max), the plots
 ``results/synthetic_study.png`` and ``results/synthetic_study_curves.png``, and prints a
 Markdown table. Expected errors print one line on stderr and exit with code 2.
@@ -62,7 +63,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail, setup_logging
+from vidccnet.cli import fail, interrupted, setup_logging, sigterm_unwinds
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "study_temporal.py"
@@ -550,22 +551,32 @@ def run_all(args: argparse.Namespace) -> list[tuple[str, int]]:
              len(todo), len(args.variants) * len(args.seeds) - len(todo), args.jobs, threads)
     running: list[tuple[subprocess.Popen, str, int, float]] = []
     failed = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            v, s = todo.pop(0)
-            running.append((_launch(args, v, s, threads), v, s, time.time()))
-        time.sleep(2)
-        for item in list(running):
-            proc, v, s, t = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode == 0:
-                log.info("finished %s seed %d in %.0f s", v, s, time.time() - t)
-            else:
-                log.error("%s seed %d failed (exit %d); see %s", v, s, proc.returncode,
-                          run_dir(args, v, s) / "study.log")
-                failed.append((v, s))
+    try:
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                v, s = todo.pop(0)
+                running.append((_launch(args, v, s, threads), v, s, time.time()))
+            time.sleep(2)
+            for item in list(running):
+                proc, v, s, t = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                if proc.returncode == 0:
+                    log.info("finished %s seed %d in %.0f s", v, s, time.time() - t)
+                else:
+                    log.error("%s seed %d failed (exit %d); see %s", v, s, proc.returncode,
+                              run_dir(args, v, s) / "study.log")
+                    failed.append((v, s))
+    finally:  # Ctrl-C, SIGTERM, an error: the runs still going stop with the study
+        for proc, *_ in running:
+            proc.terminate()
+        for proc, *_ in running:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     if failed:
         log.error("%d run(s) failed: %s", len(failed), failed)
     return failed
@@ -590,18 +601,18 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s seed %d: mIoU %.4f, ambiguous %.4f, mVC_8 %.4f", variant, seed,
                      res["mIoU"], res["mIoU_ambiguous"] or math.nan, res["mVC_8"] or math.nan)
             return 0
-        failed = [] if args.report_only else run_all(args)
-        cost: list[dict] = []
-        if not args.no_cost:
-            cost = measure_cost(args, BUDGETS[args.budget][2], threads=1)
-        report(args, collect(args), cost)
+        with sigterm_unwinds():  # SIGTERM stops the runs in progress as Ctrl-C does
+            failed = [] if args.report_only else run_all(args)
+            cost: list[dict] = []
+            if not args.no_cost:
+                cost = measure_cost(args, BUDGETS[args.budget][2], threads=1)
+            report(args, collect(args), cost)
         if failed:
             print(f"{PROG}: error: {len(failed)} run(s) failed ({failed}); the report holds the "
                   "others; see each run's study.log and rerun to retry them", file=sys.stderr)
             return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(PROG, exc, "finished runs are kept: run it again to go on")
     except Exception as exc:  # noqa: BLE001 - expected errors become one line
         from vidccnet.engine.config import ConfigError
         from vidccnet.engine.train import TrainingError

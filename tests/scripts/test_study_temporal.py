@@ -94,3 +94,36 @@ def test_a_partial_study_needs_its_own_results_folder(load_script, capsys):
                                              "--no-cost"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--results DIR" in err[0], err
+
+
+def test_sigterm_stops_the_training_runs_it_started(load_script, tmp_path, monkeypatch, capsys,
+                                                    main_under_sigterm):
+    """SIGTERM (`timeout`, `docker stop`) killed the study and left its training subprocesses
+    running on their own; now they are stopped too, and the study says so in one line (143)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    study = load_script("study_temporal")
+    started = []
+
+    def launch(args, variant, seed, threads):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(study, "_launch", launch)
+    monkeypatch.setattr(study.time, "sleep", lambda s: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        rc = main_under_sigterm(study.main, [
+            "--variants", "cca3d", "cca2d", "--seeds", "0", "--jobs", "2", "--no-cost",
+            "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "res")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 143 and len(started) == 2
+        assert err[-1].startswith("study_temporal.py: terminated (SIGTERM)"), err
+        assert all(p.poll() is not None for p in started)  # stopped, not orphaned
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
