@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import interruptible, missing_folder  # noqa: E402
+from vidccnet.cli import interruptible, missing_folder, sigterm_unwinds  # noqa: E402
 from vidccnet.data.clips import clip_indices  # noqa: E402
 from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
 from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         has_decord = False
     rows = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        # SIGTERM unwinds like Ctrl-C: the temporary videos are removed
+        with sigterm_unwinds(), tempfile.TemporaryDirectory() as tmp:
             for name, size in CONFIGS.items():
                 src = make_sources(Path(tmp), name, size, args.videos, args.frames, args.gop)
                 runs = [("mp4", "av"), ("mp4", "decord"), ("png", "PIL"), ("jpg", "PIL")]

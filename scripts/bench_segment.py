@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import interruptible
+from vidccnet.cli import interruptible, sigterm_unwinds
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.amp:
         common.append("--amp")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_segment_") as tmp_name:
+    # SIGTERM unwinds like Ctrl-C: the temporary videos and checkpoints are removed
+    with sigterm_unwinds(), tempfile.TemporaryDirectory(prefix="bench_segment_") as tmp_name:
         tmp = Path(tmp_name)
         speed_video = tmp / "speed.mp4"
         write_video(speed_video, args.speed_frames, height, width)

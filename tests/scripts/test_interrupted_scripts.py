@@ -3,6 +3,8 @@ and exit code 130, as the other scripts do, instead of a KeyboardInterrupt trace
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 TINY_MODEL = ["--depths", "18", "--frames", "1", "--size", "16", "16", "--configs", "noatt",
@@ -42,3 +44,27 @@ def test_ctrl_c_is_one_line_and_exit_130(load_script, monkeypatch, capsys, name,
         pytest.fail(f"{name}: Ctrl-C ended in a KeyboardInterrupt traceback")
     err = capsys.readouterr().err
     assert rc == 130 and err.count("\n") == 1 and ": interrupted;" in err, err
+
+
+@pytest.mark.parametrize("name, work", [("bench_data", "make_sources"),
+                                        ("bench_segment", "write_video")])
+def test_sigterm_removes_the_temporary_videos(load_script, monkeypatch, capsys, tmp_path,
+                                              main_under_sigterm, name, work):
+    """SIGTERM killed the benchmark with its temporary folder of videos (and checkpoints) left
+    in /tmp; it now unwinds as Ctrl-C does: the folder goes, one line, exit 143."""
+    import os
+    import signal
+    import tempfile
+
+    script = load_script(name)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def terminated(path, *args, **kwargs):
+        (Path(path) / "video.mp4" if Path(path).is_dir() else Path(path)).write_bytes(b"x")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(script, work, terminated)
+    rc = main_under_sigterm(script.main, ["--quick"] if name == "bench_data" else [])
+    err = capsys.readouterr().err
+    assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
+    assert list(tmp_path.iterdir()) == []
