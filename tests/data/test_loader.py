@@ -82,3 +82,17 @@ def test_clips_of_different_sizes_in_one_batch_are_a_clear_error():
         next(iter(loader))
     same = build_loader(Sizes(), batch_size=1, shuffle=False)
     assert next(iter(same))["clip"].shape == (1, 3, 2, 8, 8)
+
+
+def test_seeds_do_not_share_their_epoch_orders():
+    """Seed 1's first epoch is not seed 0's second (seed + epoch would make them equal): runs
+    with different seeds draw independent orders."""
+    def order(seed: int, epoch: int) -> list[int]:
+        s = EpochSampler(50, shuffle=True, seed=seed)
+        s.set_epoch(epoch)
+        return s.indices()
+
+    assert order(1, 0) != order(0, 1)
+    assert order(2, 0) != order(1, 1) != order(0, 2)
+    # epoch 0 keeps the order of earlier versions (the documented runs stay in epoch 0)
+    assert order(3, 0) == torch.randperm(50, generator=torch.Generator().manual_seed(3)).tolist()

@@ -33,6 +33,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return x ^ (x >> 29)
 
 
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the sample order of `epoch`: `seed` itself in epoch 0 (the order runs of earlier
+    versions drew, documented results included), then a hash of (seed, epoch), so that no two
+    runs share an epoch's order (`seed + epoch` gave seed 1's epoch 0 seed 0's epoch 1)."""
+    return seed if epoch == 0 else sample_seed(seed, epoch, -1)  # -1: no sample's index
+
+
 class EpochSampler(Sampler):
     """Sample order determined by (seed, epoch); yields `(index, augmentation_seed)`.
 
@@ -72,7 +79,7 @@ class EpochSampler(Sampler):
     def indices(self) -> list[int]:
         """This rank's dataset indices for the current epoch, in order."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(order_seed(self.seed, self.epoch))
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
