@@ -263,6 +263,10 @@ def test_round_trip_with_filled_class_names() -> None:
     ("loss.cc_kwargs.delta_v=2", "'loss.cc_kwargs.delta_v' .* below 'loss.cc_kwargs.delta_d'"),
     ("loss.cc_kwargs.delta_d=0.3", "'loss.cc_kwargs.delta_v' .* below 'loss.cc_kwargs.delta_d'"),
     ("loss.class_weights=[0, 0, 0, 0, 0, 0, 0]", "all 0"),
+    # the datasets mark void pixels with 255: another value failed at the first step, and
+    # the evaluator, which reads it, ignored a class instead of the void pixels
+    ("loss.ignore_index=0", "'loss.ignore_index' must be 255.*class_weights"),
+    ("loss.ignore_index=-1", "'loss.ignore_index' must be 255"),
 ])
 def test_loss_settings_that_cannot_train_are_refused_at_load(override, words):
     """A misspelt or mistyped category-consistent loss argument was a TypeError traceback at

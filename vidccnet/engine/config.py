@@ -219,6 +219,9 @@ class ScheduleConfig:
 # defaults of its two margins
 CC_KWARGS = ("delta_v", "delta_d", "alpha", "beta", "gamma")
 CC_MARGINS = {"delta_v": 0.5, "delta_d": 1.5}
+# the label every dataset of vidccnet.data gives void / unlabelled pixels and augmentation
+# padding (vidccnet.data.base.EvalVideo)
+VOID_LABEL = 255
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,11 @@ class LossConfig:
         _non_negative("loss.ohem_min_kept", self.ohem_min_kept)
         for w in self.class_weights or ():
             _non_negative("loss.class_weights", w)
+        if self.ignore_index != VOID_LABEL:  # the evaluator reads it too
+            raise ConfigError(
+                f"config key 'loss.ignore_index' must be {VOID_LABEL}, the label the datasets "
+                f"give void and unlabelled pixels, got {self.ignore_index}; to leave a class "
+                "out of the loss, give it weight 0 in loss.class_weights")
         if self.class_weights and not any(self.class_weights):
             raise ConfigError("config key 'loss.class_weights' is all 0: no pixel would count "
                               "in the loss; give the classes to train a positive weight")
