@@ -130,6 +130,30 @@ def test_attention_lr_mult_gives_query_key_value_their_own_group() -> None:
         apply_overrides(cfg, ["optim.attention_lr_mult=0"])
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_norm_bias_decay_false_exempts_norms_biases_and_gamma(name: str) -> None:
+    """The default decays every parameter (the official CCNet's SGD); optim.norm_bias_decay
+    false leaves the parameters of fewer than 2 dimensions (norm weights and biases, conv
+    biases, the attention's gamma) undecayed, as timm and mmseg's norm_decay_mult=0 do."""
+    from vidccnet.engine.train import build_optimizer
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16)
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", [f"optim.name={name}"])
+    decay = {id(p): g["weight_decay"] for g in build_optimizer(cfg, model).param_groups
+             for p in g["params"]}
+    assert set(decay.values()) == {cfg.optim.weight_decay}
+    cfg = apply_overrides(cfg, ["optim.norm_bias_decay=false", "optim.gamma_lr_mult=3"])
+    groups = build_optimizer(cfg, model).param_groups
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    lr = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        assert decay[id(p)] == (cfg.optim.weight_decay if p.ndim > 1 else 0.0), n
+    gamma = model.head.cca.cca.gamma
+    assert decay[id(gamma)] == 0.0 and lr[id(gamma)] == pytest.approx(3 * cfg.optim.lr)
+    assert len(decay) == len(list(model.parameters()))
+
+
 def test_poly_warmup_schedule() -> None:
     f = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1)
     assert f(0) == pytest.approx(0.1)
@@ -332,7 +356,8 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
         train(tiny_cfg(out, *common, "schedule.iterations=30", "optim.name=adamw"), resume=True)
     # so is another learning-rate multiplier: the optimizer state is per parameter group,
     # and the groups are the multipliers (it failed later, in PyTorch's words)
-    for change in ("optim.gamma_lr_mult=10", "optim.attention_lr_mult=5"):
+    for change in ("optim.gamma_lr_mult=10", "optim.attention_lr_mult=5",
+                   "optim.norm_bias_decay=false"):
         with pytest.raises(CheckpointError, match=change.split("=")[0]):
             train(tiny_cfg(out, *common, "schedule.iterations=30", change), resume=True)
     assert load_checkpoint(out / "last.pt")["iteration"] == 24

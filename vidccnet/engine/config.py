@@ -169,6 +169,10 @@ class OptimConfig:
     # Learning-rate multiplier for the attention's query, key and value projections: 5 lets
     # the demo's attention learn its temporal cue within 600 steps (docs/training.md).
     attention_lr_mult: float = 1.0
+    # false: no weight decay on the parameters of fewer than 2 dimensions (norm weights and
+    # biases, biases, the attention's gamma), as timm and mmseg (norm_decay_mult=0) do, common
+    # with AdamW. true decays all, as the official CCNet's SGD (the shipped configs).
+    norm_bias_decay: bool = True
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, ("sgd", "adamw"))

@@ -18,14 +18,18 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 
     With ``optim.gamma_lr_mult != 1`` the attention's residual weights (``*.cca.gamma``), and
     with ``optim.attention_lr_mult != 1`` its query / key / value projections, get their own
-    parameter groups at ``lr * mult``; the schedule scales every group alike.
+    parameter groups at ``lr * mult``; the schedule scales every group alike. With
+    ``optim.norm_bias_decay`` false the parameters of fewer than 2 dimensions (norm weights
+    and biases, biases, gamma) get their own groups without weight decay.
     """
     o = cfg.optim
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups: dict[float, list] = {}  # lr multiplier -> parameters, in model order
+    groups: dict[tuple[float, float], list] = {}  # (lr mult, decay) -> parameters, model order
     for n, p in named:
-        groups.setdefault(_lr_mult(n, o), []).append(p)
-    params: list = [{"params": ps, "lr": o.lr * m} for m, ps in groups.items()]
+        decay = o.weight_decay if o.norm_bias_decay or p.ndim > 1 else 0.0
+        groups.setdefault((_lr_mult(n, o), decay), []).append(p)
+    params: list = [{"params": ps, "lr": o.lr * m, "weight_decay": wd}
+                    for (m, wd), ps in groups.items()]
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov

@@ -66,7 +66,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import Config, ConfigError, config_to_dict, config_to_yaml
+from .config import Config, ConfigError, OptimConfig, config_to_dict, config_to_yaml
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -158,14 +158,16 @@ def _check_resumable(cfg: Config, ckpt: dict, where: Path) -> None:
             f"optim.name={cfg.optim.name}; their states differ (resume with "
             f"optim.name={old_name}, or start a new run)"
         )
-    for key in ("gamma_lr_mult", "attention_lr_mult"):  # they define the parameter groups
-        was = float((old.get("optim") or {}).get(key, 1.0))
-        now = float(getattr(cfg.optim, key))
+    # they define the parameter groups
+    for key in ("gamma_lr_mult", "attention_lr_mult", "norm_bias_decay"):
+        was = (old.get("optim") or {}).get(key, getattr(OptimConfig, key))
+        now = getattr(cfg.optim, key)
         if was != now:
+            was, now = (str(v).lower() if isinstance(v, bool) else f"{v:g}" for v in (was, now))
             raise CheckpointError(
-                f"--resume: {where} was trained with optim.{key}={was:g}, the config says "
-                f"{now:g}; the optimizer state is kept per parameter group, which these "
-                f"multipliers define (resume with optim.{key}={was:g}, or start a new run "
+                f"--resume: {where} was trained with optim.{key}={was}, the config says "
+                f"{now}; the optimizer state is kept per parameter group, which this "
+                f"setting defines (resume with optim.{key}={was}, or start a new run "
                 "with model.init_from)"
             )
 
