@@ -1486,3 +1486,18 @@ def test_evaluation_follows_the_training_frame_stride() -> None:
     assert evaluator_kwargs(camvid, "cpu")["frame_stride"] == 1
     with pytest.raises(ConfigError, match="eval.clip_stride"):
         tiny_cfg(Path("u"), "data.frame_stride=2", "eval.clip_stride=2")
+
+
+def test_evaluation_follows_the_training_anchor() -> None:
+    """eval.anchor unset follows data.anchor, also with a shipped config (which names no
+    eval.anchor): a data.anchor=centre run was validated at the causal clip position, one its
+    labels never trained on (CamVid labels only the anchor frame); a set value still wins."""
+    from vidccnet.engine.build import evaluator_kwargs
+
+    assert evaluator_kwargs(tiny_cfg(Path("u"), "data.anchor=centre"), "cpu")["anchor"] == "centre"
+    assert evaluator_kwargs(tiny_cfg(Path("u")), "cpu")["anchor"] == "causal"
+    camvid = load_config(REPO / "configs/camvid_ccnet3d_r50.yaml",
+                         ["data.anchor=centre", "runtime.device=cpu"])
+    assert evaluator_kwargs(camvid, "cpu")["anchor"] == "centre"
+    both = tiny_cfg(Path("u"), "data.anchor=centre", "eval.anchor=causal")
+    assert evaluator_kwargs(both, "cpu")["anchor"] == "causal"

@@ -148,7 +148,7 @@ def build_val_videos(cfg: Config, split: str | None = None) -> list:
     kw = {**cfg.data.kwargs, **cfg.eval.kwargs}
     kw.setdefault("clip_len", cfg.eval.clip_len or cfg.data.clip_len)
     kw.setdefault("frame_stride", cfg.data.frame_stride)
-    kw.setdefault("anchor", cfg.eval.anchor)
+    kw.setdefault("anchor", cfg.eval_anchor)
     videos = build_eval_videos(cfg.data.name, split or cfg.eval.split, root=cfg.data.root, **kw)
     return list(videos)[: cfg.eval.max_videos]
 
@@ -160,7 +160,7 @@ def evaluator_kwargs(cfg: Config, device: torch.device | str | None) -> dict:
     return dict(
         clip_len=e.clip_len or cfg.data.clip_len,
         clip_stride=e.clip_stride,
-        anchor=e.anchor,
+        anchor=cfg.eval_anchor,
         scales=e.scales,
         flip=e.flip,
         crop_size=e.crop_size,

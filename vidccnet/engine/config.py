@@ -278,7 +278,8 @@ class EvalConfig:
     """Validation during training (and defaults of ``scripts/evaluate.py``).
 
     ``interval`` is in iterations (0 disables periodic validation; the end of training still
-    validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``.
+    validates unless ``at_end`` is false). ``clip_len`` None uses ``data.clip_len``, ``anchor``
+    None ``data.anchor`` (the clip position training labels).
     ``max_videos`` limits the number of validation videos during training (None = all);
     ``scripts/evaluate.py`` applies it only when given on its command line.
     ``metric_convention``: "auto" (VSPW's official evaluator on ``data.name: vspw``, else
@@ -291,7 +292,7 @@ class EvalConfig:
     at_end: bool = True
     clip_len: int | None = None
     clip_stride: int = 1
-    anchor: str = "causal"
+    anchor: str | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     crop_size: tuple[int, int] | None = None
@@ -369,6 +370,11 @@ class Config:
         """The evaluator's clip frame spacing: ``data.frame_stride``, except for CamVid, whose
         evaluation videos are already views of every ``frame_stride``-th frame."""
         return 1 if self.data.name == "camvid" else self.data.frame_stride
+
+    @property
+    def eval_anchor(self) -> str:
+        """The evaluator's clip anchor: ``eval.anchor``, else ``data.anchor``."""
+        return self.eval.anchor or self.data.anchor
 
     def __post_init__(self) -> None:  # checks across sections
         if self.eval_frame_stride > 1 and self.eval.clip_stride > 1:
