@@ -1034,12 +1034,18 @@ def test_a_warm_up_longer_than_the_run_is_a_warning(tmp_path: Path, caplog) -> N
 
 
 def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     _nan_after(monkeypatch, good_steps=1)
     out = tmp_path / "skip"
     cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.skip_nonfinite=true",
                    "runtime.log_interval=1", "eval.interval=0", "eval.at_end=false")
-    result = train(cfg)
+    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
+        result = train(cfg)
+    # the line of an interval of skipped steps says so (it read 'loss nan', as if the
+    # weights had diverged)
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iteration ")]
+    assert "loss nan" not in steps[1] and "all 1 steps skipped" in steps[1], steps
     assert result["skipped"] == 1 and result["iteration"] == 2
     ckpt = load_checkpoint(out / "last.pt")
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

@@ -891,7 +891,9 @@ def _train(  # noqa: C901 - the loop, in order
                     writer.add_scalar("train/lr", lr, iteration)
                     writer.add_scalar("train/clips_per_s", rate, iteration)
                 gamma_text = "/".join(f"{v:.3f}" for v in gammas.values())
-                post = {"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}", "clips_s": f"{rate:.2f}"}
+                loss_text = f"{last_loss:.4f}" if n_logged else (  # no step of it trained
+                    f"- (all {steps_since_log} steps skipped: non-finite loss)")
+                post = {"loss": loss_text, "lr": f"{lr:.2e}", "clips_s": f"{rate:.2f}"}
                 if gammas:
                     post["gamma"] = gamma_text
                 bar.set_postfix(post)
@@ -900,8 +902,8 @@ def _train(  # noqa: C901 - the loop, in order
                     eta = (time.perf_counter() - t_start) / done * (total - iteration)
                     logger.log(
                         logging.DEBUG if show else logging.INFO,
-                        "iteration %d/%d  loss %.4f  lr %.3g  %.2f clips/s  ETA %s%s",
-                        iteration, total, last_loss, lr, rate,
+                        "iteration %d/%d  loss %s  lr %.3g  %.2f clips/s  ETA %s%s",
+                        iteration, total, loss_text, lr, rate,
                         datetime.timedelta(seconds=round(eta)),
                         f"  gamma {gamma_text}" if gammas else "")
                 sums.clear()
