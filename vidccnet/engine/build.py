@@ -102,7 +102,10 @@ def check_dataset_kwargs(cfg: Config) -> None:
 
 
 def check_root(cfg: Config) -> None:
-    """Raise ConfigError when a real dataset has no ``data.root``."""
+    """Raise ConfigError for an unknown ``data.name``, or a real dataset without ``data.root``."""
+    if cfg.data.name.lower() not in _DATASET_CLASSES:  # else 'data.root is not set' misled
+        raise ConfigError(f"config key 'data.name': unknown dataset {cfg.data.name!r}; choose "
+                          f"one of {', '.join(_DATASET_CLASSES)}")
     if cfg.data.name == "folders" and not cfg.data.root:
         raise ConfigError(
             "data.root is not set: dataset 'folders' needs data.root=/path/to/yours, a folder "
