@@ -945,8 +945,10 @@ def _train_until(cfg, stop_at: int) -> None:
         tr.save_checkpoint = real_save
 
 
-def _nan_after(monkeypatch: pytest.MonkeyPatch, good_steps: int) -> None:
-    """Make the criterion's loss NaN from forward call ``good_steps + 1`` on."""
+def _nan_after(monkeypatch: pytest.MonkeyPatch, good_steps: int,
+               gradient: bool = False) -> None:
+    """Make the criterion's loss NaN from forward call ``good_steps + 1`` on; with
+    ``gradient``, keep the loss finite and make its gradient NaN instead."""
     import vidccnet.engine.train as tr
 
     real = tr.build_criterion
@@ -963,7 +965,10 @@ def _nan_after(monkeypatch: pytest.MonkeyPatch, good_steps: int) -> None:
             def forward(self, outputs, labels):
                 calls["n"] += 1
                 loss, parts = self.inner(outputs, labels)
-                if calls["n"] > good_steps:
+                if calls["n"] > good_steps and gradient:  # d sqrt(z - z) / dz = inf * 0
+                    z = next(v for v in outputs.values() if torch.is_tensor(v))
+                    loss = loss + torch.sqrt(z - z).sum()
+                elif calls["n"] > good_steps:
                     loss = loss * float("nan")
                 return loss, parts
 
@@ -999,6 +1004,34 @@ def test_nonfinite_loss_in_an_overwrite_run_does_not_point_at_the_earlier_run(
         train(cfg)
     assert "last good" not in str(err.value) and "earlier run" in str(err.value)
     assert load_checkpoint(out / "last.pt")["iteration"] == 1  # the earlier run, kept
+
+
+def test_nonfinite_gradients_of_a_finite_loss_stop_and_keep_last_good(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a GradScaler (fp32, bf16) nothing skipped a step whose loss was finite but whose
+    gradients were not: the weights became NaN, and last.pt was overwritten with them."""
+    _nan_after(monkeypatch, good_steps=1, gradient=True)
+    out = tmp_path / "nan"
+    cfg = tiny_cfg(out, "schedule.iterations=3", "runtime.ckpt_interval=1", "eval.interval=0",
+                   "eval.at_end=false")
+    with pytest.raises(TrainingError, match="non-finite gradients at iteration 2.*last good"):
+        train(cfg)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["iteration"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("clip", ["null", "1.0"])
+def test_nonfinite_gradients_skipped_when_configured(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     clip: str) -> None:
+    _nan_after(monkeypatch, good_steps=1, gradient=True)
+    out = tmp_path / "skip"
+    result = train(tiny_cfg(out, "schedule.iterations=2", "runtime.skip_nonfinite=true",
+                            f"optim.grad_clip={clip}", "eval.interval=0", "eval.at_end=false"))
+    assert result["skipped"] == 1 and result["iteration"] == 2
+    ckpt = load_checkpoint(out / "last.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_clips_per_s_after_a_resume_between_log_lines(tmp_path: Path, monkeypatch) -> None:

@@ -813,7 +813,7 @@ def _train(  # noqa: C901 - the loop, in order
             model.train()
         while iteration < total:
             t_step = time.perf_counter()
-            bad = False
+            bad = ""  # what was not finite: the step is not applied
             parts_acc: dict[str, float] = defaultdict(float)
             for micro in range(accum):
                 batch = next_batch()
@@ -827,12 +827,23 @@ def _train(  # noqa: C901 - the loop, in order
                         loss, parts = criterion(outputs, labels)
                     nonfinite = reduce_any(not bool(torch.isfinite(loss.detach()).all()), device)
                     if nonfinite:
-                        bad = True
+                        bad = "loss"
                         break
                     scaler.scale(loss / accum).backward()
                 for k, v in parts.items():
                     parts_acc[k] += float(v) / accum
                 parts_acc["loss"] += float(loss.detach()) / accum
+            if not bad:
+                norm = None
+                if cfg.optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    norm = torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
+                if not scaler.is_enabled():  # a GradScaler skips such steps itself (fp16)
+                    if norm is None:
+                        norm = torch.nn.utils.get_total_norm(
+                            [p.grad for p in core.parameters() if p.grad is not None])
+                    if not bool(torch.isfinite(norm)):
+                        bad = "gradients"
             if bad:
                 optimizer.zero_grad(set_to_none=True)
                 if not rt.skip_nonfinite:
@@ -845,17 +856,14 @@ def _train(  # noqa: C901 - the loop, in order
                     else:
                         kept = "no checkpoint was written yet"
                     raise TrainingError(
-                        f"non-finite loss at iteration {iteration + 1}; {kept}. Lower optim.lr, "
-                        "enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, or set "
-                        "runtime.skip_nonfinite=true to skip such steps"
+                        f"non-finite {bad} at iteration {iteration + 1}; {kept}. Lower "
+                        "optim.lr, enable optim.grad_clip, use runtime.amp=bf16 instead of fp16, "
+                        "or set runtime.skip_nonfinite=true to skip such steps"
                     )
                 skipped += 1
-                logger.warning("non-finite loss at iteration %d: step skipped (%d so far)",
-                               iteration + 1, skipped)
+                logger.warning("non-finite %s at iteration %d: step skipped (%d so far)",
+                               bad, iteration + 1, skipped)
             else:
-                if cfg.optim.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.optim.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -892,7 +900,7 @@ def _train(  # noqa: C901 - the loop, in order
                     writer.add_scalar("train/clips_per_s", rate, iteration)
                 gamma_text = "/".join(f"{v:.3f}" for v in gammas.values())
                 loss_text = f"{last_loss:.4f}" if n_logged else (  # no step of it trained
-                    f"- (all {steps_since_log} steps skipped: non-finite loss)")
+                    f"- (all {steps_since_log} steps skipped: non-finite loss or gradients)")
                 post = {"loss": loss_text, "lr": f"{lr:.2e}", "clips_s": f"{rate:.2f}"}
                 if gammas:
                     post["gamma"] = gamma_text
