@@ -382,6 +382,46 @@ def test_wrong_sources_are_refused(mmseg_case, tmp_path):
         read_source(bad)
 
 
+def mmseg_r18(seed=2, channels=16):
+    """mmseg CCNet state dict on a ResNetV1c-18 backbone (BasicBlock), narrow heads."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    for i, (cin, cout) in enumerate(((3, 32), (32, 32), (32, 64))):
+        _conv(sd, f"backbone.stem.{3 * i}", cout, cin, 3, g)
+        _bn(sd, f"backbone.stem.{3 * i + 1}", cout, g)
+    inplanes = 64
+    for i, planes in enumerate((64, 128, 256, 512), start=1):
+        for b in range(2):
+            p = f"backbone.layer{i}.{b}"
+            _conv(sd, f"{p}.conv1", planes, inplanes, 3, g)
+            _bn(sd, f"{p}.bn1", planes, g)
+            _conv(sd, f"{p}.conv2", planes, planes, 3, g)
+            _bn(sd, f"{p}.bn2", planes, g)
+            if b == 0 and inplanes != planes:
+                _conv(sd, f"{p}.downsample.0", planes, inplanes, 1, g)
+                _bn(sd, f"{p}.downsample.1", planes, g)
+            inplanes = planes
+    d = "decode_head"
+    _conv(sd, f"{d}.convs.0.conv", channels, 512, 3, g)
+    _bn(sd, f"{d}.convs.0.bn", channels, g)
+    _cca(sd, f"{d}.cca", channels, g, gamma="scale")
+    _conv(sd, f"{d}.convs.1.conv", channels, channels, 3, g)
+    _bn(sd, f"{d}.convs.1.bn", channels, g)
+    _conv(sd, f"{d}.conv_cat.conv", channels, 512 + channels, 3, g)
+    _bn(sd, f"{d}.conv_cat.bn", channels, g)
+    _conv(sd, f"{d}.conv_seg", K, channels, 1, g, bias=True)
+    return sd
+
+
+def test_basic_block_sources_are_refused():
+    """mmseg's BasicBlock dilates conv1 only (conv2: dilation 1, padding 1), vidccnet's
+    ResNet-18/34 dilate both 3x3 convs of layer3 / layer4 (and the official CCNet has no
+    BasicBlock network): a converted ResNet-18/34 would load strictly but compute another
+    network, so the conversion refuses it."""
+    with pytest.raises(ConversionError, match="BasicBlock"):
+        convert_state_dict(mmseg_r18(), "mmseg")
+
+
 def test_a_file_that_is_no_pytorch_file_is_named_so_without_the_trust_hint(tmp_path) -> None:
     """An ONNX file (or any non-PyTorch file) passed as the source: the error says it is not a
     PyTorch file; it used to suggest --trust-source, which cannot help and is unsafe advice."""

@@ -38,6 +38,9 @@ What changes on the way (exact unless said otherwise):
   which for even input sizes drops one row / column at the bottom / right of the features.
 - BatchNorm ``num_batches_tracked`` counters absent from the source are set to 0.
 
+Only ResNet-50 / 101 (Bottleneck) backbones convert: mmseg's BasicBlock (ResNet-18 / 34)
+dilates its first 3x3 conv only, vidccnet's dilates both, so such a source is refused.
+
 Every source tensor is either converted or listed in the error; non-weight entries of the
 file (``meta``, ``optimizer``) are reported in :attr:`Conversion.ignored`.
 """
@@ -74,8 +77,7 @@ __all__ = [
 FORMATS = ("mmseg", "ccnet")
 CCNET_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)  # official CCNet IMG_MEAN, BGR
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-_DEPTHS = {("bottleneck", (3, 4, 6, 3)): 50, ("bottleneck", (3, 4, 23, 3)): 101,
-           ("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34}
+_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}  # Bottleneck blocks per stage
 _STEMS = {(32, 32, 64): "deep", (64, 64, 128): "deep_ccnet"}
 _FOLD = "fold:"  # mapping target prefix: the tensor is folded into that target, not copied
 
@@ -179,8 +181,8 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
 # ------------------------------------------------------------------------------- mapping
 
 
-def _resnet_keys(src: Mapping[str, Tensor], prefix: str) -> tuple[dict[str, str], str, int]:
-    """Map ``{prefix}layerN.*`` keys to ``backbone.layerN.*``; returns (map, kind, depth)."""
+def _resnet_keys(src: Mapping[str, Tensor], prefix: str) -> tuple[dict[str, str], int]:
+    """Map ``{prefix}layerN.*`` keys to ``backbone.layerN.*``; returns (map, depth)."""
     mapping: dict[str, str] = {}
     blocks: dict[int, set[int]] = {1: set(), 2: set(), 3: set(), 4: set()}
     pat = re.compile(rf"^{re.escape(prefix)}layer([1-4])\.(\d+)\.(.+)$")
@@ -190,14 +192,19 @@ def _resnet_keys(src: Mapping[str, Tensor], prefix: str) -> tuple[dict[str, str]
             blocks[int(m.group(1))].add(int(m.group(2)))
             mapping[k] = f"backbone.layer{m.group(1)}.{m.group(2)}.{m.group(3)}"
     counts = tuple(len(blocks[i]) for i in (1, 2, 3, 4))
-    kind = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in src else "basic"
-    depth = _DEPTHS.get((kind, counts))
+    if f"{prefix}layer1.0.conv3.weight" not in src:
+        raise ConversionError(
+            f"the backbone has {counts} BasicBlocks per stage (ResNet-18/34): not supported, "
+            "mmseg's BasicBlock dilates conv1 only while vidccnet's ResNet-18/34 also dilate "
+            "conv2 in layer3 / layer4, so the converted model would compute another network"
+        )
+    depth = _DEPTHS.get(counts)
     if depth is None:
         raise ConversionError(
-            f"the backbone has {counts} {kind} blocks per stage, not a ResNet-18/34/50/101 "
+            f"the backbone has {counts} bottleneck blocks per stage, not a ResNet-50/101 "
             "(is this a CCNet checkpoint?)"
         )
-    return mapping, kind, depth
+    return mapping, depth
 
 
 def _stem(src: Mapping[str, Tensor], convs: tuple[str, str, str], bns: tuple[str, str, str]
@@ -242,7 +249,7 @@ def _mmseg_mapping(src: Mapping[str, Tensor]) -> tuple[dict[str, str], dict[str,
         raise ConversionError(
             "not an mmseg CCNet checkpoint: no decode_head.cca.* tensors (mmseg's CCHead)"
         )
-    mapping, kind, depth = _resnet_keys(src, "backbone.")
+    mapping, depth = _resnet_keys(src, "backbone.")
     kwargs: dict[str, Any] = {}
     if "backbone.stem.0.weight" in src:
         stem_map, kwargs["stem"] = _stem(
@@ -293,7 +300,7 @@ def _ccnet_mapping(src: Mapping[str, Tensor]) -> tuple[dict[str, str], dict[str,
 
     inv = {name(k): k for k in src}  # our reading of the name -> the source key
     canon = {name(k): v for k, v in src.items()}
-    mapping, kind, depth = _resnet_keys(canon, "")
+    mapping, depth = _resnet_keys(canon, "")
     stem_map, stem = _stem(canon, ("conv1", "conv2", "conv3"), ("bn1", "bn2", "bn3"))
     mapping.update(stem_map)
     for part in ("conva", "convb", "bottleneck"):
