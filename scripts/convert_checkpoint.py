@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         names, palette, dataset, origin = _class_names(args, conv)
         recurrence = args.recurrence
         if recurrence is None:
-            recurrence = recurrence_from_meta(conv.meta) or 2
+            recurrence = recurrence_from_meta(conv.meta)
+        if recurrence is None:
+            recurrence = 2
         ckpt = to_checkpoint(
             conv, class_names=names, palette=palette, dataset=dataset, recurrence=recurrence,
             source={"file": os.path.basename(args.src), "format": args.format},

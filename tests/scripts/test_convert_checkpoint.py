@@ -89,6 +89,19 @@ def test_segment_video_runs_with_the_converted_model(converted, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
 
 
+def test_recurrence_zero_in_the_mmseg_config_is_kept(helpers, tmp_path):
+    """A CCHead trained with recurrence=0 (the attention-free ablation) converts with R = 0;
+    the 0 read from the config used to be replaced by the default 2 (`0 or 2`)."""
+    src = tmp_path / "ccnet_r0.pth"
+    torch.save({"meta": {"config": "model = dict(decode_head=dict(type='CCHead', "
+                         "recurrence=0))"}, "state_dict": helpers.mmseg_r50()}, src)
+    script = _load("convert_checkpoint_script_r0", REPO / "scripts" / "convert_checkpoint.py")
+    out = tmp_path / "r0.pt"
+    assert script.main([str(src), "--format", "mmseg", "--out", str(out)]) == 0
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
+    assert ckpt["config"]["model"]["recurrence"] == 0
+
+
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / "convert_checkpoint.py"), *args],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
