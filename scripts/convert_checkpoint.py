@@ -13,9 +13,10 @@ loads with ``torch.load(weights_only=True)``, so
         model.init_from=ccnet_r50_cityscapes.pt model.kwargs.stem=deep ...
 
 work with it. Class names: ``--classes`` (cityscapes, ade20k), else the mmseg file's own
-``meta`` (CLASSES / PALETTE), else Cityscapes for 19 classes and ADE20K for 150, else generic
-names. Every tensor of the source is converted or the conversion fails naming the leftovers; the
-non-weight entries (``meta``, ``optimizer``) are listed in the summary printed on stdout (JSON).
+``meta`` (CLASSES / PALETTE, or mmseg 1.x's dataset_meta), else Cityscapes for 19 classes and
+ADE20K for 150, else generic names. Every tensor of the source is converted or the conversion
+fails naming the leftovers; the non-weight entries (``meta``, ``optimizer``) are listed in the
+summary printed on stdout (JSON).
 A file that is not such a checkpoint gives one line on stderr and exit code 2. The output is
 written atomically.
 """
@@ -47,9 +48,10 @@ def _class_names(args: argparse.Namespace, conv: object) -> tuple[list[str], lis
             )
         return names, palette, args.classes.lower(), "--classes"
     meta = conv.meta  # type: ignore[attr-defined]
-    names = meta.get("CLASSES")
+    dataset_meta = meta.get("dataset_meta") or {}  # mmseg 1.x; 0.x: CLASSES / PALETTE
+    names = meta.get("CLASSES") or dataset_meta.get("classes")
     if isinstance(names, (list, tuple)) and len(names) == k:
-        pal = meta.get("PALETTE")
+        pal = meta.get("PALETTE") or dataset_meta.get("palette")
         palette = (
             [tuple(int(v) for v in c) for c in pal]
             if isinstance(pal, (list, tuple)) and len(pal) == k else default_palette(k)

@@ -218,3 +218,17 @@ def test_sigterm_while_saving_leaves_no_temporary_file(mmseg_file, tmp_path, cap
     err = capsys.readouterr().err
     assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_class_names_of_mmseg_1x_meta_are_read():
+    """mmseg 1.x saves the class names and palette under meta['dataset_meta'] (0.x: CLASSES /
+    PALETTE); they were ignored, and a 3-class model got generic names."""
+    import argparse
+    import types
+
+    script = _load("convert_checkpoint_names", REPO / "scripts" / "convert_checkpoint.py")
+    meta = {"dataset_meta": {"classes": tuple(NAMES), "palette": PALETTE}}
+    conv = types.SimpleNamespace(num_classes=3, meta=meta)
+    names, palette, _, origin = script._class_names(argparse.Namespace(classes=None), conv)
+    assert names == NAMES and palette == [tuple(c) for c in PALETTE]
+    assert origin == "the file's meta"
