@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import interruptible, sigterm_unwinds
+from vidccnet.cli import interruptible, missing_folder, sigterm_unwinds
+from vidccnet.engine.report import write_json
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 
@@ -185,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-max-size", type=int, default=32,
                    help="inference short side for the memory runs (keeps 250 frames quick on CPU;"
                    " decoding, upsampling and PNGs stay at the source size)")
+    p.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     args = p.parse_args(argv)
     if args.child is not None:
         child(json.loads(args.child))
         return 0
+    if msg := missing_folder(args.json, "--json"):
+        print(f"bench_segment.py: error: {msg}", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -230,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             video.unlink()
 
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+               f"{args.device}, load average {os.getloadavg()[0]:.1f}")
+    print(f"Machine: {machine}\n")
     gpu = args.device.startswith("cuda")
     if gpu:
         print(f"GPU: {torch.cuda.get_device_name(args.device)}\n")
+        machine += f", GPU {torch.cuda.get_device_name(args.device)}"
     if rows:
         base_name, base = rows[0][1], rows[0][2]["frames_per_second"]
         print("| model | video | clip_len / stride | inference size | frames/s "
@@ -266,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         if r0["loop_peak_rss_mb"] and r1["loop_peak_rss_mb"]:
             growth = 100 * (r1["loop_peak_rss_mb"] / r0["loop_peak_rss_mb"] - 1)
             print(f"loop peak RSS {n1} vs {n0} frames: {growth:+.1f} %")
+    if args.json:
+        speed = [{"model": name, **r, "vs_first": r["frames_per_second"] / base}
+                 for _, name, r in rows]
+        memory = [{"video_frames": n, "model": args.memory_model, **r} for n, r in mem]
+        write_json(args.json, {"machine": machine, "args": vars(args), "speed": speed,
+                               "memory": memory}, indent=1)
     return 0
 
 

@@ -173,3 +173,26 @@ def test_bench_segment_speed_table_has_a_ratio_to_the_per_frame_model(load_scrip
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert "frames/s vs ccnet2d_resnet18" in table[0]
     assert [line.split("|")[6].strip() for line in table[2:]] == ["1.00x", "0.25x", "0.12x"]
+
+
+def test_bench_segment_writes_its_measurements_as_json(load_script, monkeypatch, tmp_path,
+                                                       capsys):
+    """bench_segment had no --json (the other benchmarks have one): its rows, the ratio to the
+    first model and the machine go into the file; a missing folder is refused before work."""
+    bench = load_script("bench_segment")
+    monkeypatch.setattr(bench, "write_video", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "write_checkpoint", lambda *a, **k: None)
+    fps = {"ccnet2d_resnet18": 0.4, "ccnet3d_resnet18": 0.1}
+    monkeypatch.setattr(bench, "measure", lambda argv: {
+        "frames_per_second": fps[Path(argv[argv.index("--checkpoint") + 1]).stem],
+        "max_rss_mb": 100.0, "loop_peak_rss_mb": 90.0, "frames": 8, "clip_len": 4,
+        "stride": 2, "inference_size": [360, 480]})
+    out = tmp_path / "seg.json"
+    models = ["--models", "ccnet2d_resnet18", "ccnet3d_resnet18", "--only", "speed"]
+    assert bench.main([*models, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["speed"]] == ["ccnet2d_resnet18", "ccnet3d_resnet18"]
+    assert [r["vs_first"] for r in data["speed"]] == [1.0, 0.25]
+    assert data["memory"] == [] and "CPUs" in data["machine"]
+    assert bench.main([*models, "--json", str(tmp_path / "no" / "seg.json")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err
