@@ -121,3 +121,30 @@ def test_attention_off_zeroes_and_restores_gamma():
     with attention_off(m) as n:
         assert n == 1 and torch.equal(m(x), x)
     assert m[0].cca.gamma.item() == 1.0 and torch.equal(m(x), y)
+
+
+def test_per_frame_mode_is_2d_attention_of_each_frame_of_each_clip():
+    """temporal=False: frame (b, t) attends within itself only, with the block's parameters.
+    B = 2 and T = 3 (with B = 1, folding T into the batch as (t b) instead of (b t) is the
+    same, and swapped frames went unnoticed)."""
+    torch.manual_seed(0)
+    m = CrissCrossAttention3d(8, reduction=4).double()
+    torch.nn.init.constant_(m.gamma, 0.7)
+    with torch.no_grad():  # a peaked softmax: frames must not be interchangeable
+        m.query.weight.mul_(4)
+    x = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
+    q, k, v = m.query(x), m.key(x), m.value(x)
+    want = torch.empty_like(x)
+    for b in range(2):
+        for t in range(3):
+            frame = [z[b : b + 1, :, t : t + 1] for z in (q, k, v)]  # T = 1: 2D criss-cross
+            want[b, :, t] = 0.7 * cca_reference(*frame)[0][0, :, 0] + x[b, :, t]
+    torch.testing.assert_close(m(x, temporal=False), want, rtol=1e-12, atol=1e-12)
+
+
+def test_identity_init_uses_gamma_init():
+    m = CrissCrossAttention3d(8, reduction=4, init="identity", gamma_init=0.25)
+    assert m.gamma.item() == 0.25
+    r = RecurrentCrissCrossAttention(8, reduction=4, init="identity", gamma_init=-0.5)
+    assert r.cca.gamma.item() == -0.5
+    assert CrissCrossAttention3d(8, reduction=4, gamma_init=0.25).gamma.item() == 0.0  # ccnet
