@@ -265,3 +265,55 @@ def test_labels_out_of_range_with_another_ignore_index_name_255():
         cross_entropy(logits, labels, ignore_index=0)
     with pytest.raises(ValueError, match=r"ignore_index=255$"):
         cross_entropy(logits, torch.tensor([[[[0, 1], [2, 7]]]]))
+
+
+def test_cc_loss_terms_are_the_named_terms():
+    """terms()' var / dis / reg are each term's mean over labelled frames (the loop reference
+    with the other two weights at 0), and loss is their weighted sum."""
+    feats, labels = make_case(seed=5, scale=0.6)
+    t = CategoryConsistentLoss(alpha=2.0, beta=3.0, gamma=0.5).terms(feats, labels)
+    npf, npl = feats.numpy(), labels.numpy()
+    for name, weights in (("var", (1, 0, 0)), ("dis", (0, 1, 0)), ("reg", (0, 0, 1))):
+        ref, _ = cc_loop(npf, npl, *weights)
+        assert ref > 0, name  # every term is present in this case
+        assert t[name].item() == pytest.approx(ref, rel=1e-10), name
+    want = 2.0 * t["var"] + 3.0 * t["dis"] + 0.5 * t["reg"]
+    assert t["loss"].item() == pytest.approx(want.item(), rel=1e-10)
+    assert len({t[n].item() for n in ("var", "dis", "reg")}) == 3  # distinct, not one copied
+
+
+def test_ohem_mask_keeps_only_pixels_strictly_below_the_threshold():
+    p = torch.tensor([0.7, 0.5, 0.9, 0.69, 0.3])
+    valid = torch.tensor([True, True, True, True, False])
+    keep = ohem_mask(p, valid, thresh=0.7, min_kept=0)
+    assert keep.tolist() == [False, True, False, True, False]
+
+
+def test_segmentation_criterion_passes_its_options_on():
+    """ohem_thresh, ohem_min_kept and ignore_index reach the losses, class_weights reach the
+    auxiliary cross-entropy too (each was replaced by its default, unnoticed)."""
+    g = torch.Generator().manual_seed(6)
+    out = torch.randn(1, 3, 2, 6, 7, generator=g) * 2
+    aux = torch.randn(1, 3, 2, 6, 7, generator=g)
+    feats = torch.randn(1, 4, 2, 6, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (1, 2, 6, 7), generator=g)
+    # OHEM: thresh and min_kept as given, not the defaults (0.7, 100000: every pixel here)
+    for thresh, min_kept in ((0.4, 5), (0.9, 60)):
+        crit = SegmentationCriterion(aux_weight=0, cc_weight=0, ohem=True, ohem_thresh=thresh,
+                                     ohem_min_kept=min_kept)
+        want = cross_entropy(out, labels, ohem=True, ohem_thresh=thresh, ohem_min_kept=min_kept)
+        assert crit(out, labels)[0].item() == pytest.approx(want.item(), rel=1e-6)
+        assert want.item() != pytest.approx(cross_entropy(out, labels, ohem=True).item())
+    # class weights on the auxiliary loss
+    w = [1.0, 5.0, 0.2]
+    crit = SegmentationCriterion(aux_weight=0.4, cc_weight=0, class_weights=w)
+    _, parts = crit({"out": out, "aux": aux}, labels)
+    ref = ce_ref(aux, labels.numpy(), np.array(w))
+    assert parts["aux"] == pytest.approx(ref, rel=1e-5)
+    assert ref != pytest.approx(ce_ref(aux, labels.numpy()), rel=1e-3)
+    # ignore_index reaches the category-consistent loss: class 0 ignored everywhere
+    crit = SegmentationCriterion(aux_weight=0, cc_weight=1.0, ignore_index=0)
+    _, parts = crit({"out": out, "aux": aux, "features": feats}, labels)
+    masked = labels.masked_fill(labels == 0, 255)
+    assert parts["cc"] == pytest.approx(CategoryConsistentLoss()(feats, masked).item(), rel=1e-10)
+    assert parts["cc"] != pytest.approx(CategoryConsistentLoss()(feats, labels).item(), rel=1e-3)
