@@ -183,7 +183,11 @@ def test_miou_over_gt_random_vs_official_evaluator(seed):
     expected = official_miou(preds, gts, k)
     assert cm.compute()["mIoU"] == pytest.approx(expected, rel=1e-12)
     # the mmseg figure differs here: classes k-2, k-1 are predicted but never in the gt
-    assert ConfusionMatrix(k).miou_over == "union"
+    union = ConfusionMatrix(k)
+    assert union.miou_over == "union"
+    for p, g in zip(preds, gts):
+        union.update(p, g)
+    assert union.compute()["mIoU"] < expected
 
 
 def test_ignore_pixels_are_not_counted():
@@ -210,6 +214,9 @@ def test_out_of_range_labels_raise():
         cm.update(torch.tensor([0]), torch.tensor([5]))
     with pytest.raises(ValueError, match="prediction"):
         cm.update(torch.tensor([3]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="prediction"):  # ignore_index is no valid prediction
+        cm.update(torch.tensor([0, IGN]), torch.tensor([0, 1]))
+    assert cm.matrix().sum() == 0  # nothing counted by the refused updates
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="argmax"):
