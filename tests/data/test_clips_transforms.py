@@ -41,6 +41,13 @@ def test_clip_indices_errors():
         clip_indices(0, 5, 4, anchor="middle")
     with pytest.raises(ValueError, match="frame_stride"):
         clip_indices(0, 5, 4, frame_stride=0)
+    with pytest.raises(ValueError, match="clip_len must be >= 1"):  # not an empty clip
+        clip_indices(0, 5, 0)
+
+
+def test_center_is_accepted_as_centre():
+    assert anchor_position(5, "center") == anchor_position(5, "centre") == 2
+    assert clip_indices(10, 20, 4, anchor="center") == [8, 9, 10, 11]
 
 
 def test_to_clip_tensor_matches_float64_reference():
