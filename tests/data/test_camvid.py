@@ -506,3 +506,15 @@ def test_prepare_camvid_refuses_negative_sizes(load_script, tmp_path, capsys, op
                   "0" if option == "--frame-stride" else "-1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and option in err and "Traceback" not in err, err
+
+
+def test_a_missing_context_frame_falls_back_in_steps_of_the_frame_stride(tmp_path):
+    """frame_stride 2: a missing frame at offset -6 is replaced by the frame at -4 (the next
+    one towards the labelled frame on the clip's grid), not by the one at -5."""
+    seq_frames = _stretch_root(tmp_path)
+    (tmp_path / "frames" / "0016E5" / "007955.png").unlink()  # offset -6 of 7961
+    ds = CamVid(tmp_path, "val", clip_len=4, frame_stride=2)
+    (i,) = [i for i, (name, _, _) in enumerate(ds.items) if name == "0016E5_07961"]
+    clip = from_clip_tensor(ds[i]["clip"])  # (T, H, W, 3) uint8
+    for t, frame in enumerate((7957, 7957, 7959, 7961)):
+        assert mad(clip[t], seq_frames[frame]) < 1.0, (t, frame)

@@ -412,3 +412,14 @@ def test_split_list_not_utf8_names_the_file(tmp_path):
     (tmp_path / "train.txt").write_bytes("a\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"train\.txt.*UTF-8"):
         VideoFolders(tmp_path, "train")
+
+
+def test_only_the_centre_anchor_frame_is_labelled_with_label_all_frames_off(tmp_path):
+    """anchor="centre", label_all_frames=False: the clip of anchor frame 1 (frames 0, 1, 2)
+    carries frame 1's mask at its middle position; frame 0's mask is left out."""
+    data = _write_root(tmp_path)
+    ds = VideoFolders(tmp_path, "train", clip_len=3, anchor="centre", label_all_frames=False)
+    labels = ds[ds.items.index((0, 1))]["labels"].numpy()
+    masks = data["a"][1]
+    np.testing.assert_array_equal(labels[1], masks[1].astype(np.int64))
+    assert (labels[[0, 2]] == 255).all()

@@ -158,3 +158,18 @@ def test_vspw_layout_round_trip_through_the_real_loader(tmp_path):
     assert ev.consecutive and ev.num_frames == 6 and list(ev.labelled) == list(range(6))
     np.testing.assert_array_equal(ev.load_label(5), labels[5])
     assert np.abs(ev.load_frame(5).astype(float) - frames[5]).mean() < 12  # jpeg q95, noisy
+
+
+def test_only_the_centre_anchor_frame_is_labelled_with_label_all_frames_off():
+    """anchor="centre", label_all_frames=False: the clip of anchor frame 4 is frames 3, 4, 5
+    and only its middle frame (frame 4) keeps its labels."""
+    kw = dict(clip_len=3, anchor="centre", num_videos=2, num_frames=8, height=32, width=48,
+              seed=2)
+    ds = build_dataset("synthetic", "train", label_all_frames=False, **kw)
+    item = ds[8 + 4]  # video 1, anchor frame 4
+    v = ds.get_video(1)
+    labels = item["labels"].numpy()
+    np.testing.assert_array_equal(labels[1], v.labels[4])
+    assert (labels[[0, 2]] == 255).all()
+    full = build_dataset("synthetic", "train", **kw)[8 + 4]["labels"].numpy()
+    np.testing.assert_array_equal(full, v.labels[[3, 4, 5]])
