@@ -158,6 +158,7 @@ def test_plan_clips_causal_and_centre():
     plans = plan_clips([0, 4], 5, clip_len=3, anchor="centre")
     assert [p.indices for p in plans] == [(0, 0, 1), (3, 4, 4)]
     assert [p.targets for p in plans] == [((0, 1),), ((4, 1),)]
+    assert plan_clips([0, 4], 5, clip_len=3, anchor="center") == plans  # the US spelling
     # stride 2, causal: one pass predicts the last two clip positions
     plans = plan_clips(range(5), 5, clip_len=4, clip_stride=2)
     assert [p.indices for p in plans] == [(0, 0, 0, 1), (0, 1, 2, 3), (2, 3, 4, 4)]
