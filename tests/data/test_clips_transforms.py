@@ -12,6 +12,7 @@ from vidccnet.data.transforms import (
     IMAGENET_STD,
     ClipAugment,
     apply_geometry,
+    apply_photometric,
     from_clip_tensor,
     to_clip_tensor,
 )
@@ -111,7 +112,9 @@ def test_labels_follow_the_image_geometry():
             interior[:3], interior[-3:], interior[:, :3], interior[:, -3:] = 0, 0, 0, 0
             assert interior.sum() > 20
             err = np.abs(img[t][interior] - colours[lt[interior]]).max()
-            assert err <= 2  # a 1 px misalignment would give >= 120
+            # a swapped or unflipped label gives >= 120; a shift of a pixel or two does not
+            # show on the eroded interior (test_labels_are_scaled_by_exact_nearest...)
+            assert err <= 2
     assert padded_any  # scale < 1 happened and was padded with ignore
 
 
@@ -130,3 +133,48 @@ def test_geometry_against_numpy_crop_and_flip():
     v, m = apply_geometry(video, mask, p)
     assert v.shape == (3, 3, 12, 14) and (m[:, 10:] == 255).all() and (m[:, :, 12:] == 255).all()
     np.testing.assert_array_equal(v[:, 0, 10:].numpy(), 124)
+
+
+def test_labels_are_scaled_by_exact_nearest_neighbour_sampling():
+    """Label pixel i of the scaled mask is input pixel floor((i + 0.5) * in / out), the sampling
+    that keeps labels centred on the bilinearly scaled image (plain 'nearest', floor(i * in /
+    out), shifts them by up to a pixel: the eroded colour check above cannot see that)."""
+    rng = np.random.default_rng(3)
+    video = torch.from_numpy(rng.integers(0, 256, (2, 3, 10, 12), dtype=np.uint8))
+    mask = torch.from_numpy(rng.integers(0, 9, (2, 10, 12), dtype=np.uint8))
+    p = {"scaled": (25, 30), "crop": (0, 0, 25, 30), "flip": False}
+    v, m = apply_geometry(video, mask, p)
+    assert v.shape == (2, 3, 25, 30)
+    rows = np.minimum(((np.arange(25) + 0.5) * 10 / 25).astype(int), 9)
+    cols = np.minimum(((np.arange(30) + 0.5) * 12 / 30).astype(int), 11)
+    np.testing.assert_array_equal(m.numpy(), mask.numpy()[:, rows][:, :, cols])
+
+
+def test_padding_uses_the_augments_ignore_index():
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (2, 10, 12, 3), dtype=np.uint8)
+    labels = rng.integers(0, 5, (2, 10, 12), dtype=np.uint8)
+    aug = ClipAugment(crop_size=(16, 16), scale_range=(1.0, 1.0), flip=False, ignore_index=254)
+    _, lab = aug(frames, labels, torch.Generator().manual_seed(0))
+    assert (lab[:, 10:] == 254).all() and (lab[:, :, 12:] == 254).all()
+    assert not (lab == 255).any()
+    np.testing.assert_array_equal(lab[:, :10, :12].numpy(), labels)
+
+
+def test_photometric_jitter_runs_in_the_drawn_order():
+    import torchvision.transforms.v2.functional as F
+
+    rng = np.random.default_rng(5)
+    video = torch.from_numpy(rng.integers(0, 256, (2, 3, 6, 7), dtype=np.uint8))
+    p = {"brightness": 1.3, "contrast": 0.6, "saturation": 1.4, "hue": 0.0}
+    ops = {0: lambda v: F.adjust_brightness(v, 1.3), 1: lambda v: F.adjust_contrast(v, 0.6),
+           2: lambda v: F.adjust_saturation(v, 1.4), 3: lambda v: v}
+    results = []
+    for order in ([2, 1, 0, 3], [0, 1, 2, 3]):
+        want = video
+        for k in order:
+            want = ops[k](want)
+        got = apply_photometric(video, {**p, "order": order})
+        assert torch.equal(got, want), order
+        results.append(got)
+    assert not torch.equal(*results)  # the order matters for these factors
