@@ -58,9 +58,15 @@ def test_weights_reproduce_block_output(temporal, recurrence):
 def test_model_mode_is_restored_and_hooks_removed():
     model = tiny_model().train()
     clip = torch.randn(1, 3, 2, 16, 16)
-    model_attention_weights(model, clip, 0, (0, 0))
+    got = model_attention_weights(model, clip, 0, (0, 0))
     assert model.training
     assert not model.head.cca.cca._forward_pre_hooks
+    # the weights are those of eval mode (BN running statistics, no dropout), whatever the
+    # model's mode: in train mode BN would normalise with the clip's own statistics
+    want = model_attention_weights(model.eval(), clip, 0, (0, 0))
+    for a, b in zip(got.loops, want.loops):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
 
 
 def test_pixel_to_cell():
