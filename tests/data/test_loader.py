@@ -63,6 +63,21 @@ def test_distributed_split_covers_the_dataset_once():
     assert torch.distributed.is_available()
 
 
+def test_distributed_split_is_torchs():
+    """Epoch 0 (whose order seed is the seed itself, as DistributedSampler's): each rank gets
+    exactly DistributedSampler's indices: the same permutation, padded by wrapping, then dealt
+    out in turn (rank::replicas), not in contiguous blocks."""
+    from torch.utils.data import DistributedSampler
+
+    for n, drop_last in ((11, False), (11, True), (4, False)):
+        for r in range(3):
+            ours = EpochSampler(n, shuffle=True, seed=7, num_replicas=3, rank=r,
+                                drop_last=drop_last)
+            theirs = DistributedSampler(range(n), num_replicas=3, rank=r, shuffle=True, seed=7,
+                                        drop_last=drop_last)
+            assert ours.indices() == list(theirs), (n, drop_last, r)
+
+
 def test_clips_of_different_sizes_in_one_batch_are_a_clear_error():
     """Without data.crop_size the random rescale gives each clip its own size: a batch of them
     cannot be stacked, and the error says which setting fixes it (torch's own stack error
