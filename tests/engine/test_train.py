@@ -162,6 +162,25 @@ def test_poly_warmup_schedule() -> None:
     assert f(100) == 0.0
 
 
+def test_min_lr_ratio_floors_the_poly_decay() -> None:
+    """schedule.min_lr_ratio: the decay stops at that share of the learning rate (it decayed
+    to 0 regardless, unnoticed: only the setting's range was tested)."""
+    from vidccnet.engine.train import build_scheduler
+
+    f = PolyWarmup(total=100, power=0.9, min_ratio=0.2)
+    assert f(50) == pytest.approx(0.5**0.9)  # above the floor: the poly factor
+    assert f(90) == f(100) == f(150) == pytest.approx(0.2)
+    w = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1, min_ratio=0.2)
+    assert w(0) == pytest.approx(0.1)  # warm-up still scales the floored factor
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml",
+                      ["schedule.iterations=10", "schedule.warmup_iters=0",
+                       "schedule.poly_power=0.9", "schedule.min_lr_ratio=0.3"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    opt.param_groups[0]["initial_lr"] = 0.5  # as configure_resumed_optimizer sets it
+    build_scheduler(cfg, opt, start=9)  # (1 - 9/10) ** 0.9 = 0.126 < 0.3
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * 0.3)
+
+
 def test_gamma_is_logged_only_for_an_attention_that_runs() -> None:
     """A model built with recurrence 0 still holds the attention's parameters (checkpoints
     stay interchangeable), but its gamma means nothing: it is not logged (it read 1.0, as if
