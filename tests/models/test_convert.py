@@ -75,6 +75,19 @@ def _cca(sd, prefix, c, g, gamma):
     )
 
 
+def _mmseg_cc_head(sd: dict, cin: int, channels: int, K: int, g: torch.Generator) -> None:
+    """mmseg's CCHead (convs.0, cca, convs.1, conv_cat on concat(x, y), conv_seg) on cin."""
+    d = "decode_head"
+    _conv(sd, f"{d}.convs.0.conv", channels, cin, 3, g)
+    _bn(sd, f"{d}.convs.0.bn", channels, g)
+    _cca(sd, f"{d}.cca", channels, g, gamma="scale")
+    _conv(sd, f"{d}.convs.1.conv", channels, channels, 3, g)
+    _bn(sd, f"{d}.convs.1.bn", channels, g)
+    _conv(sd, f"{d}.conv_cat.conv", channels, cin + channels, 3, g)
+    _bn(sd, f"{d}.conv_cat.bn", channels, g)
+    _conv(sd, f"{d}.conv_seg", K, channels, 1, g, bias=True)
+
+
 def mmseg_r50(seed=0, channels=64, aux_channels=32):
     """mmseg CCNet R50-D8 state dict (``state_dict`` of the .pth), narrow heads for speed."""
     g = torch.Generator().manual_seed(seed)
@@ -83,15 +96,7 @@ def mmseg_r50(seed=0, channels=64, aux_channels=32):
         _conv(sd, f"backbone.stem.{3 * i}", cout, cin, 3, g)
         _bn(sd, f"backbone.stem.{3 * i + 1}", cout, g)
     _resnet50_layers(sd, "backbone.", 64, g, True)
-    d = "decode_head"
-    _conv(sd, f"{d}.convs.0.conv", channels, 2048, 3, g)
-    _bn(sd, f"{d}.convs.0.bn", channels, g)
-    _cca(sd, f"{d}.cca", channels, g, gamma="scale")
-    _conv(sd, f"{d}.convs.1.conv", channels, channels, 3, g)
-    _bn(sd, f"{d}.convs.1.bn", channels, g)
-    _conv(sd, f"{d}.conv_cat.conv", channels, 2048 + channels, 3, g)
-    _bn(sd, f"{d}.conv_cat.bn", channels, g)
-    _conv(sd, f"{d}.conv_seg", K, channels, 1, g, bias=True)
+    _mmseg_cc_head(sd, 2048, channels, K, g)
     _conv(sd, "auxiliary_head.convs.0.conv", aux_channels, 1024, 3, g)
     _bn(sd, "auxiliary_head.convs.0.bn", aux_channels, g)
     _conv(sd, "auxiliary_head.conv_seg", K, aux_channels, 1, g, bias=True)
@@ -401,15 +406,7 @@ def mmseg_r18(seed=2, channels=16):
                 _conv(sd, f"{p}.downsample.0", planes, inplanes, 1, g)
                 _bn(sd, f"{p}.downsample.1", planes, g)
             inplanes = planes
-    d = "decode_head"
-    _conv(sd, f"{d}.convs.0.conv", channels, 512, 3, g)
-    _bn(sd, f"{d}.convs.0.bn", channels, g)
-    _cca(sd, f"{d}.cca", channels, g, gamma="scale")
-    _conv(sd, f"{d}.convs.1.conv", channels, channels, 3, g)
-    _bn(sd, f"{d}.convs.1.bn", channels, g)
-    _conv(sd, f"{d}.conv_cat.conv", channels, 512 + channels, 3, g)
-    _bn(sd, f"{d}.conv_cat.bn", channels, g)
-    _conv(sd, f"{d}.conv_seg", K, channels, 1, g, bias=True)
+    _mmseg_cc_head(sd, 512, channels, K, g)
     return sd
 
 
