@@ -1043,6 +1043,35 @@ def test_nonfinite_gradients_skipped_when_configured(tmp_path: Path,
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_a_validation_rerun_after_a_resume_is_logged_once(tmp_path: Path) -> None:
+    """A run that died after a validation wrote its record but before the checkpoint after it
+    re-runs that validation on --resume; metrics.jsonl then held two records of it."""
+    import vidccnet.engine.train as tr
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.ckpt_interval=2", "eval.interval=2")
+    real_save = tr.save_checkpoint
+
+    class _Died(Exception):
+        pass
+
+    def die_at_the_save_after_validation(path, state):
+        if Path(path).name == "last.pt" and not state["train_state"]["val_pending"]:
+            raise _Died
+        real_save(path, state)
+
+    tr.save_checkpoint = die_at_the_save_after_validation
+    try:
+        with pytest.raises(_Died):
+            train(cfg)
+    finally:
+        tr.save_checkpoint = real_save
+    assert [r["type"] for r in _read_jsonl(out / "metrics.jsonl")].count("val") == 1
+    train(cfg, resume=True)
+    vals = [r for r in _read_jsonl(out / "metrics.jsonl") if r["type"] == "val"]
+    assert [r["iteration"] for r in vals] == [2], vals
+
+
 def test_clips_per_s_after_a_resume_between_log_lines(tmp_path: Path, monkeypatch) -> None:
     """The first log line after a resume between two log lines averages the losses of every
     step since the previous line, but only the resumed steps were timed: clips/s counted

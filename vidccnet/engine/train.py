@@ -222,14 +222,18 @@ class _JsonlWriter:
             f.write(json.dumps(clean) + "\n")
 
 
-def _truncate_jsonl(path: Path, iteration: int) -> None:
-    """Drop lines logged after ``iteration`` (written after the checkpoint a resume starts from)."""
+def _truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
+    """Drop lines logged after ``iteration`` (written after the checkpoint a resume starts from),
+    and with ``rerun_val`` the validation record of ``iteration``, which the resume runs again."""
     if not path.exists():
         return
     keep = []
     for line in path.read_text().splitlines():
         try:
-            if int(json.loads(line).get("iteration", 0)) <= iteration:
+            record = json.loads(line)
+            at = int(record.get("iteration", 0))
+            rerun = rerun_val and record.get("type") == "val"
+            if at < iteration or (at == iteration and not rerun):
                 keep.append(line)
         except (ValueError, AttributeError, TypeError):
             continue
@@ -658,7 +662,7 @@ def _train(  # noqa: C901 - the loop, in order
         if aside is not None:  # removed with the earlier checkpoints, at the first save
             replaced.append(aside)
         if resume:
-            _truncate_jsonl(out / "metrics.jsonl", iteration)
+            _truncate_jsonl(out / "metrics.jsonl", iteration, rerun_val=pending_val)
         if rt.tensorboard:
             writer = _tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
     barrier()
