@@ -95,6 +95,12 @@ for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
             step["failed"] = [f"{c.get('classname')}::{c.get('name')}"
                               for c in suite.iter("testcase")
                               if c.find("failure") is not None or c.find("error") is not None]
+            # the why of each failure (the logs are not kept, and log_tail holds ~15 of them)
+            step["failures"] = {
+                f"{c.get('classname')}::{c.get('name')}": (
+                    f"{bad.get('message') or ''}\n{(bad.text or '')[-1500:]}".strip())
+                for c in suite.iter("testcase")
+                for bad in (c.find("failure"), c.find("error")) if bad is not None}
     except Exception as exc:  # noqa: BLE001 - a truncated file after a kill
         step["read_error"] = repr(exc)
     result["steps"][name] = step

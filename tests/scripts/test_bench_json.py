@@ -47,6 +47,51 @@ def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "gpu.json").exists()
 
 
+FAKE_GPU_PYTHON = r"""#!/usr/bin/env bash
+# python on a GPU machine, as gpu_check.sh runs it: the CUDA check passes, pytest fails one test
+# (junit XML with its message), the benchmarks fail, the JSON writer is the real python.
+case "$1" in
+    -c) exit 0 ;;
+    -m) for a in "$@"; do case "$a" in --junitxml=*) xml="${a#--junitxml=}" ;; esac; done
+        cat >"$xml" <<'XML'
+<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0"
+failures="1" skipped="0" tests="2"><testcase classname="tests.ops.test_triton_cca"
+name="test_gpu_x[dtype1]"><failure message="AssertionError: dq: |a - b| = 0.02 exceeds 0.01">
+long traceback</failure></testcase><testcase classname="tests.ops.test_triton_cca"
+name="test_gpu_y"/></testsuite></testsuites>
+XML
+        exit 1 ;;
+    -) exec "$REAL_PYTHON" "$@" ;;
+    *) exit 3 ;;
+esac
+"""
+
+
+def test_gpu_check_records_why_each_test_failed(tmp_path):
+    """The step logs are deleted at the end: the JSON keeps each failed test's message, not
+    only its name; failed steps are recorded and the script exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_GPU_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable})
+    assert proc.returncode == 1, proc.stderr
+    steps = json.loads(out.read_text())["steps"]
+    assert steps["pytest"]["tests"] == {"tests": 2, "failures": 1, "errors": 0, "skipped": 0}
+    name = "tests.ops.test_triton_cca::test_gpu_x[dtype1]"
+    assert steps["pytest"]["failed"] == [name]
+    why = steps["pytest"]["failures"][name]
+    assert why.startswith("AssertionError: dq: |a - b| = 0.02") and "long traceback" in why
+    assert [steps[s]["exit_code"] for s in ("bench_camvid", "bench_vspw", "bench_model")] == [3] * 3
+
+
 def test_bench_data_quick_keeps_the_options_given(load_script):
     """--quick sets smaller defaults; it used to override --videos / --frames / --clips
     silently."""
