@@ -4,8 +4,9 @@
 #   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
 #                                            # else ./gpu_check.json
 #
-# Steps (each under its own time limit, kill included: <= 8 min in all on one GPU):
-#   1. pytest -m gpu over tests/ (kernels vs a float64 dense reference, fp32 / fp16 / bf16; no
+# Steps (each under its own time limit, kill included: <= 9 min in all on one GPU):
+#   1. pytest -m gpu over tests/, in $GPU_CHECK_SHARDS (8) processes at once (kernels vs a
+#      float64 dense reference, fp32 / fp16 / bf16; no
 #      autotuning, but each autotune config alone at 256-wide lines; the one-launch forward and
 #      the two-launch fallback; repeated runs bitwise equal; the metrics' no-host-sync check)
 #   2. scripts/bench_attention.py at the CamVid (fp16) and VSPW (bf16) shapes: the operator's
@@ -51,8 +52,43 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and ex
     if [[ $rc -ne 0 ]]; then status=1; fi
 }
 
-step pytest 200 env VIDCCNET_CCA_AUTOTUNE=0 "$PY" -m pytest -q -m gpu -p no:cacheprovider \
-    tests --junitxml="$work/pytest.xml"
+# pytest_shards: the selected tests in $GPU_CHECK_SHARDS processes at once (round-robin in file
+# order, so each starts with the most needed ones): compiling the kernels (ptxas, one core per
+# kernel) is most of this step, ~1000 s in a row on a 2-core CPU. One JUnit XML per shard.
+pytest_shards() {
+    local ids=() pids=() rc=0 i j
+    # job control: background shards keep SIGINT (else they ignore it and write no XML); the
+    # step's INT (timeout) is passed on to them, and they stop the way Ctrl-C stops pytest
+    set -m
+    trap 'kill -INT "${pids[@]}" 2>/dev/null' INT
+    mapfile -t ids < <("$PY" -m pytest -q --collect-only -p no:cacheprovider -m "$GPU_CHECK_MARKS" \
+        $GPU_CHECK_TESTS 2>/dev/null | grep '::')
+    if (( ${#ids[@]} == 0 )); then  # nothing collected, or collection failed: say why in one run
+        "$PY" -m pytest -q -p no:cacheprovider -m "$GPU_CHECK_MARKS" $GPU_CHECK_TESTS \
+            --junitxml="$work/pytest_0.xml"
+        return
+    fi
+    for ((i = 0; i < GPU_CHECK_SHARDS && i < ${#ids[@]}; i++)); do
+        local mine=()
+        for ((j = i; j < ${#ids[@]}; j += GPU_CHECK_SHARDS)); do mine+=("${ids[j]}"); done
+        "$PY" -m pytest -q -p no:cacheprovider "${mine[@]}" --junitxml="$work/pytest_$i.xml" \
+            >"$work/pytest_$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do
+        # the INT ends a wait early: wait again until the shard has written its XML and exited
+        while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
+        wait "$pid"
+        j=$?
+        if (( j > rc )); then rc=$j; fi
+    done
+    tail -n 3 "$work"/pytest_*.log
+    return "$rc"
+}
+export PY work GPU_CHECK_MARKS="${GPU_CHECK_MARKS:-gpu}" GPU_CHECK_TESTS="${GPU_CHECK_TESTS:-tests}"
+export GPU_CHECK_SHARDS="${GPU_CHECK_SHARDS:-8}"
+export -f pytest_shards
+step pytest "${GPU_CHECK_PYTEST_SECONDS:-300}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
 step bench_camvid 100 "$PY" scripts/bench_attention.py --case camvid --device cuda \
     --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
 step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
@@ -87,19 +123,23 @@ for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
         data = work / f"{name}.json"
         if data.exists():
             step["results"] = json.loads(data.read_text())
-        if name == "pytest" and (work / "pytest.xml").exists():
-            suite = ET.parse(work / "pytest.xml").getroot()
-            suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-            step["tests"] = {k: int(suite.get(k, 0))
+        xmls = sorted(work.glob("pytest_*.xml")) if name == "pytest" else []
+        if xmls:  # one per shard
+            suites = []
+            for xml in xmls:
+                root = ET.parse(xml).getroot()
+                suites.append(root if root.tag == "testsuite" else root.find("testsuite"))
+            step["shards"] = len(suites)
+            step["tests"] = {k: sum(int(s.get(k, 0)) for s in suites)
                              for k in ("tests", "failures", "errors", "skipped")}
-            step["failed"] = [f"{c.get('classname')}::{c.get('name')}"
-                              for c in suite.iter("testcase")
+            cases = [c for s in suites for c in s.iter("testcase")]
+            step["failed"] = [f"{c.get('classname')}::{c.get('name')}" for c in cases
                               if c.find("failure") is not None or c.find("error") is not None]
             # the why of each failure (the logs are not kept, and log_tail holds ~15 of them)
             step["failures"] = {
                 f"{c.get('classname')}::{c.get('name')}": (
                     f"{bad.get('message') or ''}\n{(bad.text or '')[-1500:]}".strip())
-                for c in suite.iter("testcase")
+                for c in cases
                 for bad in (c.find("failure"), c.find("error")) if bad is not None}
     except Exception as exc:  # noqa: BLE001 - a truncated file after a kill
         step["read_error"] = repr(exc)

@@ -241,3 +241,40 @@ def test_bench_segment_writes_its_measurements_as_json(load_script, monkeypatch,
     assert data["memory"] == [] and "CPUs" in data["machine"]
     assert bench.main([*models, "--json", str(tmp_path / "no" / "seg.json")]) == 2
     assert "its folder does not exist" in capsys.readouterr().err
+
+
+SHARD_PYTHON = r"""#!/usr/bin/env bash
+# the CUDA check passes; pytest and the JSON writer are the real python; the benchmarks fail
+case "$1" in
+    -c) exit 0 ;;
+    -m|-) exec "$REAL_PYTHON" "$@" ;;
+    *) exit 3 ;;
+esac
+"""
+
+
+def test_gpu_check_runs_the_tests_in_parallel_shards(tmp_path):
+    """Compiling the GPU tests' kernels took ~1000 s in a row (one core per ptxas), five times
+    the step's limit: the tests now run in GPU_CHECK_SHARDS processes, and the JSON sums their
+    XML reports. Run here for real on a CPU selection (tests/test_cli.py)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    fake = tmp_path / "python"
+    fake.write_text(SHARD_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable,
+           "GPU_CHECK_MARKS": "not gpu", "GPU_CHECK_TESTS": "tests/test_cli.py",
+           "GPU_CHECK_SHARDS": "3"}
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stderr  # the benchmarks' fake failures
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
+                                "-p", "no:cacheprovider", "tests/test_cli.py"], cwd=repo,
+                               capture_output=True, text=True).stdout.count("::")
+    step = json.loads(out.read_text())["steps"]["pytest"]
+    assert step["exit_code"] == 0 and step["shards"] == 3, step
+    assert step["tests"] == {"tests": collected, "failures": 0, "errors": 0, "skipped": 0}
