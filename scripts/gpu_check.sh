@@ -40,6 +40,11 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 status=0
+# the machine, first and under a limit: after a step that wedged the GPU it could hang
+timeout --kill-after=5 60 "$PY" -c "import json, torch, triton
+print(json.dumps(dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__,
+                      cuda=torch.version.cuda, triton=triton.__version__)))" \
+    >"$work/environment.json" 2>"$work/environment.log"
 
 step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and exit code
     local name="$1" limit="$2"
@@ -102,16 +107,11 @@ from pathlib import Path
 
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 result = {"host": socket.gethostname(), "steps": {}}
-try:  # each field on its own: a broken import or a stuck GPU must not lose the step results
-    import torch
-
-    result.update(gpu=torch.cuda.get_device_name(0), torch=torch.__version__,
-                  cuda=torch.version.cuda)
-    import triton
-
-    result["triton"] = triton.__version__
+try:  # written before the steps (no torch import here: a stuck GPU must not lose the results)
+    result.update(json.loads((work / "environment.json").read_text()))
 except Exception as exc:  # noqa: BLE001
-    result["environment_error"] = repr(exc)
+    result["environment_error"] = (repr(exc) + " "
+                                   + (work / "environment.log").read_text(errors="replace")[-2000:])
 for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
     rc_file = work / f"{name}.rc"
     rc, seconds = (int(x) for x in rc_file.read_text().split()) if rc_file.exists() else (-1, 0)

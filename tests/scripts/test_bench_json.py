@@ -244,9 +244,11 @@ def test_bench_segment_writes_its_measurements_as_json(load_script, monkeypatch,
 
 
 SHARD_PYTHON = r"""#!/usr/bin/env bash
-# the CUDA check passes; pytest and the JSON writer are the real python; the benchmarks fail
+# the CUDA check passes, the machine is a fake GPU; pytest and the JSON writer are the real
+# python; the benchmarks fail
 case "$1" in
-    -c) exit 0 ;;
+    -c) case "$2" in *get_device_name*) echo '{"gpu": "Fake GPU", "triton": "3"}' ;; esac
+        exit 0 ;;
     -m|-) exec "$REAL_PYTHON" "$@" ;;
     *) exit 3 ;;
 esac
@@ -275,6 +277,8 @@ def test_gpu_check_runs_the_tests_in_parallel_shards(tmp_path):
     collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
                                 "-p", "no:cacheprovider", "tests/test_cli.py"], cwd=repo,
                                capture_output=True, text=True).stdout.count("::")
-    step = json.loads(out.read_text())["steps"]["pytest"]
+    data = json.loads(out.read_text())
+    assert data["gpu"] == "Fake GPU"  # read before the steps, not by the JSON writer
+    step = data["steps"]["pytest"]
     assert step["exit_code"] == 0 and step["shards"] == 3, step
     assert step["tests"] == {"tests": collected, "failures": 0, "errors": 0, "skipped": 0}
