@@ -64,8 +64,8 @@ pytest_shards() {
     local ids=() pids=() rc=0 i j
     # job control: background shards keep SIGINT (else they ignore it and write no XML); the
     # step's INT (timeout) is passed on to them, and they stop the way Ctrl-C stops pytest
-    set -m
-    trap 'kill -INT "${pids[@]}" 2>/dev/null' INT
+    set -m  # each shard is then its own process group (pgid = pid), ptxas children included
+    trap 'kill -INT -- "${pids[@]/#/-}" 2>/dev/null' INT
     mapfile -t ids < <("$PY" -m pytest -q --collect-only -p no:cacheprovider -m "$GPU_CHECK_MARKS" \
         $GPU_CHECK_TESTS 2>/dev/null | grep '::')
     if (( ${#ids[@]} == 0 )); then  # nothing collected, or collection failed: say why in one run
@@ -79,6 +79,7 @@ pytest_shards() {
         "$PY" -m pytest -q -p no:cacheprovider "${mine[@]}" --junitxml="$work/pytest_$i.xml" \
             >"$work/pytest_$i.log" 2>&1 &
         pids+=($!)
+        echo "$!" >>"$work/shards.pid"
     done
     for pid in "${pids[@]}"; do
         # the INT ends a wait early: wait again until the shard has written its XML and exited
@@ -94,6 +95,11 @@ export PY work GPU_CHECK_MARKS="${GPU_CHECK_MARKS:-gpu}" GPU_CHECK_TESTS="${GPU_
 export GPU_CHECK_SHARDS="${GPU_CHECK_SHARDS:-8}"
 export -f pytest_shards
 step pytest "${GPU_CHECK_PYTEST_SECONDS:-300}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
+# a shard that outlived the step's kill (its own process group) must not share the GPU with
+# the benchmarks
+if [[ -f "$work/shards.pid" ]]; then
+    while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null; done <"$work/shards.pid"
+fi
 step bench_camvid 100 "$PY" scripts/bench_attention.py --case camvid --device cuda \
     --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
 step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
