@@ -23,14 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from vidccnet.cli import (
-    fail,
-    interrupted,
-    interruptible,
-    missing_folder,
-    one_line,
-    sigterm_unwinds,
-)
+from vidccnet.cli import fail, interruptible, missing_folder, one_line, sigterm_unwinds
 
 PROG = "export_onnx.py"
 
@@ -172,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return fail(PROG, exc)
-    except KeyboardInterrupt as exc:
-        return interrupted(PROG, exc, "nothing written")
     except Exception as exc:  # noqa: BLE001 - exporter / runtime failures: one line, exit 1
         if args.debug:
             raise

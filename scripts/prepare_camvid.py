@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import fail, interrupted, interruptible, sigterm_unwinds  # noqa: E402
+from vidccnet.cli import fail, interruptible, sigterm_unwinds  # noqa: E402
 from vidccnet.data.camvid import (  # noqa: E402
     SPLITS,
     context_frame_path,
@@ -315,8 +315,6 @@ def main(argv: list[str] | None = None) -> int:
             prepare(args)
     except (PrepareError, VideoReadError, ValueError, OSError) as e:
         return fail(PROG, e)
-    except KeyboardInterrupt as exc:
-        return interrupted(PROG, exc, KEPT)
     return 0
 
 
