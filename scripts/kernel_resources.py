@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     prog = Path(sys.argv[0]).name
-    if any(min(shape) < 1 for shape in args.shape or []):
-        bad = next(shape for shape in args.shape if min(shape) < 1)
+    if bad := next((shape for shape in args.shape or [] if min(shape) < 1), None):
         return fail(prog, ValueError(f"--shape {' '.join(map(str, bad))}: sizes must be >= 1"))
     if args.limit < 1:
         return fail(prog, ValueError(f"--limit must be >= 1 byte, got {args.limit}"))
