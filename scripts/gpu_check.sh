@@ -59,7 +59,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and ex
 
 # pytest_shards: the selected tests in $GPU_CHECK_SHARDS processes at once (round-robin in file
 # order, so each starts with the most needed ones): compiling the kernels (ptxas, one core per
-# kernel) is most of this step, ~1000 s in a row on a 2-core CPU. One JUnit XML per shard.
+# kernel) is most of this step. One JUnit XML per shard.
 pytest_shards() {
     local ids=() pids=() rc=0 i j
     # job control: background shards keep SIGINT (else they ignore it and write no XML); the
