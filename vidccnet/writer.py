@@ -278,7 +278,8 @@ def check_paths(
 def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
                       index_at: Callable[[float], int] | None = None) -> int | None:
     """``120`` / ``"120"`` -> frame 120; ``"4.5s"`` -> ``index_at(4.5)`` (the reader's frame at
-    that time, exact on variable-frame-rate video), else ``round(4.5 * fps)``; None -> None.
+    that time, exact on variable-frame-rate video), else the frame nearest to ``4.5 * fps`` (a
+    half goes to the earlier frame); None -> None.
 
     Raises:
         OutputPathError: text that is neither a frame index nor a time in seconds.
@@ -294,7 +295,11 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
             seconds = float(value[:-1])
             if seconds < 0 or not math.isfinite(seconds):
                 raise ValueError
-            return index_at(seconds) if index_at is not None else int(round(seconds * fps))
+            if index_at is not None:
+                return index_at(seconds)
+            # the nearest frame, a half going to the earlier one (as the readers' index_at)
+            frames = seconds * fps
+            return max(0, math.ceil(frames - 0.5 - 1e-6 * max(1.0, frames)))
         frame = int(value)
         if frame < 0:
             raise ValueError

@@ -490,6 +490,39 @@ def test_decord_finds_a_time_by_the_frames_timestamps(tmp_path):
         assert at(6.8) == 59 and at(7.0) == 59 + round(0.2 * r.fps)  # past the end: the rate
 
 
+@pytest.mark.parametrize("fps, name, codec", [(10, "v.mp4", "libx264"), (12, "v.mkv", "libx264"),
+                                             (25, "v.avi", "mpeg4"), (30, "v.mp4", "libx264")])
+def test_both_backends_give_one_frame_for_a_time_between_two_frames(tmp_path, fps, name, codec):
+    """A time exactly between two frames' timestamps is the earlier frame with either backend
+    (and with a frame folder at that rate); PyAV and decord disagreed at such ties (decord's
+    float32 seconds tip them either way, and Python's round() takes the even frame)."""
+    pytest.importorskip("decord")
+    from fractions import Fraction
+
+    from vidccnet.writer import parse_frame_bound
+
+    path = tmp_path / name
+    write_video(path, make_frames(12, 32, 32), fps=fps, codec=codec)
+    with av.open(str(path)) as c:
+        starts = [f.pts * c.streams.video[0].time_base for f in c.decode(video=0)]
+    starts = [t - starts[0] for t in starts] + [starts[-1] - starts[0] + Fraction(1, fps)]
+    times = [t for a, b in zip(starts, starts[1:]) for t in (a, (a + b) / 2)]  # exact
+    expected = [k // 2 for k in range(len(times))]  # a midpoint: the earlier frame
+    for backend in ("av", "decord"):
+        with open_video(path, backend=backend) as r:
+            found = [parse_frame_bound(f"{float(t)!r}s", r.fps, "start", r.index_at)
+                     for t in times]
+        assert found == expected, backend
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(make_frames(1, 8, 8)[0]).save(folder / f"{i:03d}.png")
+    with open_video(folder, fps=fps) as r:
+        found = [parse_frame_bound(f"{k / (2 * fps)!r}s", r.fps, "start", r.index_at)
+                 for k in range(28)]
+    assert found == [k // 2 for k in range(28)]
+
+
 def test_a_still_stream_larger_than_the_video_is_not_read(tmp_path):
     """A one-frame stream (cover art, a still) larger than the video: the video is read, not the
     still (the largest-area rule gave a one-frame segmentation)."""

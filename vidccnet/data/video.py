@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import re
 from collections import OrderedDict
@@ -72,6 +73,11 @@ class VideoReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield self[i]
+
+    def index_at(self, seconds: float) -> int:
+        """The frame shown ``seconds`` after the first one, at ``fps`` (a half goes to the
+        earlier frame, as with the timestamps of a video file)."""
+        return _round_ties_down(seconds * self.fps)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at `indices` (any order, repeats allowed) as np.uint8 (n, H, W, 3)."""
@@ -181,6 +187,7 @@ class PyAVReader(VideoReader):
         self._expected = self._expected_frames()
         self.frames_lost = max(0, self._expected - len(self._pts))
         self._frames: Iterator | None = None
+        self._starts: list[float] | None = None  # frame start times (s), made by index_at
         self._next = 0  # index of the frame the decoder yields next
         self.rotation = 0
         first = self._first_frame()
@@ -260,12 +267,13 @@ class PyAVReader(VideoReader):
 
     def index_at(self, seconds: float) -> int:
         """The frame shown ``seconds`` after the first one: the nearest timestamp (exact on a
-        variable-frame-rate video, where ``seconds * fps`` is not)."""
+        variable-frame-rate video, where ``seconds * fps`` is not; see :func:`_nearest_frame`)."""
         tb = self._stream.time_base
         if not self._timed or tb is None or len(self._pts) < 2:
-            return int(round(seconds * self.fps))
-        return _nearest_frame(self._pts, self._pts[0] + seconds / float(tb),
-                              float(tb) * self.fps)
+            return _round_ties_down(seconds * self.fps)
+        if self._starts is None:
+            self._starts = [(ts - self._pts[0]) * float(tb) for ts in self._pts]
+        return _nearest_frame(self._starts, seconds, self.fps)
 
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
@@ -436,13 +444,26 @@ def _first_indices(timestamps: Sequence[int]) -> dict[int, int]:
     return index
 
 
-def _nearest_frame(starts: Sequence[float], target: float, frames_per_unit: float) -> int:
-    """Index of the frame whose start time (sorted ``starts``) is nearest to ``target``; past
-    the last one, counted on at ``frames_per_unit`` (the average rate, in the same units)."""
-    i = bisect.bisect_left(starts, target)
+# a time this close (relative, at least 1 us) to the midpoint of two frames is a tie: decord's
+# float32 seconds are off by up to 6e-8 of the time, PyAV's exact ticks by nothing
+TIE_TOLERANCE = 1e-6
+
+
+def _round_ties_down(frames: float) -> int:
+    """``round(frames)``, a half (within :data:`TIE_TOLERANCE`) going to the earlier frame, as
+    :func:`_nearest_frame` does (Python's ``round`` takes the even one: 1.5 -> 2, 2.5 -> 2)."""
+    return max(0, math.ceil(frames - 0.5 - TIE_TOLERANCE * max(1.0, frames)))
+
+
+def _nearest_frame(starts: Sequence[float], seconds: float, fps: float) -> int:
+    """Index of the frame whose start (``starts``: sorted seconds from the first frame) is
+    nearest to ``seconds``; of two equally near, the earlier one (the one shown at that time),
+    so that every backend agrees at a tie; past the last one, counted on at ``fps``."""
+    i = bisect.bisect_left(starts, seconds)
     if i >= len(starts):
-        return len(starts) - 1 + int(round((target - starts[-1]) * frames_per_unit))
-    if i > 0 and target - starts[i - 1] <= starts[i] - target:
+        return len(starts) - 1 + _round_ties_down((seconds - starts[-1]) * fps)
+    tie = TIE_TOLERANCE * max(1.0, seconds)
+    if i > 0 and (seconds - starts[i - 1]) - (starts[i] - seconds) <= tie:
         return i - 1
     return i
 
@@ -494,9 +515,9 @@ class DecordReader(VideoReader):
         """The frame shown ``seconds`` after the first one: the nearest start time in decord's
         index (exact on a variable-frame-rate video, where ``seconds * fps`` is not)."""
         if self._starts is None:
-            self._starts = [float(t) for t in
-                            self._vr.get_frame_timestamp(list(range(len(self))))[:, 0]]
-        return _nearest_frame(self._starts, self._starts[0] + seconds, self.fps)
+            times = self._vr.get_frame_timestamp(list(range(len(self))))[:, 0]
+            self._starts = [float(t) - float(times[0]) for t in times]
+        return _nearest_frame(self._starts, seconds, self.fps)
 
     def _read(self, index: int) -> np.ndarray:
         try:
