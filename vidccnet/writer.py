@@ -616,10 +616,11 @@ def write_segmentation(
     reader = (open_video(source, backend=segmenter.backend, fps=fps) if path_source is not None
               else source)
     try:
-        fps = float(getattr(reader, "fps", 0.0) or 0.0)
-        index_at = getattr(reader, "index_at", None)  # timestamps (PyAV), else the fps
-        first = parse_frame_bound(start, fps, "start", index_at)
-        stop = parse_frame_bound(end, fps, "end", index_at)
+        # the reader's rate: the video's own, or the ``fps`` argument for frames and images
+        reader_fps = float(getattr(reader, "fps", 0.0) or 0.0)
+        index_at = getattr(reader, "index_at", None)  # a video by its timestamps
+        first = parse_frame_bound(start, reader_fps, "start", index_at)
+        stop = parse_frame_bound(end, reader_fps, "end", index_at)
         if first is not None and first >= len(reader):
             raise ValueError(f"--start {start} is beyond the video's {len(reader)} frames")
         if stop is not None and stop <= (first or 0):
