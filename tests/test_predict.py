@@ -731,6 +731,33 @@ def test_write_is_staged_and_complete(tmp_path, caplog):
     assert (summary["start"], summary["end"]) == (1, 3)
 
 
+@pytest.mark.parametrize("failing", ["masks", "overlay"])
+def test_write_commits_the_masks_and_an_overlay_outside_them_together(tmp_path, monkeypatch,
+                                                                      failing):
+    """The overlay (outside the mask folder) and the masks are renamed into place together: a
+    failure of either rename leaves both as they were. The overlay was renamed first, so a
+    failure of the masks' rename left a new overlay beside the previous masks."""
+    import vidccnet.writer as writer
+
+    seg = fake_segmenter(3, 2)
+    out, ov = tmp_path / "masks", tmp_path / "ov.mkv"
+    seg.write(ListReader(4, 12, 20), out, overlay=ov, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}, ov.read_bytes()
+    replace = os.replace
+
+    def failing_replace(src, dst):
+        staged = Path(src).name.startswith(".")  # not the previous output put back
+        if staged and Path(dst) == {"masks": out, "overlay": ov}[failing]:
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(writer.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        seg.write(ListReader(6, 12, 20), out, overlay=ov, overwrite=True, progress=False)
+    assert ({p.name: p.read_bytes() for p in out.iterdir()}, ov.read_bytes()) == before
+    assert sorted(os.listdir(tmp_path)) == ["masks", "ov.mkv"]  # nothing staged is left
+
+
 def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
     from vidccnet.writer import OutputPathError, check_paths
 

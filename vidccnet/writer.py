@@ -16,8 +16,9 @@ follows its extension (:data:`OVERLAY_CONTAINERS`). The rules that make it safe:
   folder is new, empty or explicitly overwritten, and nothing the run would replace or write
   into is, contains or lies inside the input, the checkpoint or each other;
 - everything is written into a temporary folder next to DIR (:class:`StagedDir`) and renamed
-  into place at the end, the overlay likewise (:class:`OverlayWriter`): an error or Ctrl-C
-  leaves the previous state untouched, never a half-written output.
+  into place at the end, the overlay likewise (:class:`OverlayWriter`), the folder first:
+  if the overlay's rename then fails, the folder is put back. An error or Ctrl-C leaves the
+  previous state untouched, never a half-written output or masks and overlay of two runs.
 
 This module imports only the standard library and numpy at import time.
 """
@@ -358,6 +359,13 @@ class StagedDir:
         return self.tmp
 
     def commit(self) -> None:
+        """Rename the staged folder to ``out``; the previous ``out`` is removed."""
+        self._discard(self._swap())
+
+    def _swap(self) -> Path | None:
+        """Put the staged folder in place of ``out``, the previous ``out`` (if any) aside in
+        the folder returned, for :meth:`_unswap` or :meth:`_discard`. A failure puts the
+        previous ``out`` back."""
         if self.tmp is None:
             raise RuntimeError("StagedDir.commit() without create()")
         apply_umask(self.tmp, 0o777)
@@ -365,7 +373,25 @@ class StagedDir:
         if self.out.exists():  # an empty folder, or overwrite
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.tmp.parent))
             os.replace(self.out, old / "previous")
-        os.replace(self.tmp, self.out)
+        try:
+            os.replace(self.tmp, self.out)
+        except BaseException:
+            self._restore(old)
+            raise
+        return old
+
+    def _unswap(self, old: Path | None) -> None:
+        """Undo :meth:`_swap`: the new folder is staged again, the previous ``out`` back."""
+        os.replace(self.out, self.tmp)
+        self._restore(old)
+
+    def _restore(self, old: Path | None) -> None:
+        if old is not None:
+            os.replace(old / "previous", self.out)
+            old.rmdir()
+
+    def _discard(self, old: Path | None) -> None:
+        """After :meth:`_swap`: the output stays; remove the previous one."""
         self.tmp = None
         self.created = []
         if old is not None:
@@ -541,6 +567,22 @@ def _is_frames(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _commit(staged: StagedDir, overlay: OverlayWriter | None) -> None:
+    """Rename the staged folder and the overlay into place together: when either rename fails
+    (or is interrupted), both are left as they were."""
+    if overlay is not None and overlay.final.parent == staged.tmp:  # moves with the folder
+        overlay.commit()
+        overlay = None
+    previous = staged._swap()
+    try:
+        if overlay is not None:
+            overlay.commit()
+    except BaseException:
+        staged._unswap(previous)
+        raise
+    staged._discard(previous)
+
+
 def write_segmentation(
     segmenter: VideoSegmenter,
     source: str | os.PathLike[str] | Any,
@@ -695,10 +737,8 @@ def write_segmentation(
         with open(tmp / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
             f.write("\n")
-        if writer is not None:
-            writer.commit()
-            writer = None
-        staged.commit()
+        _commit(staged, writer)
+        writer = None
         return summary
     finally:
         if writer is not None:
