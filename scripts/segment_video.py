@@ -169,10 +169,10 @@ def preflight(args: argparse.Namespace) -> Path:
     if args.max_size is not None and args.max_size < SIZE_MULTIPLE:
         raise UserError(f"--max-size must be at least {SIZE_MULTIPLE} pixels, got {args.max_size}")
     for name in ("start", "end"):
-        parse_frame_bound(getattr(args, name), 1.0, name)  # syntax only (seconds need the fps)
+        parse_frame_bound(getattr(args, name), 1.0, name, cli=True)  # syntax only (no fps yet)
     ckpt = find_checkpoint(args.checkpoint)
     check_paths(args.input, args.out, overlay=args.overlay, overwrite=args.overwrite,
-                protect=[ckpt])
+                protect=[ckpt], cli=True)
     return ckpt
 
 
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return segmenter.write(
         args.input, args.out, overlay=args.overlay, alpha=args.alpha, fmt=args.format,
         start=args.start, end=args.end, strict=args.strict, overwrite=args.overwrite,
-        progress=False if args.quiet else None, fps=args.fps,
+        progress=False if args.quiet else None, fps=args.fps, cli=True,
     )
 
 

@@ -299,7 +299,7 @@ def test_stream_truncated_video():
     assert stream.frames_lost == 3 and "frame 7" in stream.decode_error
     want = expected_masks(0, 7, 3, 2)
     assert all(np.all(m == want[i]) for i, m in out)
-    with pytest.raises(TruncatedVideoError, match="--strict"):
+    with pytest.raises(TruncatedVideoError, match="without strict mode"):
         list(seg.stream(ListReader(10, fail_at=7), strict=True))
 
 
@@ -718,7 +718,7 @@ def test_write_is_staged_and_complete(tmp_path, caplog):
     with av.open(str(out / "ov.mkv")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 5
     # an existing folder is kept unless overwrite; a failure leaves everything as it was
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=True"):
         seg.write(ListReader(5), out)
     with pytest.raises(TruncatedVideoError):
         seg.write(ListReader(5, fail_at=3), out, overwrite=True, strict=True, progress=False)
@@ -758,6 +758,32 @@ def test_write_commits_the_masks_and_an_overlay_outside_them_together(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["masks", "ov.mkv"]  # nothing staged is left
 
 
+def test_write_errors_name_the_arguments_of_the_function_called(tmp_path):
+    """A library caller reads about write()'s arguments (out, overwrite=True, fmt), not
+    segment_video.py's flags (--out, --overwrite, --format), which cli=True keeps."""
+    from vidccnet.writer import OutputPathError, check_paths
+
+    seg = fake_segmenter(3, 2)
+    out = tmp_path / "m"
+    seg.write(ListReader(2), out, progress=False)
+    for kwargs, words in (({}, "out '.*' exists and is not empty.*pass overwrite=True"),
+                          ({"alpha": 2}, "alpha must be in"), ({"fmt": "jpg"}, "fmt must be"),
+                          ({"start": "ten"}, "start 'ten' is not a frame index"),
+                          ({"start": 9}, "start 9 is beyond"),
+                          ({"end": "0s"}, "end 0s .* must come after start 0"),
+                          ({"fps": 4}, "fps sets the rate of a folder"),
+                          ({"overlay": tmp_path / "ov.png"}, "overlay '.*' has extension")):
+        with pytest.raises(ValueError, match=words) as err:
+            seg.write(ListReader(2), out, overwrite=bool(kwargs), progress=False, **kwargs)
+        assert "--" not in str(err.value), str(err.value)
+    with pytest.raises(OutputPathError, match="--out '.*' exists.*pass --overwrite"):
+        seg.write(ListReader(2), out, progress=False, cli=True)
+    with pytest.raises(ValueError, match="--format must be"):
+        seg.write(ListReader(2), out, progress=False, fmt="jpg", cli=True)
+    with pytest.raises(OutputPathError, match="--overlay '.*' is the --out folder"):
+        check_paths(None, out, overlay=out, overwrite=True, cli=True)
+
+
 def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
     from vidccnet.writer import OutputPathError, check_paths
 
@@ -773,8 +799,8 @@ def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
         (video, tmp_path / "m", video, "is the input"),
         (frames, tmp_path / "m", frames / "ov.mp4", "is inside the input"),
         (video, tmp_path / "m", tmp_path / "ov.png", "'.png'"),
-        (video, tmp_path / "m", tmp_path / "m", "is the --out folder"),
-        (video, tmp_path / "m", tmp_path / "m" / "a" / "ov.mp4", "sub-folder of --out"),
+        (video, tmp_path / "m", tmp_path / "m", "is the out folder"),
+        (video, tmp_path / "m", tmp_path / "m" / "a" / "ov.mp4", "sub-folder of out"),
     ):
         with pytest.raises(OutputPathError, match=words):
             check_paths(src, out, overlay=ov, overwrite=True)
@@ -791,8 +817,8 @@ def test_write_refuses_paths_that_would_destroy_the_input(tmp_path):
         assert "DIR" not in str(err.value)  # a placeholder was left in these messages
     for src, out, ov, words in (  # an unset shell variable ("$VIDEO") is not the current folder
         ("", tmp_path / "m", None, "input path is empty"),
-        (video, "", None, "--out path is empty"),
-        (video, tmp_path / "m", "", "--overlay path is empty"),
+        (video, "", None, "the out path is empty"),
+        (video, tmp_path / "m", "", "the overlay path is empty"),
     ):
         with pytest.raises(OutputPathError, match=words):
             check_paths(src, out, overlay=ov)

@@ -556,7 +556,8 @@ class VideoSegmenter:
         """Segment ``source`` into the folder ``out``, safely: staged, all or nothing.
 
         Same as :func:`vidccnet.writer.write_segmentation` (``overlay``, ``alpha``, ``fmt``,
-        ``start``, ``end``, ``strict``, ``overwrite``, ``progress``); returns the summary.
+        ``start``, ``end``, ``strict``, ``overwrite``, ``progress``, ``fps``, ``cli``); returns
+        the summary.
         """
         from vidccnet.writer import write_segmentation
 
@@ -701,7 +702,7 @@ class SegmentationStream:
             self.close()
             raise TruncatedVideoError(
                 f"the video is truncated: its header announces {total + missing} frames but the "
-                f"file holds only {total} (drop --strict to keep the frames that decode)"
+                f"file holds only {total} (without strict mode the frames that decode are kept)"
             )
         self.frames_done = 0
         self.frames_lost = 0
@@ -759,7 +760,7 @@ class SegmentationStream:
                 if self.strict:
                     raise TruncatedVideoError(
                         f"frame {index} failed to decode ({exc}); the video looks truncated or "
-                        "corrupt (drop --strict to keep the frames that decode)"
+                        "corrupt (without strict mode the frames that decode are kept)"
                     ) from exc
                 return  # reported once, with the count, at the end of the stream
             yield index, frame
@@ -825,8 +826,8 @@ class SegmentationStream:
             if self.strict:
                 raise TruncatedVideoError(
                     f"{self.frames_lost} of the {self.expected_frames} frames could not be "
-                    f"decoded ({self.decode_error}); drop --strict to keep the "
-                    f"{self.frames_done} that decode"
+                    f"decoded ({self.decode_error}); without strict mode the "
+                    f"{self.frames_done} that decode are kept"
                 )
             log.warning("%d of the %d frames could not be decoded: %s", self.frames_lost,
                         self.expected_frames, self.decode_error)

@@ -77,6 +77,17 @@ class OutputPathError(ValueError):
     """An input or output path that cannot, or must not, be used (found before any work)."""
 
 
+def _arg(name: str, cli: bool) -> str:
+    """How a message names the argument ``name``: itself (``out``, ``fmt``), or with ``cli`` the
+    flag of scripts/segment_video.py (``--out``, ``--format``)."""
+    return {"fmt": "--format"}.get(name, f"--{name}") if cli else name
+
+
+def _set(name: str, cli: bool) -> str:
+    """How a message says to turn the option ``name`` on: ``overwrite=True`` / ``--overwrite``."""
+    return f"--{name}" if cli else f"{name}=True"
+
+
 def _is_within(path: Path, folder: Path) -> bool:
     """``path`` is ``folder`` or lies inside it (both already resolved)."""
     return path == folder or folder in path.parents
@@ -103,7 +114,7 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
 
-def overlay_container(path: str | os.PathLike[str]) -> str:
+def overlay_container(path: str | os.PathLike[str], *, cli: bool = False) -> str:
     """The FFmpeg container (muxer) for an overlay file name, from its extension.
 
     Raises:
@@ -114,7 +125,8 @@ def overlay_container(path: str | os.PathLike[str]) -> str:
         known = ", ".join(OVERLAY_CONTAINERS)
         what = f"extension '{suffix}'" if suffix else "no extension"
         raise OutputPathError(
-            f"--overlay '{path}' has {what}; name the overlay video with one of {known}"
+            f"{_arg('overlay', cli)} '{path}' has {what}; name the overlay video with one of "
+            f"{known}"
         )
     return OVERLAY_CONTAINERS[suffix][0]
 
@@ -144,6 +156,7 @@ def check_paths(
     overlay: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     protect: Iterable[str | os.PathLike[str] | None] = (),
+    cli: bool = False,
 ) -> None:
     """Refuse inputs and outputs that cannot work or would destroy something, before any work.
 
@@ -160,10 +173,14 @@ def check_paths(
       ``overlay`` must not be ``source`` (or any file under a source folder), a protected path,
       ``out`` itself or inside a sub-folder of ``out``.
 
+    Messages name the arguments (``out``, ``overwrite=True``); with ``cli`` the flags of
+    scripts/segment_video.py (``--out``, ``--overwrite``).
+
     Raises:
         OutputPathError: with a one-line message naming the path and what to do.
     """
-    for name, path in (("input", source), ("--out", out), ("--overlay", overlay)):
+    o, ov, ow = _arg("out", cli), _arg("overlay", cli), _set("overwrite", cli)
+    for name, path in (("input", source), (o, out), (ov, overlay)):
         if path is not None and os.fspath(path) == "":
             raise OutputPathError(f"the {name} path is empty (an unset variable?); pass a path")
     out_p = Path(os.path.expanduser(os.fspath(out)))
@@ -201,42 +218,42 @@ def check_paths(
         if _is_within(out_r, src_r) and src_r.is_dir():
             where = "is" if out_r == src_r else "is inside"
             raise OutputPathError(
-                f"--out '{out}' {where} the input folder '{source}'; write the masks elsewhere"
+                f"{o} '{out}' {where} the input folder '{source}'; write the masks elsewhere"
             )
         if _is_within(src_r, out_r):
             raise OutputPathError(
-                f"--out '{out}' contains the input '{source}', and the output replaces that "
+                f"{o} '{out}' contains the input '{source}', and the output replaces that "
                 "whole folder; choose another output folder"
             )
     for p in protected:
         if _is_within(p, out_r):
             raise OutputPathError(
-                f"--out '{out}' contains '{p}', which the run needs, and the output replaces "
+                f"{o} '{out}' contains '{p}', which the run needs, and the output replaces "
                 "that whole folder; choose another output folder"
             )
     if out_p.exists() and not out_p.is_dir():
-        raise OutputPathError(f"--out '{out}' exists and is not a folder; choose a folder path")
+        raise OutputPathError(f"{o} '{out}' exists and is not a folder; choose a folder path")
     if out_p.is_dir():
         try:
             non_empty = any(out_p.iterdir())
         except OSError as exc:
-            raise OutputPathError(f"cannot read --out '{out}' ({exc.strerror or exc})") from None
+            raise OutputPathError(f"cannot read {o} '{out}' ({exc.strerror or exc})") from None
         if non_empty and not overwrite:
             raise OutputPathError(
-                f"--out '{out}' exists and is not empty; choose a new folder or pass --overwrite"
+                f"{o} '{out}' exists and is not empty; choose a new folder or pass {ow}"
             )
         if non_empty:
             foreign = _foreign_files(out_p)
             if foreign:
                 listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
                 raise OutputPathError(
-                    f"--out '{out}' holds {listed}, which this tool did not write; --overwrite "
+                    f"{o} '{out}' holds {listed}, which this tool did not write; {ow} "
                     "replaces only an earlier output (masks, the overlay its summary.json names, "
                     "that summary.json): choose another folder"
                 )
     if out_p.exists() and out_r == _resolve(Path.cwd()):
         raise OutputPathError(
-            f"--out '{out}' is the current folder, which cannot be replaced; name a sub-folder"
+            f"{o} '{out}' is the current folder, which cannot be replaced; name a sub-folder"
         )
     _check_writable_parent(out_p, "the output folder")
 
@@ -246,27 +263,27 @@ def check_paths(
     ov_p = Path(os.path.expanduser(os.fspath(overlay)))
     ov_r = _resolve(ov_p)
     if ov_r == out_r:
-        raise OutputPathError(f"--overlay '{overlay}' is the --out folder; name a video file")
+        raise OutputPathError(f"{ov} '{overlay}' is the {o} folder; name a video file")
     if src_r is not None:
         same = ov_r == src_r or (ov_p.exists() and os.path.samefile(ov_p, src_r))
         if same or (src_r.is_dir() and _is_within(ov_r, src_r)):
             where = "is" if same else "is inside"
             raise OutputPathError(
-                f"--overlay '{overlay}' {where} the input '{source}'; write the overlay elsewhere"
+                f"{ov} '{overlay}' {where} the input '{source}'; write the overlay elsewhere"
             )
     if ov_r.parent != out_r and _is_within(ov_r, out_r):
         raise OutputPathError(
-            f"--overlay '{overlay}' is in a sub-folder of --out; put it directly in --out "
+            f"{ov} '{overlay}' is in a sub-folder of {o}; put it directly in {o} "
             "(it is then written with the masks) or outside it"
         )
     if any(ov_r == p for p in protected):
-        raise OutputPathError(f"--overlay '{overlay}' is a file the run needs; choose another")
-    overlay_container(ov_p)
+        raise OutputPathError(f"{ov} '{overlay}' is a file the run needs; choose another")
+    overlay_container(ov_p, cli=cli)
     if ov_p.is_dir():
-        raise OutputPathError(f"--overlay '{overlay}' is a folder; name a video file")
+        raise OutputPathError(f"{ov} '{overlay}' is a folder; name a video file")
     if ov_p.exists() and not overwrite:
         raise OutputPathError(
-            f"--overlay '{overlay}' already exists; choose another file or pass --overwrite"
+            f"{ov} '{overlay}' already exists; choose another file or pass {ow}"
         )
     if not _is_within(ov_r.parent, out_r):  # inside DIR it is staged with the masks
         if not ov_p.absolute().parent.is_dir():
@@ -277,10 +294,12 @@ def check_paths(
 
 
 def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
-                      index_at: Callable[[float], int] | None = None) -> int | None:
+                      index_at: Callable[[float], int] | None = None, *,
+                      cli: bool = False) -> int | None:
     """``120`` / ``"120"`` -> frame 120; ``"4.5s"`` -> ``index_at(4.5)`` (the reader's frame at
     that time, exact on variable-frame-rate video), else the frame nearest to ``4.5 * fps`` (a
-    half goes to the earlier frame); None -> None.
+    half goes to the earlier frame); None -> None. Messages call the value ``name``, or with
+    ``cli`` the flag ``--name``.
 
     Raises:
         OutputPathError: text that is neither a frame index nor a time in seconds.
@@ -307,7 +326,8 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
         return frame
     except ValueError:
         raise OutputPathError(
-            f"--{name} {text!r} is not a frame index (e.g. 120) or a time in seconds (e.g. 4.5s)"
+            f"{_arg(name, cli)} {text!r} is not a frame index (e.g. 120) or a time in seconds "
+            "(e.g. 4.5s)"
         ) from None
 
 
@@ -354,7 +374,7 @@ class StagedDir:
             self.abort()
             raise OutputPathError(
                 f"cannot write the output folder '{self.out}' ({exc.strerror or exc}); choose a "
-                "writable location for --out"
+                "writable location"
             ) from None
         return self.tmp
 
@@ -457,7 +477,7 @@ class OverlayWriter:
             names = ", ".join(c for c, _ in encoders)
             raise OutputPathError(
                 f"this FFmpeg build has none of the encoders {names} for '{suffix}' overlays; "
-                "choose another extension for --overlay"
+                "choose another extension for the overlay video"
             )
         self.codec = self.stream.codec_context.name
         self.stream.pix_fmt = "yuv420p"
@@ -598,6 +618,7 @@ def write_segmentation(
     progress: bool | str | None = None,
     progress_interval: float = 30.0,
     fps: float | None = None,
+    cli: bool = False,
 ) -> dict[str, Any]:
     """Segment ``source`` into the folder ``out`` (and the ``overlay`` video), all or nothing.
 
@@ -618,6 +639,8 @@ def write_segmentation(
         fps: frame rate of a frame folder or image source (default 30): the seconds of
             ``start`` / ``end``, ``summary.json``'s fps and the overlay's rate. A video file
             has its own rate (passing ``fps`` for one is an error).
+        cli: word error messages with the flags of scripts/segment_video.py (``--out``,
+            ``--overwrite``, ``--format``) instead of these arguments' names.
 
     Returns:
         The summary, also written to ``out/summary.json``.
@@ -629,21 +652,23 @@ def write_segmentation(
             (with ``strict``) truncated input. After any error nothing has been written.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"{_arg('alpha', cli)} must be in [0, 1], got {alpha}")
     if fmt not in ("png", "npz"):
-        raise ValueError(f"--format must be 'png' or 'npz', got {fmt!r}")
+        raise ValueError(f"{_arg('fmt', cli)} must be 'png' or 'npz', got {fmt!r}")
     path_source = source if isinstance(source, (str, os.PathLike)) else None
     if fps is not None:
         if not 0.0 < fps < float("inf"):
-            raise ValueError(f"--fps must be a positive number of frames per second, got {fps}")
+            raise ValueError(f"{_arg('fps', cli)} must be a positive number of frames per "
+                             f"second, got {fps}")
         if path_source is None or not _is_frames(Path(path_source)):
-            raise ValueError("--fps sets the rate of a folder of frames or an image; a video "
-                             "file (or an opened reader) has its own: leave --fps out")
+            raise ValueError(f"{_arg('fps', cli)} sets the rate of a folder of frames or an "
+                             "image; a video file (or an opened reader) has its own: leave "
+                             f"{_arg('fps', cli)} out")
     # a symlinked --out / --overlay (a scratch disk): write to its target, keep the link
     out = _through_link(out)
     overlay = _through_link(overlay) if overlay is not None else None
     check_paths(path_source, out, overlay=overlay, overwrite=overwrite,
-                protect=[segmenter.checkpoint_path])
+                protect=[segmenter.checkpoint_path], cli=cli)
     import torch
 
     from vidccnet.data.video import open_video
@@ -661,16 +686,17 @@ def write_segmentation(
         # the reader's rate: the video's own, or the ``fps`` argument for frames and images
         reader_fps = float(getattr(reader, "fps", 0.0) or 0.0)
         index_at = getattr(reader, "index_at", None)  # a video by its timestamps
-        first = parse_frame_bound(start, reader_fps, "start", index_at)
-        stop = parse_frame_bound(end, reader_fps, "end", index_at)
+        first = parse_frame_bound(start, reader_fps, "start", index_at, cli=cli)
+        stop = parse_frame_bound(end, reader_fps, "end", index_at, cli=cli)
+        start_arg, end_arg = _arg("start", cli), _arg("end", cli)
         if first is not None and first >= len(reader):
-            raise ValueError(f"--start {start} is beyond the video's {len(reader)} frames")
+            raise ValueError(f"{start_arg} {start} is beyond the video's {len(reader)} frames")
         if stop is not None and stop <= (first or 0):
-            raise ValueError(f"--end {end} (frame {stop}) must come after --start {start or 0} "
-                             f"(frame {first or 0})")
+            raise ValueError(f"{end_arg} {end} (frame {stop}) must come after {start_arg} "
+                             f"{start or 0} (frame {first or 0})")
         if stop is not None and stop > len(reader):
-            log.warning("--end %s is past the video's %d frames: segmenting up to its last frame",
-                        end, len(reader))
+            log.warning("%s %s is past the video's %d frames: segmenting up to its last frame",
+                        end_arg, end, len(reader))
         stream = segmenter.stream(reader, first, stop, with_frames=overlay_path is not None,
                                   strict=strict)
         log.info("%s", segmenter.describe_size(*stream.size))
