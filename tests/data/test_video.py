@@ -720,6 +720,26 @@ def test_an_animated_image_says_that_only_its_first_frame_is_read(tmp_path, capl
         assert len(r) == 1
     assert caplog.text == ""
 
+def test_an_image_or_a_folder_decodes_each_frame_once(tmp_path, monkeypatch):
+    """The first frame, decoded at open for the size, is the one the first read returns: a
+    single image (a 12-megapixel photo takes 0.8 s) was decoded twice for one mask."""
+    from vidccnet.data import images
+
+    calls = []
+    load = images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda path: calls.append(path) or load(path))
+    frames = make_frames(3, 16, 24)
+    (tmp_path / "f").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "f" / f"{i}.png")
+    with open_video(tmp_path / "f" / "0.png") as r:
+        assert np.array_equal(r.read_all(), frames[:1]) and len(calls) == 1
+    calls.clear()
+    with open_video(tmp_path / "f") as r:
+        assert np.array_equal(r.read_all(), frames) and len(calls) == 3
+        assert np.array_equal(r[0], frames[0]) and len(calls) == 4  # read again: decoded again
+
+
 def test_loaded_images_are_writable_arrays(tmp_path):
     """load_rgb's arrays are the caller's own: writable, so in-place edits work and
     torch.from_numpy does not warn (Pillow's array interface gave read-only views)."""
