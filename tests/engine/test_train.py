@@ -1581,3 +1581,19 @@ def test_evaluation_follows_the_training_anchor() -> None:
     assert evaluator_kwargs(camvid, "cpu")["anchor"] == "centre"
     both = tiny_cfg(Path("u"), "data.anchor=centre", "eval.anchor=causal")
     assert evaluator_kwargs(both, "cpu")["anchor"] == "causal"
+
+
+def test_no_two_runs_share_a_process_random_stream() -> None:
+    """Each process seeds its RNGs (dropout draws) from (seed, rank): ``seed + rank`` gave
+    rank 1 of seed 0 the stream of rank 0 of seed 1. Rank 0 keeps the seed itself (the draws
+    of the single-process runs documented so far)."""
+    from vidccnet.engine.train import seed_everything
+
+    def draws(seed: int, rank: int) -> list[float]:
+        seed_everything(seed, rank)
+        return torch.rand(4).tolist()
+
+    assert draws(0, 1) != draws(1, 0)
+    seen = {tuple(draws(s, r)) for s in range(4) for r in range(4)}
+    assert len(seen) == 16
+    assert draws(5, 0) == torch.rand(4, generator=torch.Generator().manual_seed(5)).tolist()

@@ -201,8 +201,16 @@ def check_labelled(videos: list, split: str, dataset: str | None = None) -> None
 # ----------------------------------------------------------------------------- helpers
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
+def seed_everything(seed: int, rank: int = 0, iteration: int = 0) -> None:
+    """Seed python, numpy and torch (all devices) of process ``rank`` starting at ``iteration``:
+    with ``seed`` itself on rank 0 at the start (the draws of the runs documented so far), else
+    with a hash of the three, like the sampler's seeds (``vidccnet.data.loader.sample_seed``),
+    so that no two runs share a stream (``seed + rank`` gave rank 1 of seed 0 the dropout draws
+    of rank 0 of seed 1)."""
+    if rank or iteration:
+        from vidccnet.data.loader import sample_seed
+
+        seed = sample_seed(seed, rank, -2 - iteration)  # index < -1: no sample's, not the order's
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -536,7 +544,7 @@ def _train(  # noqa: C901 - the loop, in order
     if info.is_main:  # a run killed before its first checkpoint left them aside
         _put_back_earlier_logs(Path(rt.output_dir))
     out = _prepare_output_dir(cfg, resume)
-    seed_everything(rt.seed + info.rank)
+    seed_everything(rt.seed, info.rank)
 
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
@@ -622,7 +630,7 @@ def _train(  # noqa: C901 - the loop, in order
         else:
             logger.warning("checkpoint RNG states do not match %d processes; reseeding",
                            info.world_size)
-            seed_everything(rt.seed + info.rank + 1_000_003 * iteration)
+            seed_everything(rt.seed, info.rank, iteration)
         logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
                     cfg.schedule.iterations)
         log_state = (ts.get("log_sums") or {}, ts.get("log_steps", 0), ts.get("log_pending", 0))
