@@ -266,14 +266,15 @@ class SegmentationCriterion(nn.Module):
 
     def forward(
         self, outputs: Mapping[str, Tensor] | Tensor, labels: Tensor
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """outputs: model train() dict ({"out": (B, K, T, H, W), "aux": ..., "features":
         (B, C, T, h, w)}) or a bare logits tensor; labels: (B, T, H, W) int64.
 
         Returns:
-            (loss scalar tensor, parts {"ce", "aux", "cc", "var", "dis", "reg", "total"} floats;
-            a disabled or absent part is 0.0; "cc" already includes alpha/beta/gamma, not
-            cc_weight).
+            (loss scalar tensor, parts {"ce", "aux", "cc", "var", "dis", "reg", "total"}
+            detached scalar tensors on the loss's device, so that reading them waits for the
+            device only when the caller does; a disabled or absent part is 0; "cc" already
+            includes alpha/beta/gamma, not cc_weight).
         """
         if isinstance(outputs, Tensor):
             outputs = {"out": outputs}
@@ -292,12 +293,13 @@ class SegmentationCriterion(nn.Module):
             ohem_thresh=self.ohem_thresh, ohem_min_kept=self.ohem_min_kept,
         )
         loss = ce
-        parts = dict.fromkeys(("ce", "aux", "cc", "var", "dis", "reg"), 0.0)
-        parts["ce"] = float(ce.detach())
+        zero = torch.zeros((), device=ce.device)
+        parts = dict.fromkeys(("ce", "aux", "cc", "var", "dis", "reg"), zero)
+        parts["ce"] = ce.detach()
         if self.aux_weight > 0 and "aux" in outputs:
             aux = cross_entropy(outputs["aux"], labels, weight=w, ignore_index=self.ignore_index)
             loss = loss + self.aux_weight * aux
-            parts["aux"] = float(aux.detach())
+            parts["aux"] = aux.detach()
         if self.cc_weight > 0:
             if "features" not in outputs:
                 raise KeyError(
@@ -306,7 +308,7 @@ class SegmentationCriterion(nn.Module):
                 )
             t = self.cc.terms(outputs["features"], labels)
             loss = loss + self.cc_weight * t["loss"].to(loss.dtype)
-            parts.update(cc=float(t["loss"].detach()), var=float(t["var"]),
-                         dis=float(t["dis"]), reg=float(t["reg"]))
-        parts["total"] = float(loss.detach())
+            parts.update(cc=t["loss"].detach(), var=t["var"].detach(), dis=t["dis"].detach(),
+                         reg=t["reg"].detach())
+        parts["total"] = loss.detach()
         return loss, parts

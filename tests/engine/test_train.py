@@ -1597,3 +1597,35 @@ def test_no_two_runs_share_a_process_random_stream() -> None:
     seen = {tuple(draws(s, r)) for s in range(4) for r in range(4)}
     assert len(seen) == 16
     assert draws(5, 0) == torch.rand(4, generator=torch.Generator().manual_seed(5)).tolist()
+
+
+def test_a_training_step_waits_for_the_device_once_per_micro_batch_and_once_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every conversion of a tensor to a Python value waits for the device (a GPU sync). A step
+    needs one per micro-batch (its loss is checked for finiteness before its backward) and one
+    for the gradients' (before the optimizer step); the loss parts stay on the device until a
+    log line or a checkpoint (they were converted, one by one, at every micro-batch).
+    Counted here: the conversions the trainer and the criterion's forward make, per step."""
+    import sys
+    from collections import Counter
+
+    made: Counter = Counter()
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, real=real, **kwargs):
+            code = sys._getframe(1).f_code
+            where = Path(code.co_filename).name
+            if where == "train.py" or (where == "losses.py" and code.co_name == "forward"):
+                made[where] += 1
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    totals = []
+    for steps in (1, 3):  # a log line and a checkpoint at the end of both: their difference
+        made.clear()     # is two steps without either
+        train(tiny_cfg(tmp_path / str(steps), f"schedule.iterations={steps}",
+                       "optim.accum_steps=2", "loss.ohem=false", "runtime.log_interval=100",
+                       "runtime.ckpt_interval=100", "eval.interval=0", "eval.at_end=false"))
+        totals.append(sum(made.values()))
+    assert (totals[1] - totals[0]) / 2 == 2 + 1

@@ -216,6 +216,15 @@ def seed_everything(seed: int, rank: int = 0, iteration: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def _floats(values: dict[str, Any], device: torch.device) -> dict[str, float]:
+    """Scalars on ``device`` (and Python floats) as Python floats, read with one device sync."""
+    if not values:
+        return {}
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device)
+                           for v in values.values()])
+    return dict(zip(values, stacked.tolist()))
+
+
 class _JsonlWriter:
     """Appends one JSON object per line (rank 0 only; a no-op elsewhere)."""
 
@@ -751,7 +760,7 @@ def _train(  # noqa: C901 - the loop, in order
                             # the losses summed since the last log line, averaged over the
                             # ranks (collective): each rank resumes with them, and the first
                             # line's mean over ranks is then the global batch's
-                            "log_sums": mean_over_ranks(dict(sums), device),
+                            "log_sums": mean_over_ranks(_floats(sums, device), device),
                             "log_steps": n_logged,
                             "log_pending": steps_since_log,
                             "skipped": skipped, "best_mIoU": best_miou,
@@ -802,7 +811,7 @@ def _train(  # noqa: C901 - the loop, in order
 
     bar = tqdm(total=total, initial=iteration, disable=not show, desc="train", unit="it",
                dynamic_ncols=True)
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, Any] = defaultdict(float)  # float64 device scalars (floats after a resume)
     n_logged = 0
     train_time = 0.0  # seconds spent in training steps since the last log line
     timed_steps = 0  # the steps train_time measured (after a resume, fewer than since the log)
@@ -826,7 +835,7 @@ def _train(  # noqa: C901 - the loop, in order
         while iteration < total:
             t_step = time.perf_counter()
             bad = ""  # what was not finite: the step is not applied
-            parts_acc: dict[str, float] = defaultdict(float)
+            parts_acc: dict[str, Any] = defaultdict(float)  # float64 device scalars
             for micro in range(accum):
                 batch = next_batch()
                 clip = batch["clip"].to(device, non_blocking=True)  # (B, 3, T, H, W)
@@ -842,9 +851,9 @@ def _train(  # noqa: C901 - the loop, in order
                         bad = "loss"
                         break
                     scaler.scale(loss / accum).backward()
-                for k, v in parts.items():
-                    parts_acc[k] += float(v) / accum
-                parts_acc["loss"] += float(loss.detach()) / accum
+                # on the device, in float64 as Python floats were: read at a log line only
+                for k, v in {**parts, "loss": loss.detach()}.items():
+                    parts_acc[k] += v.double() / accum
             if not bad:
                 norm = None
                 if cfg.optim.grad_clip:
@@ -892,7 +901,8 @@ def _train(  # noqa: C901 - the loop, in order
 
             if iteration % rt.log_interval == 0 or iteration == total:
                 dt = train_time
-                means = mean_over_ranks({k: v / max(n_logged, 1) for k, v in sums.items()},
+                means = mean_over_ranks(_floats({k: v / max(n_logged, 1)  # one device sync
+                                                 for k, v in sums.items()}, device),
                                         device)  # the global batch's losses, not rank 0's
                 last_loss = means.get("loss", math.nan)
                 rate = clips_per_step * timed_steps / dt if dt > 0 else math.nan
