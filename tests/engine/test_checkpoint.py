@@ -139,6 +139,46 @@ def test_rng_state_capture_restore() -> None:
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def _fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int, current: int) -> list:
+    """``count`` CUDA generators (16-byte states, device i's filled with i), the current
+    device ``current``; returns the list of (device, state) that set_rng_state* wrote."""
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(count)]
+    written: list = []
+
+    def index(device) -> int:
+        return current if device == "cuda" else int(device)
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(cuda, "device_count", lambda: count)
+    monkeypatch.setattr(cuda, "current_device", lambda: current)
+    monkeypatch.setattr(cuda, "get_rng_state", lambda device="cuda": states[index(device)])
+    monkeypatch.setattr(cuda, "get_rng_state_all", lambda: list(states))
+    monkeypatch.setattr(cuda, "set_rng_state", lambda state, device="cuda": written.append(
+        (index(device), state)))
+    monkeypatch.setattr(cuda, "set_rng_state_all", lambda new: written.extend(enumerate(new)))
+    return written
+
+
+def test_cuda_rng_state_follows_the_process_not_the_gpu_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process draws on its own GPU (cuda:LOCAL_RANK under torchrun): its checkpoint keeps
+    that GPU's CUDA RNG state, which a resume restores to the GPU it runs on. Every GPU's
+    states restored by index were dropped when the resumed run saw another number of GPUs
+    (one per process with CUDA_VISIBLE_DEVICES), and went to another rank's GPU when the
+    ranks' GPUs changed (2 nodes x 4 GPUs resumed on 1 x 8)."""
+    _fake_gpus(monkeypatch, count=4, current=1)  # local rank 1 of a node with 4 GPUs
+    state = capture_rng_state()
+    written = _fake_gpus(monkeypatch, count=1, current=0)  # resumed alone on its own GPU
+    restore_rng_state(state)
+    assert [(i, s.tolist()) for i, s in written] == [(0, [1] * 16)]
+    # a checkpoint of earlier versions (every GPU's states) is still restored by index
+    written = _fake_gpus(monkeypatch, count=2, current=1)
+    restore_rng_state({**state, "cuda": [torch.full((16,), 7, dtype=torch.uint8)] * 2})
+    assert [(i, s[0].item()) for i, s in written] == [(0, 7), (1, 7)]
+
+
 def test_build_model_from_checkpoint_and_mismatch(tmp_path: Path) -> None:
     cfg = load_config(None, TINY_MODEL)
     from vidccnet.engine.train import build_model

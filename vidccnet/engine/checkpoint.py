@@ -321,7 +321,14 @@ def _num_classes(cfg: Config) -> int:
 
 
 def capture_rng_state() -> dict:
-    """RNG states of torch (CPU and CUDA), numpy and python as ``weights_only``-safe values."""
+    """RNG states of torch (CPU and the current CUDA device), numpy and python as
+    ``weights_only``-safe values.
+
+    CUDA: the current device's generator only, the one this process draws from (cuda:LOCAL_RANK
+    under torchrun); the others' are never drawn from here, and a resumed run may see other
+    GPUs, or give this rank another one. (Reading a generator's state, a seed and an offset
+    held by the host, creates no CUDA context on any GPU.)
+    """
     np_state = np.random.get_state()
     py_state = random.getstate()
     state: dict[str, Any] = {
@@ -340,12 +347,12 @@ def capture_rng_state() -> dict:
         },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def restore_rng_state(state: dict) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state`: the CUDA state goes to the current device."""
     torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
     n = state["numpy"]
     np.random.set_state(
@@ -359,8 +366,13 @@ def restore_rng_state(state: dict) -> None:
     )
     p = state["python"]
     random.setstate((int(p["version"]), tuple(int(v) for v in p["state"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = [s.cpu().to(torch.uint8) for s in state["cuda"]]
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    if torch.is_tensor(cuda):
+        torch.cuda.set_rng_state(cuda.cpu().to(torch.uint8))
+    else:  # checkpoints of earlier versions: every GPU's states, restored by index
+        cuda_states = [s.cpu().to(torch.uint8) for s in cuda]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         else:
