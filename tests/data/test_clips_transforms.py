@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidccnet.data.clips import anchor_position, clip_indices, clip_offsets
+from vidccnet.data.clips import anchor_position, clip_indices, clip_offsets, first_copies
 from vidccnet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,6 +33,15 @@ def test_clip_indices_pad_by_repetition_at_edges():
     assert clip_indices(19, 20, 5, anchor="centre") == [17, 18, 19, 19, 19]
     assert clip_indices(0, 1, 3, anchor="centre") == [0, 0, 0]
     assert clip_indices(5, 6, 1) == [5]
+
+
+def test_first_copies_keep_each_frame_once_nearest_the_anchor():
+    assert first_copies([0, 0, 0, 0], 3) == [False, False, False, True]
+    assert first_copies([0, 0, 0, 1], 3) == [False, False, True, True]  # stride 2, anchor 1
+    assert first_copies([17, 18, 19, 19, 19], 2) == [True, True, True, False, False]
+    assert first_copies([0, 0, 1, 2], 1) == [False, True, True, True]
+    assert first_copies([7, 8, 9, 10], 3) == [True] * 4
+    assert first_copies([5], 0) == [True]
 
 
 def test_clip_indices_errors():

@@ -423,3 +423,23 @@ def test_only_the_centre_anchor_frame_is_labelled_with_label_all_frames_off(tmp_
     masks = data["a"][1]
     np.testing.assert_array_equal(labels[1], masks[1].astype(np.int64))
     assert (labels[[0, 2]] == 255).all()
+
+
+
+@pytest.mark.parametrize("anchor, item, sources", [
+    ("causal", (0, 0), [None, None, 0]),   # frames 0, 0, 0
+    ("causal", (0, 1), [None, 0, 1]),      # frames 0, 0, 1
+    ("centre", (0, 0), [None, 0, 1]),      # frames 0, 0, 1
+    ("centre", (0, 3), [None, 3, None]),   # frames 2 (no mask), 3, 3: video a's last is 3
+])
+def test_a_frame_repeated_to_pad_a_clip_counts_its_label_once(tmp_path, anchor, item, sources):
+    """A clip at a video's edge repeats the edge frame; its mask counted at every copy (up to
+    T times in one clip's loss). The copy nearest the anchor keeps it, the others are 255."""
+    masks = _write_root(tmp_path)["a"][1]
+    ds = VideoFolders(tmp_path, "train", clip_len=3, anchor=anchor)
+    labels = ds[ds.items.index(item)]["labels"].numpy()
+    for position, frame in enumerate(sources):
+        if frame is None:
+            assert (labels[position] == 255).all(), position
+        else:
+            np.testing.assert_array_equal(labels[position], masks[frame].astype(np.int64))

@@ -42,3 +42,14 @@ def clip_indices(
         raise IndexError(f"anchor frame {anchor_index} out of range (sequence of {num_frames})")
     offsets = clip_offsets(clip_len, frame_stride, anchor)
     return [min(max(anchor_index + o, 0), num_frames - 1) for o in offsets]
+
+
+def first_copies(indices: list[int], anchor_pos: int) -> list[bool]:
+    """Whether each position of a clip holds the first copy of its frame, counting outwards from
+    the anchor at `anchor_pos`: in a clip padded by repetition (`clip_indices`) the copy of the
+    edge frame nearest the anchor. Labels of the other copies would count that frame again."""
+    keep, seen = [False] * len(indices), set()
+    for j in sorted(range(len(indices)), key=lambda j: abs(j - anchor_pos)):
+        keep[j] = indices[j] not in seen
+        seen.add(indices[j])
+    return keep

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from ..visualize import default_palette
 from .base import EvalVideo
-from .clips import anchor_position, clip_indices
+from .clips import anchor_position, clip_indices, first_copies
 from .images import check_label_values, image_size, load_index_png, load_rgb
 from .transforms import ClipAugment, make_sample
 from .video import IMAGE_EXTENSIONS, order_frames
@@ -137,7 +137,8 @@ class VideoFolders(Dataset):
     ``label_all_frames=False`` the frames with a mask; on the test split every frame); the clip
     holds T frames of the same video (``frame_stride`` apart,
     padded by repetition at the ends). All frames carry labels unless ``label_all_frames=False``
-    (then only the anchor). Items may be ``(index, seed)`` pairs (see ``vidccnet.data.loader``).
+    (then only the anchor); a frame repeated as padding carries them once (the copy nearest the
+    anchor). Items may be ``(index, seed)`` pairs (see ``vidccnet.data.loader``).
     ``frame_short_side``: the frames' short side (pixels; median over up to 8 videos).
     Subclasses (VSPW) change the class list (:meth:`load_classes`) and the stored-mask decoding
     (:meth:`decode_mask`).
@@ -353,8 +354,11 @@ class VideoFolders(Dataset):
         idx = clip_indices(a, len(files), self.clip_len, self.frame_stride, self.anchor)
         frames = np.stack([self._load_frame(name, files, i) for i in idx])  # (T, H, W, 3)
         pos = anchor_position(self.clip_len, self.anchor)
+        # a frame repeated to pad the clip counts once (the anchor always counts)
+        labelled = first_copies(idx, pos) if self.label_all_frames else [
+            j == pos for j in range(len(idx))]
         labels = np.stack([
-            self._label(name, files[i], frames.shape[1:3]) if (self.label_all_frames or j == pos)
+            self._label(name, files[i], frames.shape[1:3]) if labelled[j]
             else np.full(frames.shape[1:3], IGNORE_INDEX, np.int64)
             for j, i in enumerate(idx)
         ])  # (T, H, W)

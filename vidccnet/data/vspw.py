@@ -58,7 +58,8 @@ class VSPW(VideoFolders):
     Every frame of a split's videos whose clip carries a label is an anchor (every frame, as
     VSPW masks every frame); the clip holds T frames of the same video
     (`frame_stride` apart, padded by repetition at the ends). All frames carry labels unless
-    `label_all_frames=False` (then only the anchor). Frames without a mask file are ignore.
+    `label_all_frames=False` (then only the anchor); a frame repeated as padding carries them
+    once. Frames without a mask file are ignore.
     Items may be `(index, seed)` pairs (see `vidccnet.data.loader`). The folders dataset with
     VSPW's classes and mask values.
     """
