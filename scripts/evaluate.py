@@ -26,14 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vidccnet.cli import (
-    fail,
-    file_above,
-    interrupted,
-    interruptible,
-    setup_logging,
-    sigterm_unwinds,
-)
+from vidccnet.cli import fail, file_above, interruptible, setup_logging, sigterm_unwinds
 
 log = logging.getLogger("evaluate")
 
@@ -91,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
         ValueError, KeyError, RuntimeError,
     )
-    try:
-        with sigterm_unwinds():
-            return _evaluate(args, expected)
-    except KeyboardInterrupt as exc:
-        return interrupted("evaluate.py", exc, "no report was written")
+    with sigterm_unwinds():
+        return _evaluate(args, expected)
 
 
 def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...]) -> int:

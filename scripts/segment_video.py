@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # Standard library and numpy only until the paths are checked (fail fast, before torch loads).
-from vidccnet.cli import interrupted, interruptible, one_line, sigterm_unwinds
+from vidccnet.cli import interruptible, one_line, sigterm_unwinds
 from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
@@ -264,8 +264,6 @@ def _side_of(exc: OSError, args: argparse.Namespace) -> str | None:
 def _main(args: argparse.Namespace) -> int:
     try:
         summary = run(args)
-    except KeyboardInterrupt as exc:
-        return interrupted(PROG, exc, "no output was written")
     except expected_errors() as exc:
         if args.debug:
             raise

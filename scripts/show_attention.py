@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import fail, interrupted, interruptible, missing_folder, sigterm_unwinds
+from vidccnet.cli import fail, interruptible, missing_folder, sigterm_unwinds
 from vidccnet.writer import apply_umask
 
 PROG = "show_attention.py"
@@ -179,8 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():  # the picture's temporary file is removed as on Ctrl-C
             summary = run(args)
-    except KeyboardInterrupt as exc:
-        return interrupted(PROG, exc, "no picture was written")
     except (CheckpointError, VideoReadError, ValueError, IndexError, OSError) as exc:
         if args.debug:
             raise

@@ -225,6 +225,31 @@ def test_keyboard_interrupt_leaves_nothing(script, ckpt, tmp_path, capsys, monke
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # no masks, no new/, no overlay, no temp
 
 
+
+def test_keyboard_interrupt_is_one_line_and_puts_the_logging_back(script, ckpt, tmp_path,
+                                                                  capsys, monkeypatch):
+    """The interrupt is reported by main's decorator, after main's cleanup: one 'interrupted'
+    line, and the 'vidccnet' logger as it was before the call."""
+    import logging
+
+    import vidccnet.writer
+
+    def interrupting_save(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vidccnet.writer, "save_mask", interrupting_save)
+    package = logging.getLogger("vidccnet")
+    before = (list(package.handlers), package.level, package.propagate,
+              logging.getLogger("vidccnet.writer").level)
+    video = write_video(tmp_path / "in.mp4", 2, 32, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "masks", "--checkpoint", ckpt,
+                  "--clip-len", "1", "--quiet")
+    said = [line for line in err.splitlines() if "interrupted" in line or "error" in line]
+    assert rc == 130 and said == ["segment_video.py: interrupted; no output was written"], err
+    assert (list(package.handlers), package.level, package.propagate,
+            logging.getLogger("vidccnet.writer").level) == before
+    assert listing(tmp_path) == ["in.mp4"]
+
 @pytest.mark.parametrize("problem", ["truncated", "other_size"])
 @pytest.mark.parametrize("start", [None, "3"])
 def test_frame_folder_with_a_bad_frame_fails_and_writes_nothing(script, ckpt, tmp_path, capsys,
