@@ -22,7 +22,8 @@ What it does, with the library's real code paths (the same ones CamVid / VSPW tr
 Re-running overwrites an earlier demo in ``OUT`` (it trains afresh; nothing else outside
 ``OUT`` is touched); a folder holding files the demo did not write (a training run) is refused.
 Afterwards ``python scripts/segment_video.py any.mp4 --out masks/`` uses ``runs/demo/best.pt``
-by default. Expected errors print one line on stderr and exit with code 2.
+by default. Expected errors print one line on stderr and exit with code 2; Ctrl-C and SIGTERM
+one line too, with exit code 130 / 143.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail, setup_logging
+from vidccnet.cli import fail, interruptible, setup_logging, sigterm_unwinds
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "demo.py"
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> dict:
     seg_argv = [str(video), "--out", str(masks_dir), "--checkpoint", str(best),
                 "--overlay", str(overlay_path), "--device", args.device, "--overwrite",
                 "--quiet"]
-    rc = seg.main(seg_argv)
+    rc = seg.main.__wrapped__(seg_argv)  # a Ctrl-C there is the demo's to report
     if rc != 0:
         raise UserError(f"scripts/segment_video.py failed (exit {rc}) on {video}")
     seg_summary = json.loads((masks_dir / "summary.json").read_text())
@@ -325,16 +326,14 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
     stream.write("\n".join(lines) + "\n")
 
 
+@interruptible(PROG, "the output folder is incomplete: run the demo again")
 def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         args = parse_args(argv)
-        res = run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the output folder is incomplete: run the demo again",
-              file=sys.stderr)
-        return 130
+        with sigterm_unwinds():
+            res = run(args)
     except Exception as exc:  # noqa: BLE001 - expected errors become one line
         from vidccnet.engine.checkpoint import CheckpointError
         from vidccnet.engine.config import ConfigError

@@ -156,3 +156,32 @@ def test_a_rerun_keeps_the_earlier_model_until_it_has_a_new_one(load_script, tmp
     demo.prepare_out(out)
     assert sorted(p.name for p in out.iterdir()) == sorted([demo.DEMO_MARK, "best.pt",
                                                              "last.pt"])
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopped_while_segmenting_is_the_demos_one_line(load_script, tmp_path, monkeypatch,
+                                                        capsys, main_under_sigterm, how):
+    """Ctrl-C or SIGTERM in step 3 reached segment_video.py's main, which reported it and
+    returned 130 / 143; the demo then took that for a failure: a second line, 'error:
+    scripts/segment_video.py failed (exit 130)', and exit 2. Now the demo reports it: one
+    line, 130 / 143."""
+    import os
+    import signal
+
+    import vidccnet.writer
+
+    def stop(*args, **kwargs):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vidccnet.writer, "save_mask", stop)
+    demo = load_script("demo")
+    argv = ["--out", str(tmp_path / "demo"), "--quick", "--iterations", "1", "--device", "cpu"]
+    rc = main_under_sigterm(demo.main, argv)
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if any(word in line for word in ("interrupted", "terminated", "error"))]
+    how_said = {"ctrl-c": "interrupted", "sigterm": "terminated (SIGTERM)"}[how]
+    assert err == [f"demo.py: {how_said}; the output folder is incomplete: run the demo again"]
+    assert rc == {"ctrl-c": 130, "sigterm": 143}[how]
+    assert not (tmp_path / "demo" / "masks").exists()
