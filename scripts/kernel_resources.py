@@ -32,6 +32,7 @@ from types import SimpleNamespace
 
 from vidccnet.cli import fail, interruptible, missing_folder
 
+PROG = "kernel_resources.py"
 DTYPES = ("float32", "float16", "bfloat16")
 CAMVID = (64, 512, 5, 90, 120)  # Cqk, Cv, T, H, W of the CamVid recipe (720 x 960 / 8)
 
@@ -67,9 +68,10 @@ def _usage(cubin: bytes, bindir: Path) -> dict[str, int]:
     return dict(registers=int(found[1]), stack=int(found[2])) if found else {}
 
 
-@interruptible("kernel_resources.py", "nothing written")
+@interruptible(PROG, "nothing written")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--shape", type=int, nargs=5, action="append",
                     metavar=("CQK", "CV", "T", "H", "W"),
                     help=f"input size (repeatable; default {' '.join(map(str, CAMVID))})")
@@ -81,15 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="compile the one untuned config (VIDCCNET_CCA_AUTOTUNE=0)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
-    prog = Path(sys.argv[0]).name
     if bad := next((shape for shape in args.shape or [] if min(shape) < 1), None):
-        return fail(prog, ValueError(f"--shape {' '.join(map(str, bad))}: sizes must be >= 1"))
+        return fail(PROG, ValueError(f"--shape {' '.join(map(str, bad))}: sizes must be >= 1"))
     if args.limit < 1:
-        return fail(prog, ValueError(f"--limit must be >= 1 byte, got {args.limit}"))
+        return fail(PROG, ValueError(f"--limit must be >= 1 byte, got {args.limit}"))
     if msg := missing_folder(args.json, "--json"):  # before minutes of compiling, not after
-        return fail(prog, ValueError(msg))
+        return fail(PROG, ValueError(msg))
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return fail(prog, RuntimeError("unset TRITON_INTERPRET: this compiles for the GPU"))
+        return fail(PROG, RuntimeError("unset TRITON_INTERPRET: this compiles for the GPU"))
     if args.no_autotune:
         os.environ["VIDCCNET_CCA_AUTOTUNE"] = "0"
     try:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         import triton
         from triton.runtime import driver
     except ImportError as exc:
-        return fail(prog, exc)
+        return fail(PROG, exc)
     from vidccnet.ops import triton_cca
 
     driver.set_active(StandInDriver(args.arch, args.limit))
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     compiled = triton_cca._compiled(launch)
                 except Exception as exc:  # a compiler error is the finding here
-                    return fail(prog, exc)
+                    return fail(PROG, exc)
                 kwargs = launch[3]
                 tiles = {n: kwargs[n] for n in ("BLOCK_L", "BLOCK_H", "BLOCK_W", "CQK_PAD")
                          if n in kwargs}

@@ -42,6 +42,8 @@ import torch  # noqa: E402
 from vidccnet.cli import fail, interruptible, missing_folder  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
+PROG = "kernel_traffic.py"
+
 # name: (B, T, H, W, Cqk, Cv, dtype) as trained / evaluated.
 CASES = {
     "camvid": (2, 5, 90, 120, 64, 512, torch.float16),
@@ -197,7 +199,8 @@ def format_report(r: dict, sites: bool) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--case", nargs="+", choices=sorted(CASES), default=["camvid", "vspw"])
     ap.add_argument("--batch", type=int, default=1, help="B (reduced for speed; default 1)")
     ap.add_argument(
@@ -229,11 +232,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-@interruptible("kernel_traffic.py", "nothing written")
+@interruptible(PROG, "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    prog = Path(sys.argv[0]).name
     try:
         if args.batch < 1 or min(args.frames) < 1 or (args.size and min(args.size) < 1):
             raise ValueError("--batch, --frames and --size must be >= 1")
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             raise RuntimeError(f"the Triton interpreter is not usable: {why}")
     except (ValueError, RuntimeError) as exc:
-        return fail(prog, exc)
+        return fail(PROG, exc)
     results = []
     if args.block_v is not None:
         from vidccnet.ops import triton_cca

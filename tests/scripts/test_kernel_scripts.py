@@ -52,3 +52,25 @@ def test_kernel_traffic_refuses_a_block_v_that_is_not_a_power_of_two(
     monkeypatch.setattr(script, "measure", lambda *a, **k: measured.append(a))
     assert script.main(["--case", "camvid", "--block-v", block_v]) == 2 and not measured
     _one_line(capsys, f"--block-v {block_v}")
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("kernel_resources", ["--limit", "0"]),
+    ("kernel_resources", ["--no-such-flag"]),
+    ("kernel_traffic", ["--block-v", "100"]),
+    ("kernel_traffic", ["--no-such-flag"]),
+])
+def test_errors_name_the_script_however_it_is_started(load_script, capsys, monkeypatch, name,
+                                                      argv):
+    """The name came from sys.argv[0]: '__main__.py: error: ...' under `python -m pytest` (or
+    any caller of main), where the other scripts say their own name."""
+    script = load_script(name)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr("sys.argv", ["/somewhere/__main__.py"])
+    try:
+        rc = script.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.splitlines()[-1].startswith(f"{name}.py: error: "), err
+    assert "__main__" not in err, err
