@@ -30,9 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import interruptible  # noqa: E402
+from vidccnet.cli import fail, interruptible, missing_folder  # noqa: E402
 
-logger = logging.getLogger("bench_model")
+PROG = "bench_model"
+logger = logging.getLogger(PROG)
 
 CONFIGS = {
     "ccnet3d": ("ccnet3d", {}),
@@ -161,14 +162,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@interruptible("bench_model", "nothing written")
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
-    import torch
+def checked_device(args: argparse.Namespace) -> str:
+    """The device to measure on, once the arguments are checked.
 
-    from vidccnet.cli import missing_folder
-    from vidccnet.engine.report import write_json
+    Raises:
+        BenchError: a value out of range, or a device that is not there.
+    """
+    import torch
 
     device = args.device
     if device == "auto":
@@ -186,6 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     if msg := missing_folder(args.json, "--json"):
         raise BenchError(msg)
+    return device
+
+
+@interruptible(PROG, "nothing written")
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
+    import torch
+
+    from vidccnet.engine.report import write_json
+
+    try:
+        device = checked_device(args)
+    except BenchError as exc:
+        return fail(PROG, exc)
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -203,8 +218,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench_model: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

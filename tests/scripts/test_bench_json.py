@@ -21,10 +21,11 @@ def test_bench_model_writes_json(load_script, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # no temporary left
 
 
-def test_bench_model_json_into_missing_folder_is_refused_up_front(load_script, tmp_path):
-    bench = load_script("bench_model")
-    with pytest.raises(bench.BenchError, match="folder does not exist"):
-        bench.main(TINY_MODEL + ["--json", str(tmp_path / "no" / "rows.json")])
+def test_bench_model_json_into_missing_folder_is_refused_up_front(load_script, tmp_path,
+                                                                  capsys):
+    rc = load_script("bench_model").main(TINY_MODEL + ["--json", str(tmp_path / "no" / "r.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "folder does not exist" in err[0], err
 
 
 def test_bench_data_json_into_missing_folder_is_refused_up_front(load_script, tmp_path, capsys):
@@ -162,12 +163,30 @@ def test_bench_segment_refuses_a_malformed_size_before_any_work(load_script, mon
     assert not written
 
 
-def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monkeypatch):
+def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monkeypatch,
+                                                               capsys):
     """--threads -1 ended in a RuntimeError traceback from torch.set_num_threads."""
     bench = load_script("bench_model")
     monkeypatch.setattr(bench, "bench_depth", lambda *a: pytest.fail("ran before the check"))
-    with pytest.raises(bench.BenchError, match="--threads must be >= 0"):
-        bench.main(TINY_MODEL + ["--threads", "-1"])
+    assert bench.main(TINY_MODEL + ["--threads", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench_model: error: --threads must be >= 0"), err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--configs", "nope"], "unknown config 'nope'"),
+    (["--depths", "34"], "--depths must be among"),
+    (["--frames", "0"], "--frames, --repeats must be >= 1"),
+])
+def test_bench_model_mistakes_are_one_line_and_exit_2_from_main(load_script, capsys, argv,
+                                                                 needle):
+    """main() raised BenchError and only the `if __name__ == "__main__"` block turned it into
+    a line and exit 2, so a caller of main() got the exception; bench_data and bench_segment
+    return 2 from main()."""
+    rc = load_script("bench_model").main(TINY_MODEL + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("bench_model: error: "), err
+    assert needle in err[0], err
 
 
 def test_bench_data_prints_ratios_to_pyav_measured_in_the_same_run(load_script, tmp_path,
