@@ -24,16 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vidccnet.cli import fail, interruptible, missing_folder, sigterm_unwinds
-from vidccnet.writer import apply_umask
 
 PROG = "show_attention.py"
 MAX_CLIP_LEN = 32  # columns of the picture
@@ -71,6 +68,8 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
+    from vidccnet.engine.report import write_atomically
+
     T, H, W = frames.shape[:3]
     t, h, w = result.cell
     _, gh, gw = result.grid
@@ -106,15 +105,7 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
         axes[r, 0].set_ylabel(f"recurrence {r + 1}")
         fig.colorbar(im, ax=list(axes[r]), label="weight (sqrt scale)")
     fig.suptitle(title, fontsize=9)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: fig.savefig(f, format="png"))
 
 
 def run(args: argparse.Namespace) -> dict:

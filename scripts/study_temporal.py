@@ -395,6 +395,8 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from vidccnet.engine.report import write_atomically
+
     variants = list(summary)
     fig = Figure(figsize=(14, 4.2))
     FigureCanvasAgg(fig)
@@ -418,13 +420,15 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def plot_curves(runs: list[dict], path: Path) -> None:
     """Validation mIoU against training steps, one line per run (the plateau check)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from vidccnet.engine.report import write_atomically
 
     fig = Figure(figsize=(6.5, 4))
     FigureCanvasAgg(fig)
@@ -445,7 +449,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def _settings(overrides: list[str]) -> list[str]:
@@ -485,7 +489,7 @@ def collect(args: argparse.Namespace) -> list[dict]:
 
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
-    from vidccnet.engine.report import write_json
+    from vidccnet.engine.report import write_atomically, write_json
 
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "
@@ -511,7 +515,8 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
     plot(summary, runs, results / f"synthetic_study{suffix}.png")
     plot_curves(runs, results / f"synthetic_study{suffix}_curves.png")
     table = markdown_table(summary, cost)
-    (results / f"synthetic_study{suffix}.md").write_text(table + "\n")
+    write_atomically(results / f"synthetic_study{suffix}.md",
+                     lambda f: f.write(f"{table}\n".encode()))
     print(table)
     return doc
 

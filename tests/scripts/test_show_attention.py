@@ -191,7 +191,7 @@ def test_a_clip_too_long_to_draw_is_refused_and_sigterm_leaves_nothing(
     rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path), "--clip-len", 300)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--clip-len 300" in err, err
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(script.os, "replace", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(os, "replace", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
     rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path))
     assert rc == 143 and "terminated (SIGTERM)" in err, err
     assert list(tmp_path.iterdir()) == []
@@ -202,7 +202,7 @@ def test_ctrl_c_while_the_picture_is_written_is_one_line_and_leaves_nothing(
     def ctrl_c(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(script.os, "replace", ctrl_c)
+    monkeypatch.setattr(os, "replace", ctrl_c)
     rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path))
     assert rc == 130 and stdout == "", stdout
     assert err.splitlines() == ["show_attention.py: interrupted; no picture was written"], err

@@ -127,3 +127,45 @@ def test_sigterm_stops_the_training_runs_it_started(load_script, tmp_path, monke
         for p in started:
             p.kill()
             p.wait()
+
+
+def test_an_interrupted_report_leaves_no_truncated_plot(load_script, tmp_path, monkeypatch,
+                                                        capsys):
+    """The plots were saved straight to their names: Ctrl-C in savefig left a truncated PNG in
+    place of the earlier one. Now they are written to a temporary file and renamed."""
+    from matplotlib.figure import Figure
+
+    study = load_script("study_temporal")
+    argv = ["--variants", "cca3d", "--seeds", "0", "--report-only", "--no-cost",
+            "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    args = study.parse_args(argv)
+    run = {"variant": "cca3d", "label": study.VARIANTS["cca3d"][0], "seed": 0,
+           "overrides": study.run_overrides(args, "cca3d", 0), "val_videos": 16,
+           "gamma": 0.5, "train_seconds": 1.0, "ablated": None,
+           "curve": [{"iteration": 1, "mIoU": 0.5, "mVC_8": 0.9}],
+           **{m: 0.5 for m in study.METRICS}}
+    folder = study.run_dir(args, "cca3d", 0)
+    folder.mkdir(parents=True)
+    (folder / "study_result.json").write_text(json.dumps(run))
+    res = tmp_path / "res"
+    res.mkdir()
+    for name in ("synthetic_study.png", "synthetic_study_curves.png", "synthetic_study.md"):
+        (res / name).write_bytes(b"earlier")
+
+    def interrupted_savefig(self, target, *args, **kwargs):
+        if hasattr(target, "write"):
+            target.write(b"\x89PNG partial")
+        else:
+            with open(target, "wb") as f:
+                f.write(b"\x89PNG partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted_savefig)
+    assert study.main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "study_temporal.py: interrupted;")
+    assert sorted(p.name for p in res.iterdir()) == [
+        "synthetic_study.json", "synthetic_study.md", "synthetic_study.png",
+        "synthetic_study_curves.png"]
+    for name in ("synthetic_study.png", "synthetic_study_curves.png"):
+        assert (res / name).read_bytes() == b"earlier", name

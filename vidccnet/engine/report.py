@@ -21,9 +21,9 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import numpy as np
 import torch
@@ -121,21 +121,27 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
-    """Write ``to_jsonable(payload)`` as strict JSON, whole or not at all: a temporary file in
-    ``path``'s folder, then renamed over ``path`` (a failed write leaves an earlier file and no
-    temporary behind)."""
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file in ``path``'s
+    folder, which is then renamed over ``path`` (a failed or interrupted write leaves an
+    earlier file and no temporary behind)."""
     path = Path(path)
-    text = json.dumps(to_jsonable(payload), indent=indent, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
+    """Write ``to_jsonable(payload)`` as strict JSON, whole or not at all
+    (:func:`write_atomically`)."""
+    text = json.dumps(to_jsonable(payload), indent=indent, allow_nan=False) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_eval_json(
