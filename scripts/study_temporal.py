@@ -63,7 +63,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail, interrupted, setup_logging, sigterm_unwinds
+from vidccnet.cli import fail, file_above, interrupted, setup_logging, sigterm_unwinds
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "study_temporal.py"
@@ -145,6 +145,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.eval_videos < 1:
         raise UserError(f"--eval-videos must be >= 1, got {args.eval_videos}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.iterations is not None and args.iterations < 1:
+        raise UserError(f"--iterations must be >= 1, got {args.iterations}")
     if args.seeds is None:
         args.seeds = BUDGETS[args.budget][1]
     if args.results is None:  # subsets of variants / seeds are how the study is built up
@@ -155,6 +159,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "--results DIR, so that the repository's results/ keeps the study's figures"
             )
         args.results = str(REPO / "results")
+    results = Path(args.results)
+    if (blocking := results if results.is_file() else file_above(results)) is not None:
+        raise UserError(f"--results {args.results}: '{blocking}' is a file, not a folder; "
+                        "choose another path")
     return args
 
 
@@ -623,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         from vidccnet.engine.train import TrainingError
 
         if debug or not isinstance(exc, (UserError, ConfigError, TrainingError, ValueError,
-                                         FileNotFoundError)):
+                                         OSError)):
             raise
         return fail(PROG, exc)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 TINY = [
     "data.kwargs={num_videos: 2, num_frames: 12, height: 32, width: 48, seed: 0, "
     "blink_period: 12}",
@@ -169,3 +171,24 @@ def test_an_interrupted_report_leaves_no_truncated_plot(load_script, tmp_path, m
         "synthetic_study_curves.png"]
     for name in ("synthetic_study.png", "synthetic_study_curves.png"):
         assert (res / name).read_bytes() == b"earlier", name
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--threads", "-1"], "--threads must be >= 1"),
+    (["--iterations", "0"], "--iterations must be >= 1"),
+    (["--results", "{tmp}/file/res"], "is a file, not a folder"),
+    (["--results", "{tmp}/file"], "is a file, not a folder"),
+])
+def test_a_study_that_cannot_finish_is_refused_before_it_trains(load_script, tmp_path,
+                                                                monkeypatch, capsys, extra,
+                                                                needle):
+    """--threads -1 or --iterations 0 started every run, each failing in its subprocess;
+    a --results below a file failed after the last run, in a NotADirectoryError traceback."""
+    (tmp_path / "file").write_text("")
+    study = load_script("study_temporal")
+    monkeypatch.setattr(study, "_launch", lambda *a: pytest.fail("a run was started"))
+    argv = ["--variants", "cca3d", "--seeds", "0", "--no-cost", "--runs-dir",
+            str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    rc = study.main(argv + [a.format(tmp=tmp_path) for a in extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and needle in err[0], err
