@@ -163,6 +163,24 @@ def _video_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _mistake(args: argparse.Namespace) -> str | None:
+    """The first unknown model name or count below 1 in ``args``, as a usage error."""
+    from vidccnet.models import list_models
+
+    known = list_models()
+    for name in [*args.models, args.memory_model]:
+        if name not in known:
+            return f"unknown model {name!r}; choose from {', '.join(known)}"
+    counts = {"--speed-frames": [args.speed_frames], "--clip-len": [args.clip_len],
+              "--stride": [] if args.stride is None else [args.stride],
+              "--memory-frames": args.memory_frames, "--memory-stride": [args.memory_stride],
+              "--memory-max-size": [args.memory_max_size]}
+    for option, values in counts.items():
+        if any(v < 1 for v in values):
+            return f"{option} must be >= 1, got {' '.join(map(str, values))}"
+    return None
+
+
 @interruptible("bench_segment.py", "nothing written")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -191,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         child(json.loads(args.child))
         return 0
+    if msg := _mistake(args):
+        p.error(msg)
     if msg := missing_folder(args.json, "--json"):
         print(f"bench_segment.py: error: {msg}", file=sys.stderr)
         return 2

@@ -301,3 +301,28 @@ def test_gpu_check_runs_the_tests_in_parallel_shards(tmp_path):
     step = data["steps"]["pytest"]
     assert step["exit_code"] == 0 and step["shards"] == 3, step
     assert step["tests"] == {"tests": collected, "failures": 0, "errors": 0, "skipped": 0}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--models", "ccnet2d_resnet18", "nope"], "unknown model 'nope'"),
+    (["--memory-model", "nope"], "unknown model 'nope'"),
+    (["--speed-frames", "0"], "--speed-frames must be >= 1"),
+    (["--clip-len", "0"], "--clip-len must be >= 1"),
+    (["--stride", "-2"], "--stride must be >= 1"),
+    (["--memory-frames", "25", "0"], "--memory-frames must be >= 1"),
+    (["--memory-stride", "0"], "--memory-stride must be >= 1"),
+    (["--memory-max-size", "0"], "--memory-max-size must be >= 1"),
+])
+def test_bench_segment_refuses_bad_models_and_counts_before_any_work(load_script, monkeypatch,
+                                                                     capsys, argv, needle):
+    """An unknown model name ended in create_model's ValueError traceback after the first video
+    was written; --speed-frames 0 in 'segment_video.py exited 2: input ... not found', exit 1,
+    from the benchmark's own temporary folder: a usage error (exit 2) before any work."""
+    bench = load_script("bench_segment")
+    written = []
+    monkeypatch.setattr(bench, "write_video", lambda *a, **k: written.append(a))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
+    assert not written
