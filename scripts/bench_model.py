@@ -184,6 +184,8 @@ def checked_device(args: argparse.Namespace) -> str:
         raise BenchError("--frames, --repeats must be >= 1 and --size >= 8")
     if args.threads < 0:
         raise BenchError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.num_classes < 1:
+        raise BenchError(f"--num-classes must be >= 1, got {args.num_classes}")
     if msg := missing_folder(args.json, "--json"):
         raise BenchError(msg)
     return device

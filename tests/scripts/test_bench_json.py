@@ -177,6 +177,7 @@ def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monke
     (["--configs", "nope"], "unknown config 'nope'"),
     (["--depths", "34"], "--depths must be among"),
     (["--frames", "0"], "--frames, --repeats must be >= 1"),
+    (["--num-classes", "0"], "--num-classes must be >= 1"),
 ])
 def test_bench_model_mistakes_are_one_line_and_exit_2_from_main(load_script, capsys, argv,
                                                                  needle):
