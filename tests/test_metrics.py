@@ -595,3 +595,43 @@ def test_flicker_random_vs_numpy_and_meter(seed):
     pairs = [np.mean(v[t] != v[t - 1]) for v in (video, other) for t in range(1, len(v))]
     assert meter.pairs == 8 and meter.compute() == pytest.approx(np.mean(pairs), rel=1e-12)
     assert FlickerMeter().compute() == 0.0
+
+
+def test_confusion_update_waits_for_the_device_only_for_its_check_and_bincount():
+    """On a GPU each op whose result size or value the host needs waits for the device. An
+    update read its range check (one bool), then selected the labelled pixels with two
+    boolean masks (a nonzero() each), then bincount (which reads its input's min and max).
+    The labelled-pixel selection is now a where() into a spare bin: same matrix, two waits
+    fewer. Seen here as the aten ops an update dispatches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Waits(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            masks = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                        for a in args if isinstance(a, (list, tuple)) for i in a)
+            if name in ("_local_scalar_dense", "nonzero", "masked_select", "bincount",
+                        "unique", "_unique2") or (name == "index" and masks):
+                self.ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randint(0, 4, (2, 3, 5, 6), generator=g)
+    target = torch.randint(0, 4, (2, 3, 5, 6), generator=g)
+    target[0, 1] = IGN
+    pred[0, 1, 0, 0] = IGN  # an ignored pixel's prediction is not checked nor counted
+    cm = ConfusionMatrix(4)
+    with Waits() as seen:
+        cm.update(pred, target)
+    assert seen.ops == ["_local_scalar_dense", "bincount"]
+    want = np.zeros((4, 4), dtype=np.int64)
+    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist()):
+        if t != IGN:
+            want[t, p] += 1
+    assert np.array_equal(cm.matrix(), want) and cm.matrix().dtype == np.int64
+    cm.update(pred, target)
+    assert np.array_equal(cm.matrix(), 2 * want)

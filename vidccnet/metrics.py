@@ -120,7 +120,8 @@ class ConfusionMatrix:
     """Accumulates a (K, K) confusion matrix (rows: ground truth, columns: prediction).
 
     The matrix lives on the device of the first ``update`` (GPU when the model is) and is filled
-    with one ``torch.bincount`` per update.
+    with one ``torch.bincount`` per update (on CUDA it reads its input's min and max: with the
+    range check, an update waits for the device three times).
 
     Args:
         num_classes: K.
@@ -175,8 +176,10 @@ class ConfusionMatrix:
                 f"ignore_index={self.ignore_index}; map void labels to ignore_index or check "
                 "num_classes"
             )
-        idx = target[valid] * k + pred[valid]
-        counts = torch.bincount(idx, minlength=k * k).reshape(k, k)
+        # unlabelled pixels go to a spare last bin: no boolean-mask selection (on a GPU, a
+        # nonzero() each, which waits for the device)
+        idx = torch.where(valid, target * k + pred, k * k)
+        counts = torch.bincount(idx, minlength=k * k + 1)[: k * k].reshape(k, k)
         if self.mat is None:
             self.mat = counts
         else:
