@@ -102,7 +102,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "meta":
         raise ValueError("device 'meta' holds no data (shapes only); use auto, cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no usable GPU is available; use --device cpu")
+        raise ValueError("CUDA was requested but no usable GPU is available; use the CPU "
+                         "(device='cpu', or --device cpu in the scripts)")
     return dev
 
 
