@@ -1599,13 +1599,15 @@ def test_no_two_runs_share_a_process_random_stream() -> None:
     assert draws(5, 0) == torch.rand(4, generator=torch.Generator().manual_seed(5)).tolist()
 
 
-def test_a_training_step_waits_for_the_device_once_per_micro_batch_and_once_more(
+def test_the_trainer_reads_the_device_once_per_micro_batch_and_once_more(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every conversion of a tensor to a Python value waits for the device (a GPU sync). A step
-    needs one per micro-batch (its loss is checked for finiteness before its backward) and one
-    for the gradients' (before the optimizer step); the loss parts stay on the device until a
-    log line or a checkpoint (they were converted, one by one, at every micro-batch).
-    Counted here: the conversions the trainer and the criterion's forward make, per step."""
+    """Every conversion of a tensor to a Python value waits for the device (a GPU sync). The
+    trainer needs one per micro-batch (its loss is checked for finiteness before its backward)
+    and one for the gradients' (before the optimizer step); the loss parts stay on the device
+    until a log line or a checkpoint (they were converted, one by one, at every micro-batch).
+    Counted here: the conversions made in train.py and in the criterion's forward, per step.
+    The loss functions' own label checks (cross_entropy, the category-consistent loss) read
+    the device too; they come after the forward pass has been waited for, and are not counted."""
     import sys
     from collections import Counter
 
