@@ -374,7 +374,7 @@ def test_mask_of_another_size_names_the_file_in_evaluation_too(tmp_path):
     odd = tmp_path / "data" / "a" / "mask" / "frame_2.png"
     Image.fromarray(np.zeros((8, 10), np.uint8), mode="L").save(odd)
     ds = VideoFolders(tmp_path, "train", clip_len=2)
-    with pytest.raises(ValueError, match=r"mask '.*frame_2\.png' has size \(8, 10\)"):
+    with pytest.raises(ValueError, match=r"mask '.*frame_2\.png' is 10x8 pixels"):
         ds.eval_videos()[0].load_label(1)
 
 
@@ -443,3 +443,22 @@ def test_a_frame_repeated_to_pad_a_clip_counts_its_label_once(tmp_path, anchor, 
             assert (labels[position] == 255).all(), position
         else:
             np.testing.assert_array_equal(labels[position], masks[frame].astype(np.int64))
+
+
+def test_mask_value_outside_classes_says_to_extend_classes_txt(tmp_path):
+    """A walkthrough on one's own data: a mask holding class 3 with 3 classes listed said only
+    'is it from another label set?'; the fix is in classes.txt or the mask, and it says so."""
+    _write_root(tmp_path, num_values=5)
+    with pytest.raises(ValueError, match=r"classes\.txt' lists 3 classes \(0-2\).*not a grey "
+                                         r"level.*fix the mask, or add the missing classes"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+
+
+def test_mask_of_another_size_says_what_to_do(tmp_path):
+    """The size used to read '(8, 10), its frame (16, 20)': (H, W) tuples and no remedy."""
+    _write_root(tmp_path)
+    odd = tmp_path / "data" / "a" / "mask" / "frame_1.png"
+    Image.fromarray(np.zeros((8, 10), np.uint8), mode="L").save(odd)
+    with pytest.raises(ValueError, match=r"mask '.*frame_1\.png' is 10x8 pixels, its frame "
+                                         r"'frame_1\.png' 20x16: .*frame's size.*nearest"):
+        VideoFolders(tmp_path, "train", clip_len=1)

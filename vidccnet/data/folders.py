@@ -240,7 +240,11 @@ class VideoFolders(Dataset):
 
     def decode_mask(self, stored: np.ndarray, path: Path) -> np.ndarray:
         """Stored mask uint8 (H, W) -> labels int64 (H, W): value k is class k, 255 ignore."""
-        return check_label_values(stored, self.num_classes, path, self.title).astype(np.int64)
+        n = self.num_classes
+        hint = (f"'{self.root / 'classes.txt'}' lists {n} classes (0-{n - 1}) and a mask "
+                "holds each pixel's class index (not a grey level scaled for viewing): fix the "
+                "mask, or add the missing classes to classes.txt (one line each, in label order)")
+        return check_label_values(stored, n, path, f"the {self.title}", hint).astype(np.int64)
 
     def _frames(self, name: str, lst: Path) -> tuple[str, list[Path]]:
         d = self.root / "data" / name / "origin"
@@ -341,7 +345,11 @@ class VideoFolders(Dataset):
         p = self.mask_path(name, frame)
         lab = self._load_mask(p)
         if lab.shape != shape:
-            raise ValueError(f"{self.title} mask '{p}' has size {lab.shape}, its frame {shape}")
+            (h, w), (fh, fw) = lab.shape, shape
+            raise ValueError(
+                f"{self.title} mask '{p}' is {w}x{h} pixels, its frame '{frame.name}' {fw}x{fh}: "
+                "a mask must have its frame's size (resize it with nearest-neighbour "
+                "interpolation, which keeps class indices, or redraw it at that size)")
         return lab
 
     def __len__(self) -> int:

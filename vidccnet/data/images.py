@@ -114,8 +114,9 @@ def load_index_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def check_label_values(label: np.ndarray, num_values: int, path: str | os.PathLike,
-                       dataset: str) -> np.ndarray:
+                       dataset: str, hint: str = "is it from another label set?") -> np.ndarray:
     """Return ``label`` (stored uint8 values) if it holds only 0..num_values-1 and 255.
+    ``hint`` ends the message (what to do).
 
     Raises:
         ValueError: naming the file and the values outside that set (a label from another
@@ -126,6 +127,6 @@ def check_label_values(label: np.ndarray, num_values: int, path: str | os.PathLi
         listed = bad[:8].tolist()
         raise ValueError(
             f"label '{path}' holds values {listed}{' ...' if bad.size > 8 else ''} that {dataset} "
-            f"does not use (0-{num_values - 1} and 255); is it from another label set?"
+            f"does not use (0-{num_values - 1} and 255); {hint}"
         )
     return label
