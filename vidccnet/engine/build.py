@@ -9,6 +9,7 @@ itself name their config key, values must have the annotated type), and a real d
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,6 +118,14 @@ def check_root(cfg: Config) -> None:
             f"{cfg.data.name} (layouts in docs/design.md; CamVid context frames come "
             "from scripts/prepare_camvid.py)"
         )
+    if cfg.data.name != "synthetic":  # else a missing folders root said "classes.txt not found"
+        root = Path(cfg.data.root)
+        if not root.exists():
+            raise ConfigError(f"data.root '{cfg.data.root}' does not exist; set data.root to "
+                              f"the folder holding the {cfg.data.name} dataset")
+        if not root.is_dir():
+            raise ConfigError(f"data.root '{cfg.data.root}' is not a folder; set data.root to "
+                              f"the folder holding the {cfg.data.name} dataset")
 
 
 def build_train_dataset(cfg: Config) -> torch.utils.data.Dataset:
