@@ -16,7 +16,7 @@ import torch
 
 import vidccnet.data as vdata
 from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint
-from vidccnet.engine.config import apply_overrides, load_config
+from vidccnet.engine.config import ConfigError, apply_overrides, load_config
 from vidccnet.engine.train import (
     EARLIER_LOGS,
     PolyWarmup,
@@ -1631,3 +1631,18 @@ def test_the_trainer_reads_the_device_once_per_micro_batch_and_once_more(
                        "runtime.ckpt_interval=100", "eval.interval=0", "eval.at_end=false"))
         totals.append(sum(made.values()))
     assert (totals[1] - totals[0]) / 2 == 2 + 1
+
+
+def test_class_names_in_the_config_that_are_not_the_datasets_are_refused(tmp_path) -> None:
+    """`data.class_names=[bg,ball]` on the command line, with a dataset of other classes, was
+    replaced by the dataset's names without a word (found training on one's own folders)."""
+    from vidccnet.engine.train import _fill_dataset_info
+
+    names = list(vdata.dataset_info("synthetic")["class_names"])
+    cfg = load_config(None, ["data.class_names=[bg, ball]"])
+    with pytest.raises(ConfigError, match=r"data\.class_names \['bg', 'ball'\].*are not the "
+                                          r"dataset's.*drop data\.class_names"):
+        _fill_dataset_info(cfg)
+    same = _fill_dataset_info(load_config(None, [f"data.class_names={names}"]))  # a run's own
+    assert same.data.class_names == names
+    assert _fill_dataset_info(load_config(None, [])).data.class_names == names

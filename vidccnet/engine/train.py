@@ -471,6 +471,15 @@ def _fill_dataset_info(cfg: Config) -> Config:
 
     check_root(cfg)
     info = dataset_info(cfg.data.name, cfg.data.root)
+    given, names = cfg.data.class_names, list(info["class_names"])
+    if given is not None and list(given) != names:  # else silently replaced
+        source = (f"'{Path(cfg.data.root) / 'classes.txt'}'" if cfg.data.name == "folders"
+                  else f"dataset '{cfg.data.name}'")
+        raise ConfigError(
+            f"data.class_names {list(given)} ({len(given)}) are not the dataset's classes "
+            f"{names} ({len(names)}, from {source}): the classes come from the dataset; drop "
+            "data.class_names from the config (resuming, restore the classes the run trained "
+            "on)")
     data = dataclasses.replace(
         cfg.data,
         class_names=list(info["class_names"]),
