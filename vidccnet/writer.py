@@ -195,11 +195,22 @@ def check_paths(
         src_r = _resolve(src)
         if src.is_dir():
             try:
-                has_file = any(p.is_file() for p in src.iterdir())
+                entries = list(src.iterdir())
+                has_file = any(p.is_file() for p in entries)
+                subdirs = [] if has_file else sorted(p for p in entries if p.is_dir())
+                filled = [d for d in subdirs if any(p.is_file() for p in d.iterdir())]
             except OSError as exc:
                 raise OutputPathError(
                     f"cannot read the input folder '{source}' ({exc.strerror or exc})"
                 ) from None
+            if not has_file and subdirs:  # e.g. a folders-dataset video: origin/ and mask/
+                pick = next((d for d in filled if d.name == "origin"),
+                            filled[0] if filled else subdirs[0])
+                names = ", ".join(f"'{d.name}'" for d in subdirs[:5])
+                raise OutputPathError(
+                    f"cannot read video '{source}': the folder holds no files, only the folders "
+                    f"{names}{' ...' if len(subdirs) > 5 else ''}; pass the folder of frames "
+                    f"itself (e.g. '{Path(source) / pick.name}')")
             if not has_file:
                 raise OutputPathError(
                     f"cannot read video '{source}': no image files in folder (it is empty)"
