@@ -85,8 +85,11 @@ def test_torchvision_state_dict_loads(tv18_file):
 
 def test_pretrained_errors(tmp_path, tv18_file):
     b = DilatedResNet(18)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match="nope.pth") as err:
         b.load_pretrained(tmp_path / "nope.pth")
+    # the shipped recipes name weights/resnet50-imagenet.pth, absent on a fresh checkout:
+    # the way out without ImageNet weights is named too
+    assert "model.pretrained_backbone=null to train from scratch" in str(err.value)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="could not be read"):

@@ -319,7 +319,8 @@ def _read_state_dict(path: str | os.PathLike) -> Mapping[str, Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"pretrained_backbone file {str(path)!r} does not exist; give the path of a local "
-            "torchvision ResNet state dict (e.g. saved with torch.save(model.state_dict(), PATH))"
+            "torchvision ResNet state dict (e.g. saved with torch.save(model.state_dict(), PATH)), "
+            "or set model.pretrained_backbone=null to train from scratch"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
