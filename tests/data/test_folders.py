@@ -462,3 +462,20 @@ def test_mask_of_another_size_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"mask '.*frame_1\.png' is 10x8 pixels, its frame "
                                          r"'frame_1\.png' 20x16: .*frame's size.*nearest"):
         VideoFolders(tmp_path, "train", clip_len=1)
+
+
+def test_videos_shorter_than_a_clip_are_counted_in_one_line(tmp_path, caplog):
+    """A 3-frame video with clip_len 5 trained on clips of repeated frames without a word."""
+    _write_root(tmp_path, videos=(("a", 4), ("b", 3), ("c", 6)))
+    with caplog.at_level("INFO", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path, "train", clip_len=5)
+    said = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "2 videos of the train split are shorter than a clip (5 frames" in said[0]
+    assert "'a' (4 frames)" in said[0] and "repeat" in said[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vidccnet.data.folders"):
+        VideoFolders(tmp_path, "train", clip_len=2, frame_stride=3)  # spans 4 frames
+    said = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "1 video of the train split is shorter" in said[0] and "'b' (3 frames)" in said[0]

@@ -193,6 +193,7 @@ class VideoFolders(Dataset):
                 "mask is named like its frame, with the extension .png",
                 len(self._unused_masks), split, self._unused_masks[0])
         self._spot_check_masks()
+        self._note_short_videos()
         self.items = self._anchors()
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
@@ -214,6 +215,20 @@ class VideoFolders(Dataset):
                     "splits is not held out from one of them (trained on and evaluated, the "
                     "figures are inflated); list each video in one split", len(both), lst,
                     other, both[0])
+
+    def _note_short_videos(self) -> None:
+        """One info line counting the videos shorter than a clip's span: their clips repeat
+        the end frames (valid, but a 3D model sees no motion there)."""
+        span = (self.clip_len - 1) * self.frame_stride + 1
+        short = [(name, len(files)) for name, files in self.videos if len(files) < span]
+        if short:
+            n = len(short)
+            logger.info(
+                "%d video%s of the %s split %s shorter than a clip (%d frames: data.clip_len %d, "
+                "data.frame_stride %d), e.g. '%s' (%d frames): %s clips repeat %s end frames",
+                n, "" if n == 1 else "s", self.split, "is" if n == 1 else "are", span,
+                self.clip_len, self.frame_stride, short[0][0], short[0][1],
+                "its" if n == 1 else "their", "its" if n == 1 else "their")
 
     def _anchors(self) -> list[tuple[int, int]]:
         """``(video, anchor frame)`` of every clip that carries a label: some frame of the clip
