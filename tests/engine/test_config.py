@@ -132,6 +132,9 @@ def test_string_field_keeps_numeric_looking_text() -> None:
         ("runtime.compile=maybe", "runtime.compile"),
         ("data.crop_size=[1, 2, 3]", "data.crop_size"),
         ("data.crop_size=[a, b]", "data.crop_size[0]"),
+        # written as a size: the message shows the list syntax (found on one's own data)
+        ("data.crop_size=64x96", "expects a list in brackets, e.g. data.crop_size=[64, 96]"),
+        ("eval.scales=1.0", "e.g. eval.scales=[1.0]"),
         ("runtime.amp=fp8", "runtime.amp"),
         ("optim.accum_steps=0", "optim.accum_steps"),
         ("optim", "section.key=value"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -456,7 +457,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+            raise ConfigError(f"config key '{key}' expects a list in brackets, "
+                              f"{_list_example(key, value)}, got {value!r}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
@@ -469,6 +471,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             items = [_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _list_example(key: str, value: Any) -> str:
+    """``e.g. key=[64, 96]`` from the numbers a non-list value holds (``64x96``, ``1.0``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        numbers = [str(value)]
+    else:
+        numbers = re.findall(r"\d+(?:\.\d+)?", str(value))
+    return f"e.g. {key}=[{', '.join(numbers)}]" if numbers else f"e.g. {key}=[a, b]"
 
 
 def _unknown_key(key: str, choices: list[str]) -> ConfigError:
