@@ -479,3 +479,24 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_line(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
     assert len(said) == 1, said
     assert "1 video of the train split is shorter" in said[0] and "'b' (3 frames)" in said[0]
+
+
+def test_frame_and_mask_folders_under_other_names_are_named(tmp_path):
+    """ROOT/data/VIDEO/images and .../masks (not origin / mask) said only that origin was not
+    found, or that no mask was found at .../mask/<frame>.png."""
+    _write_root(tmp_path)
+    video = tmp_path / "data" / "a"
+    (video / "mask").rename(video / "masks")
+    with pytest.raises(FileNotFoundError, match=r"has no mask.*'.*data/a' holds no mask folder "
+                                                r"but 'masks'.*ROOT/data/VIDEO/mask/"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    (video / "origin").rename(video / "images")
+    with pytest.raises(FileNotFoundError, match=r"data/a/origin' \(listed in .*train\.txt\) not "
+                                                r"found; '.*data/a' holds 'images', 'masks': .*"
+                                                r"ROOT/data/VIDEO/origin/"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    (video / "images").rename(tmp_path / "elsewhere")
+    (video / "masks").rename(tmp_path / "elsewhere2")
+    video.rmdir()
+    with pytest.raises(FileNotFoundError, match=r"video folder '.*data/a' \(listed in "):
+        VideoFolders(tmp_path, "train", clip_len=1)

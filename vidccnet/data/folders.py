@@ -264,7 +264,17 @@ class VideoFolders(Dataset):
     def _frames(self, name: str, lst: Path) -> tuple[str, list[Path]]:
         d = self.root / "data" / name / "origin"
         if not d.is_dir():
-            raise FileNotFoundError(f"{self.title} video folder '{d}' (listed in {lst}) not found")
+            video = d.parent
+            if not video.is_dir():
+                raise FileNotFoundError(
+                    f"{self.title} video folder '{video}' (listed in {lst}) not found")
+            held = sorted(p.name for p in video.iterdir() if not p.name.startswith("."))
+            holds = (f"'{video}' holds {', '.join(repr(n) for n in held[:5])}"
+                     f"{' ...' if len(held) > 5 else ''}" if held else f"'{video}' is empty")
+            raise FileNotFoundError(
+                f"{self.title} video folder '{d}' (listed in {lst}) not found; {holds}: the "
+                f"frames go in ROOT/data/VIDEO/origin/, the masks in ROOT/data/VIDEO/mask/"
+                f"{self.layout_hint}")
         files = [f for f in d.iterdir()  # not macOS '._' metadata files
                  if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("._")]
         if not files:
@@ -282,6 +292,12 @@ class VideoFolders(Dataset):
         if self.split != "test" and not used:
             found = (f"; {mask_dir} holds {len(masks)} other files such as '{masks[0].name}'"
                      if masks else "")
+            others = [] if mask_dir.is_dir() else sorted(
+                p.name for p in mask_dir.parent.iterdir()
+                if p.is_dir() and p.name != "origin" and not p.name.startswith("."))
+            if others:  # masks/, labels/, ...: a folder under another name
+                found = (f"; '{mask_dir.parent}' holds no {mask_dir.name} folder but "
+                         f"{', '.join(repr(n) for n in others[:5])}")
             raise FileNotFoundError(
                 f"{self.title} video '{name}' has no mask for any of its {len(files)} frames "
                 f"(looked for e.g. '{self.mask_path(name, files[0])}'{found}): every label would "
