@@ -223,6 +223,10 @@ def test_numeric_class_names_with_colours(tmp_path):
     ("name,r,g,b\nsky,128,128,128\n", "comma"),
     ("0 sky\n1 road\n", "index"),
     ("1 sky 70 130 180\n2 road 128 64 128\n", "index"),
+    # a tab-separated export with its header: 'name r g b' became class 0, every name shifted
+    ("name\tr\tg\tb\nsky\t70\t130\t180\nroad\t128\t64\t128\n", r"line 1 .* header"),
+    ("class_name R G B\nsky 70 130 180\n", r"line 1 .* header"),
+    ("name red green blue\nsky 70 130 180\n", r"line 1 .* header"),
 ])
 def test_class_list_in_another_format_is_refused(tmp_path, text, match):
     (tmp_path / "classes.txt").write_text(text)

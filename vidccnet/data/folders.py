@@ -98,6 +98,11 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
         if re.search(r",\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$", line):
             raise ValueError(f"'{path}' line {n} ({line!r}) is comma-separated: write "
                              "'name R G B' with spaces, one class per line, without a header")
+    if lines and [t.lower() for t in lines[0][1].split()[-3:]] in (["r", "g", "b"],
+                                                                  ["red", "green", "blue"]):
+        n, line = lines[0]  # else the header became class 0 and shifted every name by one
+        raise ValueError(f"'{path}' line {n} ({line!r}) is a header: drop it, the first line "
+                         "is class 0 ('name R G B' or 'name', one class per line)")
     parsed = [_class_line(line)[0].split() for _, line in lines]  # each name's words
     if len(lines) > 1 and all(len(w) > 1 and w[0].isdecimal() for w in parsed) and \
             [int(w[0]) for w in parsed] in (list(range(len(lines))),
