@@ -283,3 +283,15 @@ def test_loss_settings_that_cannot_train_are_refused_at_load(override, words):
 def test_config_knows_the_loss_margins_defaults() -> None:
     params = inspect.signature(CategoryConsistentLoss).parameters
     assert {k: params[k].default for k in CC_MARGINS} == CC_MARGINS
+
+
+@pytest.mark.parametrize("name", ["camvid_ccnet2d_r50", "camvid_ccnet3d_r50", "camvid_ccnet3d_r101",
+                                  "vspw_ccnet3d_r50", "folders_ccnet3d_r50"])
+def test_recipe_evaluation_follows_an_overridden_clip_length(name: str) -> None:
+    """data.clip_len=2 on folders_ccnet3d_r50.yaml trained T=2 clips but validated (and
+    segment_video.py segmented) with T=5: the file pinned eval.clip_len to its own T."""
+    cfg = load_config(REPO / f"configs/{name}.yaml")
+    base = cfg.data.clip_len
+    assert (cfg.eval.clip_len or cfg.data.clip_len) == base  # unchanged as shipped
+    cfg = load_config(REPO / f"configs/{name}.yaml", ["data.clip_len=2"])
+    assert (cfg.eval.clip_len or cfg.data.clip_len) == 2
