@@ -29,13 +29,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import interruptible, missing_folder, sigterm_unwinds  # noqa: E402
+from vidccnet.cli import fail, interruptible, missing_folder, sigterm_unwinds  # noqa: E402
 from vidccnet.data.clips import clip_indices  # noqa: E402
 from vidccnet.data.synthetic import SyntheticVideoWorld  # noqa: E402
 from vidccnet.data.transforms import to_clip_tensor  # noqa: E402
 from vidccnet.data.video import VideoReadError, open_video, write_video  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
+PROG = "bench_data.py"
 CONFIGS = {"camvid-like": (360, 480), "vspw-like": (480, 854)}
 
 
@@ -125,7 +126,7 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=None, help="videos per configuration [2]")
     ap.add_argument("--frames", type=int, default=None, help="frames per video [60]")
     ap.add_argument("--clip-len", type=int, default=4)
@@ -145,12 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@interruptible("bench_data", "nothing written")
+@interruptible(PROG, "nothing written")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if msg := missing_folder(args.json, "--json"):
-        print(f"bench_data: error: {msg}", file=sys.stderr)
-        return 2
+        return fail(PROG, ValueError(msg))
     try:
         import decord  # noqa: F401
 
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"config": name, "size": f"{size[1]}x{size[0]}",
                                  "source": kind, "reader": backend, **res})
     except (VideoReadError, OSError, ValueError) as e:
-        print(f"bench_data: error: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, e)
     add_ratios(rows)
     print(f"machine: {machine()}")
     print(f"clip_len={args.clip_len}, {args.videos} videos x {args.frames} frames per config, "

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidccnet.cli import fail, interruptible, missing_folder  # noqa: E402
 
-PROG = "bench_model"
-logger = logging.getLogger(PROG)
+PROG = "bench_model.py"
+logger = logging.getLogger("bench_model")
 
 CONFIGS = {
     "ccnet3d": ("ccnet3d", {}),
@@ -147,7 +147,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--depths", type=int, nargs="+", default=[50, 18])
     p.add_argument("--frames", type=int, nargs="+", default=[4, 8])
     p.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))

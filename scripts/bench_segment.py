@@ -34,6 +34,7 @@ import numpy as np
 from vidccnet.cli import interruptible, missing_folder, sigterm_unwinds
 from vidccnet.engine.report import write_json
 
+PROG = "bench_segment.py"
 SCRIPT_DIR = Path(__file__).resolve().parent
 
 
@@ -139,10 +140,10 @@ def measure(argv: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(argv)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"bench_segment.py: run failed: {proc.stderr.strip()[-2000:]}")
+        raise SystemExit(f"{PROG}: run failed: {proc.stderr.strip()[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
-        raise SystemExit(f"bench_segment.py: segment_video.py exited {result['rc']}: "
+        raise SystemExit(f"{PROG}: segment_video.py exited {result['rc']}: "
                          f"{proc.stderr.strip()[-500:]}")
     return result
 
@@ -181,9 +182,9 @@ def _mistake(args: argparse.Namespace) -> str | None:
     return None
 
 
-@interruptible("bench_segment.py", "nothing written")
+@interruptible(PROG, "nothing written")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--models", nargs="+",
                    default=["ccnet2d_resnet18", "ccnet3d_resnet18", "ccnet3d_resnet50"],
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if msg := _mistake(args):
         p.error(msg)
     if msg := missing_folder(args.json, "--json"):
-        print(f"bench_segment.py: error: {msg}", file=sys.stderr)
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
 
     import torch

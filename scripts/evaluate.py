@@ -28,6 +28,7 @@ from pathlib import Path
 
 from vidccnet.cli import fail, file_above, interruptible, setup_logging, sigterm_unwinds
 
+PROG = "evaluate.py"
 log = logging.getLogger("evaluate")
 
 AMP_HELP = (
@@ -59,9 +60,9 @@ def _attention_off(model, recurrence: int):
         yield n_blocks
 
 
-@interruptible("evaluate.py", "no report was written")
+@interruptible(PROG, "no report was written")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by scripts/train.py")
     parser.add_argument("--config", default=None,
                         help="YAML config for data / eval settings (default: the checkpoint's)")
@@ -190,7 +191,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
     except expected as exc:
         if args.debug:
             raise
-        return fail("evaluate.py", exc)
+        return fail(PROG, exc)
     if had_report:
         _remove_stale_plots(out, report.get("files") or {})
     print(json.dumps({"eval_json": str(out / "eval.json"),

@@ -50,7 +50,7 @@ from vidccnet.data.video import VideoReadError, open_video  # noqa: E402
 from vidccnet.engine.report import write_json  # noqa: E402
 
 logger = logging.getLogger("prepare_camvid")
-PROG = "prepare_camvid"
+PROG = "prepare_camvid.py"
 KEPT = "the frames written so far are kept; run it again to continue"
 
 SEQUENCE_ALIASES = {"01TP": "0001TP", "0001TP": "0001TP", "0005VD": "Seq05VD",
@@ -285,7 +285,7 @@ def _earlier_report(out: Path) -> dict:
 
 @interruptible(PROG, KEPT)
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--segnet", required=True,
                     help="SegNet CamVid folder (train/, trainannot/, ...)")
     ap.add_argument("--videos", nargs="+", required=True,

@@ -37,6 +37,8 @@ from torch import Tensor, nn
 from vidccnet.cli import fail, interruptible, missing_folder
 from vidccnet.engine.report import write_json
 
+PROG = "probe_attention.py"
+
 # name: (temporal, recurrence, init)
 VARIANTS = {
     "3d_R2_identity": (True, 2, "identity"),
@@ -153,9 +155,9 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-@interruptible("probe_attention.py", "--json not written")
+@interruptible(PROG, "--json not written")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if msg := missing_folder(args.json, "--json"):
             raise ValueError(msg)
     except ValueError as exc:
-        return fail("probe_attention.py", exc)
+        return fail(PROG, exc)
     torch.set_num_threads(args.threads)
     runs = []
     for task in args.task:

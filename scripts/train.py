@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vidccnet.cli import EXIT_USAGE, fail, interrupted, interruptible, setup_logging
 
+PROG = "train.py"
 AMP_HELP = (
     "Mixed precision: runtime.amp=bf16|fp16 autocasts on CUDA only; on CPU it is ignored with a "
     "warning and training runs in float32 (CPU autocast is much slower than float32)."
@@ -89,9 +90,9 @@ def _what_to_resume(out: Path | None, started: float) -> str:
             "continue that one); start again with runtime.overwrite=true")
 
 
-@interruptible("train.py", "nothing was written")
+@interruptible(PROG, "nothing was written")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=AMP_HELP)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0], epilog=AMP_HELP)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", action="store_true",
                         help="continue from runtime.output_dir/last.pt")
@@ -123,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if rank > 0 and not checked:  # the same on every rank: rank 0 says it
             return EXIT_USAGE
-        return fail("train.py" if rank == 0 else f"train.py (rank {rank})", exc)
+        return fail(PROG if rank == 0 else f"{PROG} (rank {rank})", exc)
     except KeyboardInterrupt as exc:
-        return interrupted("train.py", exc, _what_to_resume(out, started))
+        return interrupted(PROG, exc, _what_to_resume(out, started))
     if rank == 0:
         print(json.dumps(to_jsonable(result)))
     return 0

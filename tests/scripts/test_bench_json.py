@@ -170,7 +170,7 @@ def test_bench_model_refuses_a_negative_thread_count_up_front(load_script, monke
     monkeypatch.setattr(bench, "bench_depth", lambda *a: pytest.fail("ran before the check"))
     assert bench.main(TINY_MODEL + ["--threads", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bench_model: error: --threads must be >= 0"), err
+    assert len(err) == 1 and err[0].startswith("bench_model.py: error: --threads must be >= 0"), err
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -186,7 +186,7 @@ def test_bench_model_mistakes_are_one_line_and_exit_2_from_main(load_script, cap
     return 2 from main()."""
     rc = load_script("bench_model").main(TINY_MODEL + argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("bench_model: error: "), err
+    assert rc == 2 and len(err) == 1 and err[0].startswith("bench_model.py: error: "), err
     assert needle in err[0], err
 
 
