@@ -85,3 +85,36 @@ def test_ctrl_c_while_the_script_imports_torch_is_one_line(load_script, script, 
         monkeypatch.undo()
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 130 and len(err) == 1 and "interrupted" in err[0], err
+
+
+def test_after_sigterm_a_child_process_ending_does_not_replace_terminated():
+    """`timeout`, SLURM and torchrun send SIGTERM to the whole process group: the DataLoader
+    workers die of it too, and torch's SIGCHLD handler raised 'DataLoader worker ... is killed
+    by signal: Terminated' in the middle of the cleanup (or in the loader's __del__ after it),
+    so train.py ended in that traceback instead of its one line. Once Terminated is raised,
+    SIGCHLD is ignored; the SIGTERM handler comes back after the block."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vidccnet.cli import Terminated, sigterm_unwinds
+
+    def worker_failed(signum, frame):
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    before, term = signal.signal(signal.SIGCHLD, worker_failed), signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Terminated), sigterm_unwinds():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before it ends
+            finally:  # a child ends during the cleanup
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+                time.sleep(0.2)
+        assert signal.getsignal(signal.SIGTERM) == term
+        subprocess.run([sys.executable, "-c", "pass"], check=True)  # and after it
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGCHLD, before)

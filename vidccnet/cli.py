@@ -24,15 +24,27 @@ class Terminated(KeyboardInterrupt):
     cleanup code runs."""
 
 
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+    if hasattr(signal, "SIGCHLD"):  # not on Windows
+        signal.signal(signal.SIGCHLD, _ignore)  # see sigterm_unwinds
     raise Terminated
 
 
 @contextlib.contextmanager
 def sigterm_unwinds() -> Iterator[None]:
     """Within the block SIGTERM raises :class:`Terminated` (in the main thread, where handlers
-    can be set); the previous handler comes back after it."""
+    can be set); the previous handler comes back after it.
+
+    Once it is raised, SIGCHLD is ignored from then on, the block's end included (the process
+    is on its way out): `timeout`, SLURM and torchrun send SIGTERM to the whole process group,
+    and torch's SIGCHLD handler would report the DataLoader workers it ended ("DataLoader
+    worker ... is killed by signal: Terminated") as an error in the middle of the cleanup, or
+    after it when a worker takes longer to die."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
