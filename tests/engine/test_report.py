@@ -56,3 +56,33 @@ def test_class_iou_plot_draws_the_reported_miou(tmp_path, monkeypatch):
     report.plot_class_iou(tmp_path / "a.png", [0.8, 0.0, float("nan")], miou=0.8)
     report.plot_class_iou(tmp_path / "b.png", [0.8, 0.0, float("nan")])
     assert labels == ["mIoU 80.0", "mIoU 40.0"]
+
+
+@pytest.mark.parametrize("plot", ["class_iou", "video_strip"])
+def test_an_interrupted_plot_leaves_the_earlier_png_whole(tmp_path, monkeypatch, plot):
+    """plot_class_iou and plot_video_strip called savefig(path): a Ctrl-C or SIGTERM while
+    matplotlib wrote left evaluate's PNG truncated. Now written to a temporary file and
+    renamed: the earlier picture stays, no temporary is left."""
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "p.png"
+    out.write_bytes(b"earlier picture")
+    real_savefig = Figure.savefig
+
+    def cut(fig, fname, *args, **kwargs):
+        real_savefig(fig, fname, *args, **kwargs)
+        if hasattr(fname, "truncate"):
+            fname.truncate(10)
+        else:
+            os.truncate(fname, 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", cut)
+    frame, mask = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.int64)
+    with pytest.raises(KeyboardInterrupt):
+        if plot == "class_iou":
+            report.plot_class_iou(out, [0.5, 0.25])
+        else:
+            report.plot_video_strip(out, [frame], [mask], [mask], palette=[(0, 0, 0), (9, 9, 9)])
+    assert out.read_bytes() == b"earlier picture"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]

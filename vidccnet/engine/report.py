@@ -254,7 +254,8 @@ def plot_class_iou(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # the format of the name, as savefig(path) does; no half picture if the write is cut
+    write_atomically(path, lambda f: fig.savefig(f, format=path.suffix[1:] or None))
     return path
 
 
@@ -318,7 +319,8 @@ def plot_video_strip(
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / (col_w * n + 1.8), 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # the format of the name, as savefig(path) does; no half picture if the write is cut
+    write_atomically(path, lambda f: fig.savefig(f, format=path.suffix[1:] or None))
     return path
 
 
