@@ -38,6 +38,19 @@ def test_write_json_failure_keeps_the_earlier_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+
+def test_write_json_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """write_atomically renamed an unsynced file over the earlier one: after a power cut the
+    name could hold an empty file, neither the old nor the new. save_checkpoint synced its
+    own copy of the code; both now share this one."""
+    done = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(report.os, "fsync", lambda fd: (done.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(report.os, "replace",
+                        lambda *a: (done.append("replace"), real_replace(*a)))
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert done == ["fsync", "replace"]
+
 def test_class_iou_plot_draws_the_reported_miou(tmp_path, monkeypatch):
     """The dashed mIoU line is the figure the report states (VSPW's rule averages the classes
     present in the ground truth only), not a mean of its own over every class with an IoU."""

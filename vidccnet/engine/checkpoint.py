@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-from vidccnet.writer import apply_umask
 
 from .config import Config, ConfigError, config_from_dict
 
@@ -53,28 +49,17 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically.
+    """Write ``state`` to ``path`` atomically (``report.write_atomically``).
 
     The dict is saved to a temporary file in the same directory, flushed to disk and renamed over
     ``path`` with ``os.replace``; a crash while saving leaves the previous file untouched. The
     file gets the mode a plain ``open()`` would give it (0666 minus the umask).
     """
+    from .report import write_atomically  # here: importing the report module takes seconds
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def remove_killed_saves(folder: str | Path) -> list[Path]:

@@ -123,13 +123,15 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file in ``path``'s
-    folder, which is then renamed over ``path`` (a failed or interrupted write leaves an
-    earlier file and no temporary behind)."""
+    folder (``.NAME.*.tmp``), which is flushed to disk and then renamed over ``path`` (a failed
+    or interrupted write, or a crash, leaves an earlier file and no temporary behind)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())  # else a power cut can leave an empty file under the name
         apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
