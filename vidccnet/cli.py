@@ -63,6 +63,19 @@ def interrupted(prog: str, exc: KeyboardInterrupt, what: str) -> int:
     return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (:class:`Terminated`) that ``exc`` is or was raised while
+    handling (an error of the cleanup it caused, say), or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__context__
+    return None
+
+
 def setup_logging(level: int | str, fmt: str, datefmt: str | None = None) -> None:
     """``logging.basicConfig`` for a script, with torch's own loggers kept at WARNING: at INFO
     torch prints its FakeTensor cache statistics when the process exits."""

@@ -51,6 +51,32 @@ def test_write_json_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
     write_json(tmp_path / "r.json", {"a": 1})
     assert done == ["fsync", "replace"]
 
+
+def test_a_write_cut_by_an_interrupt_raises_the_interrupt(tmp_path):
+    """A SIGTERM during save_checkpoint's torch.save: torch's zip writer then failed to close
+    the cut file ('unexpected pos ...'), and that RuntimeError replaced the Terminated, so
+    train.py ended in a traceback instead of 'terminated (SIGTERM); continue with --resume'."""
+    from vidccnet.cli import Terminated
+
+    class Closing:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
+
+    def cut(f):
+        with Closing():
+            f.write(b"part")
+            raise Terminated
+
+    out = tmp_path / "last.pt"
+    out.write_bytes(b"earlier")
+    with pytest.raises(Terminated):
+        report.write_atomically(out, cut)
+    assert out.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
 def test_class_iou_plot_draws_the_reported_miou(tmp_path, monkeypatch):
     """The dashed mIoU line is the figure the report states (VSPW's rule averages the classes
     present in the ground truth only), not a mean of its own over every class with an IoU."""

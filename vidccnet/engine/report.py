@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.cli import interrupt_behind
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
 from vidccnet.writer import apply_umask
@@ -134,8 +135,11 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Non
             os.fsync(f.fileno())  # else a power cut can leave an empty file under the name
         apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cut = interrupt_behind(exc)
+        if cut is not None and cut is not exc:  # the writer failed to close what Ctrl-C cut
+            raise cut from None
         raise
 
 
