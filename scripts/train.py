@@ -8,6 +8,8 @@
 
 Overrides are ``section.key=value`` (YAML values). Expected errors (missing config, unknown key,
 missing checkpoint or dataset, non-finite loss) print one line on stderr and exit with code 2.
+Ctrl-C and SIGTERM (preemption, ``timeout``, ``kill``) stop it with one line saying whether
+``--resume`` can continue the run, and exit codes 130 / 143.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from vidccnet.cli import EXIT_USAGE, fail, interrupted, interruptible, setup_logging
+from vidccnet.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    Terminated,
+    fail,
+    interrupted,
+    interruptible,
+    setup_logging,
+    sigterm_unwinds,
+)
 
 PROG = "train.py"
 AMP_HELP = (
@@ -74,7 +86,7 @@ def check_run_folder(config: str, output_dir: str, overrides: list[str], resume:
 
 
 def _what_to_resume(out: Path | None, started: float) -> str:
-    """After Ctrl-C: whether this run left a last.pt to continue from (written since
+    """After Ctrl-C or SIGTERM: whether this run left a last.pt to continue from (written since
     ``started``), or what the output folder holds."""
     last = out / "last.pt" if out is not None else None
     if last is None or not last.is_file():
@@ -113,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
     started, out, checked = time.time(), None, False
     try:
-        cfg = load_config(args.config, args.overrides)
-        out = Path(cfg.runtime.output_dir)
-        check_run_folder(args.config, cfg.runtime.output_dir, args.overrides, args.resume,
-                         cfg.runtime.overwrite)
-        checked = True
-        result = train(cfg, resume=args.resume, name=args.config)
+        # SIGTERM (preemption, `timeout`, `kill`; torchrun passes it to every rank) unwinds
+        # like Ctrl-C: the same line on what there is to resume
+        with sigterm_unwinds():
+            cfg = load_config(args.config, args.overrides)
+            out = Path(cfg.runtime.output_dir)
+            check_run_folder(args.config, cfg.runtime.output_dir, args.overrides, args.resume,
+                             cfg.runtime.overwrite)
+            checked = True
+            result = train(cfg, resume=args.resume, name=args.config)
     except _expected_errors() as exc:
         if args.debug:
             raise
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return fail(PROG if rank == 0 else f"{PROG} (rank {rank})", exc)
     except KeyboardInterrupt as exc:
+        if rank > 0:  # every rank got it (Ctrl-C, torchrun's SIGTERM): rank 0 says it
+            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         return interrupted(PROG, exc, _what_to_resume(out, started))
     if rank == 0:
         print(json.dumps(to_jsonable(result)))

@@ -1,0 +1,75 @@
+"""scripts/train.py as a real process: a SIGTERM (a cluster's preemption, ``timeout``,
+``kill``) ends it as Ctrl-C does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "model.kwargs.head_channels=16", "model.attention_backend=reference",
+    "data.clip_len=2", "data.batch_size=2", "data.num_workers=1", "data.crop_size=[32, 32]",
+    "data.kwargs={num_videos: 4, num_frames: 3, height: 32, width: 32, seed: 0}",
+    "eval.kwargs={num_videos: 1}", "eval.vc_windows=[2]", "schedule.iterations=100000",
+    "runtime.ckpt_interval=1", "runtime.log_interval=1", "runtime.tensorboard=false",
+    "runtime.progress=false",
+]
+
+
+def test_sigterm_mid_training_says_what_was_saved_and_how_to_continue(tmp_path: Path) -> None:
+    """SIGTERM killed train.py on the spot (no line, exit -15); Ctrl-C said 'continue with
+    --resume'. Sent to the whole process group, as `timeout` and SLURM do (the data loader's
+    worker gets it too): one line, exit 143, last.pt whole and no temporary file left."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train.py", "--config", "configs/synthetic_tiny.yaml",
+         f"runtime.output_dir={out}", *TINY],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "last.pt").is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no last.pt within 300 s"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1] == (f"train.py: terminated (SIGTERM); continue with --resume "
+                                    f"({out / 'last.pt'} is kept)"), err
+    assert sorted(p.name for p in out.glob(".*.tmp")) == []
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] >= 1
+
+
+def test_under_torchrun_rank_0_alone_says_what_to_resume(load_script, tmp_path, monkeypatch,
+                                                         capsys, main_under_sigterm) -> None:
+    """torchrun passes its SIGTERM to every rank (a terminal's Ctrl-C reaches them all too):
+    each printed the same line. Rank 0 says it; the others end with the same code, silent."""
+    import vidccnet.engine.train as engine
+
+    def terminated(cfg, resume=False, name=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before it ends
+
+    monkeypatch.setattr(engine, "train", terminated)
+    args = ["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+            f"runtime.output_dir={tmp_path / 'run'}"]
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        assert main_under_sigterm(load_script("train.py").main, args) == 143
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == lines and "Traceback" not in err, err
+        assert lines == 0 or "train.py: terminated (SIGTERM); nothing to resume" in err, err
