@@ -97,7 +97,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="replace an earlier output in DIR (masks, summary.json, an overlay; a "
                    "folder holding other files is refused) and an existing --overlay")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bar / progress lines (frames/s, ETA)")
+                   help="no progress bar / progress lines (frames/s, ETA) and no inference "
+                   "size line: warnings, errors and the closing 'wrote ...' line only")
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     return p.parse_args(argv)
 
@@ -231,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     package.addHandler(handler)
     package.setLevel(logging.WARNING)
     package.propagate = False
-    writer_log.setLevel(logging.INFO)  # the inference size; frames/s and ETA off a terminal
+    # the inference size; frames/s and ETA off a terminal
+    writer_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         with sigterm_unwinds():  # SIGTERM removes the staged output as Ctrl-C does
             return _main(args)

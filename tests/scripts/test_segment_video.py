@@ -552,8 +552,7 @@ def test_default_size_is_the_checkpoints_scale(script, ckpt, tmp_path, capsys):
     sizes = {}
     for extra in ([], ["--size", "source"], ["--size", "16"]):  # more cases: test_predict.py
         out = tmp_path / ("m" + "_".join(extra))
-        rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, "--quiet",
-                      *extra)
+        rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt, *extra)
         assert rc == 0, err
         s = json.loads((out / "summary.json").read_text())
         assert s["size"] == [48, 64]
@@ -576,6 +575,18 @@ def test_one_frame_says_one_mask(script, ckpt, tmp_path, capsys):
     video = write_video(tmp_path / "in.mp4", 1, 24, 32)
     rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet")
     assert rc == 0 and "wrote 1 mask to" in err and "1 masks" not in err, err
+
+
+
+def test_quiet_leaves_out_the_inference_size_line(script, ckpt, tmp_path, capsys):
+    """--quiet (the demo passes it) still printed 'inference size HxW (...)': it says the
+    warnings, errors and the closing line only; summary.json keeps the size."""
+    video = write_video(tmp_path / "in.mp4", 1, 24, 32)
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt, "--quiet")
+    assert rc == 0 and len(err.splitlines()) == 1 and "wrote 1 mask to" in err, err
+    rc, err = run(script, capsys, video, "--out", tmp_path / "m", "--checkpoint", ckpt,
+                  "--overwrite")
+    assert rc == 0 and "inference size" in err, err
 
 
 def test_amp_on_cpu_warns_and_runs_float32(script, ckpt, tmp_path, capsys, monkeypatch):
