@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import fail, interruptible, setup_logging, sigterm_unwinds
+from vidccnet.cli import fail, file_above, interruptible, setup_logging, sigterm_unwinds
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "demo.py"
@@ -151,6 +151,9 @@ def prepare_out(out: Path) -> None:
     files the demo did not write is refused."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' exists and is not a folder; choose another path")
+    if (blocking := file_above(out)) is not None:
+        raise UserError(f"--out '{out}': '{blocking}' is a file, not a folder; choose another "
+                        "path")
     ours = ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "tb", "eval", "input", "masks",
             "overlay.mp4", "overlay_frame.png", "demo_summary.json")
     found = [out / n for n in ours if (out / n).exists()]

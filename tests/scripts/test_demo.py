@@ -97,6 +97,17 @@ def test_demo_bad_options_one_line(argv, words, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+
+def test_demo_out_below_a_file_is_one_plain_line(load_script, tmp_path, capsys):
+    """--out below a file said '[Errno 20] Not a directory: ...' where train.py and the
+    others name the file in the way."""
+    (tmp_path / "notes").write_text("mine")
+    rc = load_script("demo").main(["--out", str(tmp_path / "notes" / "demo"), "--quick"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"'{tmp_path / 'notes'}' is a file, not a folder" in err[0], err
+    assert (tmp_path / "notes").read_text() == "mine"
+
 def test_demo_never_deletes_what_it_did_not_write(load_script, demo_run, tmp_path, capsys):
     """The demo replaces only an earlier demo, and only once its options are known to work: a
     folder holding a training run, or a bad --device / --threads, gets one line and exit 2 with
