@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", action="store_true",
                         help="continue from runtime.output_dir/last.pt")
-    parser.add_argument("--log-level", default="INFO", help="logging level (rank 0)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="logging level of rank 0 (default INFO)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_intermixed_args(argv)  # overrides before or after the flags
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     # under torchrun every process reads the same config and data: rank 0 says the warnings
     # and the config's mistakes, the others only their own errors
     rank = int(os.environ.get("RANK", "0"))
-    level = getattr(logging, args.log_level.upper(), logging.INFO) if rank == 0 else logging.ERROR
+    level = args.log_level if rank == 0 else logging.ERROR
     setup_logging(level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from vidccnet.engine.config import load_config

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,15 @@ def test_under_torchrun_rank_0_alone_says_what_to_resume(load_script, tmp_path, 
         err = capsys.readouterr().err
         assert len(err.splitlines()) == lines and "Traceback" not in err, err
         assert lines == 0 or "train.py: terminated (SIGTERM); nothing to resume" in err, err
+
+
+def test_a_misspelt_log_level_is_refused(load_script, capsys) -> None:
+    """--log-level LOUD (or 'debg') was taken silently as INFO."""
+    script = load_script("train.py")
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--config", "missing.yaml", "--log-level", "debg"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--log-level" in err.splitlines()[-1], err
+    # any case of a real level is fine: the missing config is the error then
+    assert script.main(["--config", "missing.yaml", "--log-level", "debug"]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
