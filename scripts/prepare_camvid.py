@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidccnet.cli import fail, interruptible, sigterm_unwinds  # noqa: E402
+from vidccnet.cli import fail, file_above, interruptible, sigterm_unwinds  # noqa: E402
 from vidccnet.data.camvid import (  # noqa: E402
     SPLITS,
     context_frame_path,
@@ -309,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.frame_stride < 1:
         ap.error(f"--frame-stride must be >= 1, got {args.frame_stride}")
+    # before any frame is matched: the folders are created, a file in the way fails late
+    for option, path, inside in (("--out", args.out, "frames"), ("--report", args.report, "")):
+        if path is not None and (blocking := file_above(Path(path) / inside)) is not None:
+            return fail(PROG, ValueError(f"{option} {path}: '{blocking}' is a file, not a "
+                                         "folder; choose another path"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         with sigterm_unwinds():  # SIGTERM unwinds like Ctrl-C: the temporary frame is removed

@@ -57,3 +57,20 @@ def test_an_interrupted_run_leaves_no_temporary_frame(load_script, segnet_and_fr
     left = sorted(p.name for p in out.rglob("*"))
     assert not [n for n in left if n.endswith(".tmp")], left
     assert {"000002.png", "000003.png"} <= set(left)  # the frames written whole stay
+
+
+@pytest.mark.parametrize("option", ["--out", "--report"])
+def test_an_output_below_a_file_is_refused_before_any_frame(load_script, segnet_and_frames,
+                                                            tmp_path, capsys, option):
+    """--out or --report below a file failed with '[Errno 20] Not a directory' / '[Errno 17]
+    File exists' once the sequence was matched (--report: after every frame of it was
+    written)."""
+    root, video = segnet_and_frames
+    (tmp_path / "notes").write_text("mine")
+    target = tmp_path / "notes" / ("r.json" if option == "--report" else "camvid")
+    argv = ["--segnet", str(root), "--videos", str(video), "--out", str(tmp_path / "o")]
+    rc = load_script("prepare_camvid").main(argv + [option, str(target)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"{option} {target}: '{tmp_path / 'notes'}' is a file, not a folder" in err[0], err
+    assert not (tmp_path / "o").exists()
