@@ -573,3 +573,22 @@ def test_normalisation_matches_the_data_package():
     x = frames.astype(np.float64) / 255.0
     ref = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(clip_tensor(frames).numpy(), ref.transpose(3, 0, 1, 2), atol=1e-5)
+
+
+def test_the_table_says_why_a_temporal_figure_is_missing(caplog):
+    """mVC_n and flicker are n/a for sparse labels (no consecutive labelled frames) and mVC_n
+    for videos of n or fewer labelled frames: a line below the table says which and why."""
+    rng = np.random.default_rng(0)
+    labels = block_labels(rng, 10, 3)
+    ev = Evaluator(num_classes=3, clip_len=3)
+    sparse = ev.run(RedChannelModel(3), [encoded_video(labels, labels, consecutive=False)])
+    table = format_table(sparse)
+    assert "n/a: mVC_8, mVC_16 and flicker need consecutive labelled frames" in table
+    assert "sparse" in table
+    short = ev.run(RedChannelModel(3), [encoded_video(labels, labels, consecutive=True)])
+    assert short["mVC_8"] is not None and short["mVC_16"] is None
+    table = format_table(short)
+    assert "n/a: mVC_16 needs a video of more than 16 labelled frames; the longest has 10" \
+        in table
+    assert "mVC_8 needs" not in table and "flicker needs" not in table
+

@@ -442,7 +442,8 @@ class Evaluator:
             ground truth), ``fwIoU``, ``pixel_acc``, ``mAcc``, ``Acc``, ``mVC_<n>`` for each n in
             ``vc_windows`` and ``flicker`` (None when no video has ``consecutive=True`` or no
             window qualifies), ``frames`` (labelled frames evaluated), ``videos``,
-            ``consecutive_videos``, ``forward_passes``, ``max_cached_frames``, ``seconds``,
+            ``consecutive_videos``, ``longest_consecutive`` (labelled frames of the longest of
+            them), ``forward_passes``, ``max_cached_frames``, ``seconds``,
             ``fps`` (evaluated frames per second), ``metric_convention`` (its name). Accuracy
             figures are fractions in [0, 1].
         """
@@ -470,6 +471,7 @@ class Evaluator:
         self.stats = {"forward_passes": 0, "frames_predicted": 0, "max_cached_frames": 0}
         frames = 0
         consecutive = 0
+        longest = 0  # labelled frames of the longest consecutive video (says why mVC_n is n/a)
         was_training = model.training
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -478,6 +480,7 @@ class Evaluator:
             for video in mine:
                 if video.consecutive:
                     consecutive += 1
+                    longest = max(longest, len(video.labelled))
                     for vc in vcs.values():
                         vc.start_video()
                     flicker.start_video()
@@ -515,6 +518,7 @@ class Evaluator:
                 vc.all_reduce()
             flicker.all_reduce()
             counters = all_reduce_sum(counters)
+            longest = int(all_reduce_sum(torch.tensor([longest], dtype=torch.float64), "max"))
             # wall time: the slowest rank decides
             seconds = float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64), "max"))
         frames, consecutive, n_videos, passes = (int(round(v)) for v in counters.tolist())
@@ -528,6 +532,7 @@ class Evaluator:
             frames=frames,
             videos=n_videos,
             consecutive_videos=consecutive,
+            longest_consecutive=longest,
             forward_passes=passes,
             max_cached_frames=self.stats["max_cached_frames"],
             seconds=seconds,

@@ -110,6 +110,7 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     if "flicker" in results:
         rows.append(("flicker", _pct(results["flicker"])))
     lines += [f"{name:<{width}}{value:>8}" for name, value in rows]
+    lines += _why_unavailable(results)
     if results.get("metric_convention"):
         lines.append(f"metric convention: {results['metric_convention']} (docs/metrics.md)")
     if "frames" in results:
@@ -120,6 +121,32 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
             + ("" if _is_missing(fps) else f" ({fps:.2f} frames/s)")
         )
     return "\n".join(lines)
+
+
+def _why_unavailable(results: dict) -> list[str]:
+    """Lines saying why a temporal figure (mVC_n, flicker) is n/a: they are computed on videos
+    whose labelled frames are consecutive, mVC_n on those with more than n (docs/metrics.md)."""
+    missing = [k for k in results
+               if (k.startswith("mVC_") or k == "flicker") and _is_missing(results[k])]
+    if not missing or "consecutive_videos" not in results:
+        return []
+    if not results["consecutive_videos"]:
+        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if missing[1:] else missing)
+        return [f"n/a: {names} need consecutive labelled frames; these videos' labels are "
+                "sparse"]
+    longest = results.get("longest_consecutive", 0)
+    lines = []
+    for key in missing:
+        if key == "flicker":
+            lines.append(f"n/a: flicker needs a video of 2 or more labelled frames; the "
+                         f"longest has {longest}")
+        elif key[4:].isdigit() and longest <= int(key[4:]):
+            lines.append(f"n/a: {key} needs a video of more than {key[4:]} labelled frames; "
+                         f"the longest has {longest}")
+        else:
+            lines.append(f"n/a: {key}: in no window of {key[4:]} frames does a pixel keep its "
+                         "ground truth")
+    return lines
 
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
