@@ -115,6 +115,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def plural(count: int, word: str) -> str:
+    """``1 video``, ``2 videos``: the count and the word, with an s unless the count is 1."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def fail(prog: str, exc: BaseException) -> int:
     """Print `PROG: error: MESSAGE` on stderr and return the exit code for expected errors."""
     print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)

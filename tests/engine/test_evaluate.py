@@ -592,3 +592,12 @@ def test_the_table_says_why_a_temporal_figure_is_missing(caplog):
         in table
     assert "mVC_8 needs" not in table and "flicker needs" not in table
 
+
+
+def test_one_video_is_singular(caplog):
+    labels = block_labels(np.random.default_rng(0), 4, 3)
+    ev = Evaluator(num_classes=3, clip_len=3)
+    with caplog.at_level("INFO", logger="vidccnet.engine.evaluate"):
+        r = ev.run(RedChannelModel(3), [encoded_video(labels, labels)])
+    assert "of 1 video in" in caplog.text
+    assert "4 labelled frames, 1 video," in format_table(r)

@@ -58,6 +58,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from vidccnet.cli import plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.data.clips import anchor_position, clip_indices
 from vidccnet.metrics import (
@@ -540,9 +541,9 @@ class Evaluator:
             metric_convention=self.metric_convention,
         )
         logger.info(
-            "evaluated %d frames of %d videos in %.1f s: mIoU %.4f",
-            frames,
-            n_videos,
+            "evaluated %s of %s in %.1f s: mIoU %.4f",
+            plural(frames, "frame"),
+            plural(n_videos, "video"),
             seconds,
             results["mIoU"],
         )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.cli import interrupt_behind
+from vidccnet.cli import interrupt_behind, plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
 from vidccnet.writer import apply_umask
@@ -116,7 +116,8 @@ def format_table(results: dict, class_names: Sequence[str] | None = None) -> str
     if "frames" in results:
         fps = results.get("fps")
         lines.append(
-            f"{results['frames']} labelled frames, {results.get('videos', '?')} videos, "
+            f"{plural(results['frames'], 'labelled frame')}, "
+            f"{plural(results['videos'], 'video') if 'videos' in results else '? videos'}, "
             f"{results.get('seconds', float('nan')):.1f} s"
             + ("" if _is_missing(fps) else f" ({fps:.2f} frames/s)")
         )

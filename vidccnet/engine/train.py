@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.cli import file_above
+from vidccnet.cli import file_above, plural
 from vidccnet.nn import RecurrentCrissCrossAttention
 
 from .amp import amp_name, autocast, resolve_amp
@@ -193,8 +193,8 @@ def check_labelled(videos: list, split: str, dataset: str | None = None) -> None
             raise TrainingError("VSPW's test split has no masks: VSPW withholds them (test "
                                 "figures come from its benchmark server); evaluate on val")
         raise TrainingError(
-            f"the {split!r} split has no labelled frame in its {len(videos)} videos: check its "
-            "label files (names, folder, format) or choose another eval.split"
+            f"the {split!r} split has no labelled frame in its {plural(len(videos), 'video')}: "
+            "check its label files (names, folder, format) or choose another eval.split"
         )
 
 
