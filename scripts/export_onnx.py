@@ -23,7 +23,14 @@ import os
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, interruptible, missing_folder, one_line, sigterm_unwinds
+from vidccnet.cli import (
+    checkpoint_in_folder,
+    fail,
+    interruptible,
+    missing_folder,
+    one_line,
+    sigterm_unwinds,
+)
 
 PROG = "export_onnx.py"
 
@@ -54,6 +61,9 @@ class UserError(ValueError):
 def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """The checkpoint and output paths, validated before torch is imported."""
     ckpt, out = Path(args.checkpoint), Path(args.out)
+    if ckpt.is_dir():
+        raise UserError(f"checkpoint '{ckpt}' is a folder, not a checkpoint file; "
+                        f"{checkpoint_in_folder(ckpt)}")
     if not ckpt.is_file():
         raise UserError(f"checkpoint '{ckpt}' not found")
     if out.suffix.lower() != ".onnx":

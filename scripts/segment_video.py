@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # Standard library and numpy only until the paths are checked (fail fast, before torch loads).
-from vidccnet.cli import interruptible, one_line, sigterm_unwinds
+from vidccnet.cli import checkpoint_in_folder, interruptible, one_line, sigterm_unwinds
 from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
@@ -132,6 +132,9 @@ def find_checkpoint(arg: str | None) -> Path:
 
 
 def _check_checkpoint_file(path: Path, source: str) -> None:
+    if path.is_dir():
+        raise UserError(f"checkpoint '{path}' (from {source}) is a folder, not a checkpoint "
+                        f"file; {checkpoint_in_folder(path)}")
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' (from {source}) is not a file; pass a .pt file")
     if path.stat().st_size == 0:

@@ -115,6 +115,16 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def checkpoint_in_folder(folder: str | Path) -> str:
+    """What to pass instead of ``folder`` given as a checkpoint: its best.pt (or last.pt)."""
+    found = [f"'{Path(folder) / n}'" for n in ("best.pt", "last.pt")
+             if (Path(folder) / n).is_file()]
+    if not found:
+        return "pass a .pt file written by scripts/train.py (the folder holds no best.pt or " \
+            "last.pt)"
+    return f"pass {found[0]}" + (f" (or {found[1]})" if found[1:] else "")
+
+
 def plural(count: int, word: str) -> str:
     """``1 video``, ``2 videos``: the count and the word, with an s unless the count is 1."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"

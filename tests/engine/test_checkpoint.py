@@ -233,3 +233,20 @@ def test_init_from_names_the_backbone_option_that_differs(tmp_path):
     model = create_model("ccnet3d_resnet50", 3, backbone_width=8, head_channels=16)
     with pytest.raises(CheckpointError, match="use the depth of its ccnet3d_resnet18"):
         init_model_from_checkpoint(model, path, {"backbone_width": 8, "head_channels": 16})
+
+
+def test_a_run_folder_is_named_as_a_folder_with_the_checkpoint_to_pass(tmp_path: Path) -> None:
+    """--checkpoint RUNDIR said 'not found': it is a folder, and its best.pt / last.pt are
+    what to pass."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint file; pass a \.pt "
+                                              r"file written by scripts/train\.py"):
+        load_checkpoint(run)
+    (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=f"is a folder.*pass '{run / 'last.pt'}'$"):
+        load_checkpoint(run)
+    (run / "best.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=f"pass '{run / 'best.pt'}' \\(or "
+                                              f"'{run / 'last.pt'}'\\)$"):
+        load_checkpoint(run)

@@ -139,3 +139,11 @@ def test_sigterm_leaves_no_temporary_file(script, ckpt, tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert rc == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_folder_as_checkpoint_names_its_best_pt(script, tmp_path, capsys):
+    """A run folder passed as the checkpoint said 'not found': it is a folder, and its best.pt
+    is what to pass."""
+    (tmp_path / "best.pt").write_bytes(b"x")
+    assert script.main([str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
+    _one_line_error(capsys, f"is a folder, not a checkpoint file; pass '{tmp_path / 'best.pt'}'")

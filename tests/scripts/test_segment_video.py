@@ -683,3 +683,15 @@ def test_an_io_error_names_the_side_it_happened_on(script, ckpt, tmp_path, capsy
         monkeypatch.setattr(script, "run", fail)
         rc, err = run(script, capsys, video, "--out", out, "--checkpoint", ckpt)
         assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_folder_as_checkpoint_names_its_best_pt(script, tmp_path, capsys):
+    """--checkpoint RUNDIR said 'is not a file; pass a .pt file': it names the folder's
+    best.pt, as evaluate.py does."""
+    video = write_video(tmp_path / "in.mp4", 1, 16, 16)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"x")
+    rc, err = run(script, capsys, video, "--out", tmp_path / "masks", "--checkpoint", run_dir)
+    assert rc == 2 and f"'{run_dir}' (from --checkpoint) is a folder" in err, err
+    assert f"pass '{run_dir / 'best.pt'}'" in err

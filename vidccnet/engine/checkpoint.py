@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidccnet.cli import checkpoint_in_folder
+
 from .config import Config, ConfigError, config_from_dict
 
 __all__ = [
@@ -124,6 +126,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             a vidccnet checkpoint (``model``, ``config``, ``version``). The message says which.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint '{path}' is a folder, not a checkpoint file; {checkpoint_in_folder(path)}"
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint '{path}' not found; train one with scripts/train.py (it writes "
