@@ -125,13 +125,12 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
             from vidccnet.engine.config import config_from_dict
 
             cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
-        cap = cfg.eval.max_videos
+        cap = cfg.eval.max_videos  # the config's, for periodic validation: not applied here
         if cap is not None and not any(o.split("=", 1)[0].strip() == "eval.max_videos"
                                        for o in args.overrides):
-            log.info("evaluating every video: the config's eval.max_videos=%d (periodic "
-                     "validation during training) is not applied here; pass "
-                     "eval.max_videos=%d to evaluate the first %d only", cap, cap, cap)
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_videos=None))
+        else:
+            cap = None
         device = resolve_device(args.device or cfg.runtime.device)
         if cfg.runtime.num_threads:  # as train.py does (a shared machine)
             import torch
@@ -176,6 +175,10 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
                         "not the split's figures", cfg.eval.max_videos, len(videos), split,
                         cfg.eval.max_videos)
             videos = videos[: cfg.eval.max_videos]
+        if cap is not None and len(videos) > cap:  # said only where it changes the figures
+            log.info("evaluating every video: the config's eval.max_videos=%d (periodic "
+                     "validation during training) is not applied here; pass "
+                     "eval.max_videos=%d to evaluate the first %d only", cap, cap, cap)
         check_labelled(videos, split, cfg.data.name)
         with ablation:
             report = evaluate_and_report(

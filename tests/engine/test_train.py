@@ -813,6 +813,14 @@ def test_evaluate_script_evaluates_every_video_unless_told(load_script, tmp_path
     assert report["metrics"]["videos"] == 2
     warned = [r for r in caplog.records if r.levelname == "WARNING"]
     assert any("2 of the 3" in r.getMessage() for r in warned), caplog.text
+    caplog.clear()  # a cap the split does not reach changes nothing: not a word about it
+    cfg = tiny_cfg(tmp_path / "unused", "eval.kwargs={num_videos: 3}", "eval.max_videos=5")
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    with caplog.at_level("INFO"):
+        assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "c"),
+                            "--no-plots"]) == 0
+    assert "max_videos" not in caplog.text
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
