@@ -394,15 +394,21 @@ def test_resume_with_a_longer_schedule_follows_the_new_config(tmp_path: Path,
               resume=True)
 
 
-def test_resume_with_nothing_to_train_keeps_the_runs_config(tmp_path: Path) -> None:
+def test_resume_with_nothing_to_train_keeps_the_runs_config(tmp_path: Path, caplog) -> None:
     """config.yaml says what trained the weights: a resume that trains nothing (already at
-    schedule.iterations) does not replace it with its own overrides."""
+    schedule.iterations) does not replace it with its own overrides. It says so in one line
+    (it logged 'resumed', 'nothing to train', then the 'start:' line of a run)."""
     common = ("eval.interval=0", "eval.at_end=false", "data.kwargs.num_frames=2",
               "schedule.iterations=2")
     out = tmp_path / "run"
     train(tiny_cfg(out, *common))
     before = (out / "config.yaml").read_text()
-    train(tiny_cfg(out, *common, "optim.lr=0.5"), resume=True)
+    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
+        train(tiny_cfg(out, *common, "optim.lr=0.5"), resume=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidccnet.engine.train"
+             and not r.getMessage().startswith("resuming with changed settings")]
+    assert lines == [f"nothing to train: {out / 'last.pt'} is already at iteration 2, "
+                     "schedule.iterations=2; raise schedule.iterations to train longer"], lines
     assert (out / "config.yaml").read_text() == before
     assert load_checkpoint(out / "last.pt")["iteration"] == 2
 

@@ -649,15 +649,17 @@ def _train(  # noqa: C901 - the loop, in order
             logger.warning("checkpoint RNG states do not match %d processes; reseeding",
                            info.world_size)
             seed_everything(rt.seed, info.rank, iteration)
-        logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
-                    cfg.schedule.iterations)
+        if iteration >= cfg.schedule.iterations:
+            logger.info("nothing to train: %s is already at iteration %d, schedule.iterations=%d; "
+                        "raise schedule.iterations to train longer", out / "last.pt", iteration,
+                        cfg.schedule.iterations)
+        else:
+            logger.info("resumed from %s at iteration %d of %d", out / "last.pt", iteration,
+                        cfg.schedule.iterations)
         log_state = (ts.get("log_sums") or {}, ts.get("log_steps", 0), ts.get("log_pending", 0))
         if ts.get("val_pending"):  # saved just before a validation that did not finish
             pending_val, pending_loss = True, (ckpt.get("metrics") or {}).get("loss")
         ckpt = None  # its tensors are in the model and optimizer now: not kept twice
-        if iteration >= cfg.schedule.iterations:
-            logger.info("the run is already at schedule.iterations=%d: nothing to train; raise "
-                        "schedule.iterations to train longer", cfg.schedule.iterations)
     scheduler = build_scheduler(cfg, optimizer, start=iteration)
 
     model: nn.Module = core
@@ -803,7 +805,7 @@ def _train(  # noqa: C901 - the loop, in order
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    if info.is_main:
+    if info.is_main and iteration < total:  # else the resume said there is nothing to train
         n_params = sum(p.numel() for p in core.parameters())
         logger.info(
             "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %d clips, "
