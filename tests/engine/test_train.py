@@ -1660,3 +1660,33 @@ def test_class_names_in_the_config_that_are_not_the_datasets_are_refused(tmp_pat
     same = _fill_dataset_info(load_config(None, [f"data.class_names={names}"]))  # a run's own
     assert same.data.class_names == names
     assert _fill_dataset_info(load_config(None, [])).data.class_names == names
+
+
+def test_an_overwrite_run_cut_at_its_first_save_leaves_one_runs_files(
+        tmp_path: Path, monkeypatch) -> None:
+    """A Ctrl-C or SIGTERM just after an overwrite run wrote its first last.pt left that
+    last.pt with the earlier run's config.yaml, best.pt and (put back) metrics.jsonl. The
+    earlier run's files go before the first checkpoint is written: the folder holds this run's
+    files only."""
+    import vidccnet.engine.train as train_module
+
+    common = ("runtime.log_interval=1", "eval.interval=0", "runtime.ckpt_interval=100",
+              "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=2"))
+    assert (out / "best.pt").is_file()
+    real_save = train_module.save_checkpoint
+
+    def save_then_ctrl_c(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(out, *common, "schedule.iterations=1", "eval.at_end=false",
+                       "runtime.overwrite=true"))
+    assert load_checkpoint(out / "last.pt")["iteration"] == 1
+    assert "iterations: 1" in (out / "config.yaml").read_text()
+    assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1]
+    assert sorted(p.name for p in out.iterdir() if p.name != "tb") == [
+        "config.yaml", "last.pt", "metrics.jsonl"]

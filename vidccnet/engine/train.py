@@ -675,8 +675,8 @@ def _train(  # noqa: C901 - the loop, in order
     writer = None
     jsonl = _JsonlWriter(out / "metrics.jsonl" if info.is_main else None)
     # an earlier run's checkpoints and evaluations (runtime.overwrite) stay, with its
-    # config.yaml, until this run saves its first checkpoint: a run that fails before that
-    # leaves them as they were
+    # config.yaml, until this run comes to save its first checkpoint: a run that fails before
+    # that leaves them as they were
     replaced = [] if resume or not info.is_main else _earlier_results(out)
     config_text = config_to_yaml(cfg)
     if info.is_main:
@@ -696,15 +696,18 @@ def _train(  # noqa: C901 - the loop, in order
     barrier()
 
     def save(name: str, state: dict) -> None:
-        save_checkpoint(out / name, state)
-        if replaced:  # this run's first checkpoint: its config, then the earlier run goes
-            (out / "config.yaml").write_text(config_text)
+        if replaced:  # this run's first checkpoint: the earlier run goes (its config first),
+            # then this run's config is written, then the checkpoint: wherever a Ctrl-C or
+            # SIGTERM cuts this, the folder holds one run's files, not a mix of two
+            (out / "config.yaml").unlink(missing_ok=True)
             for path in replaced:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
-                elif path.name != name:
+                else:
                     path.unlink(missing_ok=True)
+            (out / "config.yaml").write_text(config_text)
             replaced.clear()
+        save_checkpoint(out / name, state)
 
     # validation
     evaluator = None
