@@ -295,3 +295,28 @@ def test_recipe_evaluation_follows_an_overridden_clip_length(name: str) -> None:
     assert (cfg.eval.clip_len or cfg.data.clip_len) == base  # unchanged as shipped
     cfg = load_config(REPO / f"configs/{name}.yaml", ["data.clip_len=2"])
     assert (cfg.eval.clip_len or cfg.data.clip_len) == 2
+
+
+def test_invalid_yaml_is_one_line_naming_file_line_and_column(tmp_path: Path) -> None:
+    """PyYAML's message spans lines with '<unicode string>' and a caret: the error names the
+    file, the line and column, and the problem on one line."""
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  name: x\n   bad: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"config file '{p}' is not valid YAML: line 3, column 7: mapping "
+                            "values are not allowed here")
+    p.write_text("optim: {lr: [\n")
+    with pytest.raises(ConfigError, match=r"YAML: line 2, column 1: expected the node content, "
+                                          r"but found '<stream end>'$"):
+        load_config(p)
+    p.write_text("a: [1, 2\nb: 3\n")
+    with pytest.raises(ConfigError, match=r"YAML: line 2, column 2: expected ',' or '\]', but "
+                                          r"got ':' \(while parsing a flow sequence started at "
+                                          r"line 1, column 4\)$"):
+        load_config(p)
+    p.write_text("optim:\n  lr: 0.5\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"config file '{p}', line 3, column 3: key 'lr' twice in one "
+                            "section (the first would be ignored); merge them")

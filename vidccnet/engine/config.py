@@ -55,6 +55,26 @@ def _positive(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping: valid YAML, refused by :class:`_UniqueKeyLoader`."""
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: the file, line, column and problem, without the excerpt of
+    the file and the caret PyYAML adds (under the name '<unicode string>')."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}"
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    start = getattr(exc, "context_mark", None)
+    if exc.context and start is not None and (start.line, start.column) != (mark.line,
+                                                                             mark.column):
+        text += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+    if isinstance(exc, _DuplicateKey):
+        return f"config file '{path}', {text}"
+    return f"config file '{path}' is not valid YAML: {text}"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load that refuses a key given twice in one mapping (YAML keeps the last)."""
 
@@ -63,7 +83,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
+                raise _DuplicateKey(
                     None, None, f"key {key!r} twice in one section (the first would be "
                     "ignored); merge them", key_node.start_mark)
             seen.add(key)
@@ -659,7 +679,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
                 "(a run folder's config.yaml)"
             ) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
+            raise ConfigError(_yaml_error(p, exc)) from None
         if data is None:  # an empty file would train the defaults without a word
             raise ConfigError(
                 f"config file '{p}' is empty; pass a config such as configs/synthetic_tiny.yaml"
