@@ -1690,3 +1690,12 @@ def test_an_overwrite_run_cut_at_its_first_save_leaves_one_runs_files(
     assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1]
     assert sorted(p.name for p in out.iterdir() if p.name != "tb") == [
         "config.yaml", "last.pt", "metrics.jsonl"]
+
+
+def test_sync_bn_in_one_process_says_it_does_nothing(tmp_path: Path, caplog) -> None:
+    """The recipes set runtime.sync_bn: true, which one process cannot apply: one info line
+    says so (it did nothing, silently)."""
+    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
+        train(tiny_cfg(tmp_path / "run", "runtime.sync_bn=true", "eval.interval=0",
+                       "eval.at_end=false", "data.kwargs.num_frames=2", "schedule.iterations=1"))
+    assert "runtime.sync_bn: one process, no statistics to synchronise" in caplog.text

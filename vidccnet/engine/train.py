@@ -609,6 +609,9 @@ def _train(  # noqa: C901 - the loop, in order
             core = nn.SyncBatchNorm.convert_sync_batchnorm(core)
         else:  # PyTorch's SyncBatchNorm works with CUDA modules only
             logger.warning("runtime.sync_bn ignored: SyncBatchNorm needs CUDA devices")
+    elif rt.sync_bn:
+        logger.info("runtime.sync_bn: one process, no statistics to synchronise (it applies "
+                    "under torchrun with several processes)")
     if rt.channels_last:
         _to_channels_last(core)
     weights = cfg.loss.class_weights
