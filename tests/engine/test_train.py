@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vidccnet.data as vdata
-from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint
+from vidccnet.engine.checkpoint import CheckpointError, load_checkpoint, remove_killed_saves
 from vidccnet.engine.config import ConfigError, apply_overrides, load_config
 from vidccnet.engine.train import (
     EARLIER_LOGS,
@@ -1662,40 +1662,44 @@ def test_class_names_in_the_config_that_are_not_the_datasets_are_refused(tmp_pat
     assert _fill_dataset_info(load_config(None, [])).data.class_names == names
 
 
-def test_an_overwrite_run_cut_at_its_first_save_leaves_one_runs_files(
+def test_an_overwrite_run_cut_or_failing_at_its_first_save_leaves_one_runs_files(
         tmp_path: Path, monkeypatch) -> None:
-    """A Ctrl-C or SIGTERM just after an overwrite run wrote its first last.pt left that
-    last.pt with the earlier run's config.yaml, best.pt and (put back) metrics.jsonl. The
-    earlier run's files go before the first checkpoint is written: the folder holds this run's
-    files only."""
+    """An overwrite run's first checkpoint replaces the earlier run. A Ctrl-C or SIGTERM just
+    after it wrote its first last.pt left that last.pt with the earlier run's config.yaml,
+    best.pt and (put back) metrics.jsonl; deleting the earlier run before that save lost it
+    when the save failed (a full disk). The first checkpoint is written aside, then the earlier
+    run goes and the checkpoint is moved in: a failed or interrupted save leaves the earlier
+    run whole, a completed one this run's files only."""
     import vidccnet.engine.train as train_module
 
     common = ("runtime.log_interval=1", "eval.interval=0", "runtime.ckpt_interval=100",
               "data.kwargs.num_frames=2")
     out = tmp_path / "run"
     train(tiny_cfg(out, *common, "schedule.iterations=2"))
-    assert (out / "best.pt").is_file()
+    earlier = sorted(p.name for p in out.iterdir() if p.name != "tb")
+    assert "best.pt" in earlier
     real_save = train_module.save_checkpoint
+    rerun = ("schedule.iterations=1", "eval.at_end=false", "runtime.overwrite=true")
+
+    def disk_full(path, state):
+        raise OSError(28, "No space left on device")
 
     def save_then_ctrl_c(path, state):
         real_save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_cfg(out, *common, "schedule.iterations=1", "eval.at_end=false",
-                       "runtime.overwrite=true"))
+    for fake, error in ((disk_full, OSError), (save_then_ctrl_c, KeyboardInterrupt)):
+        monkeypatch.setattr(train_module, "save_checkpoint", fake)
+        with pytest.raises(error):
+            train(tiny_cfg(out, *common, *rerun))
+        remove_killed_saves(out)  # what the next start does with a save cut short
+        assert sorted(p.name for p in out.iterdir() if p.name != "tb") == earlier
+        assert load_checkpoint(out / "last.pt")["iteration"] == 2
+        assert "iterations: 2" in (out / "config.yaml").read_text()
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(tiny_cfg(out, *common, *rerun))
     assert load_checkpoint(out / "last.pt")["iteration"] == 1
     assert "iterations: 1" in (out / "config.yaml").read_text()
     assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1]
     assert sorted(p.name for p in out.iterdir() if p.name != "tb") == [
         "config.yaml", "last.pt", "metrics.jsonl"]
-
-
-def test_sync_bn_in_one_process_says_it_does_nothing(tmp_path: Path, caplog) -> None:
-    """The recipes set runtime.sync_bn: true, which one process cannot apply: one info line
-    says so (it did nothing, silently)."""
-    with caplog.at_level("INFO", logger="vidccnet.engine.train"):
-        train(tiny_cfg(tmp_path / "run", "runtime.sync_bn=true", "eval.interval=0",
-                       "eval.at_end=false", "data.kwargs.num_frames=2", "schedule.iterations=1"))
-    assert "runtime.sync_bn: one process, no statistics to synchronise" in caplog.text

@@ -31,6 +31,7 @@ import datetime
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -699,18 +700,24 @@ def _train(  # noqa: C901 - the loop, in order
     barrier()
 
     def save(name: str, state: dict) -> None:
-        if replaced:  # this run's first checkpoint: the earlier run goes (its config first),
-            # then this run's config is written, then the checkpoint: wherever a Ctrl-C or
-            # SIGTERM cuts this, the folder holds one run's files, not a mix of two
-            (out / "config.yaml").unlink(missing_ok=True)
-            for path in replaced:
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            (out / "config.yaml").write_text(config_text)
-            replaced.clear()
-        save_checkpoint(out / name, state)
+        if not replaced:
+            save_checkpoint(out / name, state)
+            return
+        # this run's first checkpoint replaces the earlier run: written aside first (a failed
+        # save keeps the earlier run; a `.*.pt.*.tmp` name, which the next start removes), then
+        # the earlier run goes (its config first), this run's config is written and the
+        # checkpoint moved in. Wherever this is cut, the folder holds one run's files.
+        staged = out / f".{name}.staged.tmp"
+        save_checkpoint(staged, state)
+        (out / "config.yaml").unlink(missing_ok=True)
+        for path in replaced:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        (out / "config.yaml").write_text(config_text)
+        replaced.clear()
+        os.replace(staged, out / name)
 
     # validation
     evaluator = None
