@@ -328,9 +328,10 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
                 raise ValueError
             if index_at is not None:
                 return index_at(seconds)
-            # the nearest frame, a half going to the earlier one (as the readers' index_at)
+            # the nearest frame, a half going to the earlier one: vidccnet.data.video's
+            # _round_ties_down (not imported: vidccnet.data imports torch)
             frames = seconds * fps
-            return max(0, math.ceil(frames - 0.5 - 1e-6 * max(1.0, frames)))
+            return max(0, math.ceil(frames - 0.5 - min(1e-6 * max(1.0, frames), 0.01)))
         frame = int(value)
         if frame < 0:
             raise ValueError

@@ -790,3 +790,21 @@ def test_decord_frames_that_are_not_rgb_are_refused(tmp_path):
     else:  # a decord that reads it right
         with r:
             assert r[0].shape == (64, 48, 3)
+
+
+@pytest.mark.parametrize("fps", [30.0, 60.0])
+def test_a_time_on_a_long_video_is_its_nearest_frame(fps):
+    """The tie tolerance absorbs float error, not whole frames: hours into a video a time on a
+    frame, or 0.6 frame past one, is still that frame / the next (a tolerance relative to the
+    time grew to half a frame and more, and the backends then disagreed)."""
+    from vidccnet.data.video import _nearest_frame, _round_ties_down
+    from vidccnet.writer import parse_frame_bound
+
+    n = int(5 * 3600 * fps)  # five hours
+    starts = [i / fps for i in range(n)]
+    for frame in (108_000, 540_000, n - 10):
+        for offset, expected in ((0.0, frame), (0.4, frame), (0.5, frame), (0.6, frame + 1)):
+            seconds = (frame + offset) / fps
+            assert _round_ties_down(seconds * fps) == expected, (frame, offset)
+            assert _nearest_frame(starts, seconds, fps) == expected, (frame, offset)
+            assert parse_frame_bound(f"{seconds!r}s", fps) == expected, (frame, offset)

@@ -447,12 +447,15 @@ def _first_indices(timestamps: Sequence[int]) -> dict[int, int]:
 # a time this close (relative, at least 1 us) to the midpoint of two frames is a tie: decord's
 # float32 seconds are off by up to 6e-8 of the time, PyAV's exact ticks by nothing
 TIE_TOLERANCE = 1e-6
+# ... but never more than this fraction of a frame: relative to the time alone it was a tenth of
+# a frame an hour into a 30 fps video, half a frame (a whole frame rounded down) at 4.6 hours
+MAX_TIE = 0.01
 
 
 def _round_ties_down(frames: float) -> int:
     """``round(frames)``, a half (within :data:`TIE_TOLERANCE`) going to the earlier frame, as
     :func:`_nearest_frame` does (Python's ``round`` takes the even one: 1.5 -> 2, 2.5 -> 2)."""
-    return max(0, math.ceil(frames - 0.5 - TIE_TOLERANCE * max(1.0, frames)))
+    return max(0, math.ceil(frames - 0.5 - min(TIE_TOLERANCE * max(1.0, frames), MAX_TIE)))
 
 
 def _nearest_frame(starts: Sequence[float], seconds: float, fps: float) -> int:
@@ -463,6 +466,8 @@ def _nearest_frame(starts: Sequence[float], seconds: float, fps: float) -> int:
     if i >= len(starts):
         return len(starts) - 1 + _round_ties_down((seconds - starts[-1]) * fps)
     tie = TIE_TOLERANCE * max(1.0, seconds)
+    if fps > 0:  # the difference of two distances: twice the offset from the midpoint
+        tie = min(tie, 2 * MAX_TIE / fps)
     if i > 0 and (seconds - starts[i - 1]) - (starts[i] - seconds) <= tie:
         return i - 1
     return i
