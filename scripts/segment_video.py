@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 # Standard library and numpy only until the paths are checked (fail fast, before torch loads).
-from vidccnet.cli import checkpoint_in_folder, interruptible, one_line, sigterm_unwinds
+from vidccnet.cli import (
+    checkpoint_in_folder,
+    interruptible,
+    one_line,
+    plural,
+    sigterm_unwinds,
+)
 from vidccnet.writer import OutputPathError, check_paths, parse_frame_bound
 
 EXIT_ERROR = 2
@@ -198,11 +204,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def count(n: int, word: str) -> str:
-    """'1 mask', '2 masks'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 class _LineFormat(logging.Formatter):
     """'segment_video.py: message', with 'warning: ' / 'error: ' before problems."""
 
@@ -304,7 +305,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{PROG}: wrote {frames} of the {frames + lost} masks to {args.out} ({rate}); "
               "the other frames could not be decoded (--strict fails instead)", file=sys.stderr)
     else:
-        print(f"{PROG}: wrote {count(frames, 'mask')} to {args.out} ({rate})", file=sys.stderr)
+        print(f"{PROG}: wrote {plural(frames, 'mask')} to {args.out} ({rate})", file=sys.stderr)
     return 0
 
 
