@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue from runtime.output_dir/last.pt")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                         help="logging level of rank 0 (default INFO)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")

@@ -84,5 +84,6 @@ def test_a_misspelt_log_level_is_refused(load_script, capsys) -> None:
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--log-level" in err.splitlines()[-1], err
     # any case of a real level is fine: the missing config is the error then
-    assert script.main(["--config", "missing.yaml", "--log-level", "debug"]) == 2
-    assert "missing.yaml" in capsys.readouterr().err
+    for level in ("debug", "CRITICAL"):  # every level of logging, as before the check
+        assert script.main(["--config", "missing.yaml", "--log-level", level]) == 2
+        assert "missing.yaml" in capsys.readouterr().err
