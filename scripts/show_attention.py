@@ -68,7 +68,7 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
-    from vidccnet.engine.report import write_atomically
+    from vidccnet.writer import write_atomically
 
     T, H, W = frames.shape[:3]
     t, h, w = result.cell

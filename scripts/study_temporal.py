@@ -403,7 +403,7 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vidccnet.engine.report import write_atomically
+    from vidccnet.writer import write_atomically
 
     variants = list(summary)
     fig = Figure(figsize=(14, 4.2))
@@ -436,7 +436,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vidccnet.engine.report import write_atomically
+    from vidccnet.writer import write_atomically
 
     fig = Figure(figsize=(6.5, 4))
     FigureCanvasAgg(fig)
@@ -497,7 +497,8 @@ def collect(args: argparse.Namespace) -> list[dict]:
 
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
-    from vidccnet.engine.report import write_atomically, write_json
+    from vidccnet.engine.report import write_json
+    from vidccnet.writer import write_atomically
 
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "

@@ -36,9 +36,11 @@ import time
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+from vidccnet.cli import interrupt_behind
 
 if TYPE_CHECKING:
     from vidccnet.predict import VideoSegmenter
@@ -53,6 +55,7 @@ __all__ = [
     "overlay_container",
     "parse_frame_bound",
     "save_mask",
+    "write_atomically",
     "write_segmentation",
 ]
 
@@ -348,6 +351,27 @@ def apply_umask(path: str | Path, mode: int) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
     os.chmod(path, mode & ~umask)
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file in ``path``'s
+    folder (``.NAME.*.tmp``), which is flushed to disk and then renamed over ``path`` (a failed
+    or interrupted write, or a crash, leaves an earlier file and no temporary behind)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # else a power cut can leave an empty file under the name
+        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        cut = interrupt_behind(exc)
+        if cut is not None and cut is not exc:  # the writer failed to close what Ctrl-C cut
+            raise cut from None
+        raise
 
 
 def _through_link(path: str | os.PathLike[str]) -> Path:

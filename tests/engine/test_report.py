@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidccnet import writer
 from vidccnet.engine import report
 from vidccnet.engine.report import write_json
 
@@ -31,12 +32,11 @@ def test_write_json_failure_keeps_the_earlier_file(tmp_path, monkeypatch):
     def disk_full(*_args):
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(report.os, "replace", disk_full)
+    monkeypatch.setattr(writer.os, "replace", disk_full)
     with pytest.raises(OSError, match="no space"):
         write_json(out, {"new": 2})
     assert out.read_text() == '{"old": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
-
 
 
 def test_write_json_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
@@ -45,8 +45,8 @@ def test_write_json_reaches_the_disk_before_the_rename(tmp_path, monkeypatch):
     own copy of the code; both now share this one."""
     done = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(report.os, "fsync", lambda fd: (done.append("fsync"), real_fsync(fd)))
-    monkeypatch.setattr(report.os, "replace",
+    monkeypatch.setattr(writer.os, "fsync", lambda fd: (done.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(writer.os, "replace",
                         lambda *a: (done.append("replace"), real_replace(*a)))
     write_json(tmp_path / "r.json", {"a": 1})
     assert done == ["fsync", "replace"]
@@ -73,9 +73,10 @@ def test_a_write_cut_by_an_interrupt_raises_the_interrupt(tmp_path):
     out = tmp_path / "last.pt"
     out.write_bytes(b"earlier")
     with pytest.raises(Terminated):
-        report.write_atomically(out, cut)
+        writer.write_atomically(out, cut)
     assert out.read_bytes() == b"earlier"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
 
 def test_class_iou_plot_draws_the_reported_miou(tmp_path, monkeypatch):
     """The dashed mIoU line is the figure the report states (VSPW's rule averages the classes

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vidccnet.cli import checkpoint_in_folder
+from vidccnet.writer import write_atomically
 
 from .config import Config, ConfigError, config_from_dict
 
@@ -51,14 +52,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically (``report.write_atomically``).
+    """Write ``state`` to ``path`` atomically (:func:`vidccnet.writer.write_atomically`).
 
     The dict is saved to a temporary file in the same directory, flushed to disk and renamed over
     ``path`` with ``os.replace``; a crash while saving leaves the previous file untouched. The
     file gets the mode a plain ``open()`` would give it (0666 minus the umask).
     """
-    from .report import write_atomically  # here: importing the report module takes seconds
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda f: torch.save(state, f))

@@ -18,21 +18,19 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.cli import interrupt_behind, plural
+from vidccnet.cli import plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
-from vidccnet.writer import apply_umask
+from vidccnet.writer import write_atomically
 
 __all__ = [
     "colorize",
@@ -148,27 +146,6 @@ def _why_unavailable(results: dict) -> list[str]:
             lines.append(f"n/a: {key}: in no window of {key[4:]} frames does a pixel keep its "
                          "ground truth")
     return lines
-
-
-def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file in ``path``'s
-    folder (``.NAME.*.tmp``), which is flushed to disk and then renamed over ``path`` (a failed
-    or interrupted write, or a crash, leaves an earlier file and no temporary behind)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # else a power cut can leave an empty file under the name
-        apply_umask(tmp, 0o666)  # mkstemp makes it 0600; a plain open() would not
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        cut = interrupt_behind(exc)
-        if cut is not None and cut is not exc:  # the writer failed to close what Ctrl-C cut
-            raise cut from None
-        raise
 
 
 def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
