@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _pct(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} %"
 
 
 def print_summary(res: dict, stream: Any = sys.stdout) -> None:
@@ -306,17 +306,17 @@ def print_summary(res: dict, stream: Any = sys.stdout) -> None:
                 res["segment_seconds"]),
         "",
         f"  validation (synthetic val videos, causal {res['clip_len']}-frame clips):",
-        f"    mIoU {_pct(v['mIoU'])} %   pixel acc {_pct(v['pixel_acc'])} %   "
-        f"mVC_8 {_pct(v['mVC_8'])} %   flicker {_pct(v['flicker'])} %",
+        f"    mIoU {_pct(v['mIoU'])}   pixel acc {_pct(v['pixel_acc'])}   "
+        f"mVC_8 {_pct(v['mVC_8'])}   flicker {_pct(v['flicker'])}",
         f"    per-class IoU{' and plots' if res['plots'] else ''}: {res['eval_dir']}/ "
         f"(eval.json{', class_iou.png' if res['plots'] else ''})",
         f"    with the attention switched off (every gamma = 0): mIoU "
-        f"{_pct(res['val_mIoU_attention_off'])} %",
+        f"{_pct(res['val_mIoU_attention_off'])}",
         "",
         f"  checkpoint      {res['checkpoint']}",
         f"  held-out video  {res['held_out_video']}  (ground truth: *_masks/)",
         f"  masks           {res['masks']}/  (palette PNGs + summary.json; pixel acc "
-        f"{_pct(res['held_out_pixel_acc'])} %)",
+        f"{_pct(res['held_out_pixel_acc'])})",
         f"  overlay video   {res['overlay']}",
         f"  overlay frame   {res['overlay_frame']}  (frame | prediction | ground truth)",
         "",

@@ -57,6 +57,10 @@ def test_demo_writes_everything(demo_run, capsys):
     demo.print_summary(summary, text)
     assert not (out / "eval" / "class_iou.png").exists()
     assert "class_iou.png" not in text.getvalue() and "eval.json" in text.getvalue()
+    # a figure the run could not measure is "n/a", not "n/a %"
+    text = io.StringIO()
+    demo.print_summary({**summary, "val": {**summary["val"], "mVC_8": None}}, text)
+    assert "mVC_8 n/a " in text.getvalue() and "n/a %" not in text.getvalue()
 
 
 def test_demo_rerun_replaces_the_earlier_demo(demo_run):
