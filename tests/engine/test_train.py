@@ -1115,7 +1115,7 @@ def test_a_warm_up_longer_than_the_run_is_a_warning(tmp_path: Path, caplog) -> N
                    "eval.interval=0", "eval.at_end=false")
     with caplog.at_level("WARNING"):
         train(cfg)
-    assert "schedule.warmup_iters=5 is longer than the run" in caplog.text
+    assert "schedule.warmup_iters=5 is longer than the run (1 iteration):" in caplog.text
 
 
 def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,

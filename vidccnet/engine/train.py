@@ -828,9 +828,9 @@ def _train(  # noqa: C901 - the loop, in order
             cfg.data.name, cfg.data.train_split, len(train_set), batches_per_epoch, bs,
             clips_per_step, total, iteration, out)
         if cfg.schedule.warmup_iters > total:
-            logger.warning("schedule.warmup_iters=%d is longer than the run (%d iterations): "
-                           "the learning rate never reaches optim.lr", cfg.schedule.warmup_iters,
-                           total)
+            logger.warning("schedule.warmup_iters=%d is longer than the run (%s): the learning "
+                           "rate never reaches optim.lr", cfg.schedule.warmup_iters,
+                           plural(total, "iteration"))
     t_start, start_iteration = time.perf_counter(), iteration
 
     bar = tqdm(total=total, initial=iteration, disable=not show, desc="train", unit="it",
