@@ -575,8 +575,8 @@ def _train(  # noqa: C901 - the loop, in order
 
     train_set = build_train_dataset(cfg)
     cfg = _fill_frame_short_side(cfg, train_set)
-    if ckpt is not None:
-        _log_resume_changes(cfg, ckpt)
+    if ckpt is not None and int(ckpt["iteration"]) < cfg.schedule.iterations:
+        _log_resume_changes(cfg, ckpt)  # else nothing trains, which the resume says
     bs = cfg.data.batch_size
     loader = build_loader(
         train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
