@@ -68,7 +68,7 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
     from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
-    from vidccnet.writer import write_atomically
+    from vidccnet.writer import save_figure
 
     T, H, W = frames.shape[:3]
     t, h, w = result.cell
@@ -105,7 +105,7 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
         axes[r, 0].set_ylabel(f"recurrence {r + 1}")
         fig.colorbar(im, ax=list(axes[r]), label="weight (sqrt scale)")
     fig.suptitle(title, fontsize=9)
-    write_atomically(path, lambda f: fig.savefig(f, format="png"))
+    save_figure(fig, path)  # a .png (checked by main)
 
 
 def run(args: argparse.Namespace) -> dict:

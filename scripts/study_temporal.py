@@ -403,7 +403,7 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vidccnet.writer import write_atomically
+    from vidccnet.writer import save_figure
 
     variants = list(summary)
     fig = Figure(figsize=(14, 4.2))
@@ -428,7 +428,7 @@ def plot(summary: dict, runs: list[dict], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    save_figure(fig, path, dpi=110)
 
 
 def plot_curves(runs: list[dict], path: Path) -> None:
@@ -436,7 +436,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from vidccnet.writer import write_atomically
+    from vidccnet.writer import save_figure
 
     fig = Figure(figsize=(6.5, 4))
     FigureCanvasAgg(fig)
@@ -457,7 +457,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    save_figure(fig, path, dpi=110)
 
 
 def _settings(overrides: list[str]) -> list[str]:

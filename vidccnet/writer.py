@@ -54,6 +54,7 @@ __all__ = [
     "check_paths",
     "overlay_container",
     "parse_frame_bound",
+    "save_figure",
     "save_mask",
     "write_atomically",
     "write_segmentation",
@@ -372,6 +373,13 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Non
         if cut is not None and cut is not exc:  # the writer failed to close what Ctrl-C cut
             raise cut from None
         raise
+
+
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` in the format of ``path``'s extension, whole or not at all
+    (:func:`write_atomically`): an interrupted save leaves no half picture."""
+    fmt = Path(path).suffix[1:].lower() or None
+    write_atomically(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
 
 
 def _through_link(path: str | os.PathLike[str]) -> Path:

@@ -30,7 +30,7 @@ from torch import nn
 from vidccnet.cli import plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
-from vidccnet.writer import write_atomically
+from vidccnet.writer import save_figure, write_atomically
 
 __all__ = [
     "colorize",
@@ -265,8 +265,7 @@ def plot_class_iou(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the format of the name, as savefig(path) does; no half picture if the write is cut
-    write_atomically(path, lambda f: fig.savefig(f, format=path.suffix[1:] or None))
+    save_figure(fig, path)
     return path
 
 
@@ -330,8 +329,7 @@ def plot_video_strip(
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / (col_w * n + 1.8), 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the format of the name, as savefig(path) does; no half picture if the write is cut
-    write_atomically(path, lambda f: fig.savefig(f, format=path.suffix[1:] or None))
+    save_figure(fig, path)
     return path
 
 
