@@ -568,15 +568,17 @@ def _train(  # noqa: C901 - the loop, in order
     cfg = _fill_dataset_info(cfg)
     num_classes = len(cfg.data.class_names or [])
     ckpt: dict | None = None
+    finished = False  # a resume of a run already at schedule.iterations: nothing to train
     if resume:  # refused before the dataset is read
         ckpt = load_checkpoint(out / "last.pt")
         _check_resumable(cfg, ckpt, out / "last.pt")
+        finished = int(ckpt["iteration"]) >= cfg.schedule.iterations
     from vidccnet.data.loader import build_loader
 
     train_set = build_train_dataset(cfg)
     cfg = _fill_frame_short_side(cfg, train_set)
-    if ckpt is not None and int(ckpt["iteration"]) < cfg.schedule.iterations:
-        _log_resume_changes(cfg, ckpt)  # else nothing trains, which the resume says
+    if ckpt is not None and not finished:  # else the resume says that nothing trains
+        _log_resume_changes(cfg, ckpt)
     bs = cfg.data.batch_size
     loader = build_loader(
         train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
@@ -653,7 +655,7 @@ def _train(  # noqa: C901 - the loop, in order
             logger.warning("checkpoint RNG states do not match %d processes; reseeding",
                            info.world_size)
             seed_everything(rt.seed, info.rank, iteration)
-        if iteration >= cfg.schedule.iterations:
+        if finished:
             logger.info("nothing to train: %s is already at iteration %d, schedule.iterations=%d; "
                         "raise schedule.iterations to train longer", out / "last.pt", iteration,
                         cfg.schedule.iterations)
@@ -689,7 +691,7 @@ def _train(  # noqa: C901 - the loop, in order
             logger.info("removed %s, left by a killed save", ", ".join(p.name for p in stale))
         # a fresh start replaces an earlier run there (runtime.overwrite)
         aside = None if resume else _set_earlier_logs_aside(out)
-        if not replaced and iteration < cfg.schedule.iterations:  # else it trains nothing
+        if not replaced and not finished:
             (out / "config.yaml").write_text(config_text)
         if aside is not None:  # removed with the earlier checkpoints, at the first save
             replaced.append(aside)
@@ -818,7 +820,7 @@ def _train(  # noqa: C901 - the loop, in order
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    if info.is_main and iteration < total:  # else the resume said there is nothing to train
+    if info.is_main and not finished:
         n_params = sum(p.numel() for p in core.parameters())
         logger.info(
             "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %d clips, "
