@@ -40,7 +40,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -344,7 +344,11 @@ def float64_reference(inputs: list) -> tuple[torch.Tensor, tuple]:
     return out, cca_reference_backward(q, k, v, out, lse, go, 1.0)
 
 
-def bench_case(c: Case, methods: list[str], args, device: torch.device) -> list[dict]:
+def bench_case(c: Case, methods: list[str], args, device: torch.device,
+               progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """The rows of one case, one per method. `progress(rows so far)` is called before each
+    method's warm-up and after each timing mode, so that --json keeps them if a later step is
+    cut (first-use compilation on a GPU can be slow)."""
     dtype = getattr(torch, args.dtype)
     *inputs, grad_out = make_inputs(c, device, dtype)
     ref_out, ref_grads = float64_reference(inputs + [grad_out])
@@ -353,6 +357,7 @@ def bench_case(c: Case, methods: list[str], args, device: torch.device) -> list[
     fns: dict[str, Callable] = {}
     for m in methods:
         row = rows.setdefault(m, {"method": m, **asdict(c)})
+        progress(list(rows.values()))  # the file names the method being set up
         if m == "dense" and dense_bytes(c) > args.dense_limit_gb * 2**30:
             row["skipped"] = f"N x N = {c.n}^2 does not fit under --dense-limit-gb"
             continue
@@ -385,6 +390,7 @@ def bench_case(c: Case, methods: list[str], args, device: torch.device) -> list[
             rows[m][f"{mode}_wall_ms"] = min(walls[m])
             rows[m][f"{mode}_cpu_ms"] = min(cpus[m])
             rows[m][f"{mode}_mem_mib"] = peak_memory_mib(fns[m], xs, grad, device)
+        progress(list(rows.values()))
     metric = "cpu" if device.type == "cpu" else "wall"
     peak_bw = peak_bandwidth(device)
     for row in rows.values():
@@ -528,7 +534,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@interruptible("bench_attention.py", "nothing written")
+@interruptible("bench_attention.py", 'the --json file, if any, holds the rows measured so far '
+               '("complete": false)')
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -570,21 +577,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not on_gpu:
         print("# no GPU: the fused Triton kernels are not timed")
-    rows = []
+    rows: list[dict] = []
+    payload = {"meta": meta, "rows": rows, "complete": False,
+               "rows_planned": len(cases) * len(set(methods)), "rows_finished": 0}
+
+    def save(in_progress: Sequence[dict] = (), complete: bool = False) -> None:
+        """--json as measured so far, whole (a run cut by a time limit or an error keeps its
+        finished rows): "complete" is false, and the case under way's rows are in
+        "rows_in_progress", until the end."""
+        if args.json:
+            payload.update(complete=complete, rows_finished=len(rows))
+            write_json(args.json, {**payload, **({"rows_in_progress": list(in_progress)}
+                                                 if in_progress else {})})
+
+    save()
     for c in cases:
-        rows += bench_case(c, methods, args, device)
+        rows += bench_case(c, methods, args, device, save)
+        save()
     baseline = "reference-old" if "reference-old" in methods else methods[0]
     print(format_table(rows, metric, baseline))
     print(f"\n(speed vs {baseline}: its time / the method's; mem: the method's / its; "
           "err/tol <= 1: within tolerance of float64)")
-    payload = {"meta": meta, "rows": rows}
     if claim:
         print("\n## CCNet claim: RCCA (R=2) vs non-local block, 97x97x512 features, forward\n")
         lines = ccnet_claim(device)
         print("\n".join(lines))
         payload["ccnet_claim"] = lines
-    if args.json:
-        write_json(args.json, payload)
+    save(complete=True)
     return 0
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,8 +65,10 @@ def _forward_cpu_profiled(model, x) -> tuple[int, float, float]:
     return cpu_peak_allocated(call), times["wall"], times["cpu"]
 
 
-def bench_depth(depth: int, args: argparse.Namespace, device: str) -> list[dict]:
-    """All configurations of one depth, forwards interleaved (config order within a round)."""
+def bench_depth(depth: int, args: argparse.Namespace, device: str,
+                progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """All configurations of one depth, forwards interleaved (config order within a round);
+    `progress(rows so far)` after each clip length."""
     import torch
 
     from vidccnet.models import create_model
@@ -120,6 +123,7 @@ def bench_depth(depth: int, args: argparse.Namespace, device: str) -> list[dict]
                      cpu_s=min(r["cpu"]), peak_bytes=r["peak"])
                 for c, r in res.items()
             ]
+            progress(rows)
     return rows
 
 
@@ -191,7 +195,7 @@ def checked_device(args: argparse.Namespace) -> str:
     return device
 
 
-@interruptible(PROG, "nothing written")
+@interruptible(PROG, 'the --json file, if any, holds the rows measured so far ("complete": false)')
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="# %(message)s", stream=sys.stderr)
@@ -205,17 +209,27 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, exc)
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows: list[dict] = []
+    planned = len(args.depths) * len(args.frames) * len(set(args.configs))
+
+    def save(more: Sequence[dict] = (), complete: bool = False) -> None:
+        """--json as measured so far, whole (a run cut by a time limit or an error keeps its
+        finished rows): "complete" is false until the end."""
+        if args.json is not None:
+            done = rows + list(more)
+            write_json(args.json, {"rows": done, "complete": complete, "rows_planned": planned,
+                                   "rows_finished": len(done)}, indent=1)
+
+    save()
     for depth in args.depths:
-        rows += bench_depth(depth, args, device)
+        rows += bench_depth(depth, args, device, save)
     where = torch.cuda.get_device_name() if device.startswith("cuda") else (
         f"CPU, {os.cpu_count()} cores, {args.threads or torch.get_num_threads()} thread(s)"
     )
     print(f"input {args.size[0]}x{args.size[1]}, batch 1, eval forward, {where}, "
           f"torch {torch.__version__}, repeats {args.repeats}")
     print(format_table(rows))
-    if args.json is not None:
-        write_json(args.json, rows, indent=1)
+    save(complete=True)
     return 0
 
 

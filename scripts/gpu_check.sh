@@ -16,7 +16,9 @@
 #      that decides whether the fused forward stays the default
 #   3. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
 # A step that fails or times out is recorded as such; the script exits non-zero if any did, or
-# if the JSON could not be written (the step logs are then kept and their folder named).
+# if the JSON could not be written (the step logs are then kept and their folder named). The
+# benchmarks rewrite their JSON as they go: a step cut by its limit or an error keeps the rows
+# it finished, in its "results" marked "complete": false.
 # Without a CUDA GPU it stops at once with one line on stderr (exit 2).
 set -uo pipefail
 

@@ -21,7 +21,10 @@ def test_tiny_run_writes_json(bench, tmp_path, monkeypatch):
     args = ["--case", "quick", "--device", "cpu", "--repeats", "1", "--json", str(out),
             "--methods", "reference", "reference-old", "dense"]
     assert bench.main(args) == 0
-    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["rows_planned"] == data["rows_finished"] == 3
+    assert "rows_in_progress" not in data
+    rows = {r["method"]: r for r in data["rows"]}
     assert set(rows) == {"reference", "reference-old", "dense"}
     for r in rows.values():
         assert r["fwd_err_over_tol"] <= 1.0  # float32 output within 1e-5 of float64
@@ -30,6 +33,36 @@ def test_tiny_run_writes_json(bench, tmp_path, monkeypatch):
     # the floor: (2*4 + 2*8) * 4 + 4 bytes per position forward, (4*4 + 4*8) * 4 + 4 backward
     assert bench.CASES["quick"].floor_bytes(4, False) == 60 * 100
     assert bench.CASES["quick"].floor_bytes(4, True) == 60 * 196
+
+
+def test_a_cut_run_keeps_the_rows_measured_so_far(bench, tmp_path, monkeypatch, capsys):
+    """--json was written once, at the end: a run cut by its time limit (gpu_check.sh stops a
+    step with SIGINT), Ctrl-C or an error lost every row it had measured. The file is now
+    rewritten after each step, "complete": false until the end; here the second case is cut
+    in its forward+backward timing."""
+    monkeypatch.setitem(bench.CASES, "quick", bench.Case("quick", 1, 2, 5, 6, 4, 8))
+    monkeypatch.setitem(bench.CASES, "2d", bench.Case("2d", 1, 1, 5, 6, 4, 8))
+    timed = bench.timed
+
+    def cut_in_2d_backward(fn, inputs, grad_out, device):
+        if grad_out is not None and inputs[0].shape[2] == 1:  # (B, C, T, H, W): the 2d case
+            raise KeyboardInterrupt
+        return timed(fn, inputs, grad_out, device)
+
+    monkeypatch.setattr(bench, "timed", cut_in_2d_backward)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--case", "quick", "2d", "--device", "cpu", "--repeats", "1", "--json",
+                       str(out), "--methods", "reference", "reference-old"]) == 130
+    assert "interrupted; the --json file, if any, holds the rows" in capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert data["complete"] is False and (data["rows_planned"], data["rows_finished"]) == (4, 2)
+    done, cut = data["rows"], data["rows_in_progress"]
+    assert [(r["case"], r["method"]) for r in done + cut] == [
+        ("quick", "reference"), ("quick", "reference-old"), ("2d", "reference"),
+        ("2d", "reference-old")]
+    assert all(r["fwd_bwd_cpu_ms"] > 0 and r["speedup_vs"] for r in done)
+    assert all(r["fwd_cpu_ms"] > 0 and "fwd_bwd_cpu_ms" not in r for r in cut)
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left
 
 
 def test_cuda_without_gpu_is_one_line(bench, capsys):

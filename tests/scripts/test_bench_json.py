@@ -16,9 +16,34 @@ TINY_MODEL = ["--depths", "18", "--frames", "1", "--size", "16", "16", "--config
 def test_bench_model_writes_json(load_script, tmp_path):
     out = tmp_path / "rows.json"
     assert load_script("bench_model").main(TINY_MODEL + ["--json", str(out)]) == 0
-    rows = json.loads(out.read_text())
-    assert rows and rows[0]["config"] == "noatt"
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["rows_planned"] == data["rows_finished"] == 1
+    assert data["rows"][0]["config"] == "noatt"
     assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # no temporary left
+
+
+def test_bench_model_json_keeps_the_rows_finished_before_an_error(load_script, tmp_path,
+                                                                  monkeypatch):
+    """The rows were written once, at the end: an error (or a time limit) in a later clip
+    length lost the ones measured. The file is rewritten after each clip length, "complete":
+    false until the end."""
+    bench = load_script("bench_model")
+    profiled = bench._forward_cpu_profiled
+
+    def out_of_memory_at_t2(model, x):
+        if x.shape[2] == 2:
+            raise RuntimeError("out of memory")
+        return profiled(model, x)
+
+    monkeypatch.setattr(bench, "_forward_cpu_profiled", out_of_memory_at_t2)
+    out = tmp_path / "rows.json"
+    argv = ["--depths", "18", "--frames", "1", "2", "--size", "16", "16", "--configs", "noatt",
+            "--device", "cpu", "--json", str(out)]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bench.main(argv)
+    data = json.loads(out.read_text())
+    assert data["complete"] is False and (data["rows_planned"], data["rows_finished"]) == (2, 1)
+    assert [(r["frames"], r["config"]) for r in data["rows"]] == [(1, "noatt")]
 
 
 def test_bench_model_json_into_missing_folder_is_refused_up_front(load_script, tmp_path,
@@ -50,7 +75,8 @@ def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(tmp_path):
 
 FAKE_GPU_PYTHON = r"""#!/usr/bin/env bash
 # python on a GPU machine, as gpu_check.sh runs it: the CUDA check passes, pytest fails one test
-# (junit XML with its message), the benchmarks fail, the JSON writer is the real python.
+# (junit XML with its message), the benchmarks fail after one row of their --json, the JSON
+# writer is the real python.
 case "$1" in
     -c) exit 0 ;;
     -m) for a in "$@"; do case "$a" in --junitxml=*) xml="${a#--junitxml=}" ;; esac; done
@@ -63,14 +89,17 @@ name="test_gpu_y"/></testsuite></testsuites>
 XML
         exit 1 ;;
     -) exec "$REAL_PYTHON" "$@" ;;
-    *) exit 3 ;;
+    *) while [[ $# -gt 0 && "$1" != --json ]]; do shift; done
+       echo '{"rows": [{"n": 1}], "complete": false, "rows_planned": 2, "rows_finished": 1}' >"$2"
+       exit 3 ;;
 esac
 """
 
 
 def test_gpu_check_records_why_each_test_failed(tmp_path):
     """The step logs are deleted at the end: the JSON keeps each failed test's message, not
-    only its name; failed steps are recorded and the script exits 1."""
+    only its name; failed steps are recorded, with the rows their --json holds (marked
+    "complete": false), and the script exits 1."""
     import os
     import subprocess
     import sys
@@ -90,7 +119,10 @@ def test_gpu_check_records_why_each_test_failed(tmp_path):
     assert steps["pytest"]["failed"] == [name]
     why = steps["pytest"]["failures"][name]
     assert why.startswith("AssertionError: dq: |a - b| = 0.02") and "long traceback" in why
-    assert [steps[s]["exit_code"] for s in ("bench_camvid", "bench_vspw", "bench_model")] == [3] * 3
+    for s in ("bench_camvid", "bench_vspw", "bench_model"):
+        assert steps[s]["exit_code"] == 3
+        assert steps[s]["results"] == {"rows": [{"n": 1}], "complete": False,
+                                       "rows_planned": 2, "rows_finished": 1}
 
 
 def test_bench_data_quick_keeps_the_options_given(load_script):
