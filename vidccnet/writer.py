@@ -41,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from vidccnet.cli import interrupt_behind
+from vidccnet.frame_time import round_ties_down
 
 if TYPE_CHECKING:
     from vidccnet.predict import VideoSegmenter
@@ -332,10 +333,7 @@ def parse_frame_bound(text: str | int | None, fps: float, name: str = "start",
                 raise ValueError
             if index_at is not None:
                 return index_at(seconds)
-            # the nearest frame, a half going to the earlier one: vidccnet.data.video's
-            # _round_ties_down (not imported: vidccnet.data imports torch)
-            frames = seconds * fps
-            return max(0, math.ceil(frames - 0.5 - min(1e-6 * max(1.0, frames), 0.01)))
+            return round_ties_down(seconds * fps)
         frame = int(value)
         if frame < 0:
             raise ValueError

@@ -797,7 +797,7 @@ def test_a_time_on_a_long_video_is_its_nearest_frame(fps):
     """The tie tolerance absorbs float error, not whole frames: hours into a video a time on a
     frame, or 0.6 frame past one, is still that frame / the next (a tolerance relative to the
     time grew to half a frame and more, and the backends then disagreed)."""
-    from vidccnet.data.video import _nearest_frame, _round_ties_down
+    from vidccnet.frame_time import nearest_frame, round_ties_down
     from vidccnet.writer import parse_frame_bound
 
     n = int(5 * 3600 * fps)  # five hours
@@ -805,6 +805,6 @@ def test_a_time_on_a_long_video_is_its_nearest_frame(fps):
     for frame in (108_000, 540_000, n - 10):
         for offset, expected in ((0.0, frame), (0.4, frame), (0.5, frame), (0.6, frame + 1)):
             seconds = (frame + offset) / fps
-            assert _round_ties_down(seconds * fps) == expected, (frame, offset)
-            assert _nearest_frame(starts, seconds, fps) == expected, (frame, offset)
+            assert round_ties_down(seconds * fps) == expected, (frame, offset)
+            assert nearest_frame(starts, seconds, fps) == expected, (frame, offset)
             assert parse_frame_bound(f"{seconds!r}s", fps) == expected, (frame, offset)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 import os
 import re
 from collections import OrderedDict
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidccnet.frame_time import nearest_frame, round_ties_down
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class VideoReader:
     def index_at(self, seconds: float) -> int:
         """The frame shown ``seconds`` after the first one, at ``fps`` (a half goes to the
         earlier frame, as with the timestamps of a video file)."""
-        return _round_ties_down(seconds * self.fps)
+        return round_ties_down(seconds * self.fps)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at `indices` (any order, repeats allowed) as np.uint8 (n, H, W, 3)."""
@@ -267,13 +268,14 @@ class PyAVReader(VideoReader):
 
     def index_at(self, seconds: float) -> int:
         """The frame shown ``seconds`` after the first one: the nearest timestamp (exact on a
-        variable-frame-rate video, where ``seconds * fps`` is not; see :func:`_nearest_frame`)."""
+        variable-frame-rate video, where ``seconds * fps`` is not; see
+        :func:`vidccnet.frame_time.nearest_frame`)."""
         tb = self._stream.time_base
         if not self._timed or tb is None or len(self._pts) < 2:
-            return _round_ties_down(seconds * self.fps)
+            return round_ties_down(seconds * self.fps)
         if self._starts is None:
             self._starts = [(ts - self._pts[0]) * float(tb) for ts in self._pts]
-        return _nearest_frame(self._starts, seconds, self.fps)
+        return nearest_frame(self._starts, seconds, self.fps)
 
     def _expected_frames(self) -> int:
         vs, n = self._stream, len(self._pts)
@@ -444,35 +446,6 @@ def _first_indices(timestamps: Sequence[int]) -> dict[int, int]:
     return index
 
 
-# a time this close (relative, at least 1 us) to the midpoint of two frames is a tie: decord's
-# float32 seconds are off by up to 6e-8 of the time, PyAV's exact ticks by nothing
-TIE_TOLERANCE = 1e-6
-# ... but never more than this fraction of a frame: relative to the time alone it was a tenth of
-# a frame an hour into a 30 fps video, half a frame (a whole frame rounded down) at 4.6 hours
-MAX_TIE = 0.01
-
-
-def _round_ties_down(frames: float) -> int:
-    """``round(frames)``, a half (within :data:`TIE_TOLERANCE`) going to the earlier frame, as
-    :func:`_nearest_frame` does (Python's ``round`` takes the even one: 1.5 -> 2, 2.5 -> 2)."""
-    return max(0, math.ceil(frames - 0.5 - min(TIE_TOLERANCE * max(1.0, frames), MAX_TIE)))
-
-
-def _nearest_frame(starts: Sequence[float], seconds: float, fps: float) -> int:
-    """Index of the frame whose start (``starts``: sorted seconds from the first frame) is
-    nearest to ``seconds``; of two equally near, the earlier one (the one shown at that time),
-    so that every backend agrees at a tie; past the last one, counted on at ``fps``."""
-    i = bisect.bisect_left(starts, seconds)
-    if i >= len(starts):
-        return len(starts) - 1 + _round_ties_down((seconds - starts[-1]) * fps)
-    tie = TIE_TOLERANCE * max(1.0, seconds)
-    if fps > 0:  # the difference of two distances: twice the offset from the midpoint
-        tie = min(tie, 2 * MAX_TIE / fps)
-    if i > 0 and (seconds - starts[i - 1]) - (starts[i] - seconds) <= tie:
-        return i - 1
-    return i
-
-
 def _probe_rotation(path: str) -> int:
     """Display rotation (degrees) of the first video stream, read with PyAV; 0 if unknown."""
     try:
@@ -522,7 +495,7 @@ class DecordReader(VideoReader):
         if self._starts is None:
             times = self._vr.get_frame_timestamp(list(range(len(self))))[:, 0]
             self._starts = [float(t) - float(times[0]) for t in times]
-        return _nearest_frame(self._starts, seconds, self.fps)
+        return nearest_frame(self._starts, seconds, self.fps)
 
     def _read(self, index: int) -> np.ndarray:
         try:
