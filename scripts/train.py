@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 from vidccnet.cli import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     EXIT_USAGE,
-    Terminated,
+    exit_code,
     fail,
     interrupted,
     interruptible,
@@ -144,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG if rank == 0 else f"{PROG} (rank {rank})", exc)
     except KeyboardInterrupt as exc:
         if rank > 0:  # every rank got it (Ctrl-C, torchrun's SIGTERM): rank 0 says it
-            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+            return exit_code(exc)
         return interrupted(PROG, exc, _what_to_resume(out, started))
     if rank == 0:
         print(json.dumps(to_jsonable(result)))

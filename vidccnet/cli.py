@@ -55,12 +55,16 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """The exit code for a Ctrl-C (130) or a SIGTERM (:class:`Terminated`, 143)."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 def interrupted(prog: str, exc: KeyboardInterrupt, what: str) -> int:
     """Print `PROG: interrupted; WHAT` (or `terminated (SIGTERM)`) and return 130 / 143."""
-    terminated = isinstance(exc, Terminated)
-    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
     print(f"{prog}: {how}; {what}", file=sys.stderr)
-    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return exit_code(exc)
 
 
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
