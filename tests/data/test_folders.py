@@ -475,14 +475,14 @@ def test_videos_shorter_than_a_clip_are_counted_in_one_line(tmp_path, caplog):
         VideoFolders(tmp_path, "train", clip_len=5)
     said = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
     assert len(said) == 1, said
-    assert "2 videos of the train split are shorter than a clip (5 frames" in said[0]
-    assert "'a' (4 frames)" in said[0] and "repeat" in said[0]
+    assert "the train split has 2 videos shorter than a clip (5 frames" in said[0]
+    assert "'a' (4 frames)" in said[0] and "repeat its end frames" in said[0]
     caplog.clear()
     with caplog.at_level("INFO", logger="vidccnet.data.folders"):
         VideoFolders(tmp_path, "train", clip_len=2, frame_stride=3)  # spans 4 frames
     said = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
     assert len(said) == 1, said
-    assert "1 video of the train split is shorter" in said[0] and "'b' (3 frames)" in said[0]
+    assert "the train split has 1 video shorter" in said[0] and "'b' (3 frames)" in said[0]
 
 
 def test_frame_and_mask_folders_under_other_names_are_named(tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..cli import plural
 from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices, first_copies
@@ -227,13 +228,11 @@ class VideoFolders(Dataset):
         span = (self.clip_len - 1) * self.frame_stride + 1
         short = [(name, len(files)) for name, files in self.videos if len(files) < span]
         if short:
-            n = len(short)
             logger.info(
-                "%d video%s of the %s split %s shorter than a clip (%d frames: data.clip_len %d, "
-                "data.frame_stride %d), e.g. '%s' (%d frames): %s clips repeat %s end frames",
-                n, "" if n == 1 else "s", self.split, "is" if n == 1 else "are", span,
-                self.clip_len, self.frame_stride, short[0][0], short[0][1],
-                "its" if n == 1 else "their", "its" if n == 1 else "their")
+                "the %s split has %s shorter than a clip (%d frames: data.clip_len %d, "
+                "data.frame_stride %d), e.g. '%s' (%d frames): the clips of such a video repeat "
+                "its end frames", self.split, plural(len(short), "video"), span, self.clip_len,
+                self.frame_stride, short[0][0], short[0][1])
 
     def _anchors(self) -> list[tuple[int, int]]:
         """``(video, anchor frame)`` of every clip that carries a label: some frame of the clip
