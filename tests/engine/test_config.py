@@ -237,6 +237,24 @@ def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
         load_config(tmp_path / "last.pt")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("data.crop_size=[64,96",
+     "override 'data.crop_size': '[64,96' is not valid YAML: column 7: expected ',' or ']', but "
+     "got '<stream end>' (while parsing a flow sequence started at column 1); write a list in "
+     "brackets, e.g. data.crop_size=[64, 96]"),
+    ("model.kwargs.act=@relu",
+     "override 'model.kwargs.act': '@relu' is not valid YAML: column 1: found character '@' "
+     "that cannot start any token; check its brackets and quotes, or quote a text value: "
+     "model.kwargs.act='...'"),
+])
+def test_an_override_that_is_not_yaml_is_one_line(override: str, message: str) -> None:
+    """PyYAML's message spans lines with '<unicode string>', the value and a caret: the error
+    names the override, the problem with its column in the value, and what to write."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value) == message
+
+
 def test_partial_file_uses_defaults_and_overrides_win(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text("optim:\n  lr: 0.02\nschedule:\n  iterations: 7\n")

@@ -87,3 +87,16 @@ def test_a_misspelt_log_level_is_refused(load_script, capsys) -> None:
     for level in ("debug", "CRITICAL"):  # every level of logging, as before the check
         assert script.main(["--config", "missing.yaml", "--log-level", level]) == 2
         assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_an_override_that_is_not_yaml_is_one_line(load_script, capsys) -> None:
+    """An unclosed bracket printed PyYAML's excerpt and carets ('in "<unicode string>", line 1,
+    column 1: [64,96 ^ ...') flattened into the line."""
+    script = load_script("train.py")
+    code = script.main(["--config", str(REPO / "configs/synthetic_tiny.yaml"),
+                        "data.crop_size=[64,96"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("train.py: error: override 'data.crop_size': '[64,96' is not valid "
+                          "YAML: column 7:"), err
+    assert "<unicode string>" not in err and "e.g. data.crop_size=[64, 96]" in err, err

@@ -59,20 +59,29 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
     """A key given twice in one mapping: valid YAML, refused by :class:`_UniqueKeyLoader`."""
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
-    """PyYAML's error on one line: the file, line, column and problem, without the excerpt of
-    the file and the caret PyYAML adds (under the name '<unicode string>')."""
+def _yaml_problem(exc: yaml.YAMLError, lines: bool = True) -> str:
+    """PyYAML's error on one line: the line (unless not ``lines``), column and problem, without
+    the excerpt and the caret PyYAML adds (under the name '<unicode string>')."""
     mark = getattr(exc, "problem_mark", None)
     if mark is None:
-        return f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}"
-    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        return " ".join(str(exc).split())
+
+    def at(m: yaml.Mark) -> str:
+        return f"line {m.line + 1}, column {m.column + 1}" if lines else f"column {m.column + 1}"
+
+    text = f"{at(mark)}: {exc.problem}"
     start = getattr(exc, "context_mark", None)
     if exc.context and start is not None and (start.line, start.column) != (mark.line,
                                                                              mark.column):
-        text += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+        text += f" ({exc.context} started at {at(start)})"
+    return text
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """A config file's YAML error on one line (see :func:`_yaml_problem`)."""
     if isinstance(exc, _DuplicateKey):
-        return f"config file '{path}', {text}"
-    return f"config file '{path}' is not valid YAML: {text}"
+        return f"config file '{path}', {_yaml_problem(exc)}"
+    return f"config file '{path}' is not valid YAML: {_yaml_problem(exc)}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -589,11 +598,15 @@ def _parse_override(text: str) -> tuple[list[str], str]:
     return parts, raw
 
 
-def _yaml_value(raw: str, key: str) -> Any:
+def _yaml_value(raw: str, key: str, is_list: bool = False) -> Any:
+    """An override's value parsed as YAML; ``is_list``: the key takes a list (for the hint)."""
     try:
         return yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse the value of override '{key}': {raw!r} ({exc})") from None
+        fix = (f"write a list in brackets, {_list_example(key, raw)}" if is_list
+               else f"check its brackets and quotes, or quote a text value: {key}='...'")
+        raise ConfigError(f"override '{key}': {raw!r} is not valid YAML: "
+                          f"{_yaml_problem(exc, lines=False)}; {fix}") from None
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
@@ -630,7 +643,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             _, inner = _is_optional(tp)
             is_dict = inner is dict or typing.get_origin(inner) is dict
             if last:
-                value = _yaml_value(raw, key)
+                value = _yaml_value(raw, key, typing.get_origin(inner) in (list, tuple))
                 if (inner is str) and not (value is None and raw.strip() in ("null", "~")):
                     value = raw
                 node[part] = _coerce(value, tp, key)
