@@ -121,6 +121,14 @@ def test_string_field_keeps_numeric_looking_text() -> None:
     assert cfg.runtime.output_dir == "0001" and cfg.data.root == "1e3"
 
 
+def test_string_field_keeps_text_that_is_not_yaml() -> None:
+    """A string field keeps the raw text, yet the text had to be valid YAML: a path such as
+    '%DATA%/camvid' or '@scratch/runs' was refused as a YAML directive / token."""
+    cfg = load_config(None, ["data.root=%DATA%/camvid", "runtime.output_dir=@scratch/runs"])
+    assert cfg.data.root == "%DATA%/camvid" and cfg.runtime.output_dir == "@scratch/runs"
+    assert load_config(None, ["data.root=null"]).data.root is None
+
+
 @pytest.mark.parametrize(
     "override, needle",
     [

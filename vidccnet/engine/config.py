@@ -4,8 +4,9 @@ A config file is a complete YAML document with up to seven sections (``model``, 
 ``optim``, ``schedule``, ``loss``, ``eval``, ``runtime``); anything it leaves out takes the
 dataclass default below. There is no inheritance between files. Command-line overrides are
 ``section.key=value`` (or ``section.dict_key.sub=value`` for the free-form dict fields); the
-value is parsed as YAML and checked against the field's type. Unknown keys and wrong types raise
-:class:`ConfigError` naming the key (with a did-you-mean suggestion for unknown keys).
+value is parsed as YAML (a string field keeps its text as written) and checked against the
+field's type. Unknown keys and wrong types raise :class:`ConfigError` naming the key (with a
+did-you-mean suggestion for unknown keys).
 """
 
 from __future__ import annotations
@@ -643,9 +644,10 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             _, inner = _is_optional(tp)
             is_dict = inner is dict or typing.get_origin(inner) is dict
             if last:
-                value = _yaml_value(raw, key, typing.get_origin(inner) in (list, tuple))
-                if (inner is str) and not (value is None and raw.strip() in ("null", "~")):
-                    value = raw
+                if inner is str:  # the text as written; null / ~ for None
+                    value = None if raw.strip() in ("null", "~") else raw
+                else:
+                    value = _yaml_value(raw, key, typing.get_origin(inner) in (list, tuple))
                 node[part] = _coerce(value, tp, key)
             elif is_dict:
                 target = node.get(part)
