@@ -84,7 +84,18 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
             classes (255 is the ignore label), a file that is not UTF-8, or the lines of another
             format (comma-separated, or every line starting with its index).
     """
-    path = Path(root) / "classes.txt"
+    names, colours = read_class_list(Path(root) / "classes.txt")
+    taken = {c for c in colours if c is not None}
+    spare = iter(c for c in default_palette(len(names) + len(taken) + 1)[1:] if c not in taken)
+    palette = [c if c is not None else next(spare) for c in colours]
+    return names, palette
+
+
+def read_class_list(path: str | os.PathLike) -> tuple[list[str],
+                                                     list[tuple[int, int, int] | None]]:
+    """Class names and colours of a ``classes.txt`` file as listed: the colour is None for a
+    class given without one (:func:`read_classes` fills those in). Raises as it does."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"'{path}' not found: a folders dataset lists its classes there, one per line "
@@ -129,10 +140,7 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
     if len(names) > IGNORE_INDEX:
         raise ValueError(f"'{path}' lists {len(names)} classes; at most 255 fit in a uint8 mask "
                          "(value 255 is the ignore label)")
-    taken = {c for c in colours if c is not None}
-    spare = iter(c for c in default_palette(len(names) + len(taken) + 1)[1:] if c not in taken)
-    palette = [c if c is not None else next(spare) for c in colours]
-    return names, palette
+    return names, colours
 
 
 class VideoFolders(Dataset):
