@@ -175,7 +175,7 @@ def test_systematic_mask_mistakes_stop_the_build(tmp_path):
     _write_root(tmp_path)
     mask = tmp_path / "data" / "b" / "mask" / "frame_1.png"
     Image.fromarray(np.full((16, 20, 3), (200, 0, 0), np.uint8)).save(mask)
-    with pytest.raises(ValueError, match=r"frame_1\.png.*colour"):
+    with pytest.raises(ValueError, match=r"frame_1\.png.*colour.*scripts/colour_masks\.py"):
         VideoFolders(tmp_path, "train")
     Image.fromarray(np.zeros((8, 20), np.uint8), mode="L").save(mask)
     with pytest.raises(ValueError, match=r"frame_1\.png.*size"):

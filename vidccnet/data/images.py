@@ -105,7 +105,9 @@ def load_index_png(path: str | os.PathLike) -> np.ndarray:
             if (rgb != rgb[..., :1]).any():
                 raise ValueError(
                     f"label '{path}' is a colour image; label PNGs must be single-channel class "
-                    "indices (grey or palette PNGs), not a colour rendering of the classes"
+                    "indices (grey or palette PNGs), not a colour rendering of the classes "
+                    "(scripts/colour_masks.py converts colour masks with the colours of a "
+                    "classes.txt)"
                 )
             return rgb[..., 0].copy()
         if im.mode not in ("P", "L"):
