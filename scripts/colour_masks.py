@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vidccnet.cli import fail, file_above, interrupted, interruptible, plural, sigterm_unwinds
-from vidccnet.writer import write_atomically
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidccnet.cli import fail, file_above, interrupted, interruptible, plural, sigterm_unwinds  # noqa: E402
+from vidccnet.writer import write_atomically  # noqa: E402
 
 PROG = "colour_masks.py"
 IGNORE = 255
@@ -51,7 +53,8 @@ def pack(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def colour_table(classes: Path, void: list[tuple[int, int, int]]) -> tuple[list[str], ...]:
+def colour_table(classes: Path, void: list[tuple[int, int, int]]
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Class names, the packed colours of classes.txt and ``--void`` (sorted, int32) and the
     index each one becomes (uint8; 255 for a void colour)."""
     from vidccnet.data.folders import read_class_list  # imports torch: after the argument checks
