@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
@@ -209,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, exc)
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else (
+        f"CPU, {os.cpu_count()} cores, {args.threads or torch.get_num_threads()} thread(s)"
+    )
+    meta = {"device": where, "torch": torch.__version__, "size": args.size,
+            "repeats": args.repeats, "threads": args.threads or torch.get_num_threads(),
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average": os.getloadavg()}
     rows: list[dict] = []
     planned = len(args.depths) * len(args.frames) * len(set(args.configs))
 
@@ -217,15 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         finished rows): "complete" is false until the end."""
         if args.json is not None:
             done = rows + list(more)
-            write_json(args.json, {"rows": done, "complete": complete, "rows_planned": planned,
-                                   "rows_finished": len(done)}, indent=1)
+            write_json(args.json, {"meta": meta, "rows": done, "complete": complete,
+                                   "rows_planned": planned, "rows_finished": len(done)}, indent=1)
 
     save()
     for depth in args.depths:
         rows += bench_depth(depth, args, device, save)
-    where = torch.cuda.get_device_name() if device.startswith("cuda") else (
-        f"CPU, {os.cpu_count()} cores, {args.threads or torch.get_num_threads()} thread(s)"
-    )
     print(f"input {args.size[0]}x{args.size[1]}, batch 1, eval forward, {where}, "
           f"torch {torch.__version__}, repeats {args.repeats}")
     print(format_table(rows))

@@ -20,6 +20,11 @@ def test_bench_model_writes_json(load_script, tmp_path):
     assert data["complete"] is True and data["rows_planned"] == data["rows_finished"] == 1
     assert data["rows"][0]["config"] == "noatt"
     assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # no temporary left
+    # the figures say where they were measured (a GPU figure needs the GPU's name)
+    meta = data["meta"]
+    assert meta["device"].startswith("CPU") and meta["torch"] == torch.__version__
+    assert (meta["size"], meta["repeats"], meta["threads"]) == ([16, 16], 1, 1)
+    assert "utc" in meta and len(meta["load_average"]) == 3
 
 
 def test_bench_model_json_keeps_the_rows_finished_before_an_error(load_script, tmp_path,
