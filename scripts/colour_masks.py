@@ -7,10 +7,11 @@
 
 The colours come from classes.txt ("name R G B", class k on line k; ``--classes`` takes the file
 or its folder): every class needs one, and no two classes may share one. A folder is converted
-recursively into OUT with the same layout and names (``.png``); a file into OUT/NAME.png, or OUT
-itself when OUT ends in ``.png``. The outputs are grey 8-bit PNGs holding the class index;
-``--void R G B`` (repeatable) writes a colour as 255 (ignore). Any other colour stops the run,
-naming the file and its most frequent such colours, unless ``--unknown ignore`` writes it as 255.
+recursively (symlinked folders followed) into OUT with the same layout and names (``.png``); a
+file into OUT/NAME.png, or OUT itself when OUT ends in ``.png``. The outputs are grey 8-bit PNGs
+holding the class index; ``--void R G B`` (repeatable) writes a colour as 255 (ignore). Any
+other colour stops the run, naming the file and its most frequent such colours, unless
+``--unknown ignore`` writes it as 255.
 
 Inputs are RGB PNGs (any alpha fully opaque) or palette PNGs. JPEG masks are refused (lossy: the
 colours at class borders are not exact); grey masks are index masks already. Nothing is written
@@ -118,6 +119,27 @@ def to_index(path: Path, keys: np.ndarray, values: np.ndarray, unknown: str) -> 
     return index[inverse.ravel()].reshape(rgb.shape[:2])
 
 
+def mask_files(folder: Path) -> list[Path]:
+    """The mask images under ``folder``, sorted, hidden names skipped; symlinked folders are
+    followed, as the folders dataset follows them (not a link back to a folder above)."""
+
+    def unreadable(exc: OSError) -> None:
+        raise ConvertError(f"cannot list the folder '{exc.filename}' ({exc.strerror}); make it "
+                           "readable or move it out of the input")
+
+    files = []
+    chains = {os.fspath(folder): (os.path.realpath(folder),)}  # real folders down to each one
+    for top, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        chain = chains.pop(top)
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and os.path.realpath(os.path.join(top, d)) not in chain]
+        chains.update((os.path.join(top, d), (*chain, os.path.realpath(os.path.join(top, d))))
+                      for d in dirs)
+        files += [Path(top, n) for n in names if not n.startswith(".")
+                  and Path(n).suffix.lower() in EXTENSIONS and os.path.isfile(Path(top, n))]
+    return sorted(files)
+
+
 def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Path, Path]]]:
     """The output folder and the (colour mask, output file) pairs, checked before any work."""
     if not source.exists():
@@ -132,12 +154,7 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
             raise ConvertError(f"--out {out} would replace the input '{source}'; write the "
                                "index mask elsewhere")
     else:
-        if out.resolve() == src or src in out.resolve().parents:
-            raise ConvertError(f"--out {out} is {'' if out.resolve() == src else 'inside '}the "
-                               f"input folder '{source}'; write the index masks elsewhere")
-        files = sorted(f for f in source.rglob("*") if f.suffix.lower() in EXTENSIONS
-                       and f.is_file() and not any(p.startswith(".") for p in
-                                                   f.relative_to(source).parts))
+        files = mask_files(source)
         if not files:
             raise ConvertError(f"'{source}' holds no mask images ({' '.join(EXTENSIONS)})")
         pairs = [(f, f.relative_to(source).with_suffix(".png")) for f in files]
@@ -148,6 +165,16 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
     base = out.parent if source.is_file() and single else out
     if base.exists() and not base.is_dir():
         raise ConvertError(f"--out {out} is a file; pass a folder (or a .png path for one mask)")
+    if source.is_dir():  # --out the input, inside it, or above it: P/colour/colour, --out P
+        inputs = {f.resolve() for f, _ in pairs}
+        if clash := next((base / r for _, r in pairs if (base / r).resolve() in inputs
+                          or src in (base / r).resolve().parents), None):
+            raise ConvertError(f"--out {out} would write '{clash}' inside the input folder "
+                               f"'{source}'; write the index masks elsewhere")
+    one_per_folder = {(base / r).parent: base / r for _, r in pairs}.values()
+    if (blocking := next(filter(None, map(file_above, one_per_folder)), None)) is not None:
+        raise ConvertError(f"'{blocking}' is a file where an output folder goes; move it or "
+                           "choose another --out")
     there = [base / r for _, r in pairs if (base / r).exists()]
     if folders := [p for p in there if p.is_dir()]:
         raise ConvertError(f"'{folders[0]}' is a folder; choose another --out")
@@ -173,8 +200,14 @@ def convert(base: Path, pairs: list[tuple[Path, Path]], keys: np.ndarray, values
             image = Image.fromarray(index)  # mode "L": grey 8-bit
             write_atomically(staged[-1][0], lambda f, im=image: im.save(f, format="PNG"))
         for tmp, dst in staged:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dst)
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, dst)
+            except OSError as exc:  # no permission, another file system under --out
+                raise ConvertError(
+                    f"cannot write '{dst}' ({exc.strerror or exc}); {len(moved)} of the "
+                    f"{len(staged)} index masks were in place: fix that and run it again with "
+                    "--overwrite") from None
             moved.append(dst)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -250,3 +250,74 @@ def test_an_interrupted_run_leaves_nothing(script, capsys, tmp_path, classes, mo
     assert "nothing was written" in err, err
     assert len(calls) == 2
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_a_file_where_an_output_folder_goes_is_refused_before_any_write(script, capsys,
+                                                                        tmp_path, classes):
+    """'out/clip1' a file: the masks of other folders were moved into place first, then the
+    folder could not be made ('[Errno 17] File exists'), leaving half the output behind."""
+    masks = index_masks()
+    masks["a/000000.png"] = masks["one.png"]  # sorted before clip1: moved before the failure
+    write_colour(tmp_path / "colour", masks)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip1").write_text("mine")
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out,
+                  "--overwrite")
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "clip1' is a file" in err and "Errno" not in err, err
+    assert files_under(out) == ["clip1"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_an_out_above_the_input_may_not_replace_input_masks(script, capsys, tmp_path,
+                                                            classes):
+    """Input P/colour holding colour/one.png, --out P: its output is P/colour/one.png, a mask
+    of the input, which --overwrite replaced."""
+    write_colour(tmp_path / "colour", {"one.png": np.array([[1]]),
+                                       "colour/one.png": np.array([[2]])})
+    before = (tmp_path / "colour" / "one.png").read_bytes()
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", tmp_path,
+                  "--overwrite")
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "inside the input folder" in err and "elsewhere" in err, err
+    assert (tmp_path / "colour" / "one.png").read_bytes() == before
+
+
+def test_symlinked_folders_are_converted_as_the_dataset_reads_them(script, capsys, tmp_path,
+                                                                   classes):
+    """A clip folder that is a symlink (the folders dataset follows them) was skipped without
+    a word; a link back to a folder above is not followed round."""
+    masks = index_masks()
+    write_colour(tmp_path / "store", {"clip2/000000.png": masks["odd.png"]})
+    write_colour(tmp_path / "colour", {"clip1/000003.png": masks["clip1/000003.png"]})
+    (tmp_path / "colour" / "clip2").symlink_to(tmp_path / "store" / "clip2")
+    (tmp_path / "colour" / "clip1" / "loop").symlink_to(tmp_path / "colour")
+    out = tmp_path / "out"
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out)
+    assert rc == 0, err
+    assert files_under(out) == ["clip1", "clip1/000003.png", "clip2", "clip2/000000.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "clip2" / "000000.png")),
+                                  masks["odd.png"])
+
+
+def test_a_mask_that_cannot_be_moved_into_place_says_what_is_there(script, capsys, tmp_path,
+                                                                   classes, monkeypatch):
+    """A folder of --out without write permission (or on another file system): the error was
+    the bare OSError, naming the deleted staging file, and not the masks already in place."""
+    write_colour(tmp_path / "colour", index_masks())
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def refused(src, dst):
+        if str(dst).startswith(str(out)) and str(dst).endswith("odd.png"):
+            raise PermissionError(13, "Permission denied", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"cannot write '{out / 'odd.png'}' (Permission denied); 1 of the 3 index masks " \
+        "were in place" in err and "--overwrite" in err, err
+    assert files_under(out) == ["clip1", "clip1/000003.png"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
