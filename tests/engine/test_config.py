@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -252,8 +254,8 @@ def test_unknown_key_in_file_names_file_and_suggestion(tmp_path: Path) -> None:
      "brackets, e.g. data.crop_size=[64, 96]"),
     ("model.kwargs.act=@relu",
      "override 'model.kwargs.act': '@relu' is not valid YAML: column 1: found character '@' "
-     "that cannot start any token; check its brackets and quotes, or quote a text value: "
-     "model.kwargs.act='...'"),
+     "that cannot start any token; check its brackets and quotes, or quote a text value "
+     "inside the shell's quotes: \"model.kwargs.act='...'\""),
 ])
 def test_an_override_that_is_not_yaml_is_one_line(override: str, message: str) -> None:
     """PyYAML's message spans lines with '<unicode string>', the value and a caret: the error
@@ -261,6 +263,16 @@ def test_an_override_that_is_not_yaml_is_one_line(override: str, message: str) -
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert str(e.value) == message
+
+
+def test_the_quoting_an_override_error_suggests_works_in_a_shell() -> None:
+    """The hint was model.kwargs.act='...': a shell removes those quotes, and the override
+    failed again with the same error."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.kwargs.act=@relu"])
+    written = re.search(r"quote a text value.*: (.*)$", str(e.value)).group(1)
+    argv = shlex.split(written.replace("...", "@relu"))
+    assert load_config(None, argv).model.kwargs == {"act": "@relu"}
 
 
 def test_partial_file_uses_defaults_and_overrides_win(tmp_path: Path) -> None:

@@ -605,7 +605,8 @@ def _yaml_value(raw: str, key: str, is_list: bool = False) -> Any:
         return yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         fix = (f"write a list in brackets, {_list_example(key, raw)}" if is_list
-               else f"check its brackets and quotes, or quote a text value: {key}='...'")
+               else "check its brackets and quotes, or quote a text value inside the shell's "
+               f"quotes: \"{key}='...'\"")
         raise ConfigError(f"override '{key}': {raw!r} is not valid YAML: "
                           f"{_yaml_problem(exc, lines=False)}; {fix}") from None
 
