@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU, {os.cpu_count()} cores, {args.threads or torch.get_num_threads()} thread(s)"
     )
     meta = {"device": where, "torch": torch.__version__, "size": args.size,
-            "repeats": args.repeats, "threads": args.threads or torch.get_num_threads(),
+            "repeats": args.repeats, "threads": torch.get_num_threads(),  # CUDA: not --threads
             "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "load_average": os.getloadavg()}
     rows: list[dict] = []

@@ -364,3 +364,16 @@ def test_bench_segment_refuses_bad_models_and_counts_before_any_work(load_script
     err = capsys.readouterr().err
     assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
     assert not written
+
+
+def test_bench_model_json_names_the_threads_torch_runs_with(load_script, tmp_path,
+                                                           monkeypatch):
+    """--threads is set on CPU only; on CUDA the JSON still said --threads (1 by default) while
+    torch ran with its own number of threads."""
+    bench = load_script("bench_model")
+    monkeypatch.setattr(bench, "checked_device", lambda args: "cuda")
+    monkeypatch.setattr(bench, "bench_depth", lambda *args: [])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "a GPU")
+    out = tmp_path / "rows.json"
+    assert bench.main(["--depths", "18", "--threads", "3", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["meta"]["threads"] == torch.get_num_threads() != 3
