@@ -122,6 +122,17 @@ def test_cc_loss_float32_and_gradients_finite():
     assert g.abs().sum() == 0
 
 
+@pytest.mark.parametrize("scale", [0.3, 0.8])  # the hinges active / every branch of phi
+def test_cc_loss_gradcheck(scale):
+    """Gradients of every term against finite differences, float64. The single-pixel class
+    is dropped: its variance distance is exactly 0, where the norm has no derivative."""
+    feats, labels = make_case(seed=4, scale=scale)
+    labels[1, 2, 2, 3] = 255
+    feats.requires_grad_()
+    assert torch.autograd.gradcheck(lambda f: CategoryConsistentLoss(gamma=0.5)(f, labels),
+                                    (feats,), eps=1e-6, atol=1e-7)
+
+
 def test_cc_loss_no_labels_is_zero_and_differentiable():
     feats = torch.randn(1, 8, 2, 3, 3, requires_grad=True)
     labels = torch.full((1, 2, 3, 3), 255)
