@@ -60,7 +60,12 @@ def colour_table(classes: Path, void: list[tuple[int, int, int]]
     index each one becomes (uint8; 255 for a void colour)."""
     from vidccnet.data.folders import read_class_list  # imports torch: after the argument checks
 
-    names, colours = read_class_list(classes / "classes.txt" if classes.is_dir() else classes)
+    path = classes / "classes.txt" if classes.is_dir() else classes
+    try:
+        names, colours = read_class_list(path)
+    except FileNotFoundError:
+        raise ConvertError(f"--classes '{path}' not found; pass a classes.txt with 'name R G B' "
+                           "lines, or its folder") from None
     if bare := [n for n, c in zip(names, colours) if c is None]:
         raise ConvertError(f"'{classes}' gives no colour for class '{bare[0]}'"
                            f"{f' (and {len(bare) - 1} more)' if len(bare) > 1 else ''}: write "

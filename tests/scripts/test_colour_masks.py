@@ -321,3 +321,18 @@ def test_a_mask_that_cannot_be_moved_into_place_says_what_is_there(script, capsy
         "were in place" in err and "--overwrite" in err, err
     assert files_under(out) == ["clip1", "clip1/000003.png"]
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.parametrize("given", ["missing.txt", "folder"])
+def test_a_missing_classes_file_names_the_option(script, capsys, tmp_path, given):
+    """The folders dataset's message named neither --classes nor the colours it needs (and
+    said a colour was optional)."""
+    write_colour(tmp_path / "colour", index_masks())
+    (tmp_path / "folder").mkdir()
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", tmp_path / given, "--out",
+                  tmp_path / "out")
+    tried = tmp_path / ("folder/classes.txt" if given == "folder" else given)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--classes '{tried}' not found; pass a classes.txt with 'name R G B' lines, or " \
+        "its folder" in err, err
+    assert not (tmp_path / "out").exists()

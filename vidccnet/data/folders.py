@@ -94,7 +94,8 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
 def read_class_list(path: str | os.PathLike) -> tuple[list[str],
                                                      list[tuple[int, int, int] | None]]:
     """Class names and colours of a ``classes.txt`` file as listed: the colour is None for a
-    class given without one (:func:`read_classes` fills those in). Raises as it does."""
+    class given without one (:func:`read_classes` fills those in). Raises FileNotFoundError
+    and ValueError as :func:`read_classes` does."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
