@@ -70,18 +70,14 @@ def test_round_trip_keeps_the_layout_and_writes_grey_index_pngs(script, capsys, 
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # the staging folder went
 
 
-def test_single_file_into_a_folder_or_a_png_path_and_palette_input(script, capsys, tmp_path,
-                                                                    classes):
-    """A palette PNG is converted through its palette; RGBA that is fully opaque is RGB."""
+def test_single_file_into_a_folder_or_a_png_path(script, capsys, tmp_path, classes):
+    """RGBA that is fully opaque is RGB."""
     idx = index_masks()["odd.png"]
-    pal = Image.fromarray(idx.astype(np.uint8))  # "L"; putpalette makes it "P"
-    pal.putpalette(PALETTE[[3, 2, 1, 0]].ravel().tolist())  # stored value != class index
-    pal.save(tmp_path / "pal.png")
     Image.fromarray(PALETTE[idx]).convert("RGBA").save(tmp_path / "rgba.png")
-    rc, err = run(script, capsys, tmp_path / "pal.png", "--classes", classes.parent, "--out",
+    rc, err = run(script, capsys, tmp_path / "rgba.png", "--classes", classes.parent, "--out",
                   tmp_path / "out")
     assert rc == 0, err
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "pal.png")), 3 - idx)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "rgba.png")), idx)
     rc, err = run(script, capsys, tmp_path / "rgba.png", "--classes", classes, "--out",
                   tmp_path / "named.png")
     assert rc == 0, err
@@ -163,6 +159,9 @@ def test_classes_txt_must_give_every_class_its_own_colour(script, capsys, tmp_pa
 @pytest.mark.parametrize("kind, said", [
     ("jpeg", "is a JPEG: its lossy compression"),
     ("grey", "is a grey image, so already an index mask"),
+    ("palette", "is a palette image, so already an index mask (value = palette index) that "
+                "the dataset reads as it is; if its palette indices are not the class numbers, "
+                "save it as RGB first"),
     ("transparent", "has transparent pixels"),
 ])
 def test_inputs_that_are_no_exact_colour_masks_are_refused(script, capsys, tmp_path, classes,
@@ -174,6 +173,10 @@ def test_inputs_that_are_no_exact_colour_masks_are_refused(script, capsys, tmp_p
         Image.fromarray(odd).save(tmp_path / "colour" / "zz.jpg", quality=100)
     elif kind == "grey":
         Image.fromarray(masks["odd.png"].astype(np.uint8)).save(tmp_path / "colour" / "zz.png")
+    elif kind == "palette":  # VOC style: index 255 at the borders, converted through colours
+        pal = Image.fromarray(np.pad(masks["odd.png"], 1, constant_values=255).astype(np.uint8))
+        pal.putpalette(PALETTE.ravel().tolist())  # was refused: "add them to classes.txt"
+        pal.save(tmp_path / "colour" / "zz.png")
     else:
         rgba = np.dstack([odd, np.full(odd.shape[:2], 255, np.uint8)])
         rgba[3, 3, 3] = 0
