@@ -8,10 +8,10 @@
 The colours come from classes.txt ("name R G B", class k on line k; ``--classes`` takes the file
 or its folder): every class needs one, and no two classes may share one. A folder is converted
 recursively (symlinked folders followed) into OUT with the same layout and names (``.png``); a
-file into OUT/NAME.png, or OUT itself when OUT ends in ``.png``. The outputs are grey 8-bit PNGs
-holding the class index; ``--void R G B`` (repeatable) writes a colour as 255 (ignore). Any
-other colour stops the run, naming the file and its most frequent such colours, unless
-``--unknown ignore`` writes it as 255.
+file into OUT/NAME.png, or OUT itself when OUT ends in ``.png`` (another image extension is
+refused). The outputs are grey 8-bit PNGs holding the class index; ``--void R G B``
+(repeatable) writes a colour as 255 (ignore). Any other colour stops the run, naming the file
+and its most frequent such colours, unless ``--unknown ignore`` writes it as 255.
 
 Inputs are RGB PNGs (any alpha fully opaque). JPEG masks are refused (lossy: the colours at
 class borders are not exact); grey and palette masks are index masks already (a palette mask's
@@ -155,6 +155,9 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
     """The output folder and the (colour mask, output file) pairs, checked before any work."""
     if not source.exists():
         raise ConvertError(f"input '{source}' not found; pass a colour mask or a folder of them")
+    if out.suffix.lower() in set(EXTENSIONS) - {".png"} and not out.is_dir():
+        raise ConvertError(f"--out '{out}': index masks are written as PNG (lossless); pass a "
+                           ".png path (one mask) or a folder")
     if (blocking := file_above(out)) is not None:
         raise ConvertError(f"--out {out}: '{blocking}' is a file, not a folder; choose another")
     src = source.resolve()

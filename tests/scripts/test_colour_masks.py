@@ -339,3 +339,15 @@ def test_a_missing_classes_file_names_the_option(script, capsys, tmp_path, given
     assert f"--classes '{tried}' not found; pass a classes.txt with 'name R G B' lines, or " \
         "its folder" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("src, out", [("colour/one.png", "one.jpg"), ("colour", "masks.TIF")])
+def test_an_out_with_another_image_extension_is_refused(script, capsys, tmp_path, classes, src,
+                                                        out):
+    """--out x.jpg made a folder x.jpg holding the mask as PNG."""
+    write_colour(tmp_path / "colour", index_masks())
+    rc, err = run(script, capsys, tmp_path / src, "--classes", classes, "--out", tmp_path / out)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--out '{tmp_path / out}': index masks are written as PNG" in err, err
+    assert "a .png path (one mask) or a folder" in err, err
+    assert not (tmp_path / out).exists()
