@@ -10,8 +10,9 @@ or its folder): every class needs one, and no two classes may share one. A folde
 recursively (symlinked folders followed) into OUT with the same layout and names (``.png``); a
 file into OUT/NAME.png, or OUT itself when OUT ends in ``.png`` (another image extension is
 refused). The outputs are grey 8-bit PNGs holding the class index; ``--void R G B``
-(repeatable) writes a colour as 255 (ignore). Any other colour stops the run, naming the file
-and its most frequent such colours, unless ``--unknown ignore`` writes it as 255.
+(repeatable) writes a colour as 255 (ignore). Any other colour stops the run once every mask is
+read, counting the files that hold one and naming the first ones with their most frequent such
+colours, unless ``--unknown ignore`` writes it as 255.
 
 Inputs are RGB PNGs (any alpha fully opaque). JPEG masks are refused (lossy: the colours at
 class borders are not exact); grey and palette masks are index masks already (a palette mask's
@@ -110,24 +111,39 @@ def read_colours(path: Path) -> np.ndarray:
     return rgba[..., :3]
 
 
-def to_index(path: Path, keys: np.ndarray, values: np.ndarray, unknown: str) -> np.ndarray:
-    """The colour mask ``path`` as uint8 (H, W) class indices; unknown colours are an error or
-    255. ``keys``: the table's packed colours, sorted; ``values``: their indices."""
+def to_index(path: Path, keys: np.ndarray, values: np.ndarray
+             ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The colour mask ``path`` as uint8 (H, W) class indices (255 for a colour not in the
+    table), and those colours (packed) with their pixel counts, the most frequent first.
+    ``keys``: the table's packed colours, sorted; ``values``: their indices."""
     rgb = read_colours(path)
     colours, inverse, counts = np.unique(pack(rgb).ravel(), return_inverse=True,
                                          return_counts=True)
     at = np.searchsorted(keys, colours).clip(max=len(keys) - 1)
     known = keys[at] == colours
-    if not known.all() and unknown == "error":  # the most frequent first
-        order = np.argsort(-counts[~known], kind="stable")
-        top = zip(colours[~known][order][:5].tolist(), counts[~known][order][:5].tolist())
-        listed = ", ".join(f"({c >> 16}, {c >> 8 & 255}, {c & 255}) x {n}" for c, n in top)
-        raise ConvertError(f"'{path}' holds {plural(len(order), 'colour')} that classes.txt "
-                           f"does not list (pixels): {listed}{' ...' * (len(order) > 5)}; add "
-                           "them to classes.txt, pass --void R G B for a colour that is no "
-                           "class, or --unknown ignore")
+    order = np.argsort(-counts[~known], kind="stable")
     index = np.where(known, values[at], IGNORE).astype(np.uint8)
-    return index[inverse.ravel()].reshape(rgb.shape[:2])
+    return (index[inverse.ravel()].reshape(rgb.shape[:2]),
+            list(zip(colours[~known][order].tolist(), counts[~known][order].tolist())))
+
+
+def unknown_error(bad: list[tuple[Path, list[tuple[int, int]]]]) -> ConvertError:
+    """One line for the files holding colours in no class: the first three files, each with
+    its five most frequent such colours."""
+    def listed(found: list[tuple[int, int]]) -> str:
+        return ", ".join(f"({c >> 16}, {c >> 8 & 255}, {c & 255}) x {n}"
+                         for c, n in found[:5]) + " ..." * (len(found) > 5)
+
+    distinct = len({c for _, found in bad for c, _ in found})
+    what = f"{plural(distinct, 'colour')} that classes.txt does not list (pixels)"
+    if len(bad) == 1:
+        head = f"'{bad[0][0]}' holds {what}: {listed(bad[0][1])}"
+    else:
+        head = f"{len(bad)} files hold {what}: " + "; ".join(
+            f"'{path}' {listed(found)}" for path, found in bad[:3])
+        head += f"; {plural(len(bad) - 3, 'more file')}" if len(bad) > 3 else ""
+    return ConvertError(f"{head}; add {'it' if distinct == 1 else 'them'} to classes.txt, pass "
+                        "--void R G B for a colour that is no class, or --unknown ignore")
 
 
 def mask_files(folder: Path) -> list[Path]:
@@ -159,13 +175,13 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
         raise ConvertError(f"--out '{out}': index masks are written as PNG (lossless); pass a "
                            ".png path (one mask) or a folder")
     if (blocking := file_above(out)) is not None:
-        raise ConvertError(f"--out {out}: '{blocking}' is a file, not a folder; choose another")
+        raise ConvertError(f"--out '{out}': '{blocking}' is a file, not a folder; choose another")
     src = source.resolve()
     if source.is_file():
         single = out.suffix.lower() == ".png" and not out.is_dir()
         pairs = [(source, Path(out.name if single else source.stem + ".png"))]
         if (out.parent if single else out).resolve() / pairs[0][1] == src:
-            raise ConvertError(f"--out {out} would replace the input '{source}'; write the "
+            raise ConvertError(f"--out '{out}' would replace the input '{source}'; write the "
                                "index mask elsewhere")
     else:
         files = mask_files(source)
@@ -178,12 +194,12 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
                                f"{twice[0]}; keep one of them")
     base = out.parent if source.is_file() and single else out
     if base.exists() and not base.is_dir():
-        raise ConvertError(f"--out {out} is a file; pass a folder (or a .png path for one mask)")
+        raise ConvertError(f"--out '{out}' is a file; pass a folder (or a .png path for one mask)")
     if source.is_dir():  # --out the input, inside it, or above it: P/colour/colour, --out P
         inputs = {f.resolve() for f, _ in pairs}
         if clash := next((base / r for _, r in pairs if (base / r).resolve() in inputs
                           or src in (base / r).resolve().parents), None):
-            raise ConvertError(f"--out {out} would write '{clash}' inside the input folder "
+            raise ConvertError(f"--out '{out}' would write '{clash}' inside the input folder "
                                f"'{source}'; write the index masks elsewhere")
     one_per_folder = {(base / r).parent: base / r for _, r in pairs}.values()
     if (blocking := next(filter(None, map(file_above, one_per_folder)), None)) is not None:
@@ -206,13 +222,19 @@ def convert(base: Path, pairs: list[tuple[Path, Path]], keys: np.ndarray, values
     stage = Path(tempfile.mkdtemp(prefix=".colour_masks.tmp-", dir=anchor))
     seen: Counter = Counter()
     try:
-        staged = []
+        staged, bad = [], []
         for i, (src, dst) in enumerate(pairs):
-            index = to_index(src, keys, values, unknown)
+            index, found = to_index(src, keys, values)
+            if found and unknown == "error":
+                bad.append((src, found))
+            if bad:  # every mask is read, to name each file with unknown colours
+                continue
             seen.update(dict(zip(*(a.tolist() for a in np.unique(index, return_counts=True)))))
             staged.append((stage / f"{i}.png", dst))
             image = Image.fromarray(index)  # mode "L": grey 8-bit
             write_atomically(staged[-1][0], lambda f, im=image: im.save(f, format="PNG"))
+        if bad:
+            raise unknown_error(bad)
         for tmp, dst in staged:
             try:
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, exc)
     classes = [names[k] for k in sorted(seen) if k != IGNORE]
     ignored = f"; {plural(seen[IGNORE], 'pixel')} 255 (ignore)" if seen[IGNORE] else ""
-    print(f"{PROG}: wrote {plural(len(pairs), 'index mask')} to {args.out}; "
+    print(f"{PROG}: wrote {plural(len(pairs), 'index mask')} to '{args.out}'; "
           f"{len(classes)} of {len(names)} classes seen: {', '.join(classes[:12])}"
           f"{' ...' if len(classes) > 12 else ''}{ignored}", file=sys.stderr)
     return 0

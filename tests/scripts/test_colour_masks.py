@@ -121,6 +121,32 @@ def test_many_unknown_colours_list_the_five_most_frequent(script, capsys, tmp_pa
     assert f"(pixels): {listed} ...; add" in err, err
 
 
+def test_every_file_with_unknown_colours_is_reported_in_one_run(script, capsys, tmp_path,
+                                                                classes):
+    """The run stopped at the first such file: one run per bad file to find them all."""
+    masks = {f"{c}.png": np.zeros((2, 3), int) for c in "abcde"}
+    write_colour(tmp_path / "colour", masks)
+    for c in "bcde":  # (1, 2, 3) in four files, (9, 9, 9) in 'a' only
+        rgb = PALETTE[masks[f"{c}.png"]]
+        rgb[0, 0] = (1, 2, 3)
+        Image.fromarray(rgb).save(tmp_path / "colour" / f"{c}.png")
+    rgb[0, :2] = (9, 9, 9)
+    Image.fromarray(rgb).save(tmp_path / "colour" / "a.png")
+    out = tmp_path / "out"
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out)
+    assert rc == 2 and err.count("\n") == 1, err
+    first = "; ".join(f"'{tmp_path / 'colour' / n}' {c}" for n, c in [
+        ("a.png", "(9, 9, 9) x 2"), ("b.png", "(1, 2, 3) x 1"), ("c.png", "(1, 2, 3) x 1")])
+    assert "5 files hold 2 colours that classes.txt does not list (pixels): " \
+        f"{first}; 2 more files; add them to classes.txt" in err, err
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+    rc, err = run(script, capsys, tmp_path / "colour" / "b.png", "--classes", classes, "--out",
+                  out)
+    assert rc == 2 and "b.png' holds 1 colour that classes.txt does not list (pixels): " \
+        "(1, 2, 3) x 1; add it to classes.txt" in err, err
+
+
 def test_void_colours_become_255_and_may_not_be_a_class_colour(script, capsys, tmp_path,
                                                                 classes):
     idx = index_masks()["clip1/000003.png"]
@@ -224,6 +250,7 @@ def test_never_writes_into_the_input(script, capsys, tmp_path, classes, where):
                   "--overwrite")
     assert rc == 2 and err.count("\n") == 1, err
     assert "the input" in err and "elsewhere" in err, err
+    assert f"--out '{tmp_path / out}' would" in err, err  # quoted as the other paths are
     assert files_under(tmp_path / "colour") == before
 
 
