@@ -9,10 +9,10 @@ The colours come from classes.txt ("name R G B", class k on line k; ``--classes`
 or its folder): every class needs one, and no two classes may share one. A folder is converted
 recursively (symlinked folders followed) into OUT with the same layout and names (``.png``); a
 file into OUT/NAME.png, or OUT itself when OUT ends in ``.png`` (another image extension is
-refused). The outputs are grey 8-bit PNGs holding the class index; ``--void R G B``
-(repeatable) writes a colour as 255 (ignore). Any other colour stops the run once every mask is
-read, counting the files that hold one and naming the first ones with their most frequent such
-colours, unless ``--unknown ignore`` writes it as 255.
+refused). The outputs are palette PNGs holding the class index, shown in the class's colour;
+``--void R G B`` (repeatable) writes a colour as 255 (ignore; shown in the first one). Any other
+colour stops the run once every mask is read, counting the files that hold one and naming the
+first ones with their most frequent such colours, unless ``--unknown ignore`` writes it as 255.
 
 Inputs are RGB PNGs (any alpha fully opaque). JPEG masks are refused (lossy: the colours at
 class borders are not exact); grey and palette masks are index masks already (a palette mask's
@@ -39,6 +39,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidccnet.cli import fail, file_above, interrupted, interruptible, plural, sigterm_unwinds  # noqa: E402
+from vidccnet.visualize import mask_to_image, palette_array  # noqa: E402
 from vidccnet.writer import write_atomically  # noqa: E402
 
 PROG = "colour_masks.py"
@@ -57,9 +58,10 @@ def pack(rgb: np.ndarray) -> np.ndarray:
 
 
 def colour_table(classes: Path, void: list[tuple[int, int, int]]
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Class names, the packed colours of classes.txt and ``--void`` (sorted, int32) and the
-    index each one becomes (uint8; 255 for a void colour)."""
+                 ) -> tuple[list[str], list, np.ndarray, np.ndarray]:
+    """Class names, the outputs' palette (the class colours; 255 in the first ``--void``
+    colour), the packed colours of classes.txt and ``--void`` (sorted, int32) and the index
+    each one becomes (uint8; 255 for a void colour)."""
     from vidccnet.data.folders import read_class_list  # imports torch: after the argument checks
 
     path = classes / "classes.txt" if classes.is_dir() else classes
@@ -84,7 +86,10 @@ def colour_table(classes: Path, void: list[tuple[int, int, int]]
                                f"'{names[table[c]]}' in '{classes}'; drop one of them")
         table[c] = IGNORE
     keys, values = zip(*sorted((int(pack(np.array(c, np.uint8))), k) for c, k in table.items()))
-    return names, np.array(keys, np.int32), np.array(values, np.uint8)
+    palette = palette_array(colours).tolist()  # 256 colours: the classes', then defaults
+    if void:
+        palette[IGNORE] = void[0]
+    return names, palette, np.array(keys, np.int32), np.array(values, np.uint8)
 
 
 def read_colours(path: Path) -> np.ndarray:
@@ -214,8 +219,8 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
     return base, [(f, base / r) for f, r in pairs]
 
 
-def convert(base: Path, pairs: list[tuple[Path, Path]], keys: np.ndarray, values: np.ndarray,
-            unknown: str, moved: list[Path]) -> Counter:
+def convert(base: Path, pairs: list[tuple[Path, Path]], palette: list, keys: np.ndarray,
+            values: np.ndarray, unknown: str, moved: list[Path]) -> Counter:
     """Convert every mask into a temporary folder, then move them all into place (``moved``
     lists those moved). Returns the pixel count of each index written."""
     anchor = next(p for p in (base.absolute(), *base.absolute().parents) if p.is_dir())
@@ -231,7 +236,7 @@ def convert(base: Path, pairs: list[tuple[Path, Path]], keys: np.ndarray, values
                 continue
             seen.update(dict(zip(*(a.tolist() for a in np.unique(index, return_counts=True)))))
             staged.append((stage / f"{i}.png", dst))
-            image = Image.fromarray(index)  # mode "L": grey 8-bit
+            image = mask_to_image(index, palette)  # value = class index, shown in its colour
             write_atomically(staged[-1][0], lambda f, im=image: im.save(f, format="PNG"))
         if bad:
             raise unknown_error(bad)
@@ -269,8 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_unwinds():  # SIGTERM removes the temporary folder as Ctrl-C does
             base, pairs = plan(args.input, args.out, args.overwrite)
-            names, keys, values = colour_table(args.classes, [tuple(c) for c in args.void])
-            seen = convert(base, pairs, keys, values, args.unknown, moved)
+            names, palette, keys, values = colour_table(args.classes,
+                                                        [tuple(c) for c in args.void])
+            seen = convert(base, pairs, palette, keys, values, args.unknown, moved)
     except KeyboardInterrupt as exc:
         return interrupted(PROG, exc, f"{len(moved)} of the {len(pairs)} index masks were in "
                            "place (whole files); run it again with --overwrite" if moved else

@@ -53,8 +53,12 @@ def files_under(path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
 
-def test_round_trip_keeps_the_layout_and_writes_grey_index_pngs(script, capsys, tmp_path,
-                                                                 classes):
+def test_round_trip_keeps_the_layout_and_writes_palette_index_pngs(script, capsys, tmp_path,
+                                                                    classes):
+    """The outputs were grey: black in a viewer. Now in the classes' colours, as the inputs,
+    and still read as the class indices."""
+    from vidccnet.data.images import load_index_png
+
     masks = index_masks()
     write_colour(tmp_path / "colour", masks)
     out = tmp_path / "out"
@@ -63,8 +67,9 @@ def test_round_trip_keeps_the_layout_and_writes_grey_index_pngs(script, capsys, 
     assert files_under(out) == ["clip1", "clip1/000003.png", "odd.png", "one.png"]
     for rel, idx in masks.items():
         with Image.open(out / rel) as im:
-            assert im.format == "PNG" and im.mode == "L", (rel, im.format, im.mode)
-            np.testing.assert_array_equal(np.asarray(im), idx)
+            assert im.format == "PNG" and im.mode == "P", (rel, im.format, im.mode)
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), PALETTE[idx])
+        np.testing.assert_array_equal(load_index_png(out / rel), idx)
     assert err.count("\n") == 1 and "wrote 3 index masks" in err, err
     assert "4 of 4 classes seen: road, sky, car, person" in err, err
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # the staging folder went
@@ -159,7 +164,11 @@ def test_void_colours_become_255_and_may_not_be_a_class_colour(script, capsys, t
     assert rc == 0, err
     expected = idx.copy()
     expected[:2] = expected[-1] = 255
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "m.png")), expected)
+    with Image.open(tmp_path / "out" / "m.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), expected)
+        shown = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(shown[:2], 0)  # 255 shown in the first --void colour
+    np.testing.assert_array_equal(shown[2:-1], rgb[2:-1])
 
     rc, err = run(script, capsys, tmp_path / "m.png", "--classes", classes, "--out",
                   tmp_path / "out2", "--void", *PALETTE[1])
