@@ -44,7 +44,8 @@ from vidccnet.writer import write_atomically  # noqa: E402
 
 PROG = "colour_masks.py"
 IGNORE = 255
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # the dataset's: as
+# vidccnet.data.video.IMAGE_EXTENSIONS, whose import loads torch (seconds) before the checks
 
 
 class ConvertError(Exception):

@@ -387,3 +387,10 @@ def test_an_out_with_another_image_extension_is_refused(script, capsys, tmp_path
     assert f"--out '{tmp_path / out}': index masks are written as PNG" in err, err
     assert "a .png path (one mask) or a folder" in err, err
     assert not (tmp_path / out).exists()
+
+
+def test_the_mask_extensions_are_the_datasets(script):
+    """A copy (importing vidccnet.data.video loads torch): it must not drift."""
+    from vidccnet.data.video import IMAGE_EXTENSIONS
+
+    assert script.EXTENSIONS == IMAGE_EXTENSIONS
