@@ -14,9 +14,10 @@ refused). The outputs are palette PNGs holding the class index, shown in the cla
 colour stops the run once every mask is read, counting the files that hold one and naming the
 first ones with their most frequent such colours, unless ``--unknown ignore`` writes it as 255.
 
-Inputs are RGB PNGs (any alpha fully opaque). JPEG masks are refused (lossy: the colours at
-class borders are not exact); grey and palette masks are index masks already (a palette mask's
-value is its palette index, as the dataset reads it: save it as RGB to convert it by colour).
+Inputs are RGB PNGs (any alpha fully opaque) and palette PNGs, read by their colours. A palette
+PNG whose indices already are the class numbers (as VOC's) needs no conversion: the dataset reads
+a palette PNG's indices, not its colours. JPEG masks are refused (lossy: the colours at class
+borders are not exact); grey masks are index masks already.
 Nothing is written unless every mask converts (they are staged in a temporary folder, then moved
 into place); existing outputs are replaced only with ``--overwrite``. Expected errors print one
 line on stderr and exit with code 2 (130 after Ctrl-C, 143 after SIGTERM).
@@ -103,11 +104,6 @@ def read_colours(path: Path) -> np.ndarray:
             if im.mode in ("1", "L", "LA", "F") or im.mode.startswith("I"):
                 raise ConvertError(f"'{path}' is a grey image, so already an index mask (value "
                                    "k = class k): use it as it is, no conversion needed")
-            if im.mode in ("P", "PA"):
-                raise ConvertError(f"'{path}' is a palette image, so already an index mask "
-                                   "(value = palette index) that the dataset reads as it is; if "
-                                   "its palette indices are not the class numbers, save it as "
-                                   "RGB first")
             rgba = np.asarray(im.convert("RGBA"))
     except OSError as exc:  # not an image, truncated
         raise ConvertError(f"cannot read image '{path}': {exc}") from None

@@ -76,8 +76,17 @@ def test_round_trip_keeps_the_layout_and_writes_palette_index_pngs(script, capsy
 
 
 def test_single_file_into_a_folder_or_a_png_path(script, capsys, tmp_path, classes):
-    """RGBA that is fully opaque is RGB."""
+    """RGBA that is fully opaque is RGB; a palette PNG is read by its colours, not its indices
+    (an annotation tool's palette order need not be classes.txt's)."""
     idx = index_masks()["odd.png"]
+    pal = Image.fromarray(idx.astype(np.uint8))  # "L"; putpalette makes it "P"
+    pal.putpalette(PALETTE[[3, 2, 1, 0]].ravel().tolist())  # stored value != class index
+    pal.save(tmp_path / "pal.png")
+    rc, err = run(script, capsys, tmp_path / "pal.png", "--classes", classes, "--out",
+                  tmp_path / "from_palette")
+    assert rc == 0, err
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "from_palette" / "pal.png")), 3 - idx)
     Image.fromarray(PALETTE[idx]).convert("RGBA").save(tmp_path / "rgba.png")
     rc, err = run(script, capsys, tmp_path / "rgba.png", "--classes", classes.parent, "--out",
                   tmp_path / "out")
@@ -194,9 +203,6 @@ def test_classes_txt_must_give_every_class_its_own_colour(script, capsys, tmp_pa
 @pytest.mark.parametrize("kind, said", [
     ("jpeg", "is a JPEG: its lossy compression"),
     ("grey", "is a grey image, so already an index mask"),
-    ("palette", "is a palette image, so already an index mask (value = palette index) that "
-                "the dataset reads as it is; if its palette indices are not the class numbers, "
-                "save it as RGB first"),
     ("transparent", "has transparent pixels"),
 ])
 def test_inputs_that_are_no_exact_colour_masks_are_refused(script, capsys, tmp_path, classes,
@@ -208,10 +214,6 @@ def test_inputs_that_are_no_exact_colour_masks_are_refused(script, capsys, tmp_p
         Image.fromarray(odd).save(tmp_path / "colour" / "zz.jpg", quality=100)
     elif kind == "grey":
         Image.fromarray(masks["odd.png"].astype(np.uint8)).save(tmp_path / "colour" / "zz.png")
-    elif kind == "palette":  # VOC style: index 255 at the borders, converted through colours
-        pal = Image.fromarray(np.pad(masks["odd.png"], 1, constant_values=255).astype(np.uint8))
-        pal.putpalette(PALETTE.ravel().tolist())  # was refused: "add them to classes.txt"
-        pal.save(tmp_path / "colour" / "zz.png")
     else:
         rgba = np.dstack([odd, np.full(odd.shape[:2], 255, np.uint8)])
         rgba[3, 3, 3] = 0
