@@ -211,8 +211,10 @@ def plan(source: Path, out: Path, overwrite: bool) -> tuple[Path, list[tuple[Pat
     if folders := [p for p in there if p.is_dir()]:
         raise ConvertError(f"'{folders[0]}' is a folder; choose another --out")
     if there and not overwrite:
-        raise ConvertError(f"{plural(len(there), 'output')} exist already (e.g. '{there[0]}'); "
-                           "pass --overwrite to replace them, or choose another --out")
+        one = len(there) == 1
+        raise ConvertError(f"{plural(len(there), 'output')} {'exists' if one else 'exist'} "
+                           f"already ({'' if one else 'e.g. '}'{there[0]}'); pass --overwrite to "
+                           f"replace {'it' if one else 'them'}, or choose another --out")
     return base, [(f, base / r) for f, r in pairs]
 
 

@@ -231,7 +231,7 @@ def test_existing_outputs_need_overwrite_and_others_are_kept(script, capsys, tmp
     (out / "odd.png").write_bytes(b"earlier")
     (out / "notes.txt").write_text("mine")
     rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out)
-    assert rc == 2 and "1 output exist already" in err and "--overwrite" in err, err
+    assert rc == 2 and "1 output exists already" in err and "--overwrite" in err, err
     assert files_under(out) == ["notes.txt", "odd.png"]
     assert (out / "odd.png").read_bytes() == b"earlier"
     rc, err = run(script, capsys, tmp_path / "colour", "--classes", classes, "--out", out,
