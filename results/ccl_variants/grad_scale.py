@@ -15,8 +15,9 @@ import sys
 
 import torch
 
+from results.ccl_variants.gradients import fixed_batch
 from vidccnet.engine.config import load_config
-from vidccnet.engine.train import build_criterion, build_train_dataset
+from vidccnet.engine.train import build_criterion
 from vidccnet.losses import CategoryConsistentLoss, cross_entropy
 from vidccnet.models.build import build_model
 
@@ -34,11 +35,7 @@ def run(name: str, overrides: list[str], clips: int = 8) -> None:
     torch.manual_seed(0)
     model = build_model(cfg, 7, pretrained=False).train()
     weight = build_criterion(cfg).class_weights
-    data = build_train_dataset(cfg)
-    items = [data[i] for i in torch.randperm(len(data),
-                                             generator=torch.Generator().manual_seed(0))[:clips]]
-    x = torch.stack([it["clip"] for it in items])  # (B, 3, T, H, W)
-    y = torch.stack([it["labels"] for it in items])  # (B, T, H, W)
+    x, y = fixed_batch(cfg, clips)  # (B, 3, T, H, W), (B, T, H, W)
     seen = {}  # the attention's output: the embedding's input (the hook returns None)
     hook = model.head.embed.register_forward_hook(lambda m, i, o: seen.update(y=i[0]))
     out = model(x)

@@ -30,17 +30,22 @@ WATCH = {"gamma": "head.cca.cca.gamma", "value": "head.cca.cca.value.weight",
          "layer1": "backbone.layer1.0.conv1.weight", "embed": "head.embed.weight"}
 
 
+def fixed_batch(cfg, clips: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw of ``clips`` training clips (the same for every call with the same data
+    config; each call augments anew): clips (B, 3, T, H, W) and labels (B, T, H, W)."""
+    data = build_train_dataset(cfg)
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:clips].tolist()
+    items = [data[i] for i in idx]
+    return torch.stack([it["clip"] for it in items]), torch.stack([it["labels"] for it in items])
+
+
 def main(path: str) -> None:
     torch.set_num_threads(1)
     trained, cfg = build_model_from_checkpoint(load_checkpoint(path))
     torch.manual_seed(0)
     fresh = build_model(cfg, len(cfg.data.class_names), pretrained=False)
     crit = build_criterion(cfg)
-    ds = build_train_dataset(cfg)
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:8].tolist()
-    items = [ds[i] for i in idx]  # one draw: each call augments anew
-    x = torch.stack([it["clip"] for it in items])
-    y = torch.stack([it["labels"] for it in items])
+    x, y = fixed_batch(cfg)
     w, cc = crit.class_weights, crit.cc
     print("| network | term | value | " + " | ".join(WATCH) + " |")
     print("|---|---|---:|" + "---:|" * len(WATCH))
