@@ -44,7 +44,8 @@ attention ablated), and the eval-mode forward cost per frame.
 Each finished run writes ``<runs>/<variant>_s<seed>/study_result.json``; an interrupted study
 picks up where it stopped (``--force`` retrains); Ctrl-C or SIGTERM stops the runs in progress
 with it (exit 130 / 143). At the end the script writes
-``results/synthetic_study.json`` (every run + per-variant mean, min and max), the plots
+``results/synthetic_study.json`` (every run, per-variant mean, min and max, and each 3D
+variant minus its 2D twin with Welch's 95 % interval), the plots
 ``results/synthetic_study.png`` and ``results/synthetic_study_curves.png``, and prints a
 Markdown table. Expected errors print one line on stderr and exit with code 2.
 """
@@ -397,6 +398,66 @@ def markdown_table(summary: dict, cost: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# each 3D variant against the 2D variant it differs from by the time line only
+PAIRS = (("cca3d", "cca2d"), ("ccnet3d", "shift_cca2d"), ("shift34_ccnet3d", "shift34_cca2d"))
+# ambiguous-pixel mIoU above which a run learned the 12-frame cue: runs that did not stay at
+# the per-frame level (17-37 % in the studies so far), those that did reach 57-73 %
+LEARNED = 0.5
+
+
+def compare(runs: list[dict]) -> list[dict]:
+    """Each pair of ``PAIRS`` with at least 2 runs on each side: the difference of the means
+    (3D minus 2D) of every figure with Welch's 95 % interval (None where it is undefined), the
+    one-sided Mann-Whitney p of the ambiguous pixels (3D greater), the runs that learned the
+    cue ([learned, runs]) and whether the ambiguous-pixel seed ranges overlap."""
+    from scipy import stats
+
+    rows = []
+    for variant, baseline in PAIRS:
+        a = [r for r in runs if r["variant"] == variant]
+        b = [r for r in runs if r["variant"] == baseline]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        row: dict[str, Any] = {"variant": variant, "baseline": baseline}
+        for m in METRICS:
+            x = [r[m] for r in a if r.get(m) is not None]
+            y = [r[m] for r in b if r.get(m) is not None]
+            if len(x) < 2 or len(y) < 2:
+                row[m] = {"diff": None, "low": None, "high": None}
+                continue
+            ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+            ok = math.isfinite(ci.low) and math.isfinite(ci.high)
+            row[m] = {"diff": statistics.fmean(x) - statistics.fmean(y),
+                      "low": float(ci.low) if ok else None, "high": float(ci.high) if ok else None}
+        x, y = ([r["mIoU_ambiguous"] for r in rs] for rs in (a, b))
+        row["mannwhitney_p"] = float(stats.mannwhitneyu(x, y, alternative="greater").pvalue)
+        row["learned"] = [sum(v > LEARNED for v in x), len(x)]
+        row["baseline_learned"] = [sum(v > LEARNED for v in y), len(y)]
+        row["ranges_overlap"] = min(x) <= max(y)
+        rows.append(row)
+    return rows
+
+
+def markdown_comparison(rows: list[dict]) -> str:
+    """The comparisons of ``compare`` as a Markdown table (points of %)."""
+    def cell(c: dict) -> str:
+        if c["diff"] is None:
+            return "—"
+        ci = "" if c["low"] is None else f" [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
+        return f"{100 * c['diff']:+.1f}{ci}"
+
+    lines = ["| 3D minus 2D (Welch's 95 % interval) | " + " | ".join(LABELS[m] for m in METRICS)
+             + f" | learned the cue (ambiguous > {100 * LEARNED:.0f} %) | seed ranges overlap "
+             "| Mann-Whitney p (ambiguous) |", "|" + "---|" * (4 + len(METRICS))]
+    for r in rows:
+        name = f"{VARIANTS[r['variant']][0]} minus {VARIANTS[r['baseline']][0]}"
+        learned = "{} of {} vs {} of {}".format(*r["learned"], *r["baseline_learned"])
+        lines.append("| " + " | ".join([name] + [cell(r[m]) for m in METRICS] + [
+            learned, "yes" if r["ranges_overlap"] else "no", f"{r['mannwhitney_p']:.2g}"])
+                     + " |")
+    return "\n".join(lines)
+
+
 def plot(summary: dict, runs: list[dict], path: Path) -> None:
     """Bars (mean) and dots (seeds) of mIoU, ambiguous-pixel mIoU, dropout-frame mIoU and
     mVC_8 per variant; hollow dots: the same model with gamma = 0 at test time."""
@@ -503,7 +564,7 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "
                         "run the study first (without --report-only)")
-    summary = summarise(runs)
+    summary, comparisons = summarise(runs), compare(runs)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.budget == "small" else f"_{args.budget}"
@@ -515,15 +576,19 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
                      for v in args.variants},
         "seeds": args.seeds, "cpu_count": os.cpu_count(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "summary": summary, "cost": cost, "runs": runs,
+        "summary": summary, "comparisons": comparisons, "cost": cost, "runs": runs,
         "notes": "fractions in [0, 1]; mean / min / max over seeds; ablated_*: the same "
                  "model with every gamma set to 0 at test time; ms_per_frame = forward time "
-                 "of one clip (batch 1) / clip_len, median of repeats",
+                 "of one clip (batch 1) / clip_len, median of repeats; comparisons: 3D minus 2D "
+                 "mean with Welch's 95 % interval, runs that learned the cue (ambiguous "
+                 f"mIoU > {LEARNED})",
     }
     write_json(results / f"synthetic_study{suffix}.json", doc, indent=1)
     plot(summary, runs, results / f"synthetic_study{suffix}.png")
     plot_curves(runs, results / f"synthetic_study{suffix}_curves.png")
     table = markdown_table(summary, cost)
+    if comparisons:
+        table += "\n\n" + markdown_comparison(comparisons)
     write_atomically(results / f"synthetic_study{suffix}.md",
                      lambda f: f.write(f"{table}\n".encode()))
     print(table)

@@ -30,6 +30,7 @@ def test_one_run_and_the_report(load_script, tmp_path, capsys):
         assert m in run and m in run["ablated"]
     doc = json.loads((tmp_path / "res" / "synthetic_study.json").read_text())
     assert doc["summary"]["cca3d"]["mIoU"]["min"] == run["mIoU"]
+    assert doc["comparisons"] == []  # one run: nothing to compare
     for name in ("synthetic_study.png", "synthetic_study_curves.png", "synthetic_study.md"):
         assert (tmp_path / "res" / name).is_file()
     assert "3D CCA (no shift)" in capsys.readouterr().out
@@ -192,3 +193,33 @@ def test_a_study_that_cannot_finish_is_refused_before_it_trains(load_script, tmp
     rc = study.main(argv + [a.format(tmp=tmp_path) for a in extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and needle in err[0], err
+
+
+def _run(variant: str, seed: int, amb: float, miou: float) -> dict:
+    return {"variant": variant, "seed": seed, "mIoU": miou, "mIoU_ambiguous": amb,
+            "mIoU_corrupted": miou - 0.05, "mVC_8": 0.8 + amb / 10, "flicker": 0.07 - amb / 100}
+
+
+def test_the_3d_minus_2d_comparison_has_welch_intervals_and_the_learners(load_script):
+    from scipy import stats
+
+    study = load_script("study_temporal")
+    a = [0.72, 0.30, 0.70, 0.64]  # 3D: three runs learned the cue (> 0.5), one did not
+    b = [0.25, 0.28, 0.20]
+    runs = [_run("cca3d", s, v, 0.6 + v / 10) for s, v in enumerate(a)]
+    runs += [_run("cca2d", s, v, 0.55 + s / 100) for s, v in enumerate(b)]
+    runs += [_run("ccnet3d", 0, 0.7, 0.6)]  # one run only: no comparison for its pair
+    rows = study.compare(runs)
+    assert [(r["variant"], r["baseline"]) for r in rows] == [("cca3d", "cca2d")]
+    row = rows[0]
+    assert row["learned"] == [3, 4] and row["baseline_learned"] == [0, 3]
+    assert row["ranges_overlap"] is False  # 0.30 > 0.28
+    amb = row["mIoU_ambiguous"]
+    t = stats.ttest_ind(a, b, equal_var=False)
+    ci = t.confidence_interval(0.95)
+    assert amb["diff"] == pytest.approx(sum(a) / 4 - sum(b) / 3)
+    assert (amb["low"], amb["high"]) == pytest.approx((ci.low, ci.high))
+    assert row["mannwhitney_p"] == pytest.approx(
+        stats.mannwhitneyu(a, b, alternative="greater").pvalue)
+    table = study.markdown_comparison(rows)
+    assert "3D CCA (no shift) minus 2D CCA (no shift)" in table and "3 of 4" in table
