@@ -35,7 +35,8 @@ What changes on the way (exact unless said otherwise):
   converted model gets ``head_activation="leaky_relu"``. Its backbone is built with
   ``stem="deep_ccnet", contract_dilation=False`` (every conv of layer3 / layer4 at dilation 2 /
   4, as there). Its max pool uses ``ceil_mode=True``; ours keeps floor mode (output stride 8),
-  which for even input sizes drops one row / column at the bottom / right of the features.
+  which drops one row / column at the bottom / right of the features for an input side S with
+  S % 4 in (0, 3) (the stem's output ceil(S / 2) even); for S % 4 in (1, 2) they agree.
 - BatchNorm ``num_batches_tracked`` counters absent from the source are set to 0.
 
 Only ResNet-50 / 101 (Bottleneck) backbones convert: mmseg's BasicBlock (ResNet-18 / 34)
