@@ -504,3 +504,24 @@ def test_frame_and_mask_folders_under_other_names_are_named(tmp_path):
     video.rmdir()
     with pytest.raises(FileNotFoundError, match=r"video folder '.*data/a' \(listed in "):
         VideoFolders(tmp_path, "train", clip_len=1)
+
+
+def test_video_listed_but_missing_says_what_to_do(tmp_path):
+    """A split list naming a video that ROOT/data lacks said only 'not found'; a video file
+    listed instead of its frame folder was called a folder that is 'not found'."""
+    _write_root(tmp_path, videos=(("a", 4), ("b", 3)))
+    (tmp_path / "train.txt").write_text("a\nc\n")
+    with pytest.raises(FileNotFoundError, match=r"video folder '.*data/c' \(listed in .*train"
+                                                r"\.txt\) not found; '.*data' holds 'a', 'b': "
+                                                r"correct the name in .*train\.txt"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    (tmp_path / "data" / "c.mp4").write_bytes(b"\0" * 16)
+    (tmp_path / "train.txt").write_text("a\nc.mp4\n")
+    with pytest.raises(FileNotFoundError, match=r"'.*data/c\.mp4' \(listed in .*train\.txt\) is "
+                                                r"a file, not a folder of frames: .*"
+                                                r"ROOT/data/c/origin/.*list 'c'"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    (tmp_path / "train.txt").write_text("a\nc\n")
+    with pytest.raises(FileNotFoundError, match=r"data/c' \(listed in .*\) not found; '.*data' "
+                                                r"holds the file 'c\.mp4'.*ROOT/data/c/origin/"):
+        VideoFolders(tmp_path, "train", clip_len=1)

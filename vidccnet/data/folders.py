@@ -279,8 +279,7 @@ class VideoFolders(Dataset):
         if not d.is_dir():
             video = d.parent
             if not video.is_dir():
-                raise FileNotFoundError(
-                    f"{self.title} video folder '{video}' (listed in {lst}) not found")
+                raise FileNotFoundError(self._missing_video(video, lst))
             held = sorted(p.name for p in video.iterdir() if not p.name.startswith("."))
             holds = (f"'{video}' holds {', '.join(repr(n) for n in held[:5])}"
                      f"{' ...' if len(held) > 5 else ''}" if held else f"'{video}' is empty")
@@ -325,6 +324,29 @@ class VideoFolders(Dataset):
     def _spot_check_indices(num_videos: int, max_videos: int) -> list[int]:
         return sorted({int(i) for i in np.linspace(0, num_videos - 1, min(num_videos, max_videos))
                        .round()})
+
+    def _missing_video(self, video: Path, lst: Path) -> str:
+        """The message for a video of split list ``lst`` whose folder ``video`` (ROOT/data/NAME)
+        is not a folder: a video file listed instead of its frames, or a name data/ lacks."""
+        data, name = video.parent, video.name
+        extract = (f"training reads frame folders: extract its frames into "
+                   f"ROOT/data/{Path(name).stem}/origin/ (README, 'Your own data')")
+        if video.exists():
+            return (f"{self.title} video '{video}' (listed in {lst}) is a file, not a folder of "
+                    f"frames: {extract} and list '{Path(name).stem}'")
+        missing = f"{self.title} video folder '{video}' (listed in {lst}) not found"
+        if not data.is_dir():
+            return f"{missing}; ROOT must hold data/ and {{train,val,test}}.txt{self.layout_hint}"
+        held = sorted(p.name for p in data.iterdir() if not p.name.startswith("."))
+        files = [n for n in held if n.startswith(name + ".") and (data / n).is_file()]
+        if files:
+            return f"{missing}; '{data}' holds the file '{files[0]}': {extract}"
+        folders = [n for n in held if (data / n).is_dir()]
+        if not folders:
+            return f"{missing}; '{data}' holds no video folder{self.layout_hint}"
+        shown = ", ".join(repr(n) for n in folders[:5]) + (" ..." if len(folders) > 5 else "")
+        return (f"{missing}; '{data}' holds {shown}: correct the name in {lst} or add the "
+                f"video's folder{self.layout_hint}")
 
     def _spot_check_masks(self, max_videos: int = 8) -> None:
         """Decode the first mask of up to ``max_videos`` videos spread over the split: a colour
