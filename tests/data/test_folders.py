@@ -525,3 +525,39 @@ def test_video_listed_but_missing_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data/c' \(listed in .*\) not found; '.*data' "
                                                 r"holds the file 'c\.mp4'.*ROOT/data/c/origin/"):
         VideoFolders(tmp_path, "train", clip_len=1)
+
+
+def _palette_png(path, index, colours):
+    im = Image.fromarray(index.astype(np.uint8), mode="L")
+    im.putpalette([v for c in colours for v in c] + [0] * (768 - 3 * len(colours)))
+    im.save(path)
+
+
+def test_palette_masks_numbered_in_another_order_stop_the_build(tmp_path):
+    """A palette PNG whose index 1 is drawn in the colour classes.txt gives class 2 was read by
+    its indices without a word: classes 1 and 2 swapped silently in training and evaluation.
+    Palette colours that are no class's colour, or agree with classes.txt, are not a concern."""
+    classes = "road 0 0 0\ncar 200 30 30\nperson 30 200 30\n"
+    _write_root(tmp_path, classes=classes)
+    mask = tmp_path / "data" / "a" / "mask" / "frame_1.png"
+    index = np.zeros((16, 20), np.uint8)
+    index[4:8], index[10:12] = 1, 2
+    _palette_png(mask, index, [(0, 0, 0), (30, 200, 30), (200, 30, 30)])  # the tool's order
+    with pytest.raises(ValueError, match=r"frame_1\.png' is a palette PNG .* index 1 is drawn "
+                                         r"in \(30, 200, 30\), the colour of class 2 'person' "
+                                         r".*scripts/colour_masks\.py"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    _palette_png(mask, index, [(0, 0, 0), (200, 30, 30), (30, 200, 30)])  # as colour_masks.py
+    VideoFolders(tmp_path, "train", clip_len=1)
+    _palette_png(mask, index, [(1, 1, 1), (2, 2, 2), (3, 3, 3)])  # no class's colour
+    VideoFolders(tmp_path, "train", clip_len=1)
+    (tmp_path / "classes.txt").write_text("road\ncar\nperson\n")  # no colours to compare
+    _palette_png(mask, index, [(0, 0, 0), (30, 200, 30), (200, 30, 30)])
+    VideoFolders(tmp_path, "train", clip_len=1)
+    # PIL's stub palette of a mask saved as mode "P" without one: only index 0, black, which
+    # classes.txt may give another class (CamVid lists 'Void 0 0 0' last)
+    (tmp_path / "classes.txt").write_text("road 10 20 30\ncar 200 30 30\nvoid 0 0 0\n")
+    Image.fromarray(index, mode="P").save(mask)
+    VideoFolders(tmp_path, "train", clip_len=1)
+    _palette_png(mask, np.zeros_like(index), [(0, 0, 0)])  # one class: too little to tell
+    VideoFolders(tmp_path, "train", clip_len=1)

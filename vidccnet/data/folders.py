@@ -29,7 +29,7 @@ from ..cli import plural
 from ..visualize import default_palette
 from .base import EvalVideo
 from .clips import anchor_position, clip_indices, first_copies
-from .images import check_label_values, image_size, load_index_png, load_rgb
+from .images import check_label_values, image_size, load_index_png, load_rgb, png_palette
 from .transforms import ClipAugment, make_sample
 from .video import IMAGE_EXTENSIONS, order_frames
 
@@ -162,6 +162,7 @@ class VideoFolders(Dataset):
     title = "folders dataset"  # in messages
     layout_hint = " (see docs/design.md, 'Your own data')"
     warn_binary_masks = True  # masks holding only 0 and 255 are probably 0 / 255 exports
+    check_palette = True  # palette masks' colours are compared with classes.txt's
     masks_every_frame = False  # True: a frame without its mask is a defect worth a warning
     ignore_index = IGNORE_INDEX
 
@@ -363,6 +364,8 @@ class VideoFolders(Dataset):
             if frame is not None:
                 size = first_size if frame == files[0] else image_size(frame)
                 values.append(set(np.unique(self._label(name, frame, size)).tolist()))
+                if self.check_palette:
+                    self._check_palette_order(self.mask_path(name, frame), values[-1])
         self.frame_short_side = int(np.median(sides))
         if values and all(v == {IGNORE_INDEX} for v in values):
             logger.warning(
@@ -375,6 +378,32 @@ class VideoFolders(Dataset):
                 "the %s masks checked (%d) hold only 0 and 255: 255 is 'ignore', so the pixels "
                 "at 255 are not trained on; if they mark a class, save that class's index "
                 "(1 for %r) instead", self.split, len(values), self.class_names[1])
+
+    def _check_palette_order(self, path: Path, used: set[int]) -> None:
+        """Refuse a palette PNG drawn in classes.txt's colours but numbered in another order:
+        every class index it holds (at least two) has the colour of some class there, one of
+        them another class's. Its tool numbered the classes in its own order, and the dataset
+        reads indices, not colours (classes would be swapped without a word). A palette that
+        is not classes.txt's (a tool's own colours, PIL's stub palette) says nothing."""
+        palette = png_palette(path)
+        _, listed = read_class_list(self.root / "classes.txt")
+        held = sorted(v for v in used if v != IGNORE_INDEX)
+        if palette is None or len(held) < 2 or held[-1] >= min(len(palette), len(listed)):
+            return
+        if not all(palette[k] in listed for k in held):
+            return
+        k = next((k for k in held if palette[k] != listed[k]), None)
+        if k is None:
+            return
+        colour, j = palette[k], listed.index(palette[k])
+        own = "has no colour there" if listed[k] is None else f"is {listed[k]}"
+        raise ValueError(
+            f"{self.title} mask '{path}' is a palette PNG numbered in another order than "
+            f"classes.txt: its index {k} is drawn in {colour}, the colour of class {j} "
+            f"'{self.class_names[j]}' there (class {k} '{self.class_names[k]}' {own}), and the "
+            "dataset reads a palette PNG's indices, not its colours; convert the masks by colour "
+            "with scripts/colour_masks.py, or fix the colours in classes.txt if the indices are "
+            "right")
 
     def has_mask(self, name: str, frame: Path) -> bool:
         """Whether ``frame`` of video ``name`` has a mask file (from the listing made when the

@@ -115,6 +115,15 @@ def load_index_png(path: str | os.PathLike) -> np.ndarray:
         return np.array(im)  # writable, as above
 
 
+def png_palette(path: str | os.PathLike) -> list[tuple[int, int, int]] | None:
+    """The RGB colour of each palette index of a palette ("P") image, None for other modes."""
+    with _open(path) as im:
+        if im.mode != "P":
+            return None
+        flat = im.getpalette("RGB") or []
+    return [tuple(flat[i:i + 3]) for i in range(0, len(flat) - 2, 3)]
+
+
 def check_label_values(label: np.ndarray, num_values: int, path: str | os.PathLike,
                        dataset: str, hint: str = "is it from another label set?") -> np.ndarray:
     """Return ``label`` (stored uint8 values) if it holds only 0..num_values-1 and 255.

@@ -65,6 +65,7 @@ class VSPW(VideoFolders):
     """
 
     title = "VSPW"
+    check_palette = False  # VSPW's classes are its own list, not a classes.txt
     layout_hint = " (the official VSPW_480p layout)"
     warn_binary_masks = False
     masks_every_frame = True  # the release has a mask for every image
