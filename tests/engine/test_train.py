@@ -1703,3 +1703,22 @@ def test_an_overwrite_run_cut_or_failing_at_its_first_save_leaves_one_runs_files
     assert [r["iteration"] for r in _read_jsonl(out / "metrics.jsonl")] == [1]
     assert sorted(p.name for p in out.iterdir() if p.name != "tb") == [
         "config.yaml", "last.pt", "metrics.jsonl"]
+
+
+def test_more_workers_than_cores_is_one_warning_naming_the_key(tmp_path: Path, caplog,
+                                                              monkeypatch) -> None:
+    """data.num_workers above the cores (the folders config's 8 on a laptop) printed PyTorch's
+    generic multi-line UserWarning twice (once when the loader was built, once when it was
+    first iterated), naming neither the config key nor the value to set."""
+    import warnings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level("WARNING", logger="vidccnet.engine.train"):
+            train(tiny_cfg(tmp_path / "run", "data.num_workers=2", "schedule.iterations=1",
+                           "eval.at_end=false", "eval.interval=0"))
+    said = [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()]
+    assert len(said) == 1 and "data.num_workers=2" in said[0] and "1 CPU core" in said[0]
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]

@@ -36,6 +36,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -512,6 +513,21 @@ def _fill_frame_short_side(cfg: Config, train_set: Any) -> Config:
                                                              frame_short_side=int(side)))
 
 
+def _check_num_workers(num_workers: int, say: bool) -> None:
+    """One warning naming ``data.num_workers`` when it exceeds the CPU cores this process may
+    use, in place of PyTorch's generic one (said when the loader is built and again when it is
+    first iterated). ``say``: log it (rank 0)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or num_workers <= cores:
+        return
+    if say:
+        logger.warning(
+            "data.num_workers=%d is more than the %s this process may use: the loader's "
+            "workers compete with training for them, which can slow the run down; set "
+            "data.num_workers=%d or fewer", num_workers, plural(cores, "CPU core"), cores)
+    warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+
+
 # ------------------------------------------------------------------------------- train
 
 
@@ -580,6 +596,7 @@ def _train(  # noqa: C901 - the loop, in order
     if ckpt is not None and not finished:  # else the resume says that nothing trains
         _log_resume_changes(cfg, ckpt)
     bs = cfg.data.batch_size
+    _check_num_workers(cfg.data.num_workers, info.is_main)
     loader = build_loader(
         train_set, batch_size=bs, shuffle=True, num_workers=cfg.data.num_workers,
         distributed=info.distributed, seed=rt.seed, drop_last=True,
