@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def draw(frames: np.ndarray, indices: Sequence[int], pixel: tuple[int, int], res
             ax.set_title(f"frame {indices[j]}{query}\n{label}", fontsize=8)
         axes[r, 0].set_ylabel(f"recurrence {r + 1}")
         fig.colorbar(im, ax=list(axes[r]), label="weight (sqrt scale)")
-    fig.suptitle(title, fontsize=9)
+    # wrapped to the picture's width (about 13 characters an inch at 9 pt): 1-2 frames are narrow
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 13)), fontsize=9)
     save_figure(fig, path)  # a .png (checked by main)
 
 

@@ -207,3 +207,23 @@ def test_ctrl_c_while_the_picture_is_written_is_one_line_and_leaves_nothing(
     assert rc == 130 and stdout == "", stdout
     assert err.splitlines() == ["show_attention.py: interrupted; no picture was written"], err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("clip_len", [1, 2])
+def test_the_title_fits_in_a_narrow_picture(script, data, tmp_path, capsys, monkeypatch,
+                                            clip_len):
+    """The picture is as wide as its clip: with 1-2 frames the one-line title (checkpoint,
+    kind, pixel, frame, cell) ran off both sides of the PNG."""
+    import vidccnet.writer
+
+    figures = []
+    save = vidccnet.writer.save_figure
+    monkeypatch.setattr(vidccnet.writer, "save_figure",
+                        lambda fig, path, **kw: (figures.append(fig), save(fig, path, **kw)))
+    rc, _, err = run(script, capsys, data["video"], "--checkpoint", data["ckpt3d"], "--frame", 1,
+                     "--pixel", 19, 29, "--out", tmp_path / "attn.png", "--clip-len", clip_len)
+    assert rc == 0, err
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    box = fig.get_suptitle() and fig._suptitle.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
