@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...]) -> int:
-    from vidccnet.engine.build import build_val_videos, evaluator_kwargs
+    from vidccnet.engine.build import build_val_videos, check_root, evaluator_kwargs
     from vidccnet.engine.checkpoint import (
         CheckpointError,
         build_model_from_checkpoint,
@@ -143,6 +143,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         if not names or cfg.data.name == "folders":
             from vidccnet.data import dataset_info
 
+            check_root(cfg)  # a moved dataset: else "ROOT/classes.txt not found"
             info = dataset_info(cfg.data.name, cfg.data.root)
             if not names:
                 names, palette = list(info["class_names"]), info["palette"]

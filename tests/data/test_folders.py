@@ -3,6 +3,7 @@ trainer and evaluator on it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -561,3 +562,18 @@ def test_palette_masks_numbered_in_another_order_stop_the_build(tmp_path):
     VideoFolders(tmp_path, "train", clip_len=1)
     _palette_png(mask, np.zeros_like(index), [(0, 0, 0)])  # one class: too little to tell
     VideoFolders(tmp_path, "train", clip_len=1)
+
+
+def test_evaluate_names_a_data_root_that_is_gone(tmp_path, save_tiny_checkpoint):
+    """Evaluating a checkpoint whose dataset was moved (or another machine's) said
+    "'ROOT/classes.txt' not found", as if the data lacked its class list, where train.py says
+    that data.root does not exist."""
+    data = {"name": "folders", "root": str(tmp_path / "moved")}
+    ckpt = save_tiny_checkpoint(
+        tmp_path / "c.pt", ["road", "car"], data=data,
+        model={"name": "ccnet3d_resnet18", "kwargs": {"head_channels": 16, "backbone_width": 8}})
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint",
+                           str(ckpt), "--no-plots"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"data\.root '.*moved' does not exist; set data\.root", proc.stderr)
+    assert not (tmp_path / "eval_val").exists()
