@@ -144,6 +144,8 @@ def test_string_field_keeps_text_that_is_not_yaml() -> None:
         ("data.crop_size=[a, b]", "data.crop_size[0]"),
         # written as a size: the message shows the list syntax (found on one's own data)
         ("data.crop_size=64x96", "expects a list in brackets, e.g. data.crop_size=[64, 96]"),
+        # one number for a pair: the example is a pair (it was [64], refused next as 1 value)
+        ("data.crop_size=64", "expects a list in brackets, e.g. data.crop_size=[64, 64]"),
         ("eval.scales=1.0", "e.g. eval.scales=[1.0]"),
         ("runtime.amp=fp8", "runtime.amp"),
         ("optim.accum_steps=0", "optim.accum_steps"),

@@ -486,10 +486,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return dict(value)
         raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' expects a list in brackets, "
-                              f"{_list_example(key, value)}, got {value!r}")
         args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            size = len(args) if origin is tuple and args and args[-1] is not Ellipsis else None
+            raise ConfigError(f"config key '{key}' expects a list in brackets, "
+                              f"{_list_example(key, value, size)}, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(
@@ -503,12 +504,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
 
 
-def _list_example(key: str, value: Any) -> str:
-    """``e.g. key=[64, 96]`` from the numbers a non-list value holds (``64x96``, ``1.0``)."""
+def _list_example(key: str, value: Any, size: int | None = None) -> str:
+    """``e.g. key=[64, 96]`` from the numbers a non-list value holds (``64x96``, ``1.0``); one
+    number for a key of ``size`` values is repeated (``64`` -> ``[64, 64]``)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = [str(value)]
     else:
         numbers = re.findall(r"\d+(?:\.\d+)?", str(value))
+    if size and len(numbers) == 1:
+        numbers *= size
     return f"e.g. {key}=[{', '.join(numbers)}]" if numbers else f"e.g. {key}=[a, b]"
 
 
