@@ -1722,3 +1722,20 @@ def test_more_workers_than_cores_is_one_warning_naming_the_key(tmp_path: Path, c
     said = [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()]
     assert len(said) == 1 and "data.num_workers=2" in said[0] and "1 CPU core" in said[0]
     assert not [w for w in caught if "DataLoader will create" in str(w.message)]
+
+
+def test_a_resume_with_other_model_settings_names_them(tmp_path: Path) -> None:
+    """Resuming with the original config but without one of the run's model overrides said
+    "do not fit the model ... was it trained with another model name or num_classes?", where
+    the cause is the model setting that differs and the fix the run's own config.yaml."""
+    common = ("eval.interval=0", "eval.at_end=false", "data.kwargs.num_frames=2")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=1"))
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"--resume: .*last\.pt holds a model built with "
+                                              r"other settings \(model\.kwargs\.head_channels: "
+                                              r"16 -> 8\); resume with the run's own config, "
+                                              r"--config .*config\.yaml --resume"):
+        train(tiny_cfg(out, *common, "schedule.iterations=2", "model.kwargs.head_channels=8"),
+              resume=True)
+    assert (out / "last.pt").read_bytes() == before

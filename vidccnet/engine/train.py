@@ -184,6 +184,25 @@ def _log_resume_changes(cfg: Config, ckpt: dict) -> None:
         logger.info("resuming with changed settings (the new values apply): %s", shown)
 
 
+def _load_resumed_weights(model: nn.Module, ckpt: dict, where: Path, cfg: Config) -> None:
+    """Load the resumed checkpoint's weights; where they do not fit and the model settings
+    differ from the run's (an override left out), the refusal names those settings."""
+    from .config import config_diff
+
+    try:
+        load_model_weights(model, ckpt["model"], source=str(where))
+    except CheckpointError:
+        was = (ckpt.get("config") or {}).get("model") or {}
+        changes = config_diff(was, config_to_dict(cfg)["model"], "model.")
+        if not changes:
+            raise
+        shown = "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "")
+        raise CheckpointError(
+            f"--resume: {where} holds a model built with other settings ({shown}); resume with "
+            f"the run's own config, --config {where.parent / 'config.yaml'} --resume, or start "
+            "a new run from its weights with model.init_from") from None
+
+
 def check_labelled(videos: list, split: str, dataset: str | None = None) -> None:
     """Refuse an evaluation split without a single labelled frame (its mIoU would be NaN).
 
@@ -649,7 +668,7 @@ def _train(  # noqa: C901 - the loop, in order
     best_miou: float | None = None
     pending_val, pending_loss = False, None  # resumed from a save made just before a validation
     if ckpt is not None:
-        load_model_weights(core, ckpt["model"], source=str(out / "last.pt"))
+        _load_resumed_weights(core, ckpt, out / "last.pt", cfg)
         try:
             # the new config's lr / momentum / weight decay and schedule apply from here on
             configure_resumed_optimizer(optimizer, ckpt["optimizer"])
