@@ -98,6 +98,12 @@ def test_pretrained_errors(tmp_path, tv18_file):
     torch.save([torch.zeros(1)], lst)
     with pytest.raises(ValueError, match="not a state dict"):
         b.load_pretrained(lst)
+    # a run's checkpoint given as the backbone: the key that loads a whole model is named
+    run = tmp_path / "last.pt"
+    torch.save({"model": {"backbone.conv1.weight": torch.zeros(1)}, "config": {},
+                "optimizer": {}}, run)
+    with pytest.raises(ValueError, match=r"vidccnet checkpoint .*model\.init_from="):
+        b.load_pretrained(run)
     # a ResNet-18 state dict into a ResNet-50: shapes and keys named
     b50 = DilatedResNet(50)
     with pytest.raises(ValueError, match=r"missing keys: layer1\.0\.conv3\.weight") as err:

@@ -331,6 +331,12 @@ def _read_state_dict(path: str | os.PathLike) -> Mapping[str, Tensor]:
         ) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "config" in obj:
+        raise ValueError(
+            f"pretrained_backbone file {str(path)!r} is a vidccnet checkpoint (a whole model), "
+            "not a torchvision ResNet state dict; start from its weights with "
+            f"model.init_from={path} (and model.pretrained_backbone=null)"
+        )
     if not isinstance(obj, Mapping) or not obj or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
     ):
