@@ -564,6 +564,22 @@ def test_palette_masks_numbered_in_another_order_stop_the_build(tmp_path):
     VideoFolders(tmp_path, "train", clip_len=1)
 
 
+def test_a_tool_palette_sharing_some_colours_with_classes_txt_is_not_refused(tmp_path):
+    """A mask numbered as classes.txt but saved with another tool's palette (labelme's VOC
+    colour map) was refused whenever its few held indices' colours happened to be classes.txt
+    colours: CamVid's classes with 'void 0 0 0' last, VOC's index 0 black and index 1 (128, 0,
+    0), CamVid's building. Only a palette that is classes.txt's colours reordered tells."""
+    from vidccnet.data.camvid import CLASS_NAMES, PALETTE
+
+    classes = "".join(f"{n} {r} {g} {b}\n" for n, (r, g, b) in zip(CLASS_NAMES, PALETTE))
+    _write_root(tmp_path, classes=classes + "void 0 0 0\n")
+    voc = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128)]
+    index = np.zeros((16, 20), np.uint8)
+    index[4:8] = 1  # sky and building, numbered as classes.txt
+    _palette_png(tmp_path / "data" / "a" / "mask" / "frame_1.png", index, voc)
+    VideoFolders(tmp_path, "train", clip_len=1)
+
+
 def test_evaluate_names_a_data_root_that_is_gone(tmp_path, save_tiny_checkpoint):
     """Evaluating a checkpoint whose dataset was moved (or another machine's) said
     "'ROOT/classes.txt' not found", as if the data lacked its class list, where train.py says

@@ -380,30 +380,29 @@ class VideoFolders(Dataset):
                 "(1 for %r) instead", self.split, len(values), self.class_names[1])
 
     def _check_palette_order(self, path: Path, used: set[int]) -> None:
-        """Refuse a palette PNG drawn in classes.txt's colours but numbered in another order:
-        every class index it holds (at least two) has the colour of some class there, one of
-        them another class's. Its tool numbered the classes in its own order, and the dataset
-        reads indices, not colours (classes would be swapped without a word). A palette that
-        is not classes.txt's (a tool's own colours, PIL's stub palette) says nothing."""
+        """Refuse a palette PNG numbered in another order than classes.txt: its first colours
+        are classes.txt's colours reordered, and a class index it holds (at least two) has
+        another class's colour. Its tool numbered the classes in its own order, and the dataset
+        reads indices, not colours (classes would be swapped without a word). Any other
+        palette (a tool's own colours that share a few with classes.txt, PIL's stub palette)
+        or a classes.txt without every colour says nothing."""
         palette = png_palette(path)
         _, listed = read_class_list(self.root / "classes.txt")
         held = sorted(v for v in used if v != IGNORE_INDEX)
-        if palette is None or len(held) < 2 or held[-1] >= min(len(palette), len(listed)):
-            return
-        if not all(palette[k] in listed for k in held):
+        if palette is None or len(held) < 2 or None in listed or \
+                sorted(palette[:len(listed)]) != sorted(listed):
             return
         k = next((k for k in held if palette[k] != listed[k]), None)
         if k is None:
             return
         colour, j = palette[k], listed.index(palette[k])
-        own = "has no colour there" if listed[k] is None else f"is {listed[k]}"
         raise ValueError(
             f"{self.title} mask '{path}' is a palette PNG numbered in another order than "
             f"classes.txt: its index {k} is drawn in {colour}, the colour of class {j} "
-            f"'{self.class_names[j]}' there (class {k} '{self.class_names[k]}' {own}), and the "
-            "dataset reads a palette PNG's indices, not its colours; convert the masks by colour "
-            "with scripts/colour_masks.py, or fix the colours in classes.txt if the indices are "
-            "right")
+            f"'{self.class_names[j]}' there (class {k} '{self.class_names[k]}' is {listed[k]}), "
+            "and the dataset reads a palette PNG's indices, not its colours; convert the masks "
+            "by colour with scripts/colour_masks.py, or fix the colours in classes.txt if the "
+            "indices are right")
 
     def has_mask(self, name: str, frame: Path) -> bool:
         """Whether ``frame`` of video ``name`` has a mask file (from the listing made when the
