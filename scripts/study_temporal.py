@@ -433,7 +433,7 @@ def compare(runs: list[dict]) -> list[dict]:
         row["mannwhitney_p"] = float(stats.mannwhitneyu(x, y, alternative="greater").pvalue)
         row["learned"] = [sum(v > LEARNED for v in x), len(x)]
         row["baseline_learned"] = [sum(v > LEARNED for v in y), len(y)]
-        row["ranges_overlap"] = min(x) <= max(y)
+        row["ranges_overlap"] = min(x) <= max(y) and min(y) <= max(x)
         rows.append(row)
     return rows
 

@@ -223,3 +223,14 @@ def test_the_3d_minus_2d_comparison_has_welch_intervals_and_the_learners(load_sc
         stats.mannwhitneyu(a, b, alternative="greater").pvalue)
     table = study.markdown_comparison(rows)
     assert "3D CCA (no shift) minus 2D CCA (no shift)" in table and "3 of 4" in table
+
+
+def test_seed_ranges_apart_do_not_overlap_whichever_side_is_higher(load_script):
+    """The overlap was min(3D) <= max(2D): a 3D variant entirely below its 2D twin was said to
+    overlap it."""
+    study = load_script("study_temporal")
+    runs = [_run("cca3d", s, v, 0.6 + s / 100) for s, v in enumerate([0.20, 0.22])]
+    runs += [_run("cca2d", s, v, 0.5 + s / 100) for s, v in enumerate([0.30, 0.33])]
+    assert study.compare(runs)[0]["ranges_overlap"] is False
+    runs += [_run("cca2d", 2, 0.21, 0.53)]
+    assert study.compare(runs)[0]["ranges_overlap"] is True
