@@ -1716,9 +1716,11 @@ def test_more_workers_than_cores_is_one_warning_naming_the_key(tmp_path: Path, c
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        filters = list(warnings.filters)
         with caplog.at_level("WARNING", logger="vidccnet.engine.train"):
             train(tiny_cfg(tmp_path / "run", "data.num_workers=2", "schedule.iterations=1",
                            "eval.at_end=false", "eval.interval=0"))
+        assert warnings.filters == filters  # PyTorch's warning is silenced for the run only
     said = [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()]
     assert len(said) == 1 and "data.num_workers=2" in said[0] and "1 CPU core" in said[0]
     assert not [w for w in caught if "DataLoader will create" in str(w.message)]

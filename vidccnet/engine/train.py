@@ -535,7 +535,8 @@ def _fill_frame_short_side(cfg: Config, train_set: Any) -> Config:
 def _check_num_workers(num_workers: int, say: bool) -> None:
     """One warning naming ``data.num_workers`` when it exceeds the CPU cores this process may
     use, in place of PyTorch's generic one (said when the loader is built and again when it is
-    first iterated). ``say``: log it (rank 0)."""
+    first iterated), which stays silenced until ``train`` returns (it restores the warnings
+    filters). ``say``: log it (rank 0)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if not cores or num_workers <= cores:
         return
@@ -575,7 +576,8 @@ def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
     created = not is_distributed()
     info = init_distributed(cfg.runtime.device)
     try:
-        return _train(cfg, resume, info, name)
+        with warnings.catch_warnings():  # _check_num_workers' filter: for this run only
+            return _train(cfg, resume, info, name)
     except BaseException:
         if info.is_main:
             _put_back_earlier_logs(Path(cfg.runtime.output_dir))
