@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="base training config of every run")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="small",
                    help="small: CPU minutes per run; large: a GPU, bigger frames and "
-                        "nets, 4000 steps (small: 1600)")
+                        "nets, 4000 steps (small: 3200)")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="NAME",
                    help=f"subset of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
