@@ -21,6 +21,9 @@ sampler's order depends only on (seed, epoch) and each sample's augmentation see
 (seed, epoch, index) (``vidccnet.data.loader``), so a resumed run sees the same batches, augmented
 the same way, whatever the number of workers; dropout draws from the restored torch RNG. On CPU
 N + resume + N iterations give bit-identical weights to 2N straight.
+
+What is on disk in the run folder (its checks, ``metrics.jsonl``, TensorBoard, the replacement
+of an earlier run with ``runtime.overwrite``) is ``vidccnet.engine.rundir``'s.
 """
 
 from __future__ import annotations
@@ -28,12 +31,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 import warnings
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidccnet.cli import file_above, plural
+from vidccnet.cli import plural
 from vidccnet.nn import RecurrentCrissCrossAttention
 
 from .amp import amp_name, autocast, resolve_amp
@@ -64,7 +65,6 @@ from .checkpoint import (
     init_model_from_checkpoint,
     load_checkpoint,
     load_model_weights,
-    remove_killed_saves,
     restore_rng_state,
     save_checkpoint,
 )
@@ -82,8 +82,19 @@ from .distributed import (
 )
 from .optim import PolyWarmup, build_optimizer, build_scheduler, configure_resumed_optimizer
 from .report import to_jsonable
+from .rundir import (  # EARLIER_LOGS, never_trained: importable from here too (their old home)
+    EARLIER_LOGS,
+    JsonlWriter,
+    best_so_far,
+    never_trained,
+    open_run_dir,
+    prepare_output_dir,
+    put_back_earlier_logs,
+    replace_earlier_run,
+)
 
 __all__ = [
+    "EARLIER_LOGS",
     "PolyWarmup",
     "TrainingError",
     "build_criterion",
@@ -95,6 +106,7 @@ __all__ = [
     "check_dataset_kwargs",
     "configure_resumed_optimizer",
     "evaluator_kwargs",
+    "never_trained",
     "train",
 ]
 
@@ -246,49 +258,6 @@ def _floats(values: dict[str, Any], device: torch.device) -> dict[str, float]:
     return dict(zip(values, stacked.tolist()))
 
 
-class _JsonlWriter:
-    """Appends one JSON object per line (rank 0 only; a no-op elsewhere)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        if self.path is None:
-            return
-        clean = to_jsonable(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(clean) + "\n")
-
-
-def _truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
-    """Drop lines logged after ``iteration`` (written after the checkpoint a resume starts from),
-    and with ``rerun_val`` the validation record of ``iteration``, which the resume runs again."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-            at = int(record.get("iteration", 0))
-            rerun = rerun_val and record.get("type") == "val"
-            if at < iteration or (at == iteration and not rerun):
-                keep.append(line)
-        except (ValueError, AttributeError, TypeError):
-            continue
-    path.write_text("".join(f"{line}\n" for line in keep))
-
-
-def _tensorboard(path: Path, purge_step: int | None = None) -> Any:
-    """A SummaryWriter on ``path``; with ``purge_step``, readers drop the events logged at that
-    step and after it by an earlier run (a resume from an earlier checkpoint)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # noqa: BLE001 - tensorboard missing or broken: just skip it
-        logger.info("tensorboard is not importable; scalars go to metrics.jsonl only")
-        return None
-    return SummaryWriter(log_dir=str(path), purge_step=purge_step)
-
-
 def _colorize(mask: np.ndarray, palette: list) -> np.ndarray:
     """(H, W) class indices -> (H, W, 3) uint8 colours (ignore / unknown -> black)."""
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -341,133 +310,6 @@ def ddp_finds_unused_parameters(cfg: Config) -> bool:
     attention when ``model.recurrence`` is 0, the auxiliary head when ``loss.aux_weight`` is 0.
     Off otherwise: the search costs a walk of the autograd graph per step."""
     return cfg.loss.cc_weight == 0 or cfg.model.recurrence == 0 or cfg.loss.aux_weight == 0
-
-
-def _prepare_output_dir(cfg: Config, resume: bool) -> Path:
-    out = Path(cfg.runtime.output_dir)
-    last = out / "last.pt"
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"runtime.output_dir '{out}' is not a folder; choose another path")
-    blocking = file_above(out)
-    if blocking is not None:
-        raise TrainingError(f"runtime.output_dir '{out}': '{blocking}' is a file, not a folder; "
-                            "choose another path")
-    if resume:
-        if not last.is_file():
-            raise CheckpointError(
-                f"--resume: no checkpoint '{last}' to resume from; start without --resume or set "
-                "runtime.output_dir to the folder of the run to continue"
-            )
-    elif last.exists() and not cfg.runtime.overwrite:
-        raise TrainingError(
-            f"output folder '{out}' already holds last.pt from an earlier run; pass --resume to "
-            "continue it, runtime.overwrite=true to start afresh there, or choose another "
-            "runtime.output_dir"
-        )
-    elif cfg.runtime.overwrite and cfg.model.init_from and \
-            Path(cfg.model.init_from).resolve() in {p.resolve() for p in _earlier_results(out)}:
-        raise TrainingError(
-            f"model.init_from '{cfg.model.init_from}' is a checkpoint of the folder that "
-            "runtime.overwrite=true replaces; copy it out of that folder first"
-        )
-    elif not cfg.runtime.overwrite:
-        earlier = [n for n in ("best.pt", "metrics.jsonl", "config.yaml") if (out / n).exists()]
-        if earlier and never_trained(out):
-            logger.info("%s holds %s of a run that never trained a step: replaced", out,
-                        ", ".join(earlier))
-        elif earlier:
-            raise TrainingError(
-                f"output folder '{out}' already holds {', '.join(earlier)}, which a new run "
-                "replaces (no last.pt to resume from); set runtime.overwrite=true to replace "
-                "them, or choose another runtime.output_dir"
-            )
-    return out
-
-
-def never_trained(out: Path) -> bool:
-    """Whether ``out`` holds only what a run that stopped before its first step leaves: no
-    checkpoint, no line in ``metrics.jsonl``, and a ``config.yaml`` (if any) that a run
-    writing into ``out`` wrote (an empty ``tb/`` may be there too)."""
-    if any((out / n).exists() for n in ("last.pt", "best.pt")):
-        return False
-    if (out / "config.yaml").exists():
-        import yaml
-
-        try:
-            written = yaml.safe_load((out / "config.yaml").read_text())["runtime"]["output_dir"]
-            if Path(written).resolve() != out.resolve():
-                return False
-        except Exception:  # noqa: BLE001 - not a run's config.yaml: the user's file
-            return False
-    log = out / "metrics.jsonl"
-    try:
-        lines = log.read_text().splitlines() if log.exists() else []
-    except (OSError, UnicodeDecodeError):
-        return False
-    return not any(line.strip() for line in lines)
-
-
-# where a fresh start with runtime.overwrite keeps the earlier run's logs (metrics.jsonl, tb/)
-# until it saves its first checkpoint; a run that fails or is killed before that gets them back
-EARLIER_LOGS = ".earlier_logs"
-_LOGS = ("metrics.jsonl", "tb")
-
-
-def _set_earlier_logs_aside(out: Path) -> Path | None:
-    """Move the earlier run's logs into ``out/EARLIER_LOGS``; that folder, or None if none."""
-    earlier = [n for n in _LOGS if (out / n).exists()]
-    if not earlier:
-        return None
-    (out / EARLIER_LOGS).mkdir()
-    for n in earlier:
-        (out / n).rename(out / EARLIER_LOGS / n)
-    return out / EARLIER_LOGS
-
-
-def _put_back_earlier_logs(out: Path) -> None:
-    """The logs an overwrite run set aside go back in place of its own (it saved nothing)."""
-    aside = out / EARLIER_LOGS
-    if not aside.is_dir():
-        return
-    for n in _LOGS:
-        if (out / n).is_dir():
-            shutil.rmtree(out / n)
-        else:
-            (out / n).unlink(missing_ok=True)
-        if (aside / n).exists():
-            (aside / n).rename(out / n)
-    shutil.rmtree(aside)
-    logger.info("put back the earlier run's logs in %s (the run that replaced them saved "
-                "no checkpoint)", out)
-
-
-def _earlier_results(out: Path) -> list[Path]:
-    """An earlier run's checkpoints and evaluation folders (``eval_*/`` holding an eval.json)
-    in ``out``, which a fresh start with ``runtime.overwrite`` replaces."""
-    found = [out / n for n in ("last.pt", "best.pt") if (out / n).is_file()]
-    if out.is_dir():
-        found += sorted(p for p in out.glob("eval_*") if (p / "eval.json").is_file())
-    return found
-
-
-def _best_so_far(recorded: float | None, best_path: Path) -> float | None:
-    """The best validation mIoU of a resumed run: the one ``last.pt`` recorded, or ``best.pt``'s
-    when that is higher (it is newer when the run stopped between a validation and the next
-    checkpoint), so that a later, worse validation does not replace it."""
-    if not best_path.is_file():
-        return recorded
-    try:
-        try:
-            best = load_checkpoint(best_path, map_location="cpu", mmap=True)  # its metrics only
-        except CheckpointError:  # a file of torch's legacy format cannot be mapped
-            best = load_checkpoint(best_path, map_location="cpu")
-        miou = best.get("metrics", {}).get("mIoU")
-    except CheckpointError as exc:
-        logger.warning("cannot read %s (%s); the next validation replaces it", best_path, exc)
-        return recorded
-    if miou is None or not math.isfinite(float(miou)):
-        return recorded
-    return float(miou) if recorded is None else max(float(recorded), float(miou))
 
 
 def _resume_position(train_state: dict, ckpt: dict, world_size: int, batch_size: int) -> int:
@@ -580,7 +422,7 @@ def train(cfg: Config, resume: bool = False, name: str | None = None) -> dict:
             return _train(cfg, resume, info, name)
     except BaseException:
         if info.is_main:
-            _put_back_earlier_logs(Path(cfg.runtime.output_dir))
+            put_back_earlier_logs(Path(cfg.runtime.output_dir))
         raise
     finally:
         if created and is_distributed():
@@ -598,8 +440,8 @@ def _train(  # noqa: C901 - the loop, in order
     if rt.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if info.is_main:  # a run killed before its first checkpoint left them aside
-        _put_back_earlier_logs(Path(rt.output_dir))
-    out = _prepare_output_dir(cfg, resume)
+        put_back_earlier_logs(Path(rt.output_dir))
+    out = prepare_output_dir(cfg, resume)
     seed_everything(rt.seed, info.rank)
 
     cfg = _fill_dataset_info(cfg)
@@ -685,7 +527,7 @@ def _train(  # noqa: C901 - the loop, in order
         epoch = int(ts.get("epoch", 0))
         clips_in_epoch = _resume_position(ts, ckpt, info.world_size, bs)
         skipped = int(ts.get("skipped", 0))
-        best_miou = _best_so_far(ts.get("best_mIoU"), out / "best.pt")
+        best_miou = best_so_far(ts.get("best_mIoU"), out / "best.pt")
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == info.world_size:
             restore_rng_state(rng[info.rank])
@@ -715,28 +557,14 @@ def _train(  # noqa: C901 - the loop, in order
             find_unused_parameters=ddp_finds_unused_parameters(cfg),
         )
 
-    # output files (rank 0 only)
-    writer = None
-    jsonl = _JsonlWriter(out / "metrics.jsonl" if info.is_main else None)
-    # an earlier run's checkpoints and evaluations (runtime.overwrite) stay, with its
-    # config.yaml, until this run comes to save its first checkpoint: a run that fails before
-    # that leaves them as they were
-    replaced = [] if resume or not info.is_main else _earlier_results(out)
+    # output files (rank 0 only); `replaced`: an earlier run's files (runtime.overwrite), which
+    # stay until this run comes to save its first checkpoint (vidccnet.engine.rundir)
     config_text = config_to_yaml(cfg)
+    jsonl, writer, replaced = JsonlWriter(None), None, []
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if stale := remove_killed_saves(out):
-            logger.info("removed %s, left by a killed save", ", ".join(p.name for p in stale))
-        # a fresh start replaces an earlier run there (runtime.overwrite)
-        aside = None if resume else _set_earlier_logs_aside(out)
-        if not replaced and not finished:
-            (out / "config.yaml").write_text(config_text)
-        if aside is not None:  # removed with the earlier checkpoints, at the first save
-            replaced.append(aside)
-        if resume:
-            _truncate_jsonl(out / "metrics.jsonl", iteration, rerun_val=pending_val)
-        if rt.tensorboard:
-            writer = _tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
+        jsonl, writer, replaced = open_run_dir(
+            out, config_text, resume=resume, finished=finished, iteration=iteration,
+            rerun_val=pending_val, tensorboard=rt.tensorboard)
     barrier()
 
     def save(name: str, state: dict) -> None:
@@ -749,15 +577,7 @@ def _train(  # noqa: C901 - the loop, in order
         # checkpoint moved in. Wherever this is cut, the folder holds one run's files.
         staged = out / f".{name}.staged.tmp"
         save_checkpoint(staged, state)
-        (out / "config.yaml").unlink(missing_ok=True)
-        for path in replaced:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        (out / "config.yaml").write_text(config_text)
-        replaced.clear()
-        os.replace(staged, out / name)
+        replace_earlier_run(out, staged, name, replaced, config_text)
 
     # validation
     evaluator = None
