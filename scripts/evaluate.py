@@ -11,9 +11,10 @@ clip length, test-time scales, ...); ``model.*`` overrides are refused. ``--atte
 evaluates the test-time ablation of the attention: every criss-cross attention block's gamma
 set to 0, so each block passes its input through (compare with a plain run to see how much the
 trained model uses its attention).
-Results go to ``--output`` (default: ``eval_<split>/``, or ``eval_<split>_attention_off/``, next
-to the checkpoint); plots an earlier evaluation left there are replaced or removed. Expected
-errors print one line on stderr and exit with code 2.
+Results go to ``--output`` (default: next to the checkpoint, ``eval_<split>/`` for a best.pt and
+``eval_<stem>_<split>/`` for any other checkpoint, e.g. ``eval_last_val/`` for last.pt, with
+``_attention_off`` appended for ``--attention-off``); plots an earlier evaluation left there are
+replaced or removed. Expected errors print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def _remove_stale_plots(out: Path, written: dict) -> None:
             path.unlink()
 
 
+def default_output(checkpoint: Path, split: str, attention_off: bool = False) -> Path:
+    """The report folder next to ``checkpoint``: ``eval_<split>`` for best.pt,
+    ``eval_<stem>_<split>`` for any other checkpoint (last.pt, a copy: their reports must not
+    replace best.pt's), ``_attention_off`` appended for the ablation."""
+    stem = "" if checkpoint.name == "best.pt" else f"{checkpoint.stem}_"
+    suffix = "_attention_off" if attention_off else ""
+    return checkpoint.parent / f"eval_{stem}{split}{suffix}"
+
+
 @contextlib.contextmanager
 def _attention_off(model, recurrence: int):
     """``vidccnet.nn.attention_off``, refusing a model whose head applies no attention."""
@@ -67,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None,
                         help="YAML config for data / eval settings (default: the checkpoint's)")
     parser.add_argument("--split", default=None, help="split to evaluate (default: eval.split)")
-    parser.add_argument("--output", default=None, help="output folder (default: eval_<split>/)")
+    parser.add_argument("--output", default=None,
+                        help="output folder (default: next to the checkpoint, eval_<split>/ for "
+                        "best.pt, eval_<stem>_<split>/ for another checkpoint, e.g. "
+                        "eval_last_val/)")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: config)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--attention-off", action="store_true",
@@ -163,8 +176,8 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
                 "trained for"
             )
         split = args.split or cfg.eval.split
-        suffix = "_attention_off" if args.attention_off else ""
-        out = Path(args.output) if args.output else ckpt_path.parent / f"eval_{split}{suffix}"
+        out = Path(args.output) if args.output else default_output(ckpt_path, split,
+                                                                   args.attention_off)
         ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)

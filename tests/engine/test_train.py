@@ -952,6 +952,32 @@ def test_evaluate_script_attention_off(load_script, tmp_path: Path,
     assert not (plain.parent / "eval_val_attention_off").exists()
 
 
+def test_evaluate_script_default_folder_is_the_checkpoints_own(load_script,
+                                                               tmp_path: Path) -> None:
+    """last.pt (or a copy) evaluated without --output wrote into eval_<split>/, the folder of
+    best.pt's report, and replaced it. best.pt keeps eval_<split>/; any other checkpoint writes
+    eval_<stem>_<split>/."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]")
+    state = {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+             "config": config_to_dict(cfg), "version": 1, "iteration": 0}
+    for name in ("best.pt", "last.pt"):
+        save_checkpoint(tmp_path / name, state)
+    script = load_script("evaluate.py")
+    assert script.main(["--checkpoint", str(tmp_path / "best.pt"), "--no-plots"]) == 0
+    best_report = (tmp_path / "eval_val" / "eval.json").read_bytes()
+    assert script.main(["--checkpoint", str(tmp_path / "last.pt"), "--no-plots"]) == 0
+    assert script.main(["--checkpoint", str(tmp_path / "last.pt"), "--no-plots",
+                        "--attention-off"]) == 0
+    assert (tmp_path / "eval_val" / "eval.json").read_bytes() == best_report  # untouched
+    for folder in ("eval_last_val", "eval_last_val_attention_off"):
+        report = json.loads((tmp_path / folder / "eval.json").read_text())
+        assert report["config"]["checkpoint"] == str(tmp_path / "last.pt"), folder
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
