@@ -528,6 +528,34 @@ def test_video_listed_but_missing_says_what_to_do(tmp_path):
         VideoFolders(tmp_path, "train", clip_len=1)
 
 
+def test_nested_video_names_are_read_and_a_missing_one_is_named_right(tmp_path):
+    """Video names may be paths under ROOT/data (cam1/day/a). A missing one was reported as if
+    ROOT lacked data/ (its parent folder was taken for data/), and a video file listed, or lying
+    where the folder should be, was to be extracted into ROOT/data/<file stem>/origin/, dropping
+    the folders above it."""
+    _write_root(tmp_path, videos=(("cam1/day/a", 4), ("b", 3)))
+    ds = VideoFolders(tmp_path, "train", clip_len=1)
+    assert [name for name, _ in ds.videos] == ["cam1/day/a", "b"]
+    data = tmp_path / "data"
+    (tmp_path / "train.txt").write_text("cam1/day/a\ncam2/c\n")
+    with pytest.raises(FileNotFoundError) as err:
+        VideoFolders(tmp_path, "train", clip_len=1)
+    assert str(err.value).startswith(f"folders dataset video folder '{data / 'cam2' / 'c'}' "
+                                     "(listed in "), err.value
+    assert f"; '{data}' holds 'b', 'cam1': correct the name" in str(err.value), err.value
+    assert "ROOT must hold data/" not in str(err.value)
+    (data / "cam1" / "day" / "c.mp4").write_bytes(b"\0" * 16)
+    (tmp_path / "train.txt").write_text("cam1/day/c.mp4\n")
+    with pytest.raises(FileNotFoundError, match=r"is a file, not a folder of frames: .*"
+                                                r"ROOT/data/cam1/day/c/origin/ .* and list "
+                                                r"'cam1/day/c'$"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+    (tmp_path / "train.txt").write_text("cam1/day/c\n")
+    with pytest.raises(FileNotFoundError, match=r"day' holds the file 'c\.mp4': .*"
+                                                r"ROOT/data/cam1/day/c/origin/"):
+        VideoFolders(tmp_path, "train", clip_len=1)
+
+
 def _palette_png(path, index, colours):
     im = Image.fromarray(index.astype(np.uint8), mode="L")
     im.putpalette([v for c in colours for v in c] + [0] * (768 - 3 * len(colours)))

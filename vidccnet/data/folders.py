@@ -3,7 +3,8 @@
 VSPW's layout, with masks that hold the class index itself and a class list::
 
     ROOT/classes.txt                      one class per line: "name" or "name R G B"
-    ROOT/{train,val,test}.txt             one video folder name per line ('#' comments)
+    ROOT/{train,val,test}.txt             one video folder name per line ('#' comments): its
+                                          path under data/, nested names (cam1/day2) allowed
     ROOT/data/<video>/origin/<frame>.jpg  frames (.png .jpg .jpeg .bmp .webp .tif .tiff; ordered
                                           as frame folders are)
     ROOT/data/<video>/mask/<frame>.png    index PNG, same stem: value k = class k, 255 = ignore
@@ -280,7 +281,7 @@ class VideoFolders(Dataset):
         if not d.is_dir():
             video = d.parent
             if not video.is_dir():
-                raise FileNotFoundError(self._missing_video(video, lst))
+                raise FileNotFoundError(self._missing_video(name, lst))
             held = sorted(p.name for p in video.iterdir() if not p.name.startswith("."))
             holds = (f"'{video}' holds {', '.join(repr(n) for n in held[:5])}"
                      f"{' ...' if len(held) > 5 else ''}" if held else f"'{video}' is empty")
@@ -326,27 +327,34 @@ class VideoFolders(Dataset):
         return sorted({int(i) for i in np.linspace(0, num_videos - 1, min(num_videos, max_videos))
                        .round()})
 
-    def _missing_video(self, video: Path, lst: Path) -> str:
-        """The message for a video of split list ``lst`` whose folder ``video`` (ROOT/data/NAME)
-        is not a folder: a video file listed instead of its frames, or a name data/ lacks."""
-        data, name = video.parent, video.name
+    def _missing_video(self, name: str, lst: Path) -> str:
+        """The message for a video ``name`` of split list ``lst`` (a path under ROOT/data,
+        nested or not) that is not a folder: a video file listed instead of its frames, or a
+        name data/ lacks (the deepest of its folders that exists is listed)."""
+        data = self.root / "data"
+        video = data / name
+        stem = Path(name).with_suffix("").as_posix()  # the name of its frame folder
         extract = (f"training reads frame folders: extract its frames into "
-                   f"ROOT/data/{Path(name).stem}/origin/ (README, 'Your own data')")
+                   f"ROOT/data/{stem}/origin/ (README, 'Your own data')")
         if video.exists():
             return (f"{self.title} video '{video}' (listed in {lst}) is a file, not a folder of "
-                    f"frames: {extract} and list '{Path(name).stem}'")
+                    f"frames: {extract} and list '{stem}'")
         missing = f"{self.title} video folder '{video}' (listed in {lst}) not found"
         if not data.is_dir():
             return f"{missing}; ROOT must hold data/ and {{train,val,test}}.txt{self.layout_hint}"
-        held = sorted(p.name for p in data.iterdir() if not p.name.startswith("."))
-        files = [n for n in held if n.startswith(name + ".") and (data / n).is_file()]
+        folder = video.parent
+        while folder != data and not folder.is_dir():  # a folder of a nested name is missing
+            folder = folder.parent
+        held = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        files = [n for n in held if folder == video.parent and n.startswith(video.name + ".")
+                 and (folder / n).is_file()]
         if files:
-            return f"{missing}; '{data}' holds the file '{files[0]}': {extract}"
-        folders = [n for n in held if (data / n).is_dir()]
+            return f"{missing}; '{folder}' holds the file '{files[0]}': {extract}"
+        folders = [n for n in held if (folder / n).is_dir()]
         if not folders:
-            return f"{missing}; '{data}' holds no video folder{self.layout_hint}"
+            return f"{missing}; '{folder}' holds no video folder{self.layout_hint}"
         shown = ", ".join(repr(n) for n in folders[:5]) + (" ..." if len(folders) > 5 else "")
-        return (f"{missing}; '{data}' holds {shown}: correct the name in {lst} or add the "
+        return (f"{missing}; '{folder}' holds {shown}: correct the name in {lst} or add the "
                 f"video's folder{self.layout_hint}")
 
     def _spot_check_masks(self, max_videos: int = 8) -> None:
