@@ -592,6 +592,27 @@ def test_palette_masks_numbered_in_another_order_stop_the_build(tmp_path):
     VideoFolders(tmp_path, "train", clip_len=1)
 
 
+def test_classes_txt_is_read_once_per_dataset(tmp_path, monkeypatch):
+    """The class list was read again for every video whose first mask the build checks (to
+    compare palette masks with its colours): once is enough."""
+    _write_root(tmp_path, classes="road 0 0 0\ncar 200 30 30\nperson\n",
+                videos=(("a", 3), ("b", 3), ("c", 3)))
+    reads = []
+    real = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self.name == "classes.txt":
+            reads.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    ds = VideoFolders(tmp_path, "train", clip_len=1)
+    assert len(reads) == 1, reads
+    assert ds.class_names == ["road", "car", "person"]
+    assert ds.palette == read_classes(tmp_path)[1]  # the colours given, a default for person
+    assert ds.palette[:2] == [(0, 0, 0), (200, 30, 30)]
+
+
 def test_a_tool_palette_sharing_some_colours_with_classes_txt_is_not_refused(tmp_path):
     """A mask numbered as classes.txt but saved with another tool's palette (labelme's VOC
     colour map) was refused whenever its few held indices' colours happened to be classes.txt

@@ -86,10 +86,15 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[tuple[int, in
             format (comma-separated, or every line starting with its index).
     """
     names, colours = read_class_list(Path(root) / "classes.txt")
+    return names, fill_palette(colours)
+
+
+def fill_palette(colours: list[tuple[int, int, int] | None]) -> list[tuple[int, int, int]]:
+    """The palette of a class list's colours as listed: each colour given, and for a class
+    given without one (None) a default colour that no other class uses."""
     taken = {c for c in colours if c is not None}
-    spare = iter(c for c in default_palette(len(names) + len(taken) + 1)[1:] if c not in taken)
-    palette = [c if c is not None else next(spare) for c in colours]
-    return names, palette
+    spare = iter(c for c in default_palette(len(colours) + len(taken) + 1)[1:] if c not in taken)
+    return [c if c is not None else next(spare) for c in colours]
 
 
 def read_class_list(path: str | os.PathLike) -> tuple[list[str],
@@ -175,7 +180,8 @@ class VideoFolders(Dataset):
         max_videos: int | None = None,
     ) -> None:
         self.root = Path(root)
-        self.class_names, self.palette = self.load_classes(self.root)
+        self.class_names, self.listed_colours = self.load_classes(self.root)
+        self.palette = fill_palette(self.listed_colours)
         self.num_classes = len(self.class_names)
         lst = self.root / f"{split}.txt"
         if not lst.is_file():
@@ -265,8 +271,10 @@ class VideoFolders(Dataset):
         return items
 
     @staticmethod
-    def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
-        return read_classes(root)
+    def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int] | None]]:
+        """Class names and their colours as listed (None for a class given without one; the
+        dataset's ``palette`` fills those in): ``ROOT/classes.txt``, read once per dataset."""
+        return read_class_list(root / "classes.txt")
 
     def decode_mask(self, stored: np.ndarray, path: Path) -> np.ndarray:
         """Stored mask uint8 (H, W) -> labels int64 (H, W): value k is class k, 255 ignore."""
@@ -395,7 +403,7 @@ class VideoFolders(Dataset):
         palette (a tool's own colours that share a few with classes.txt, PIL's stub palette)
         or a classes.txt without every colour says nothing."""
         palette = png_palette(path)
-        _, listed = read_class_list(self.root / "classes.txt")
+        listed = self.listed_colours
         held = sorted(v for v in used if v != IGNORE_INDEX)
         if palette is None or len(held) < 2 or None in listed or \
                 sorted(palette[:len(listed)]) != sorted(listed):

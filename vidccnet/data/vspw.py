@@ -74,7 +74,7 @@ class VSPW(VideoFolders):
     num_classes = NUM_CLASSES
 
     @staticmethod
-    def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
+    def load_classes(root: Path) -> tuple[list[str], list[tuple[int, int, int] | None]]:
         return list(CLASS_NAMES), list(PALETTE)
 
     def decode_mask(self, stored: np.ndarray, path: Path) -> np.ndarray:
