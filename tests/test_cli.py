@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from vidccnet.cli import missing_folder, one_line
+from vidccnet.cli import missing_folder, one_line, unwritable
 
 
 def test_missing_folder_names_the_option_and_the_path(tmp_path):
@@ -17,6 +19,44 @@ def test_missing_folder_names_the_option_and_the_path(tmp_path):
     assert missing_folder(tmp_path / "afile" / "out.png", "--out") == (
         f"--out {tmp_path / 'afile' / 'out.png'}: '{tmp_path / 'afile'}' is a file, not a "
         "folder; choose another path")
+
+
+def test_unwritable_names_the_nearest_folder_without_write_permission(tmp_path, monkeypatch):
+    """The folder that would receive the file (or the folder itself, or the nearest existing
+    folder above a new one) is asked with os.access; the tests run as root, where permission
+    bits do not bite, so os.access is replaced."""
+    import os
+
+    locked = tmp_path / "locked"
+    (locked / "sub").mkdir(parents=True)
+    asked = []
+
+    def access(path, mode):
+        asked.append((Path(path), mode))
+        return Path(path) != locked
+
+    monkeypatch.setattr(os, "access", access)
+    denied = f"no permission to write in '{locked}'; choose a folder you can write to"
+    assert unwritable(locked / "a.png", "--out") == f"--out {locked / 'a.png'}: {denied}"
+    assert asked == [(locked, os.W_OK | os.X_OK)]
+    assert unwritable(locked / "new" / "deeper" / "a.png", "--out") == (
+        f"--out {locked / 'new' / 'deeper' / 'a.png'}: {denied}")  # made inside locked/
+    assert unwritable(locked, "--output", folder=True) == f"--output {locked}: {denied}"
+    assert unwritable(locked / "new", "--output", folder=True) == (
+        f"--output {locked / 'new'}: {denied}")
+    assert unwritable(locked / "sub", "--output", folder=True) is None  # only itself counts
+    assert unwritable(locked / "sub" / "a.png", "--out") is None
+    assert unwritable(tmp_path / "a.png", "--out") is None
+
+
+def test_unwritable_names_a_file_where_a_folder_goes(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert unwritable(tmp_path / "afile" / "new" / "a.png", "--out") == (
+        f"--out {tmp_path / 'afile' / 'new' / 'a.png'}: '{tmp_path / 'afile'}' is a file, not "
+        "a folder; choose another path")
+    assert unwritable(tmp_path / "afile", "--output", folder=True) == (
+        f"--output {tmp_path / 'afile'}: '{tmp_path / 'afile'}' is a file, not a folder; "
+        "choose another path")
 
 
 def test_one_line_joins_a_multi_line_message():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 import signal
 import sys
@@ -155,3 +156,21 @@ def file_above(path: str | Path) -> Path | None:
     """The file among the folders above ``path`` (absolute), which makes it unwritable: None
     when there is none."""
     return next((p for p in Path(path).absolute().parents if p.is_file()), None)
+
+
+def unwritable(path: str | Path, option: str, *, folder: bool = False) -> str | None:
+    """The one-line error for an output ``path`` that cannot be written (None when it can): the
+    folder that receives the file (with ``folder``, ``path`` itself), or the nearest existing
+    folder above it when it is still to be made, is a file or lacks write permission. Scripts
+    check it before long work, not after it."""
+    target = Path(path).absolute()
+    existing = target if folder else target.parent
+    while not existing.exists() and not existing.is_symlink():  # a dangling link stops here
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file, not a folder" if existing.is_file() else "not a folder"
+        return f"{option} {path}: '{existing}' is {what}; choose another path"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"{option} {path}: no permission to write in '{existing}'; choose a folder you "
+                "can write to")
+    return None
