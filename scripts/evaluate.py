@@ -27,7 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vidccnet.cli import fail, file_above, interruptible, setup_logging, sigterm_unwinds
+from vidccnet.cli import fail, interruptible, setup_logging, sigterm_unwinds, unwritable
 
 PROG = "evaluate.py"
 log = logging.getLogger("evaluate")
@@ -125,11 +125,8 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
             resolve_device(args.device)
         if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
             raise ValueError(f"--output '{args.output}' is not a folder; choose another path")
-        if args.output:
-            blocking = file_above(args.output)
-            if blocking is not None:
-                raise ValueError(f"--output '{args.output}': '{blocking}' is a file, not a "
-                                 "folder; choose another path")
+        if args.output and (msg := unwritable(args.output, "--output", folder=True)):
+            raise ValueError(msg)
         ckpt_path = Path(args.checkpoint)
         ckpt = load_checkpoint(ckpt_path)
         if args.config is not None:
@@ -178,6 +175,8 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         split = args.split or cfg.eval.split
         out = Path(args.output) if args.output else default_output(ckpt_path, split,
                                                                    args.attention_off)
+        if not args.output and (msg := unwritable(out, "the default --output", folder=True)):
+            raise ValueError(msg)
         ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)

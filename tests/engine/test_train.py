@@ -978,6 +978,47 @@ def test_evaluate_script_default_folder_is_the_checkpoints_own(load_script,
         assert report["config"]["checkpoint"] == str(tmp_path / "last.pt"), folder
 
 
+def test_evaluate_script_refuses_an_unwritable_report_folder_before_evaluating(
+        load_script, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """A report folder without write permission failed only when the report was written,
+    after the whole evaluation, with a traceback. It is refused first, in one line. (The
+    tests run as root, where permission bits do not bite: os.access is replaced.)"""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.evaluate import Evaluator
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "last.pt", {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                                      "config": config_to_dict(cfg), "version": 1,
+                                      "iteration": 0})
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def access(path, mode):
+        return Path(path) not in (run, locked)
+
+    def evaluated(self, model, videos):
+        raise AssertionError("evaluated although the report cannot be written")
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(Evaluator, "run", evaluated)
+    script = load_script("evaluate.py")
+    for args, needle in (
+        ([], f"the default --output {run / 'eval_last_val'}: no permission to write in "
+             f"'{run}'"),
+        (["--output", str(locked / "ev")], f"--output {locked / 'ev'}: no permission to write "
+                                          f"in '{locked}'"),
+    ):
+        assert script.main(["--checkpoint", str(run / "last.pt"), "--no-plots", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
+    assert list(locked.iterdir()) == []
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
