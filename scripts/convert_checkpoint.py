@@ -17,8 +17,8 @@ work with it. Class names: ``--classes`` (cityscapes, ade20k), else the mmseg fi
 ADE20K for 150, else generic names. Every tensor of the source is converted or the conversion
 fails naming the leftovers; the non-weight entries (``meta``, ``optimizer``) are listed in the
 summary printed on stdout (JSON).
-A file that is not such a checkpoint gives one line on stderr and exit code 2. The output is
-written atomically.
+A file that is not such a checkpoint, or is a vidccnet checkpoint already (no conversion needed),
+gives one line on stderr and exit code 2. The output is written atomically.
 """
 
 from __future__ import annotations

@@ -117,9 +117,10 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, converted, mmseg_file):
     assert len(lines) == 1 and "Traceback" not in r.stderr
     assert lines[0].startswith("convert_checkpoint.py: error:") and "cannot be read" in lines[0]
     assert not out.exists()
-    # a vidccnet checkpoint is not an mmseg CCNet checkpoint
+    # a vidccnet checkpoint needs no conversion
     r = _run(str(converted), "--format", "mmseg", "--out", str(out))
-    assert r.returncode == 2 and "no decode_head.cca" in r.stderr and not out.exists()
+    assert r.returncode == 2 and "already a vidccnet checkpoint" in r.stderr
+    assert r.stderr.count("\n") == 1 and not out.exists()
     # the wrong label set for the class count, an existing output
     script = _load("convert_checkpoint_script2", REPO / "scripts" / "convert_checkpoint.py")
     assert script.main([str(mmseg_file), "--format", "mmseg", "--out", str(out),
@@ -131,6 +132,19 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, converted, mmseg_file):
     src.write_bytes(mmseg_file.read_bytes())
     assert script.main([str(src), "--format", "mmseg", "--out", str(src), "--overwrite"]) == 2
     assert src.read_bytes() == mmseg_file.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["mmseg", "ccnet"])
+def test_a_vidccnet_checkpoint_needs_no_conversion(converted, tmp_path, capsys, fmt):
+    """A vidccnet checkpoint given as the source (this script's output, a best.pt) failed as a
+    broken mmseg / official checkpoint ('no decode_head.cca ...'): it needs no conversion."""
+    script = _load(f"convert_checkpoint_script_{fmt}", REPO / "scripts" / "convert_checkpoint.py")
+    out = tmp_path / "again.pt"
+    assert script.main([str(converted), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"'{converted}' is already a vidccnet checkpoint: no conversion is needed" in err, err
+    assert not out.exists()
 
 
 TINY = [

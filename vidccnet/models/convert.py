@@ -125,7 +125,8 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
     removed.
 
     Raises:
-        ConversionError: missing file, unreadable file, or no mapping of names to tensors.
+        ConversionError: missing file, unreadable file, no mapping of names to tensors, or a
+            vidccnet checkpoint already (nothing to convert).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -160,6 +161,13 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
     if not isinstance(obj, Mapping):
         raise ConversionError(
             f"{path!r} is not a checkpoint: it holds a {type(obj).__name__}, not a dict of tensors"
+        )
+    from vidccnet.engine.checkpoint import REQUIRED_KEYS
+
+    if all(k in obj for k in REQUIRED_KEYS):
+        raise ConversionError(
+            f"{path!r} is already a vidccnet checkpoint: no conversion is needed; pass it as it "
+            "is (--checkpoint, model.init_from)"
         )
     other: dict[str, Any] = {}
     state: Any = obj
