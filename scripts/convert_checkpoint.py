@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
+        if os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out} is a folder; name the checkpoint file to write, "
+                             f"e.g. {os.path.join(args.out, 'model.pt')}")
         if os.path.exists(args.out) and os.path.exists(args.src) and os.path.samefile(
                 args.out, args.src):
             raise ValueError(f"--out {args.out} is the source checkpoint; choose another path")

@@ -147,6 +147,23 @@ def test_a_vidccnet_checkpoint_needs_no_conversion(converted, tmp_path, capsys, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_out_that_is_a_folder_is_refused(mmseg_file, tmp_path, capsys, overwrite):
+    """--out naming a folder was told to pass --overwrite, which then converted the whole file
+    and failed on the rename ('[Errno 21] Is a directory')."""
+    script = _load("convert_checkpoint_script_dir", REPO / "scripts" / "convert_checkpoint.py")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mine.pt").write_bytes(b"mine")
+    assert script.main([str(mmseg_file), "--format", "mmseg", "--out", str(folder),
+                        *overwrite]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"--out {folder} is a folder; name the checkpoint file to write, e.g. " \
+        f"{folder / 'model.pt'}" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.pt"]
+
+
 TINY = [
     "model.name=ccnet3d_resnet50", "model.kwargs={stem: deep, head_channels: 64, "
     "aux_channels: 32}", "model.recurrence=1", "data.clip_len=2", "data.batch_size=2",
