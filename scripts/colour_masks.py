@@ -67,6 +67,9 @@ def colour_table(classes: Path, void: list[tuple[int, int, int]]
     from vidccnet.data.folders import read_class_list  # imports torch: after the argument checks
 
     path = classes / "classes.txt" if classes.is_dir() else classes
+    if path.suffix.lower() in EXTENSIONS and path.is_file():  # a mask or a colour legend
+        raise ConvertError(f"--classes '{path}' is an image, not a class list: pass the "
+                           "classes.txt with a 'name R G B' line per class, or its folder")
     try:
         names, colours = read_class_list(path)
     except FileNotFoundError:

@@ -379,6 +379,21 @@ def test_a_missing_classes_file_names_the_option(script, capsys, tmp_path, given
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["legend.png", "legend.JPG"])
+def test_an_image_given_as_the_classes_file_is_refused(script, capsys, tmp_path, name):
+    """--classes naming an image (a mask, a colour legend) was read as text: 'is not UTF-8
+    text: save it as UTF-8', advice that does not apply."""
+    write_colour(tmp_path / "colour", index_masks())
+    legend = Image.fromarray(PALETTE[index_masks()["odd.png"]])
+    legend.save(tmp_path / name, format="PNG" if name.endswith(".png") else "JPEG")
+    rc, err = run(script, capsys, tmp_path / "colour", "--classes", tmp_path / name, "--out",
+                  tmp_path / "out")
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--classes '{tmp_path / name}' is an image, not a class list: pass the " \
+        "classes.txt with a 'name R G B' line per class, or its folder" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("src, out", [("colour/one.png", "one.jpg"), ("colour", "masks.TIF")])
 def test_an_out_with_another_image_extension_is_refused(script, capsys, tmp_path, classes, src,
                                                         out):
