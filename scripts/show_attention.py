@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidccnet.cli import fail, interruptible, missing_folder, sigterm_unwinds
+from vidccnet.cli import fail, interruptible, missing_folder, sigterm_unwinds, unwritable
 
 PROG = "show_attention.py"
 MAX_CLIP_LEN = 32  # columns of the picture
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     from vidccnet.predict import VideoSegmenter
 
     out = Path(args.out)
-    if msg := missing_folder(out, "--out"):
+    if msg := missing_folder(out, "--out") or unwritable(out, "--out"):
         raise ValueError(msg)
     for given, what in ((args.video, "the input video"), (args.checkpoint, "the checkpoint")):
         if out.resolve() == Path(given).resolve():

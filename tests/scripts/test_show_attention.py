@@ -171,6 +171,29 @@ def test_out_never_replaces_an_input_and_is_a_readable_png(script, data, tmp_pat
     assert (tmp_path / "attn.PNG").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_an_unwritable_out_is_refused_before_the_model_is_loaded(script, data, tmp_path,
+                                                                  capsys, monkeypatch):
+    """--out in a folder without write permission failed only when the picture was saved,
+    after the model had run. Refused first, in one line. (The tests run as root, where
+    permission bits do not bite: os.access is replaced.)"""
+    import vidccnet.predict
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded although --out cannot be written")
+
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    monkeypatch.setattr(vidccnet.predict, "VideoSegmenter", loaded)
+    rc, stdout, err = run(script, capsys, *argv_for(data, tmp_path, out="locked/attn.png"))
+    assert rc == 2 and stdout == "", err
+    assert err.splitlines() == [f"show_attention.py: error: --out {locked / 'attn.png'}: no "
+                                f"permission to write in '{locked}'; choose a folder you can "
+                                "write to"], err
+    assert list(locked.iterdir()) == []
+
+
 def test_subprocess_exit_code_and_no_traceback(data, tmp_path):
     argv = argv_for(data, tmp_path, frame=N + 5)
     proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, argv), "--device", "cpu"],
