@@ -198,3 +198,18 @@ def test_the_moved_names_stay_importable_from_the_trainer() -> None:
     assert train_mod.never_trained is never_trained
     assert train_mod.EARLIER_LOGS == EARLIER_LOGS == ".earlier_logs"
     assert rundir.logger is logging.getLogger("vidccnet.engine.train")
+
+
+def test_prepare_output_dir_refuses_a_folder_it_cannot_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before the run builds anything, in one line (not a PermissionError at the first
+    checkpoint). The tests run as root, where permission bits do not bite: os.access is replaced."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    for out in (locked, locked / "new" / "run"):
+        with pytest.raises(TrainingError, match=f"no permission to write in '{locked}'"):
+            prepare_output_dir(_cfg(out), resume=False)
+    assert prepare_output_dir(_cfg(tmp_path / "run"), resume=False) == tmp_path / "run"

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from vidccnet.cli import file_above
+from vidccnet.cli import file_above, unwritable
 
 from .checkpoint import CheckpointError, load_checkpoint, remove_killed_saves
 from .config import Config
@@ -58,8 +58,9 @@ def prepare_output_dir(cfg: Config, resume: bool) -> Path:
     """``runtime.output_dir``, checked before the run builds anything (nothing is written).
 
     Raises:
-        TrainingError: not a folder, or it holds an earlier run that this one would replace
-            without ``runtime.overwrite`` (or a ``model.init_from`` that it replaces).
+        TrainingError: not a folder, not writable, or it holds an earlier run that this one
+            would replace without ``runtime.overwrite`` (or a ``model.init_from`` that it
+            replaces).
         CheckpointError: ``resume`` without a ``last.pt``.
     """
     from .train import TrainingError  # train.py imports this module
@@ -72,6 +73,9 @@ def prepare_output_dir(cfg: Config, resume: bool) -> Path:
     if blocking is not None:
         raise TrainingError(f"runtime.output_dir '{out}': '{blocking}' is a file, not a folder; "
                             "choose another path")
+    denied = unwritable(out, "runtime.output_dir", folder=True)
+    if denied is not None:
+        raise TrainingError(denied)
     if resume:
         if not last.is_file():
             raise CheckpointError(
