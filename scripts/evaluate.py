@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected: tuple[type[BaseException], ...] = (
         ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
-        ValueError, KeyError, RuntimeError,
+        PermissionError, ValueError, KeyError, RuntimeError,
     )
     with sigterm_unwinds():
         return _evaluate(args, expected)

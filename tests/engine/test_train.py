@@ -1019,6 +1019,32 @@ def test_evaluate_script_refuses_an_unwritable_report_folder_before_evaluating(
     assert list(locked.iterdir()) == []
 
 
+def test_evaluate_script_permission_denied_mid_run_is_one_line(
+        load_script, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """A PermissionError that the check before evaluating cannot foresee (an ACL or a read-only
+    mount that os.access does not see, while the report is written) was a traceback."""
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.evaluate import Evaluator
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused")
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    report = tmp_path / "ev" / "eval.json"
+
+    def denied(self, model, videos):
+        raise PermissionError(13, "Permission denied", str(report))
+
+    monkeypatch.setattr(Evaluator, "run", denied)
+    script = load_script("evaluate.py")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "ev"),
+                        "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Permission denied" in err[0] and str(report) in err[0], err
+
+
 def _train_until(cfg, stop_at: int) -> None:
     """Run ``cfg`` but interrupt it right after the checkpoint of iteration ``stop_at``."""
     import vidccnet.engine.train as tr
