@@ -30,6 +30,7 @@ from vidccnet.cli import (
     missing_folder,
     one_line,
     sigterm_unwinds,
+    unwritable,
 )
 
 PROG = "export_onnx.py"
@@ -70,10 +71,8 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"--out must end in .onnx, got '{out}'")
     if out.exists() and (out.is_dir() or out.resolve() == ckpt.resolve()):
         raise UserError(f"--out '{out}' is a folder or the checkpoint itself")
-    if msg := missing_folder(out, "--out"):
+    if msg := missing_folder(out, "--out") or unwritable(out, "--out"):
         raise UserError(msg)
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"the folder of --out, '{out.parent}', is not writable")
     if args.example is not None and min(args.example) < 1:
         raise UserError(f"--example sizes must be positive, got {args.example}")
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):

@@ -67,6 +67,21 @@ def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, cas
     assert list(tmp_path.iterdir()) in ([], [src])  # nothing written
 
 
+def test_an_out_folder_without_write_permission_is_refused(script, ckpt, tmp_path, capsys,
+                                                            monkeypatch):
+    """The same one line as every other script's (vidccnet.cli.unwritable), before anything is
+    loaded. The tests run as root, where permission bits do not bite: os.access is replaced."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    out = locked / "model.onnx"
+    assert script.main([str(ckpt), "--out", str(out)]) == 2
+    _one_line_error(capsys, f"--out {out}: no permission to write in '{locked}'")
+    assert list(locked.iterdir()) == []
+
+
 def test_missing_export_packages_are_named(script, ckpt, tmp_path, capsys, monkeypatch):
     real = script.importlib.util.find_spec
     monkeypatch.setattr(script.importlib.util, "find_spec",
