@@ -158,3 +158,45 @@ def test_after_sigterm_a_child_process_ending_does_not_replace_terminated():
         time.sleep(0.2)
     finally:
         signal.signal(signal.SIGCHLD, before)
+
+
+def test_unwritable_below_a_folder_without_search_permission_is_one_line(tmp_path):
+    """With real permission bits (not os.access replaced): as an unprivileged user, a path to be
+    made below a folder it cannot search raised PermissionError from Path.exists() instead of
+    giving the one line. Runs only where the tests run as root (to drop to 'nobody')."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root to run a check as the unprivileged user 'nobody'")
+    repo = Path(__file__).resolve().parents[1]
+
+    def runs(python: str | None) -> bool:  # as 'nobody', with this repository importable
+        try:
+            return python is not None and subprocess.run(
+                [python, "-c", "import vidccnet.cli"], user="nobody",
+                env={"PYTHONPATH": str(repo)}, capture_output=True).returncode == 0
+        except OSError:  # 'nobody' may not run it (a Python under /root)
+            return False
+
+    python = next((p for p in (shutil.which("python3"), "/usr/bin/python3") if runs(p)), None)
+    if python is None:
+        pytest.skip("no interpreter that 'nobody' may run with this repository readable")
+    base = Path(tempfile.mkdtemp(prefix="vidccnet-nox-"))
+    try:
+        base.chmod(0o755)
+        nox = base / "nox"
+        nox.mkdir(mode=0o700)  # root's: 'nobody' may neither search nor write it
+        code = ("import sys; from vidccnet.cli import unwritable; "
+                "print(unwritable(sys.argv[1], '--out', folder=sys.argv[2] == 'folder'))")
+        for path, kind in ((nox / "run", "folder"), (nox / "new" / "a.png", "file"),
+                           (nox / "a.png", "file")):
+            done = subprocess.run([python, "-c", code, str(path), kind], user="nobody",
+                                  env={"PYTHONPATH": str(repo)}, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.strip() == (f"--out {path}: no permission to write in '{nox}'; "
+                                           "choose a folder you can write to"), done.stdout
+    finally:
+        shutil.rmtree(base)

@@ -165,7 +165,9 @@ def unwritable(path: str | Path, option: str, *, folder: bool = False) -> str | 
     check it before long work, not after it."""
     target = Path(path).absolute()
     existing = target if folder else target.parent
-    while not existing.exists() and not existing.is_symlink():  # a dangling link stops here
+    # lexists: a dangling link exists; a path below a folder that may not be searched does
+    # not (where Path.exists raises PermissionError), so the walk goes up to that folder
+    while not os.path.lexists(existing):
         existing = existing.parent
     if not existing.is_dir():
         what = "a file, not a folder" if existing.is_file() else "not a folder"
