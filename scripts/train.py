@@ -46,7 +46,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [
         ConfigError, CheckpointError, TrainingError, FileNotFoundError, NotADirectoryError,
-        ValueError, KeyError,
+        PermissionError, ValueError, KeyError,
     ]
     return tuple(errors)
 

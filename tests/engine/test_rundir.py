@@ -212,4 +212,6 @@ def test_prepare_output_dir_refuses_a_folder_it_cannot_write(
     for out in (locked, locked / "new" / "run"):
         with pytest.raises(TrainingError, match=f"no permission to write in '{locked}'"):
             prepare_output_dir(_cfg(out), resume=False)
+    with pytest.raises(CheckpointError, match="no checkpoint .* to resume from"):
+        prepare_output_dir(_cfg(locked / "typo"), resume=True)  # what is wrong is the name
     assert prepare_output_dir(_cfg(tmp_path / "run"), resume=False) == tmp_path / "run"

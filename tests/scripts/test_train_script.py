@@ -100,3 +100,21 @@ def test_an_override_that_is_not_yaml_is_one_line(load_script, capsys) -> None:
     assert err.startswith("train.py: error: override 'data.crop_size': '[64,96' is not valid "
                           "YAML: column 7:"), err
     assert "<unicode string>" not in err and "e.g. data.crop_size=[64, 96]" in err, err
+
+
+def test_permission_denied_is_one_line(load_script, tmp_path, monkeypatch, capsys) -> None:
+    """A PermissionError the checks before training cannot foresee (a run folder below one the
+    user may not search, a file system that refuses root) was a traceback."""
+    import vidccnet.engine.train as train_mod
+
+    out = tmp_path / "run"
+
+    def denied(cfg, resume=False, name=None):
+        raise PermissionError(13, "Permission denied", str(out / "last.pt"))
+
+    monkeypatch.setattr(train_mod, "train", denied)
+    script = load_script("train.py")
+    assert script.main(["--config", str(REPO / "configs" / "synthetic_tiny.yaml"),
+                        f"runtime.output_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Permission denied" in err[0] and str(out) in err[0], err

@@ -73,16 +73,17 @@ def prepare_output_dir(cfg: Config, resume: bool) -> Path:
     if blocking is not None:
         raise TrainingError(f"runtime.output_dir '{out}': '{blocking}' is a file, not a folder; "
                             "choose another path")
+    if resume and not last.is_file():
+        raise CheckpointError(
+            f"--resume: no checkpoint '{last}' to resume from; start without --resume or set "
+            "runtime.output_dir to the folder of the run to continue"
+        )
     denied = unwritable(out, "runtime.output_dir", folder=True)
     if denied is not None:
         raise TrainingError(denied)
     if resume:
-        if not last.is_file():
-            raise CheckpointError(
-                f"--resume: no checkpoint '{last}' to resume from; start without --resume or set "
-                "runtime.output_dir to the folder of the run to continue"
-            )
-    elif last.exists() and not cfg.runtime.overwrite:
+        return out
+    if last.exists() and not cfg.runtime.overwrite:
         raise TrainingError(
             f"output folder '{out}' already holds last.pt from an earlier run; pass --resume to "
             "continue it, runtime.overwrite=true to start afresh there, or choose another "
