@@ -176,7 +176,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         out = Path(args.output) if args.output else default_output(ckpt_path, split,
                                                                    args.attention_off)
         if not args.output and (msg := unwritable(out, "the default --output", folder=True)):
-            raise ValueError(msg)
+            raise ValueError(f"{msg} and pass it as --output DIR")
         ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)

@@ -1008,7 +1008,7 @@ def test_evaluate_script_refuses_an_unwritable_report_folder_before_evaluating(
     script = load_script("evaluate.py")
     for args, needle in (
         ([], f"the default --output {run / 'eval_last_val'}: no permission to write in "
-             f"'{run}'"),
+             f"'{run}'; choose a folder you can write to and pass it as --output DIR"),
         (["--output", str(locked / "ev")], f"--output {locked / 'ev'}: no permission to write "
                                           f"in '{locked}'"),
     ):
@@ -1021,8 +1021,9 @@ def test_evaluate_script_refuses_an_unwritable_report_folder_before_evaluating(
 
 def test_evaluate_script_permission_denied_mid_run_is_one_line(
         load_script, tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
-    """A PermissionError that the check before evaluating cannot foresee (an ACL or a read-only
-    mount that os.access does not see, while the report is written) was a traceback."""
+    """A PermissionError that the check before evaluating cannot foresee (a root-squashed NFS
+    share, where os.access and the server disagree, while the report is written) was a
+    traceback."""
     from vidccnet.engine.checkpoint import save_checkpoint
     from vidccnet.engine.config import config_to_dict
     from vidccnet.engine.evaluate import Evaluator
