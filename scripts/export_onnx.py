@@ -144,6 +144,8 @@ def run(args: argparse.Namespace, ckpt_path: Path, out: Path) -> dict:
                         f"onnxruntime and PyTorch differ by {c['max_abs_diff']:.3g} at clip shape "
                         f"{c['shape']} (allowed {allowed:.3g}); the file was not written"
                     )
+        with open(tmp, "rb") as f:  # else a power cut can leave an empty file under the name
+            os.fsync(f.fileno())
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

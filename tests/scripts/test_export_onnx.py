@@ -156,6 +156,38 @@ def test_sigterm_leaves_no_temporary_file(script, ckpt, tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_export_is_on_disk_before_it_takes_the_name(script, ckpt, tmp_path, capsys,
+                                                         monkeypatch):
+    """The exported file was renamed into place without fsync: after a power cut the name
+    could hold an empty file (vidccnet.writer.write_atomically syncs; this did not)."""
+    import os
+
+    import vidccnet.export
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def exported(model, path, **kwargs):
+        Path(path).write_bytes(b"onnx")
+
+    def fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(src).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(vidccnet.export, "export_onnx", exported)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "model.onnx"
+    assert script.main([str(ckpt), "--out", str(out)]) == 0, capsys.readouterr().err
+    tmp = f".model.{os.getpid()}.check.onnx"
+    assert events == [("fsync", tmp), ("replace", tmp)], events
+    assert out.read_bytes() == b"onnx"
+
+
 def test_a_run_folder_as_checkpoint_names_its_best_pt(script, tmp_path, capsys):
     """A run folder passed as the checkpoint said 'not found': it is a folder, and its best.pt
     is what to pass."""
