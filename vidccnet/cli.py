@@ -158,17 +158,24 @@ def file_above(path: str | Path) -> Path | None:
     return next((p for p in Path(path).absolute().parents if p.is_file()), None)
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` (absolute) or, when it is still to be made, the nearest existing path above it:
+    where an output folder would be created. A dangling link counts as existing; a path below a
+    folder that may not be searched does not (Path.exists raises PermissionError there), so
+    the walk goes up to that folder."""
+    existing = Path(path).absolute()
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    return existing
+
+
 def unwritable(path: str | Path, option: str, *, folder: bool = False) -> str | None:
     """The one-line error for an output ``path`` that cannot be written (None when it can): the
     folder that receives the file (with ``folder``, ``path`` itself), or the nearest existing
     folder above it when it is still to be made, is a file or lacks write permission. Scripts
     check it before long work, not after it."""
     target = Path(path).absolute()
-    existing = target if folder else target.parent
-    # lexists: a dangling link exists; a path below a folder that may not be searched does
-    # not (where Path.exists raises PermissionError), so the walk goes up to that folder
-    while not os.path.lexists(existing):
-        existing = existing.parent
+    existing = nearest_existing(target if folder else target.parent)
     if not existing.is_dir():
         what = "a file, not a folder" if existing.is_file() else "not a folder"
         return f"{option} {path}: '{existing}' is {what}; choose another path"

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from vidccnet.cli import interrupt_behind
+from vidccnet.cli import interrupt_behind, nearest_existing
 from vidccnet.frame_time import round_ties_down
 
 if TYPE_CHECKING:
@@ -138,11 +138,7 @@ def overlay_container(path: str | os.PathLike[str], *, cli: bool = False) -> str
 
 def _check_writable_parent(path: Path, what: str) -> None:
     """The nearest existing ancestor of ``path`` must be a writable folder."""
-    parent = path.absolute().parent
-    while not parent.exists():
-        if parent.is_symlink():  # a dangling link
-            break
-        parent = parent.parent
+    parent = nearest_existing(path.absolute().parent)
     if not parent.is_dir():
         raise OutputPathError(
             f"cannot write {what} '{path}' ('{parent}' is not a folder); choose a writable location"
