@@ -559,7 +559,9 @@ def test_vc_and_flicker_frames_make_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert vc.compute() == cpu_vc.compute() and vc.windows == cpu_vc.windows
-    assert fm.compute() == cpu_fm.compute()
+    # the same frames: equal up to the order of float64 additions (an H200 gave 0.26190476190476186
+    # against the CPU's 0.261904761904762)
+    assert fm.compute() == pytest.approx(cpu_fm.compute(), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- flicker

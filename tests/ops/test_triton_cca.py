@@ -225,9 +225,37 @@ def _check_against_dense(B, cqk, cv, T, H, W, scale, dtype=torch.float32, device
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
     assert dq.dtype == dk.dtype == dv.dtype == dtype
     rq, rk, rv = dense_grads(q, k, v, go, scale)
-    _close(dq, rq, tol, "dq")
-    _close(dk, rk, tol, "dk")
-    _close(dv, rv, tol, "dv")
+    same = _reference_path_grads(q, k, v, go, scale) if dtype != torch.float32 else (None,) * 3
+    _close_grad(dq, rq, same[0], tol, "dq")
+    _close_grad(dk, rk, same[1], tol, "dk")
+    _close_grad(dv, rv, same[2], tol, "dv")
+
+
+def _reference_path_grads(q, k, v, go, scale):
+    """Gradients of the PyTorch reference path computed in the inputs' own dtype."""
+    from vidccnet.ops.reference import cca_reference
+
+    qr, kr, vr = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    out, _ = cca_reference(qr, kr, vr, scale)
+    out.backward(go)
+    return qr.grad, kr.grad, vr.grad
+
+
+def _close_grad(actual, expected, same_dtype, tol, name):
+    """A gradient within the fixed bound of _close or, for 16-bit inputs, with a worst error at
+    most twice that of the reference path computed in the same dtype (``same_dtype``), the
+    criterion of FlashAttention's tests. The fixed bound is out of reach of 16-bit math on
+    some shapes, the PyTorch path's included: fp16 with Cv = 2048 (its dq error 0.038 against a
+    bound of about 0.01), fp16 at the CamVid size on an H200 (the bound's 1.0x for the PyTorch
+    path, 1.4x for the kernel), bf16 with T = 5 and Cv = 96 (kernel 0.12, path 0.061 in the
+    interpreter; on an H200 the kernel missed the bound by 12 %)."""
+    if same_dtype is not None:
+        b = expected.double().cpu()
+        err = (actual.double().cpu() - b).abs().max().item()
+        path_err = (same_dtype.double().cpu() - b).abs().max().item()
+        if err <= 2 * path_err:
+            return
+    _close(actual, expected, tol, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,13 +737,14 @@ def test_gpu_large_vs_reference_and_deterministic(dtype):
         pytest.skip("the backward exceeds this GPU's shared memory (refused, as checked)")
     g1 = cca_backward(q, k, v, out, lse, go, 1.0)
     g2 = cca_backward(q, k, v, out, lse, go, 1.0)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2):  # on an H200 with Triton 3.6 dq, dk once were not (a race)
         assert torch.equal(a, b)
     qr, kr, vr = (x.detach().float().requires_grad_() for x in (q, k, v))
     ro, _ = cca_reference(qr, kr, vr, 1.0)
     ro.backward(go.float())
-    for name, a, r in (("dq", g1[0], qr.grad), ("dk", g1[1], kr.grad), ("dv", g1[2], vr.grad)):
-        _close(a, r, tol, name)
+    same = _reference_path_grads(q, k, v, go, 1.0) if dtype != torch.float32 else (None,) * 3
+    for name, a, r, p in zip(("dq", "dk", "dv"), g1, (qr.grad, kr.grad, vr.grad), same):
+        _close_grad(a, r, p, tol, name)
 
 
 @pytest.mark.gpu

@@ -341,21 +341,28 @@ def _bwd_kernel(
         # dP = dO V^T over Cv; Delta = rowsum(dO * O): computed by the first (column) pass,
         # stored for the second.
         dp = tl.zeros([BLOCK_L, BLOCK_L], tl.float32)
-        delta = tl.zeros([BLOCK_L], tl.float32)
         for c0 in range(0, CV, BLOCK_V):
             offs_v = c0 + tl.arange(0, BLOCK_V)
             mask_v = mask[:, None] & (offs_v < CV)[None, :]
             do = tl.load(dob + rel[:, None] * CV + offs_v[None, :], mask=mask_v, other=0.0)
             vv = tl.load(vb + rel[:, None] * CV + offs_v[None, :], mask=mask_v, other=0.0)
             dp += tl.dot(do.to(DOT_TY), tl.trans(vv.to(DOT_TY)), input_precision="ieee")
-            if not LAST:
+        if LAST:
+            delta = tl.load(db + rel, mask=mask, other=0.0)
+        else:
+            # Delta in a loop of its own, not in the dP loop: there, dO was a pipelined wgmma
+            # operand used elementwise too, and Triton 3.6 on an H200 (sm_90, num_stages >= 2,
+            # 128-wide lines) gave wrong, run-to-run different Delta, hence dq and dk (dv
+            # exact); num_stages = 1, or no wgmma, or this loop fixed it (docs/benchmarks.md).
+            delta = tl.zeros([BLOCK_L], tl.float32)
+            for c0 in range(0, CV, BLOCK_V):
+                offs_v = c0 + tl.arange(0, BLOCK_V)
+                mask_v = mask[:, None] & (offs_v < CV)[None, :]
+                do = tl.load(dob + rel[:, None] * CV + offs_v[None, :], mask=mask_v, other=0.0)
                 o = tl.load(
                     OUT + pos0 * CV + rel[:, None] * CV + offs_v[None, :], mask=mask_v, other=0.0
                 )
                 delta += tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-        if LAST:
-            delta = tl.load(db + rel, mask=mask, other=0.0)
-        else:
             tl.store(db + rel, delta, mask=mask)
         # dS feeds two dots in the dot type. For bf16 (DS_SPLIT) one bf16 dS (8 significant
         # bits) loses accuracy and fp32 dS tiles of a 256-wide line exceed an H100 block's
