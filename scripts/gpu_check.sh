@@ -4,7 +4,8 @@
 #   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
 #                                            # else ./gpu_check.json
 #
-# Steps (each under its own time limit, kill included: <= 9 min in all on one GPU):
+# Steps (each under its own time limit, kill included: <= 7 min in all on one GPU, so that a
+# 15-minute device lease leaves room for a second, shorter run after a fix):
 #   1. pytest -m gpu over tests/, in $GPU_CHECK_SHARDS (8) processes at once (kernels vs a
 #      float64 dense reference, fp32 / fp16 / bf16; no
 #      autotuning, but each autotune config alone at 256-wide lines; the one-launch forward and
@@ -14,7 +15,12 @@
 #      bandwidth floor, peak memory; `triton` (one-launch forward, the default) against
 #      `triton-2launch` (VIDCCNET_CCA_FUSED_FORWARD=0) in the same interleaved run: the check
 #      that decides whether the fused forward stays the default
-#   3. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
+#   3. scripts/train.py on configs/synthetic_tiny.yaml (the demo's recipe) on cuda with
+#      runtime.amp=bf16: the Triton forward and backward inside autocast training, end to end;
+#      the run's last metrics.jsonl records (val mIoU, gamma) go into the JSON
+#   4. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
+# GPU_CHECK_STEPS (default "pytest bench_camvid bench_vspw train_bf16 bench_model") picks steps
+# for a rerun. The JSON is rewritten after every step: a run cut short keeps what it finished.
 # A step that fails or times out is recorded as such; the script exits non-zero if any did, or
 # if the JSON could not be written (the step logs are then kept and their folder named). The
 # benchmarks rewrite their JSON as they go: a step cut by its limit or an error keeps the rows
@@ -96,20 +102,9 @@ pytest_shards() {
 export PY work GPU_CHECK_MARKS="${GPU_CHECK_MARKS:-gpu}" GPU_CHECK_TESTS="${GPU_CHECK_TESTS:-tests}"
 export GPU_CHECK_SHARDS="${GPU_CHECK_SHARDS:-8}"
 export -f pytest_shards
-step pytest "${GPU_CHECK_PYTEST_SECONDS:-300}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
-# a shard that outlived the step's kill (its own process group) must not share the GPU with
-# the benchmarks
-if [[ -f "$work/shards.pid" ]]; then
-    while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null; done <"$work/shards.pid"
-fi
-step bench_camvid 100 "$PY" scripts/bench_attention.py --case camvid --device cuda \
-    --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
-step bench_vspw 80 "$PY" scripts/bench_attention.py --case vspw --device cuda \
-    --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
-step bench_model 60 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
-    --repeats 3 --json "$work/bench_model.json"
-
-if "$PY" - "$work" "$out" <<'PYEOF'
+collect() {  # rewrite $out from what the steps left in $work (no torch import: a stuck GPU
+    # must not lose the results); after every step, so a run cut short keeps what it finished
+    "$PY" - "$work" "$out" <<'PYEOF'
 import json, os, socket, sys, xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -120,8 +115,10 @@ try:  # written before the steps (no torch import here: a stuck GPU must not los
 except Exception as exc:  # noqa: BLE001
     result["environment_error"] = (repr(exc) + " "
                                    + (work / "environment.log").read_text(errors="replace")[-2000:])
-for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
+for name in ("pytest", "bench_camvid", "bench_vspw", "train_bf16", "bench_model"):
     rc_file = work / f"{name}.rc"
+    if not rc_file.exists() and not (work / f"{name}.log").exists():
+        continue  # not run (yet)
     rc, seconds = (int(x) for x in rc_file.read_text().split()) if rc_file.exists() else (-1, 0)
     step = {"exit_code": rc, "timed_out": rc in (124, 130, 137), "seconds": seconds}
     log = work / f"{name}.log"
@@ -149,16 +146,52 @@ for name in ("pytest", "bench_camvid", "bench_vspw", "bench_model"):
                     f"{bad.get('message') or ''}\n{(bad.text or '')[-1500:]}".strip())
                 for c in cases
                 for bad in (c.find("failure"), c.find("error")) if bad is not None}
+        metrics = work / name / "metrics.jsonl"
+        if metrics.exists():  # a training run: its last records (val mIoU, gamma, loss)
+            step["metrics_tail"] = [json.loads(x) for x in metrics.read_text().splitlines()[-6:]]
     except Exception as exc:  # noqa: BLE001 - a truncated file after a kill
         step["read_error"] = repr(exc)
     result["steps"][name] = step
 tmp = out.with_name(out.name + ".tmp")
 tmp.write_text(json.dumps(result, indent=1))
 os.replace(tmp, out)
-print(f"gpu_check.sh: wrote {out}", file=sys.stderr)
 PYEOF
-then
-    :
+}
+
+steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw train_bf16 bench_model} "
+wants() { [[ "$steps" == *" $1 "* ]]; }
+if wants pytest; then
+    step pytest "${GPU_CHECK_PYTEST_SECONDS:-200}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
+    # a shard that outlived the step's kill (its own process group) must not share the GPU with
+    # the benchmarks
+    if [[ -f "$work/shards.pid" ]]; then
+        while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null; done <"$work/shards.pid"
+    fi
+    collect
+fi
+if wants bench_camvid; then
+    step bench_camvid 80 "$PY" scripts/bench_attention.py --case camvid --device cuda \
+        --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
+    collect
+fi
+if wants bench_vspw; then
+    step bench_vspw 55 "$PY" scripts/bench_attention.py --case vspw --device cuda \
+        --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
+    collect
+fi
+if wants train_bf16; then
+    step train_bf16 75 "$PY" scripts/train.py --config configs/synthetic_tiny.yaml \
+        runtime.device=cuda runtime.amp=bf16 data.num_workers=6 \
+        runtime.output_dir="$work/train_bf16"
+    collect
+fi
+if wants bench_model; then
+    step bench_model 45 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
+        --repeats 3 --json "$work/bench_model.json"
+    collect
+fi
+if [[ -f "$out" ]]; then
+    echo "gpu_check.sh: wrote $out" >&2
 else
     status=1
     trap - EXIT

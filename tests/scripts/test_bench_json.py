@@ -130,6 +130,53 @@ def test_gpu_check_records_why_each_test_failed(tmp_path):
                                        "rows_planned": 2, "rows_finished": 1}
 
 
+STEP_PYTHON = r"""#!/usr/bin/env bash
+# python on a GPU machine: the benchmark writes one row; the training step copies the JSON as it
+# is when the step starts (written after the step before?) and writes two metrics records
+case "$1" in
+    -c) exit 0 ;;
+    -) exec "$REAL_PYTHON" "$@" ;;
+    scripts/train.py)
+        cp "$GPU_OUT" "$SNAPSHOT"
+        for a in "$@"; do case "$a" in runtime.output_dir=*) dir="${a#runtime.output_dir=}" ;; esac; done
+        mkdir -p "$dir"
+        printf '%s\n' '{"type": "train", "iteration": 600}' '{"type": "val", "mIoU": 0.6}' >"$dir/metrics.jsonl"
+        exit 0 ;;
+    *) while [[ $# -gt 0 && "$1" != --json ]]; do shift; done
+       echo '{"rows": [{"n": 1}], "complete": true}' >"$2"
+       exit 0 ;;
+esac
+"""
+
+
+def test_gpu_check_steps_are_chosen_and_the_json_is_written_after_each(tmp_path):
+    """GPU_CHECK_STEPS runs the steps named (a rerun after a fix); the JSON is rewritten after
+    every step, so a run cut short by the device's time limit keeps the steps it finished; the
+    training step's last metrics records come back in it."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    fake = tmp_path / "python"
+    fake.write_text(STEP_PYTHON)
+    fake.chmod(0o755)
+    out, snapshot = tmp_path / "gpu.json", tmp_path / "snapshot.json"
+    env = {**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable,
+           "GPU_OUT": str(out), "SNAPSHOT": str(snapshot),
+           "GPU_CHECK_STEPS": "bench_camvid train_bf16"}
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert list(json.loads(snapshot.read_text())["steps"]) == ["bench_camvid"]
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == ["bench_camvid", "train_bf16"]  # no pytest, vspw, model
+    assert steps["bench_camvid"]["results"] == {"rows": [{"n": 1}], "complete": True}
+    assert steps["train_bf16"]["exit_code"] == 0
+    assert steps["train_bf16"]["metrics_tail"] == [{"type": "train", "iteration": 600},
+                                                   {"type": "val", "mIoU": 0.6}]
+
+
 def test_bench_data_quick_keeps_the_options_given(load_script):
     """--quick sets smaller defaults; it used to override --videos / --frames / --clips
     silently."""
