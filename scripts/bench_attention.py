@@ -12,9 +12,9 @@ vspw (4, 4, 60, 60, 64, 512), 2d (2, 1, 97, 97, 64, 512), quick (1, 4, 24, 24, 1
 Methods: `reference` (the operator's PyTorch backend), `reference-old` (the reference path
 before the channels-last rewrite, kept here as the baseline), `dense` (scaled_dot_product_attention
 with the N x N criss-cross mask; skipped where it does not fit), `flex` (compiled FlexAttention
-with a criss-cross mask_mod; no CPU backward), `triton` (the fused kernels; CUDA only),
-`triton-2launch` (the same with the two-launch forward, VIDCCNET_CCA_FUSED_FORWARD=0 during
-its calls: the fallback the one-launch forward is timed against; CUDA only).
+with a criss-cross mask_mod; no CPU backward), `triton` (the fused kernels, with the default
+two-launch forward; CUDA only), `triton-fused` (the same with the one-launch forward,
+VIDCCNET_CCA_FUSED_FORWARD=1 during its calls: timed against the default; CUDA only).
 
 Timing: forward, and forward + backward (torch.autograd.grad of all three inputs), each method's
 calls interleaved round-robin over the repeats so that drifting load hits them alike; the minimum
@@ -74,8 +74,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 # float32 gradients go through dP - Delta, a difference of terms larger than the result: the
 # tests (tests/ops) hold them to 1e-4, and so does the err/tol column
 GRAD_TOLERANCE = {**TOLERANCE, torch.float32: 1e-4}
-METHODS = ("reference", "reference-old", "dense", "flex", "triton", "triton-2launch")
-TRITON_METHODS = ("triton", "triton-2launch")
+METHODS = ("reference", "reference-old", "dense", "flex", "triton", "triton-fused")
+TRITON_METHODS = ("triton", "triton-fused")
 
 
 class BenchError(Exception):
@@ -246,13 +246,13 @@ def flex_fn(c: Case, device: torch.device) -> Callable:
 def method_fn(method: str, c: Case, device: torch.device) -> Callable:
     if method in ("reference", "triton"):
         return lambda q, k, v: criss_cross_attention(q, k, v, backend=method)
-    if method == "triton-2launch":
+    if method == "triton-fused":
 
-        def two_launch(q, k, v):
-            with _env(FUSED_FORWARD_ENV, "0"):
+        def one_launch(q, k, v):
+            with _env(FUSED_FORWARD_ENV, "1"):
                 return criss_cross_attention(q, k, v, backend="triton")
 
-        return two_launch
+        return one_launch
     if method == "reference-old":
         return _OldReference.apply
     if method == "dense":

@@ -20,9 +20,9 @@ Floors (b = bytes per element): forward reads q, k, v and writes out and the fp3
 once, (4 Cqk + 4 Cv) b + 4. Shapes keep H, W and the channels of the named case; B and T are
 reduced for interpreter speed (pass several --frames to see that the per-position figures hold).
 Only the kernels are measured: inputs are made channels-last so the op does no layout copy.
-The forward is the one-launch kernel unless VIDCCNET_CCA_FUSED_FORWARD=0 (the two-launch
-fallback). Atomics (the fused forward's per-frame counters) count 4 bytes read and 4 written per
-executed instruction; in the interpreter a spin-wait executes once.
+The forward is the two-launch kernel (the default) unless VIDCCNET_CCA_FUSED_FORWARD=1 (the
+one-launch forward). Atomics (the fused forward's per-frame counters) count 4 bytes read and 4
+written per executed instruction; in the interpreter a spin-wait executes once.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_cuda_without_gpu_is_one_line(bench, capsys):
     assert err == ["bench_attention.py: error: --device cuda: CUDA is not available"]
 
 
-def test_two_launch_method_sets_the_switch_only_during_its_calls(bench, monkeypatch, capsys):
+def test_one_launch_method_sets_the_switch_only_during_its_calls(bench, monkeypatch, capsys):
     import os
 
     import torch
@@ -88,14 +88,14 @@ def test_two_launch_method_sets_the_switch_only_during_its_calls(bench, monkeypa
         bench, "criss_cross_attention",
         lambda q, k, v, backend: seen.append((backend, triton_cca.fused_forward_enabled())) or q,
     )
-    fn = bench.method_fn("triton-2launch", bench.CASES["quick"], torch.device("cpu"))
+    fn = bench.method_fn("triton-fused", bench.CASES["quick"], torch.device("cpu"))
     fn(1, 2, 3)
-    assert seen == [("triton", False)] and triton_cca.FUSED_FORWARD_ENV not in os.environ
+    assert seen == [("triton", True)] and triton_cca.FUSED_FORWARD_ENV not in os.environ
     if not torch.cuda.is_available():
-        args = ["--device", "cpu", "--case", "quick", "--methods", "triton-2launch"]
+        args = ["--device", "cpu", "--case", "quick", "--methods", "triton-fused"]
         assert bench.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "--methods triton-2launch" in err[0]
+        assert len(err) == 1 and "--methods triton-fused" in err[0]
 
 
 @pytest.mark.parametrize("name, gbs", [

@@ -40,7 +40,9 @@ program computes the row and time energies, reads the column partial of its posi
 three parts exactly (log-sum-exp), writes the global ``lse`` and
 ``out = P_row V_row + P_time V_time + exp(lse_col - lse) * out_col``.
 
-By default the forward is **one launch** (``_fwd_fused_kernel``), grid ``B T (W + H)`` in
+By default the forward is **two launches** (``_fwd_kernel``: the column launch, then the row
+launch; no counters). ``VIDCCNET_CCA_FUSED_FORWARD=1`` selects **one launch**
+(``_fwd_fused_kernel``), grid ``B T (W + H)`` in
 frame-major order: program ``pid`` works on frame ``f = pid // (W + H)`` (``f = b T + t``); its
 first ``W`` programs are the frame's column lines, the next ``H`` its row lines. A column program,
 after its stores, does ``tl.debug_barrier()`` and ``atomic_add(CNT[f], 1)`` with release
@@ -53,15 +55,17 @@ tile below ``pid`` is held by a program that has already started, so all column 
 frame ``f`` (lower ids than its row programs, and never waiting) are running or finished when a
 row program of ``f`` waits. The wait therefore ends whatever order the GPU dispatches thread
 blocks in (CUDA does not document one), at the cost of one 4-byte atomic per program.
-``VIDCCNET_CCA_FUSED_FORWARD=0`` selects the two-launch forward (column launch, then row
-launch; no counters). Triton's interpreter runs programs one by one, so there the tickets
+Triton's interpreter runs programs one by one, so there the tickets
 follow the program ids and the wait ends at once.
 
-Why one launch: each launch reads q, k, v once from DRAM at best; in one launch the row programs of
-frame ``f`` read q, k, v and the column partial that the frame's column programs have just touched,
-which stay in L2 when a frame's working set fits (CamVid, 90 x 120 x (64 + 64 + 512) fp16: ~13.8 MB
-of q, k, v and ~11 MB of partial, vs 50 MB of L2 on an H200) -- an expectation, not yet measured on
-a GPU. The time lines also read k and v of the clip's other frames (T x 12.4 MB per CamVid clip),
+Why one launch was built: each launch reads q, k, v once from DRAM at best; in one launch the row
+programs of frame ``f`` read q, k, v and the column partial that the frame's column programs have
+just touched, which stay in L2 when a frame's working set fits (CamVid, 90 x 120 x (64 + 64 + 512)
+fp16: ~13.8 MB of q, k, v and ~11 MB of partial, vs 50 MB of L2 on an H200). Measured on an H200
+(Triton 3.6, the CamVid shape in fp16, ``scripts/bench_attention.py``, the minimum of 10
+interleaved calls), two launches were faster in both runs: 1.03 ms against 1.23 ms, and 1.1
+against 1.2 ms (forward + backward 4.17 against 4.48 ms), so the two-launch forward is the
+default (docs/benchmarks.md). The time lines also read k and v of the clip's other frames (T x 12.4 MB per CamVid clip),
 which L2 cannot all hold. The traffic meter (below), which assumes re-reads inside a launch hit L2,
 counts the partial's read as distinct bytes anyway.
 
@@ -477,13 +481,14 @@ _HELPER_FNS = (_fwd_line,)  # device functions called by the kernels
 _KERNEL_FNS = (_fwd_kernel, _fwd_fused_kernel, _bwd_kernel)
 _JIT_CACHE: dict[tuple[bool, bool], dict[str, Any]] = {}
 AUTOTUNE_ENV = "VIDCCNET_CCA_AUTOTUNE"  # "0": one config (GPU_CONFIGS[1]) on CUDA, no tuning
-FUSED_FORWARD_ENV = "VIDCCNET_CCA_FUSED_FORWARD"  # "0": the two-launch forward (fallback)
+FUSED_FORWARD_ENV = "VIDCCNET_CCA_FUSED_FORWARD"  # "1": the one-launch forward
 
 
 def fused_forward_enabled() -> bool:
     """Whether :func:`cca_forward` uses the one-launch kernel (``$VIDCCNET_CCA_FUSED_FORWARD``
-    unset or not ``0``) rather than the two-launch fallback."""
-    return os.environ.get(FUSED_FORWARD_ENV, "1").strip() != "0"
+    set and not ``0``) rather than the two-launch default (faster on an H200, see the module
+    docstring)."""
+    return os.environ.get(FUSED_FORWARD_ENV, "0").strip() not in ("", "0")
 
 
 def jit_functions() -> dict[str, Any]:
