@@ -65,9 +65,9 @@ fp16: ~13.8 MB of q, k, v and ~11 MB of partial, vs 50 MB of L2 on an H200). Mea
 (Triton 3.6, the CamVid shape in fp16, ``scripts/bench_attention.py``, the minimum of 10
 interleaved calls), two launches were faster in both runs: 1.03 ms against 1.23 ms, and 1.1
 against 1.2 ms (forward + backward 4.17 against 4.48 ms), so the two-launch forward is the
-default (docs/benchmarks.md). The time lines also read k and v of the clip's other frames (T x 12.4 MB per CamVid clip),
-which L2 cannot all hold. The traffic meter (below), which assumes re-reads inside a launch hit L2,
-counts the partial's read as distinct bytes anyway.
+default (docs/benchmarks.md). The time lines also read k and v of the clip's other frames
+(T x 12.4 MB per CamVid clip), which L2 cannot all hold. The traffic meter (below), which
+assumes re-reads inside a launch hit L2, counts the partial's read as distinct bytes anyway.
 
 Backward (two launches, no atomics, deterministic): the column launch computes
 ``Delta = rowsum(dO * O)`` of its positions in-kernel and stores it (4 bytes per position);
