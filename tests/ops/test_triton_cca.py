@@ -231,6 +231,19 @@ def _check_against_dense(B, cqk, cv, T, H, W, scale, dtype=torch.float32, device
     _close_grad(dv, rv, same[2], tol, "dv")
 
 
+def test_close_grad_accepts_twice_the_same_dtype_paths_error_and_no_more():
+    """Guards the 16-bit gradient criterion: within the fixed bound, or at most twice the worst
+    error of the PyTorch path in the same dtype; float32 (no path given): the bound alone."""
+    b = torch.linspace(-1, 1, 11, dtype=torch.float64)
+    path = b + 0.1  # misses 0.01 + 0.01 |b|
+    _close_grad(b + 0.2, b, path, 0.01, "g")
+    with pytest.raises(AssertionError, match="exceeds"):
+        _close_grad(b + 0.21, b, path, 0.01, "g")
+    _close_grad(b + 0.005, b, b + 0.001, 0.01, "g")  # within the bound, more than 2x the path
+    with pytest.raises(AssertionError):
+        _close_grad(b + 0.02, b, None, 0.01, "g")
+
+
 def _reference_path_grads(q, k, v, go, scale):
     """Gradients of the PyTorch reference path computed in the inputs' own dtype."""
     from vidccnet.ops.reference import cca_reference
