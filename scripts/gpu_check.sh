@@ -4,8 +4,8 @@
 #   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
 #                                            # else ./gpu_check.json
 #
-# Steps (each under its own time limit, kill included: <= 9 min in all on one GPU; an H200
-# started in ~30 s, so a 15-minute device lease leaves room for a second, shorter run):
+# Steps (each under its own time limit, kill included; the default steps take <= 8 min 30 s on
+# one GPU, and an H200 started in ~30 s, so a 15-minute lease leaves room for a short rerun):
 #   1. pytest -m gpu over tests/, in $GPU_CHECK_SHARDS (8) processes at once (kernels vs a
 #      float64 dense reference, fp32 / fp16 / bf16; no
 #      autotuning, but each autotune config alone at 256-wide lines; the two-launch forward
@@ -19,8 +19,14 @@
 #      runtime.amp=bf16: the Triton forward and backward inside autocast training, end to end;
 #      the run's last metrics.jsonl records (val mIoU, gamma) go into the JSON
 #   4. scripts/bench_model.py --device cuda (3D vs per-frame CCNet, one clip)
-# GPU_CHECK_STEPS (default "pytest bench_camvid bench_vspw train_bf16 bench_model") picks steps
-# for a rerun. The JSON is rewritten after every step: a run cut short keeps what it finished.
+#   5. ncu_camvid: Nsight Compute ($NCU, default ncu) on the CamVid-shaped forward and backward
+#      (scripts/cca_workload.py, untuned config): speed of light, occupancy, launch statistics
+#      and memory workload of each of the 4 kernels of one iteration, as CSV in the JSON
+#   6. sanitize: compute-sanitizer ($COMPUTE_SANITIZER) racecheck, then memcheck, on a small
+#      shape with 128-wide lines (the size at which the backward once raced)
+# GPU_CHECK_STEPS picks steps (default "pytest bench_camvid bench_vspw ncu_camvid sanitize",
+# about 8 min; train_bf16 and bench_model ran on 2026-12-04 and are for a later check). The
+# JSON is rewritten after every step: a run cut short keeps what it finished.
 # A step that fails or times out is recorded as such; the script exits non-zero if any did, or
 # if the JSON could not be written (the step logs are then kept and their folder named). The
 # benchmarks rewrite their JSON as they go: a step cut by its limit or an error keeps the rows
@@ -115,7 +121,8 @@ try:  # written before the steps (no torch import here: a stuck GPU must not los
 except Exception as exc:  # noqa: BLE001
     result["environment_error"] = (repr(exc) + " "
                                    + (work / "environment.log").read_text(errors="replace")[-2000:])
-for name in ("pytest", "bench_camvid", "bench_vspw", "train_bf16", "bench_model"):
+for name in ("pytest", "bench_camvid", "bench_vspw", "train_bf16", "bench_model", "ncu_camvid",
+             "sanitize"):
     rc_file = work / f"{name}.rc"
     if not rc_file.exists() and not (work / f"{name}.log").exists():
         continue  # not run (yet)
@@ -146,6 +153,9 @@ for name in ("pytest", "bench_camvid", "bench_vspw", "train_bf16", "bench_model"
                     f"{bad.get('message') or ''}\n{(bad.text or '')[-1500:]}".strip())
                 for c in cases
                 for bad in (c.find("failure"), c.find("error")) if bad is not None}
+        csv = work / f"{name}.csv"
+        if csv.exists():  # a profiler's report, whole
+            step["csv"] = csv.read_text(errors="replace")
         metrics = work / name / "metrics.jsonl"
         if metrics.exists():  # a training run: its last records (val mIoU, gamma, loss)
             step["metrics_tail"] = [json.loads(x) for x in metrics.read_text().splitlines()[-6:]]
@@ -158,7 +168,7 @@ os.replace(tmp, out)
 PYEOF
 }
 
-steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw train_bf16 bench_model} "
+steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw ncu_camvid sanitize} "
 wants() { [[ "$steps" == *" $1 "* ]]; }
 if wants pytest; then
     step pytest "${GPU_CHECK_PYTEST_SECONDS:-200}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
@@ -190,6 +200,28 @@ fi
 if wants bench_model; then
     step bench_model 80 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
         --repeats 3 --json "$work/bench_model.json"
+    collect
+fi
+if wants ncu_camvid; then
+    # iteration 1 compiles; the 4 launches of iteration 2 are profiled
+    step ncu_camvid 90 env VIDCCNET_CCA_AUTOTUNE=0 "${NCU:-ncu}" --clock-control none \
+        --target-processes all -k 'regex:_(fwd|bwd)' --launch-skip 4 --launch-count 4 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section MemoryWorkloadAnalysis --csv --log-file "$work/ncu_camvid.csv" \
+        "$PY" scripts/cca_workload.py --iters 2
+    collect
+fi
+if wants sanitize; then
+    sanitize() {
+        local tool
+        for tool in racecheck memcheck; do
+            echo "== $tool"
+            "${COMPUTE_SANITIZER:-compute-sanitizer}" --tool "$tool" --error-exitcode 3 \
+                "$PY" scripts/cca_workload.py --shape 1 64 128 2 16 128 --iters 1 || return
+        done
+    }
+    export -f sanitize
+    step sanitize 100 env VIDCCNET_CCA_AUTOTUNE=0 bash -c sanitize
     collect
 fi
 if [[ -f "$out" ]]; then

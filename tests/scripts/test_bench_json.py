@@ -116,7 +116,8 @@ def test_gpu_check_records_why_each_test_failed(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable})
+                          env={**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable,
+                               "GPU_CHECK_STEPS": "pytest bench_camvid bench_vspw bench_model"})
     assert proc.returncode == 1, proc.stderr
     steps = json.loads(out.read_text())["steps"]
     assert steps["pytest"]["tests"] == {"tests": 2, "failures": 1, "errors": 0, "skipped": 0}
@@ -178,6 +179,69 @@ def test_gpu_check_steps_are_chosen_and_the_json_is_written_after_each(tmp_path)
     assert steps["train_bf16"]["exit_code"] == 0
     assert steps["train_bf16"]["metrics_tail"] == [{"type": "train", "iteration": 600},
                                                    {"type": "val", "mIoU": 0.6}]
+
+
+FAKE_NCU = r"""#!/usr/bin/env bash
+# ncu: writes a CSV to --log-file, checks it was given the workload
+while [[ $# -gt 0 && "$1" != --log-file ]]; do shift; done
+log="$2"; shift 2
+[[ "$2" == scripts/cca_workload.py ]] || exit 9
+printf '%s\n' '"ID","Kernel Name","Metric Name","Metric Value"' \
+    '"0","_fwd_kernel","Achieved Occupancy","12.5"' >"$log"
+"""
+
+FAKE_SANITIZER = r"""#!/usr/bin/env bash
+# compute-sanitizer: --tool TOOL --error-exitcode N PY SCRIPT ARGS
+[[ "$5" == */python && "$6" == scripts/cca_workload.py ]] || exit 9
+echo "========= $2: 0 hazards, VIDCCNET_CCA_AUTOTUNE=$VIDCCNET_CCA_AUTOTUNE"
+"""
+
+
+def test_gpu_check_profiles_and_sanitizes_the_kernels(tmp_path):
+    """The steps ncu_camvid and sanitize run Nsight Compute and compute-sanitizer (racecheck,
+    then memcheck) on scripts/cca_workload.py, untuned; the profiler's CSV comes back whole."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    tools = {}
+    for name, text in (("python", STEP_PYTHON), ("ncu", FAKE_NCU), ("sanitizer", FAKE_SANITIZER)):
+        tools[name] = tmp_path / name
+        tools[name].write_text(text)
+        tools[name].chmod(0o755)
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHON": str(tools["python"]), "REAL_PYTHON": sys.executable,
+           "NCU": str(tools["ncu"]), "COMPUTE_SANITIZER": str(tools["sanitizer"]),
+           "GPU_CHECK_STEPS": "ncu_camvid sanitize"}
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == ["ncu_camvid", "sanitize"]
+    row = steps["ncu_camvid"]["csv"].splitlines()[1]
+    assert row == '"0","_fwd_kernel","Achieved Occupancy","12.5"'
+    log = steps["sanitize"]["log_tail"]
+    assert log.index("racecheck: 0 hazards, VIDCCNET_CCA_AUTOTUNE=0") < log.index("memcheck: 0")
+
+
+def test_cca_workload_runs_the_kernels_in_the_interpreter(load_script, monkeypatch, capsys):
+    """The profilers' workload: forward and backward per iteration, 4 launches (two-launch
+    forward), on CPU under Triton's interpreter."""
+    from vidccnet.ops import triton_cca
+
+    if not triton_cca.triton_available("cpu")[0]:
+        pytest.skip("needs TRITON_INTERPRET=1 (set by the test suite's conftest)")
+    monkeypatch.delenv(triton_cca.FUSED_FORWARD_ENV, raising=False)
+    calls = []
+    for name in ("cca_forward", "cca_backward"):
+        real = getattr(triton_cca, name)
+        monkeypatch.setattr(triton_cca, name, lambda *a, _r=real, _n=name, **k: calls.append(_n)
+                            or _r(*a, **k))
+    rc = load_script("cca_workload").main(["--device", "cpu", "--shape", "1", "16", "24", "2",
+                                           "3", "5", "--iters", "2"])
+    assert rc == 0 and calls == ["cca_forward", "cca_backward"] * 2
+    assert "2 iterations of 4 launches" in capsys.readouterr().out
 
 
 def test_bench_data_quick_keeps_the_options_given(load_script):
