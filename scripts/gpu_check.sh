@@ -4,8 +4,8 @@
 #   bash scripts/gpu_check.sh [OUT.json]     # default: $OUT/gpu_check.json if $OUT is set,
 #                                            # else ./gpu_check.json
 #
-# Steps (each under its own time limit, kill included; the default steps take <= 8 min 30 s on
-# one GPU, and an H200 started in ~30 s, so a 15-minute lease leaves room for a short rerun):
+# Steps (each under its own time limit; the default steps' limits add up to 510 s, at most ~10 min
+# with the 10 s kill grace of each and the 60 s environment probe; an H200 started in ~30 s):
 #   1. pytest -m gpu over tests/, in $GPU_CHECK_SHARDS (8) processes at once (kernels vs a
 #      float64 dense reference, fp32 / fp16 / bf16; no
 #      autotuning, but each autotune config alone at 256-wide lines; the two-launch forward
@@ -22,10 +22,11 @@
 #   5. ncu_camvid: Nsight Compute ($NCU, default ncu) on the CamVid-shaped forward and backward
 #      (scripts/cca_workload.py, untuned config): speed of light, occupancy, launch statistics
 #      and memory workload of each of the 4 kernels of one iteration, as CSV in the JSON
-#   6. sanitize: compute-sanitizer ($COMPUTE_SANITIZER) racecheck, then memcheck, on a small
-#      shape with 128-wide lines (the size at which the backward once raced)
+#   6. sanitize: compute-sanitizer ($COMPUTE_SANITIZER) racecheck, then memcheck (PyTorch's
+#      caching allocator off), on a small shape whose column lines are 128 long (the launch
+#      that raced on 2026-12-04 computes Delta on the column lines)
 # GPU_CHECK_STEPS picks steps (default "pytest bench_camvid bench_vspw ncu_camvid sanitize",
-# about 8 min; train_bf16 and bench_model ran on 2026-12-04 and are for a later check). The
+# train_bf16 and bench_model ran on 2026-12-04 and are for a later check). The
 # JSON is rewritten after every step: a run cut short keeps what it finished.
 # A step that fails or times out is recorded as such; the script exits non-zero if any did, or
 # if the JSON could not be written (the step logs are then kept and their folder named). The
@@ -41,6 +42,15 @@ out="${1:-$default_out}"
 unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
+steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw ncu_camvid sanitize} "
+for s in $steps; do
+    case "$s" in
+        pytest | bench_camvid | bench_vspw | train_bf16 | bench_model | ncu_camvid | sanitize) ;;
+        *) echo "gpu_check.sh: error: unknown step '$s' in GPU_CHECK_STEPS; the steps are" \
+               "pytest bench_camvid bench_vspw train_bf16 bench_model ncu_camvid sanitize" >&2
+           exit 2 ;;
+    esac
+done
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "gpu_check.sh: error: no CUDA GPU visible to torch (torch.cuda.is_available() is False); run it on a GPU machine" >&2
@@ -168,10 +178,9 @@ os.replace(tmp, out)
 PYEOF
 }
 
-steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw ncu_camvid sanitize} "
 wants() { [[ "$steps" == *" $1 "* ]]; }
 if wants pytest; then
-    step pytest "${GPU_CHECK_PYTEST_SECONDS:-200}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
+    step pytest "${GPU_CHECK_PYTEST_SECONDS:-180}" env VIDCCNET_CCA_AUTOTUNE=0 bash -c pytest_shards
     # a shard that outlived the step's kill (its own process group) must not share the GPU with
     # the benchmarks
     if [[ -f "$work/shards.pid" ]]; then
@@ -187,7 +196,7 @@ if wants bench_camvid; then
     collect
 fi
 if wants bench_vspw; then
-    step bench_vspw 90 env TORCHINDUCTOR_COMPILE_THREADS=1 "$PY" scripts/bench_attention.py \
+    step bench_vspw 80 env TORCHINDUCTOR_COMPILE_THREADS=1 "$PY" scripts/bench_attention.py \
         --case vspw --device cuda --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
     collect
 fi
@@ -204,7 +213,8 @@ if wants bench_model; then
 fi
 if wants ncu_camvid; then
     # iteration 1 compiles; the 4 launches of iteration 2 are profiled
-    step ncu_camvid 90 env VIDCCNET_CCA_AUTOTUNE=0 "${NCU:-ncu}" --clock-control none \
+    step ncu_camvid 80 env VIDCCNET_CCA_AUTOTUNE=0 VIDCCNET_CCA_FUSED_FORWARD=0 \
+        "${NCU:-ncu}" --clock-control none \
         --target-processes all -k 'regex:_(fwd|bwd)' --launch-skip 4 --launch-count 4 \
         --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section MemoryWorkloadAnalysis --csv --log-file "$work/ncu_camvid.csv" \
@@ -217,11 +227,11 @@ if wants sanitize; then
         for tool in racecheck memcheck; do
             echo "== $tool"
             "${COMPUTE_SANITIZER:-compute-sanitizer}" --tool "$tool" --error-exitcode 3 \
-                "$PY" scripts/cca_workload.py --shape 1 64 128 2 16 128 --iters 1 || return
+                "$PY" scripts/cca_workload.py --shape 1 64 128 2 128 16 --iters 1 || return
         done
     }
     export -f sanitize
-    step sanitize 100 env VIDCCNET_CCA_AUTOTUNE=0 bash -c sanitize
+    step sanitize 90 env VIDCCNET_CCA_AUTOTUNE=0 PYTORCH_NO_CUDA_MEMORY_CACHING=1 bash -c sanitize
     collect
 fi
 if [[ -f "$out" ]]; then

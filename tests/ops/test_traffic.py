@@ -151,7 +151,7 @@ def test_meter_restores_the_interpreter():
 def test_cca_kernels_are_coalesced(fused, monkeypatch):
     """Every main load / store of the criss-cross kernels moves whole channel rows (<= 1.25);
     the fused forward is one launch (per program one ticket atomic, plus the column program's
-    signal or, in the interpreter, the row program's one wait), the fallback two."""
+    signal or, in the interpreter, the row program's one wait), the default two."""
     from vidccnet.ops import triton_cca
 
     monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "1" if fused else "0")

@@ -182,7 +182,9 @@ def test_gpu_check_steps_are_chosen_and_the_json_is_written_after_each(tmp_path)
 
 
 FAKE_NCU = r"""#!/usr/bin/env bash
-# ncu: writes a CSV to --log-file, checks it was given the workload
+# ncu: writes a CSV to --log-file, checks it was given the workload, untuned, two-launch
+[[ "$VIDCCNET_CCA_AUTOTUNE $VIDCCNET_CCA_FUSED_FORWARD" == "0 0" ]] || exit 8
+[[ " $* " == *" --launch-skip 4 --launch-count 4 "* ]] || exit 7
 while [[ $# -gt 0 && "$1" != --log-file ]]; do shift; done
 log="$2"; shift 2
 [[ "$2" == scripts/cca_workload.py ]] || exit 9
@@ -192,9 +194,25 @@ printf '%s\n' '"ID","Kernel Name","Metric Name","Metric Value"' \
 
 FAKE_SANITIZER = r"""#!/usr/bin/env bash
 # compute-sanitizer: --tool TOOL --error-exitcode N PY SCRIPT ARGS
-[[ "$5" == */python && "$6" == scripts/cca_workload.py ]] || exit 9
+[[ "$1 $3" == "--tool --error-exitcode" && "$5" == */python ]] || exit 9
+[[ "$6 $7 $8" == "scripts/cca_workload.py --shape 1" ]] || exit 9
 echo "========= $2: 0 hazards, VIDCCNET_CCA_AUTOTUNE=$VIDCCNET_CCA_AUTOTUNE"
 """
+
+
+def test_gpu_check_refuses_an_unknown_step_before_anything(tmp_path):
+    """A mistyped GPU_CHECK_STEPS entry would run nothing and end with "the JSON was not
+    written": it is one line and exit 2, before the GPU is even probed."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GPU_CHECK_STEPS": "pytest benchcamvid"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "unknown step 'benchcamvid'" in proc.stderr and not out.exists()
 
 
 def test_gpu_check_profiles_and_sanitizes_the_kernels(tmp_path):
