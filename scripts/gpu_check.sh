@@ -41,7 +41,7 @@ if [[ -n "${OUT:-}" ]]; then default_out="$OUT/gpu_check.json"; fi
 out="${1:-$default_out}"
 unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3 || echo python)}"  # images with python3 only
 steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw ncu_camvid sanitize} "
 for s in $steps; do
     case "$s" in

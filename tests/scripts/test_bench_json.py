@@ -200,6 +200,30 @@ echo "========= $2: 0 hazards, VIDCCNET_CCA_AUTOTUNE=$VIDCCNET_CCA_AUTOTUNE"
 """
 
 
+def test_gpu_check_uses_python3_where_there_is_no_python(tmp_path):
+    """The H200 image has python3 and no python: without $PYTHON the script finds python3 (it
+    used to stop at once, saying no CUDA GPU was visible)."""
+    import os
+    import subprocess
+    import sys
+
+    if any((Path(d) / "python").exists() for d in ("/usr/bin", "/bin")):
+        pytest.skip("this machine has a system python")
+    repo = Path(__file__).resolve().parents[2]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(STEP_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    out = tmp_path / "gpu.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(PATH=f"{bin_dir}:/usr/bin:/bin", REAL_PYTHON=sys.executable,
+               GPU_CHECK_STEPS="bench_camvid")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["steps"]["bench_camvid"]["exit_code"] == 0
+
+
 def test_gpu_check_refuses_an_unknown_step_before_anything(tmp_path):
     """A mistyped GPU_CHECK_STEPS entry would run nothing and end with "the JSON was not
     written": it is one line and exit 2, before the GPU is even probed."""
