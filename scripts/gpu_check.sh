@@ -41,15 +41,16 @@ if [[ -n "${OUT:-}" ]]; then default_out="$OUT/gpu_check.json"; fi
 out="${1:-$default_out}"
 unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PYTHON:-$(command -v python || command -v python3 || echo python)}"  # images with python3 only
+# images with python3 only (the H200's) have no python
+PY="${PYTHON:-$(command -v python || command -v python3 || echo python)}"
+ALL_STEPS="pytest bench_camvid bench_vspw train_bf16 bench_model ncu_camvid sanitize"  # JSON order
 steps=" ${GPU_CHECK_STEPS:-pytest bench_camvid bench_vspw ncu_camvid sanitize} "
 for s in $steps; do
-    case "$s" in
-        pytest | bench_camvid | bench_vspw | train_bf16 | bench_model | ncu_camvid | sanitize) ;;
-        *) echo "gpu_check.sh: error: unknown step '$s' in GPU_CHECK_STEPS; the steps are" \
-               "pytest bench_camvid bench_vspw train_bf16 bench_model ncu_camvid sanitize" >&2
-           exit 2 ;;
-    esac
+    if [[ " $ALL_STEPS " != *" $s "* ]]; then
+        echo "gpu_check.sh: error: unknown step '$s' in GPU_CHECK_STEPS;" \
+            "the steps are $ALL_STEPS" >&2
+        exit 2
+    fi
 done
 
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -70,7 +71,8 @@ print(json.dumps(dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__
                       cuda=torch.version.cuda, triton=triton.__version__)))" \
     >"$work/environment.json" 2>"$work/environment.log"
 
-step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and exit code
+step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and exit code, and
+    # rewrite the JSON (collect), so that a run cut short keeps the steps it finished
     local name="$1" limit="$2"
     shift 2
     local t0=$SECONDS
@@ -79,6 +81,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, keep its log and ex
     echo "$rc $((SECONDS - t0))" >"$work/$name.rc"
     echo "gpu_check.sh: $name: exit $rc in $((SECONDS - t0)) s" >&2
     if [[ $rc -ne 0 ]]; then status=1; fi
+    collect
 }
 
 # pytest_shards: the selected tests in $GPU_CHECK_SHARDS processes at once (round-robin in file
@@ -119,8 +122,8 @@ export PY work GPU_CHECK_MARKS="${GPU_CHECK_MARKS:-gpu}" GPU_CHECK_TESTS="${GPU_
 export GPU_CHECK_SHARDS="${GPU_CHECK_SHARDS:-8}"
 export -f pytest_shards
 collect() {  # rewrite $out from what the steps left in $work (no torch import: a stuck GPU
-    # must not lose the results); after every step, so a run cut short keeps what it finished
-    "$PY" - "$work" "$out" <<'PYEOF'
+    # must not lose the results)
+    "$PY" - "$work" "$out" $ALL_STEPS <<'PYEOF'
 import json, os, socket, sys, xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -131,8 +134,7 @@ try:  # written before the steps (no torch import here: a stuck GPU must not los
 except Exception as exc:  # noqa: BLE001
     result["environment_error"] = (repr(exc) + " "
                                    + (work / "environment.log").read_text(errors="replace")[-2000:])
-for name in ("pytest", "bench_camvid", "bench_vspw", "train_bf16", "bench_model", "ncu_camvid",
-             "sanitize"):
+for name in sys.argv[3:]:
     rc_file = work / f"{name}.rc"
     if not rc_file.exists() and not (work / f"{name}.log").exists():
         continue  # not run (yet)
@@ -186,30 +188,25 @@ if wants pytest; then
     if [[ -f "$work/shards.pid" ]]; then
         while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null; done <"$work/shards.pid"
     fi
-    collect
 fi
 # TORCHINDUCTOR_COMPILE_THREADS=1: FlexAttention's compile in-process; on an H200 the benchmark
 # finished its table, then waited at exit for Inductor's compile workers until the step's limit
 if wants bench_camvid; then
     step bench_camvid 80 env TORCHINDUCTOR_COMPILE_THREADS=1 "$PY" scripts/bench_attention.py \
         --case camvid --device cuda --dtype float16 --repeats 10 --json "$work/bench_camvid.json"
-    collect
 fi
 if wants bench_vspw; then
     step bench_vspw 80 env TORCHINDUCTOR_COMPILE_THREADS=1 "$PY" scripts/bench_attention.py \
         --case vspw --device cuda --dtype bfloat16 --repeats 10 --json "$work/bench_vspw.json"
-    collect
 fi
 if wants train_bf16; then
     step train_bf16 75 "$PY" scripts/train.py --config configs/synthetic_tiny.yaml \
         runtime.device=cuda runtime.amp=bf16 data.num_workers=6 \
         runtime.output_dir="$work/train_bf16"
-    collect
 fi
 if wants bench_model; then
     step bench_model 80 "$PY" scripts/bench_model.py --device cuda --depths 50 --frames 5 \
         --repeats 3 --json "$work/bench_model.json"
-    collect
 fi
 if wants ncu_camvid; then
     # iteration 1 compiles; the 4 launches of iteration 2 are profiled
@@ -219,7 +216,6 @@ if wants ncu_camvid; then
         --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section MemoryWorkloadAnalysis --csv --log-file "$work/ncu_camvid.csv" \
         "$PY" scripts/cca_workload.py --iters 2
-    collect
 fi
 if wants sanitize; then
     sanitize() {
@@ -232,7 +228,6 @@ if wants sanitize; then
     }
     export -f sanitize
     step sanitize 90 env VIDCCNET_CCA_AUTOTUNE=0 PYTORCH_NO_CUDA_MEMORY_CACHING=1 bash -c sanitize
-    collect
 fi
 if [[ -f "$out" ]]; then
     echo "gpu_check.sh: wrote $out" >&2
