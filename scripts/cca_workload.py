@@ -54,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from vidccnet.ops import triton_cca
 
     try:
-        ok, why = triton_cca.triton_available(args.device)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise RuntimeError(f"--device {args.device} is not a device: use cuda (or cpu under "
+                               "TRITON_INTERPRET=1)") from None
+        ok, why = triton_cca.triton_available(device)
         if not ok:
             raise RuntimeError(f"the Triton kernels cannot run on {args.device}: {why}")
         B, cqk, cv, T, H, W = args.shape
-        dtype, device = getattr(torch, args.dtype), torch.device(args.device)
+        dtype = getattr(torch, args.dtype)
         g = torch.Generator().manual_seed(0)
 
         def channels_last(c: int, std: float) -> torch.Tensor:  # (B, c, T, H, W) view

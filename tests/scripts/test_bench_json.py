@@ -267,6 +267,13 @@ def test_gpu_check_profiles_and_sanitizes_the_kernels(tmp_path):
     assert log.index("racecheck: 0 hazards, VIDCCNET_CCA_AUTOTUNE=0") < log.index("memcheck: 0")
 
 
+def test_cca_workload_names_a_wrong_device_in_one_line(load_script, capsys):
+    rc = load_script("cca_workload").main(["--device", "gpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["cca_workload.py: error: --device gpu is not a device: use cuda "
+                               "(or cpu under TRITON_INTERPRET=1)"]
+
+
 def test_cca_workload_runs_the_kernels_in_the_interpreter(load_script, monkeypatch, capsys):
     """The profilers' workload: forward and backward per iteration, 4 launches (two-launch
     forward), on CPU under Triton's interpreter."""
