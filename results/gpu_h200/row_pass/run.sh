@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The device call of 2026-12-04 (third session): compile the three versions (row_pass_bench.py
+# --warm, one process per version and case) while the GPU tests of the new default kernel run
+# (6 shards, untuned), then time them with the GPU otherwise idle, then Nsight Compute on the
+# new default kernel (as scripts/gpu_check.sh's ncu_camvid step).
+#   bash results/gpu_h200/row_pass/run.sh      # writes $OUT/row_pass.json, $OUT/logs/
+cd "$(dirname "$0")/../../.." || exit 2
+PY="$(command -v python || command -v python3)"
+export PYTHONPATH="$PWD"
+unset TRITON_INTERPRET
+out="${OUT:-.}"
+log="$out/logs"
+mkdir -p "$log"
+start=$SECONDS
+for v in head order new; do
+    for c in camvid vspw; do
+        timeout 200 "$PY" results/gpu_h200/row_pass/row_pass_bench.py --warm "$v" "$c" \
+            >"$log/warm_${v}_$c.log" 2>&1 &
+    done
+done
+mapfile -t ids < <("$PY" -m pytest -q --collect-only -p no:cacheprovider -m gpu \
+    tests/ops/test_triton_cca.py 2>/dev/null | grep '::' |
+    grep -E "test_gpu_matches_dense_reference|large_vs|fused_forward_sync")
+for ((i = 0; i < 6; i++)); do
+    mine=()
+    for ((j = i; j < ${#ids[@]}; j += 6)); do mine+=("${ids[j]}"); done
+    VIDCCNET_CCA_AUTOTUNE=0 timeout -s INT 210 "$PY" -m pytest -q -p no:cacheprovider "${mine[@]}" \
+        --junitxml="$log/pytest_$i.xml" >"$log/pytest_$i.log" 2>&1 &
+done
+wait
+echo "compile and tests: $((SECONDS - start)) s (${#ids[@]} tests)"
+timeout 150 "$PY" results/gpu_h200/row_pass/row_pass_bench.py --json "$out/row_pass.json" \
+    >"$log/bench.log" 2>&1
+echo "bench: exit $? at $((SECONDS - start)) s"
+VIDCCNET_CCA_AUTOTUNE=0 VIDCCNET_CCA_FUSED_FORWARD=0 timeout 60 ncu --clock-control none \
+    --target-processes all -k 'regex:_(fwd|bwd)' --launch-skip 4 --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section MemoryWorkloadAnalysis --csv --log-file "$out/ncu_new.csv" \
+    "$PY" scripts/cca_workload.py --iters 2 >"$log/ncu.log" 2>&1
+echo "ncu: exit $? at $((SECONDS - start)) s"
+tail -n 2 "$log"/pytest_*.log "$log"/warm_*.log
+tail -c 3000 "$log/bench.log"
