@@ -2,7 +2,9 @@
 # The device call of 2026-12-04 (third session): compile the three versions (row_pass_bench.py
 # --warm, one process per version and case) while the GPU tests of the new default kernel run
 # (6 shards, untuned), then time them with the GPU otherwise idle, then Nsight Compute on the
-# new default kernel (as scripts/gpu_check.sh's ncu_camvid step).
+# new default kernel (as scripts/gpu_check.sh's ncu_camvid step), then bench_attention.py's
+# CamVid and VSPW cases for the two-launch and one-launch forwards. About 7 minutes; the limits
+# add up to 555 s.
 #   bash results/gpu_h200/row_pass/run.sh      # writes $OUT/row_pass.json, $OUT/logs/
 cd "$(dirname "$0")/../../.." || exit 2
 PY="$(command -v python || command -v python3)"
@@ -14,7 +16,7 @@ mkdir -p "$log"
 start=$SECONDS
 for v in head order new; do
     for c in camvid vspw; do
-        timeout 200 "$PY" results/gpu_h200/row_pass/row_pass_bench.py --warm "$v" "$c" \
+        timeout 180 "$PY" results/gpu_h200/row_pass/row_pass_bench.py --warm "$v" "$c" \
             >"$log/warm_${v}_$c.log" 2>&1 &
     done
 done
@@ -24,7 +26,7 @@ mapfile -t ids < <("$PY" -m pytest -q --collect-only -p no:cacheprovider -m gpu 
 for ((i = 0; i < 6; i++)); do
     mine=()
     for ((j = i; j < ${#ids[@]}; j += 6)); do mine+=("${ids[j]}"); done
-    VIDCCNET_CCA_AUTOTUNE=0 timeout -s INT 210 "$PY" -m pytest -q -p no:cacheprovider "${mine[@]}" \
+    VIDCCNET_CCA_AUTOTUNE=0 timeout -s INT -k 10 180 "$PY" -m pytest -q -p no:cacheprovider "${mine[@]}" \
         --junitxml="$log/pytest_$i.xml" >"$log/pytest_$i.log" 2>&1 &
 done
 wait
@@ -38,5 +40,14 @@ VIDCCNET_CCA_AUTOTUNE=0 VIDCCNET_CCA_FUSED_FORWARD=0 timeout 60 ncu --clock-cont
     --section MemoryWorkloadAnalysis --csv --log-file "$out/ncu_new.csv" \
     "$PY" scripts/cca_workload.py --iters 2 >"$log/ncu.log" 2>&1
 echo "ncu: exit $? at $((SECONDS - start)) s"
+# the operator as users get it (autotuned), with the new order: two-launch vs one-launch forward
+for c in "camvid float16" "vspw bfloat16"; do
+    set -- $c
+    TORCHINDUCTOR_COMPILE_THREADS=1 timeout 75 "$PY" scripts/bench_attention.py --case "$1" \
+        --device cuda --dtype "$2" --repeats 10 --methods reference triton triton-fused \
+        --json "$out/bench_$1.json" >"$log/bench_$1.log" 2>&1
+    echo "bench_attention $1: exit $? at $((SECONDS - start)) s"
+done
 tail -n 2 "$log"/pytest_*.log "$log"/warm_*.log
 tail -c 3000 "$log/bench.log"
+tail -n 12 "$log"/bench_camvid.log "$log"/bench_vspw.log
