@@ -9,10 +9,12 @@ Then it replays each launch as a GPU would, in a simple model: ``P`` programs in
 lockstep (one load instruction each in turn), a finished program's slot taken by the next
 program id, all loads through one LRU cache of ``L2`` bytes; a miss is a DRAM read.
 
-Scaling (CamVid on an H200: B 2, T 5, H 90, W 120, Cv 512 fp16; 132 SMs, one row-backward block
-per SM; 50 MB of L2): the model keeps 1.47 frames of rows in flight (132 / 90) and an L2 that
-holds 417 rows of one (B, T, H, W, Cv) tensor (50 MB / 120 KiB): B 2, T 5, H 30, W 16, Cqk 16,
-Cv 64 fp16, P 44, L2 417 x 2 KiB.
+Scaling (CamVid on an H200: B 2, T 5, H 90, W 120, Cv 512 fp16; 132 SMs, one row-backward block per
+SM; 50 MB of L2) is scaled by its programs in flight: the model keeps 1.47 frames of rows in
+flight (132 / 90), 6.8 programs per slot (900 / 132), and an L2 that holds 3.08 rows of one
+(B, T, H, W, Cv) tensor per program in flight (50 MB / 120 KiB = 407 rows for 132): B 2, T 5,
+H 30, W 16, Cqk 16, Cv 64 fp16, P 44, L2 136 rows of 2 KiB. Cqk / Cv is 1/4 here, 1/8 at
+CamVid: q and k weigh twice as much in the scaled traffic.
 """
 import argparse
 import collections
@@ -30,7 +32,7 @@ from vidccnet.ops.traffic import SECTOR_BYTES, TrafficMeter  # noqa: E402
 VERSIONS = ("head", "order", "new")
 B, T, H, W, CQK, CV = 2, 5, 30, 16, 16, 64
 P = 44
-L2 = 139 * W * CV * 2  # 417 * 44 / 132 rows
+L2 = 136 * W * CV * 2  # 407 * 44 / 132 rows
 
 
 class StreamMeter(TrafficMeter):

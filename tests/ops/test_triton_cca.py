@@ -624,9 +624,9 @@ def _line_starts(geometry: tuple, lines: int) -> list[tuple[int, int, int, int]]
 
 def test_row_launch_runs_the_frames_of_a_row_side_by_side():
     """The row launch reads the time lines, rows (t', h) of the other frames: its consecutive
-    programs are the T frames of one row (b, h), which the GPU runs together, so each row
-    (t', h) comes from DRAM once and from L2 for the other frames (an H200's ncu: the
-    frame-major order hit L2 for 21 % of the row backward's loads)."""
+    programs are the T frames of one row (b, h), which the GPU runs together, so that each row
+    (t', h) can come from DRAM once and from L2 for the other frames (an H200's ncu: in the
+    frame-major order the row backward hit L2 for 21 % of its requests)."""
     B, T, H, W = 2, 3, 4, 5
     (_, col, _), (_, row, _) = triton_cca._line_launches(B, T, H, W, 16, 16, torch.float32)
     starts = _line_starts(row, B * T * H)

@@ -34,8 +34,8 @@ The time keys of query ``(t, h, w)`` are ``(t', h, w)``: the same ``w`` in the r
 so the row program handles them with coalesced row loads and ``T (Cqk + Cv)`` CUDA-core FMAs per
 position (no launch over ``B * H * W`` lines of length ``T``). The row launch numbers its
 lines ``(b, h, t)``, frames fastest: the ``T`` programs of a row ``(b, h)`` run side by side and
-each reads the others' rows as its time lines, so a row comes from DRAM about once and then from
-L2. Frame-major order (before 2026-12-04) read them T times over: on an H200 (Nsight Compute,
+each reads the others' rows as its time lines, so that a row can come from DRAM once and then
+from L2. Frame-major order (before 2026-12-04) read them T times over: on an H200 (Nsight Compute,
 CamVid shape, fp16) its row backward hit L2 for 21 % of its requests and took 66 % of a
 forward + backward; in a model of the launches (``results/l2_order/``: the kernels' own loads,
 recorded in the interpreter, replayed through an LRU L2 with the GPU's programs in flight) the

@@ -34,7 +34,7 @@ echo "compile and tests: $((SECONDS - start)) s (${#ids[@]} tests)"
 timeout 150 "$PY" results/gpu_h200/row_pass/row_pass_bench.py --json "$out/row_pass.json" \
     >"$log/bench.log" 2>&1
 echo "bench: exit $? at $((SECONDS - start)) s"
-VIDCCNET_CCA_AUTOTUNE=0 VIDCCNET_CCA_FUSED_FORWARD=0 timeout 60 ncu --clock-control none \
+VIDCCNET_CCA_AUTOTUNE=0 VIDCCNET_CCA_FUSED_FORWARD=0 timeout 60 "${NCU:-ncu}" --clock-control none \
     --target-processes all -k 'regex:_(fwd|bwd)' --launch-skip 4 --launch-count 4 \
     --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section MemoryWorkloadAnalysis --csv --log-file "$out/ncu_new.csv" \
