@@ -19,6 +19,7 @@ CamVid: q and k weigh twice as much in the scaled traffic.
 import argparse
 import collections
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
+from vidccnet.cli import fail, missing_folder  # noqa: E402
 from vidccnet.ops.traffic import SECTOR_BYTES, TrafficMeter  # noqa: E402
 
 VERSIONS = ("head", "order", "new")
@@ -88,10 +90,15 @@ def replay(streams: dict, in_flight: int, cache_bytes: int) -> int:
     return missed * SECTOR_BYTES
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if msg := missing_folder(args.json, "--json"):  # before minutes of work, not after
+        return fail("l2_model.py", ValueError(msg))
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return fail("l2_model.py", RuntimeError(
+            "set TRITON_INTERPRET=1: the kernels' loads are recorded in Triton's interpreter"))
     sys.path.insert(0, str(ROOT / "results" / "gpu_h200" / "row_pass"))
     from row_pass_bench import load
 
@@ -118,7 +125,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(dict(shape=dict(B=B, T=T, H=H, W=W, Cqk=CQK, Cv=CV),
                                              in_flight=P, l2_bytes=L2, launches=rows), indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

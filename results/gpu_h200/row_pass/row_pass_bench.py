@@ -35,7 +35,6 @@ CASES = {  # quick: a dry run on the CPU interpreter
     "vspw": (ba.CASES["vspw"], torch.bfloat16),
     "quick": (ba.CASES["quick"], torch.float16),
 }
-TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def source(name: str) -> Path:
@@ -83,9 +82,11 @@ def main():
     ap.add_argument("--warm", nargs=2, metavar=("VERSION", "CASE"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--cases", nargs="+", default=["camvid", "vspw"])
+    ap.add_argument("--cases", nargs="+", choices=list(CASES), default=["camvid", "vspw"])
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
+    if args.warm and (args.warm[0] not in VERSIONS or args.warm[1] not in CASES):
+        ap.error(f"--warm VERSION CASE: versions {', '.join(VERSIONS)}; cases {', '.join(CASES)}")
     dev = torch.device(args.device)
     if args.warm:  # compile every config (autotune) and the untuned one: fills Triton's cache
         mod = load(args.warm[0])
@@ -113,7 +114,7 @@ def main():
         for n, o in outs.items():
             again = fwd_bwd(mods[n], q, k, v, go)
             row["check"][n] = {
-                "err_tol": {name: ba.error_vs_float64([x], [r], TOL[dt])
+                "err_tol": {name: ba.error_vs_float64([x], [r], ba.TOLERANCE[dt])
                             for name, x, r in zip(("out", "dq", "dk", "dv"), o, ref)},
                 "bitwise_equal_to_head": [bool(torch.equal(x, y)) for x, y in zip(o, outs["head"])],
                 "repeatable": [bool(torch.equal(x, y)) for x, y in zip(o, again)],
