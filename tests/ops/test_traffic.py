@@ -12,10 +12,13 @@ triton = pytest.importorskip("triton", reason="triton is not installed")
 import triton.language as tl  # noqa: E402
 
 from vidccnet.ops.traffic import TrafficMeter, _interpreting  # noqa: E402
+from vidccnet.ops.triton_cca import triton_available  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not _interpreting(), reason="needs TRITON_INTERPRET=1 before triton is imported"
 )
+_cca_ok, _cca_reason = triton_available(torch.device("cpu"))
+needs_cca_kernels = pytest.mark.skipif(not _cca_ok, reason=f"Triton interpreter: {_cca_reason}")
 
 
 @triton.jit
@@ -147,6 +150,7 @@ def test_meter_restores_the_interpreter():
         assert name not in vars(interpreter.interpreter_builder)
 
 
+@needs_cca_kernels
 @pytest.mark.parametrize("fused", [True, False])
 def test_cca_kernels_are_coalesced(fused, monkeypatch):
     """Every main load / store of the criss-cross kernels moves whole channel rows (<= 1.25);
@@ -180,6 +184,7 @@ def test_cca_kernels_are_coalesced(fused, monkeypatch):
     assert checked >= 20
 
 
+@needs_cca_kernels
 @pytest.mark.parametrize("fused", [True, False])
 def test_kernel_traffic_script_forward_figures(load_script, fused, monkeypatch):
     """scripts/kernel_traffic.py on the CamVid widths (Cqk 64, Cv 512, fp16) at 2 x 3, T = 2:

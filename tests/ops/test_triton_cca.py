@@ -583,7 +583,7 @@ def test_triton_available_reports_reason(monkeypatch):
     assert not ok and "TRITON_INTERPRET" in reason
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if triton_cca._stdlib_mode_matches(True):  # triton was imported in interpreter mode
-        assert triton_available(CPU) == (True, "")
+        assert triton_available(CPU) == triton_cca._interpreter_numpy_check()
     else:
         ok, reason = triton_available(CPU)
         assert not ok and "before" in reason
@@ -592,6 +592,30 @@ def test_triton_available_reports_reason(monkeypatch):
     if not torch.cuda.is_available():
         ok, reason = triton_available(torch.device("cuda"))
         assert not ok and "CUDA" in reason
+
+
+@pytest.mark.parametrize(
+    "triton_version, numpy_version, ok",
+    [("3.6.0", "2.4.0", False), ("3.2.0", "2.4.6", False), ("3.6.0", "2.3.5", True),
+     ("3.7.1", "2.4.6", True), ("3.8.0", "2.5.0", True)],
+)
+def test_triton_available_refuses_an_interpreter_that_numpy_breaks(
+    monkeypatch, triton_version, numpy_version, ok
+):
+    """Triton < 3.7's interpreter turns 1-element arrays into loop bounds with ``int()``, which
+    NumPy >= 2.4 refuses: every kernel would fail with a TypeError deep in the interpreter."""
+    import numpy
+
+    if not triton_cca._stdlib_mode_matches(True):
+        pytest.skip("triton was imported in compiled mode")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    available, reason = triton_available(CPU)
+    assert available == ok
+    if not ok:
+        assert f"Triton {triton_version}" in reason and f"NumPy {numpy_version}" in reason
+        assert "numpy<2.4" in reason and "triton>=3.7" in reason
 
 
 def test_cpu_without_interpreter_raises(monkeypatch):

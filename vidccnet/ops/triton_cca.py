@@ -133,6 +133,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import types
 from typing import Any
 
@@ -629,12 +630,30 @@ def triton_available(device: torch.device | str) -> tuple[bool, str]:
                     "TRITON_INTERPRET=1 was set after triton was imported; set it "
                     "before the first 'import triton' (e.g. in the environment)"
                 )
-            return True, ""
+            return _interpreter_numpy_check()
         return False, (
             "CPU tensors need TRITON_INTERPRET=1 (Triton's slow CPU interpreter, for tests); "
             "use the reference backend on CPU"
         )
     return False, f"device type {device.type!r} is not supported by the Triton kernels"
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", text).groups()
+    return int(major), int(minor)
+
+
+def _interpreter_numpy_check() -> tuple[bool, str]:
+    """Triton < 3.7's interpreter takes ``int()`` of 1-element arrays (a kernel's runtime loop
+    bounds), which NumPy >= 2.4 refuses: every kernel would fail with a TypeError."""
+    import numpy
+
+    if _version(triton.__version__) < (3, 7) and _version(numpy.__version__) >= (2, 4):
+        return False, (
+            f"Triton {triton.__version__}'s interpreter cannot run under NumPy "
+            f"{numpy.__version__}; install numpy<2.4 or triton>=3.7"
+        )
+    return True, ""
 
 
 def bandwidth_floor_bytes(
