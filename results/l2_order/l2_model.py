@@ -50,18 +50,12 @@ class StreamMeter(TrafficMeter):
         if launch is not None:
             launch.streams = dict(self._streams)
 
-    def _record(self, kind, ptrs, mask):
-        super()._record(kind, ptrs, mask)
-        if kind != "load" or self._current is None:
-            return
-        from triton.runtime import interpreter as interp
+    def _accessed(self, kind, addrs):
+        if kind == "load":
+            from triton.runtime import interpreter as interp
 
-        addrs = np.asarray(ptrs.data, dtype=np.uint64)
-        if mask is not None:
-            addrs = addrs[np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)]
-        if addrs.size:
             pid = interp.interpreter_builder.grid_idx[0]
-            self._streams[pid].append(np.unique(addrs.astype(np.int64) // SECTOR_BYTES))
+            self._streams[pid].append(np.unique(addrs // SECTOR_BYTES))
 
 
 def replay(streams: dict, in_flight: int, cache_bytes: int) -> int:

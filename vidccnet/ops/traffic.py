@@ -312,6 +312,7 @@ class TrafficMeter:
         elem_bytes = ptrs.get_element_ty().primitive_bitwidth // 8
         if not addrs.size:  # every lane masked: nothing moves
             return
+        self._accessed(kind, addrs)
         line, call_line = _kernel_lines(launch.kernel, self._file)
         buffer = "?"
         i = bisect.bisect_right(self._bases, int(addrs[0])) - 1
@@ -328,6 +329,10 @@ class TrafficMeter:
         site.sectors += int(np.unique(addrs // SECTOR_BYTES).size)
         if buffer != "?":
             launch.buffers[buffer].mark(kind, addrs, elem_bytes)
+
+    def _accessed(self, kind: str, addrs: np.ndarray) -> None:
+        """Hook for subclasses: the byte addresses (int64) of one access's active lanes, in the
+        order the interpreter runs the programs; the program is ``interpreter_builder.grid_idx``."""
 
     # -- totals ----------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
