@@ -83,9 +83,9 @@ def check_run_folder(config: str, output_dir: str, overrides: list[str], resume:
         )
 
 
-def _what_to_resume(out: Path | None, started: float) -> str:
-    """After Ctrl-C or SIGTERM: whether this run left a last.pt to continue from (written since
-    ``started``), or what the output folder holds."""
+def _what_to_resume(out: Path | None, started: float, resume: bool) -> str:
+    """After Ctrl-C or SIGTERM: whether there is a last.pt to continue from (written since
+    ``started``, or the one a ``--resume`` run continues), or what the output folder holds."""
     last = out / "last.pt" if out is not None else None
     if last is None or not last.is_file():
         from vidccnet.engine.train import never_trained
@@ -94,7 +94,7 @@ def _what_to_resume(out: Path | None, started: float) -> str:
         again = ("runtime.overwrite=true (it replaces this run's logs)" if logs
                  else "the same command")
         return f"nothing to resume (no checkpoint was written yet); start again with {again}"
-    if last.stat().st_mtime >= started:
+    if resume or last.stat().st_mtime >= started:
         return f"continue with --resume ({last} is kept)"
     return (f"{out} still holds the earlier run this one was to replace (--resume would "
             "continue that one); start again with runtime.overwrite=true")
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if rank > 0:  # every rank got it (Ctrl-C, torchrun's SIGTERM): rank 0 says it
             return exit_code(exc)
-        return interrupted(PROG, exc, _what_to_resume(out, started))
+        return interrupted(PROG, exc, _what_to_resume(out, started, args.resume))
     if rank == 0:
         print(json.dumps(to_jsonable(result)))
     return 0

@@ -154,6 +154,24 @@ def test_norm_bias_decay_false_exempts_norms_biases_and_gamma(name: str) -> None
     assert len(decay) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("before, after", [(1e-4, 0.0), (0.0, 1e-4)])
+def test_resume_with_weight_decay_to_or_from_zero(before: float, after: float) -> None:
+    """Weight decay follows the resumed-with config (docs/training.md); with
+    optim.norm_bias_decay false a decay of 0 merged the decayed and undecayed groups, and the
+    optimizer state no longer fit ('a different number of parameter groups')."""
+    from vidccnet.engine.train import build_optimizer, configure_resumed_optimizer
+    from vidccnet.models import create_model
+
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16)
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", ["optim.norm_bias_decay=false"])
+    old = build_optimizer(apply_overrides(cfg, [f"optim.weight_decay={before}"]), model)
+    new = build_optimizer(apply_overrides(cfg, [f"optim.weight_decay={after}"]), model)
+    configure_resumed_optimizer(new, old.state_dict())
+    decay = {id(p): g["weight_decay"] for g in new.param_groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        assert decay[id(p)] == (after if p.ndim > 1 else 0.0), n
+
+
 def test_poly_warmup_schedule() -> None:
     f = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1)
     assert f(0) == pytest.approx(0.1)
@@ -1231,6 +1249,21 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,
     assert [r["skipped"] for r in _read_jsonl(out / "metrics.jsonl")] == [0, 1]
 
 
+def test_resume_needs_no_backbone_file(tmp_path: Path) -> None:
+    """last.pt replaces the ImageNet weights at once, yet a resume loaded the backbone file
+    again and failed where it is gone (another node, a cleaned weights/, another cwd)."""
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    out = tmp_path / "run"
+    train(tiny_cfg(out, "schedule.iterations=2", f"model.pretrained_backbone={weights}"))
+    weights.unlink()
+    result = train(tiny_cfg(out, "schedule.iterations=3", f"model.pretrained_backbone={weights}"),
+                   resume=True)
+    assert result["iteration"] == 3
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(tiny_cfg(tmp_path / "none", "schedule.iterations=1"), resume=True)
@@ -1637,6 +1670,13 @@ def test_train_script_interrupted_says_what_there_is_to_resume(load_script, tmp_
         assert script.main(args) == 130
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+    # a --resume stopped before its next checkpoint: last.pt is the run it continues, not one
+    # it was to replace (it said 'start again with runtime.overwrite=true', deleting the run)
+    monkeypatch.setattr(engine, "train", interrupted(False))
+    assert script.main([*args[:2], f"runtime.output_dir={out}", "--resume"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"train.py: interrupted; continue with --resume ({out / 'last.pt'} is kept)"]
 
 
 @pytest.mark.parametrize("bad, words", [("eval.clip_stride=4", "eval.clip_stride"),

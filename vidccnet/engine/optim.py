@@ -24,12 +24,15 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """
     o = cfg.optim
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups: dict[tuple[float, float], list] = {}  # (lr mult, decay) -> parameters, model order
+    # (lr mult, decayed) -> parameters, model order; keyed on the flag, not the decay's value,
+    # so that a resume with weight_decay 0 keeps the groups its optimizer state was saved with
+    groups: dict[tuple[float, bool], list] = {}
     for n, p in named:
-        decay = o.weight_decay if o.norm_bias_decay or p.ndim > 1 else 0.0
-        groups.setdefault((_lr_mult(n, o), decay), []).append(p)
-    params: list = [{"params": ps, "lr": o.lr * m, "weight_decay": wd}
-                    for (m, wd), ps in groups.items()]
+        groups.setdefault((_lr_mult(n, o), o.norm_bias_decay or p.ndim > 1), []).append(p)
+    params: list = [
+        {"params": ps, "lr": o.lr * m, "weight_decay": o.weight_decay if decayed else 0.0}
+        for (m, decayed), ps in groups.items()
+    ]
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov

@@ -483,7 +483,7 @@ def _train(  # noqa: C901 - the loop, in order
     # model, optimisation
     from vidccnet.models.build import build_model
 
-    core = build_model(cfg, num_classes)
+    core = build_model(cfg, num_classes, pretrained=not resume)  # a resume loads last.pt
     if cfg.model.init_from and not resume:
         init_model_from_checkpoint(core, cfg.model.init_from, dict(cfg.model.kwargs))
     core = core.to(device)
