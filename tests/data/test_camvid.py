@@ -518,3 +518,52 @@ def test_a_missing_context_frame_falls_back_in_steps_of_the_frame_stride(tmp_pat
     clip = from_clip_tensor(ds[i]["clip"])  # (T, H, W, 3) uint8
     for t, frame in enumerate((7957, 7957, 7959, 7961)):
         assert mad(clip[t], seq_frames[frame]) < 1.0, (t, frame)
+
+
+def _prepared_root(tmp_path, split, names, frames, video_frames=None):
+    """A prepared CamVid root: labelled frames `names` of `split` (12 x 16, a frame's pixels
+    show its index), context frames `frames` {seq: indices} and a matches.json whose matches
+    are the names' indices; `video_frames` {seq: length} records the videos' lengths as
+    prepare_camvid does."""
+    def frame(i):
+        return np.full((12, 16, 3), i % 251, np.uint8)
+
+    matches = {}
+    for name in names:
+        seq, idx = parse_camvid_name(name)
+        _save(tmp_path / split / f"{name}.png", frame(idx))
+        _save(tmp_path / f"{split}annot" / f"{name}.png", np.full((12, 16), 3, np.uint8))
+        matches[name] = {"index": idx, "seq": seq}
+    for seq, indices in frames.items():
+        for i in indices:
+            _save(tmp_path / "frames" / seq / f"{i:06d}.png", frame(i))
+    sequences = {seq: {"frames": n, "index_offset": 0} for seq, n in (video_frames or {}).items()}
+    (tmp_path / "frames" / "matches.json").write_text(
+        json.dumps({"matches": matches, "sequences": sequences}))
+    return tmp_path
+
+
+def _context_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "context frame" in r.getMessage()]
+
+
+def test_frames_beyond_a_sequences_ends_are_not_missing_context(tmp_path, caplog):
+    """A labelled frame at a sequence's first frame (Seq05VD_f00000) or its video's last frame:
+    the clip is padded there by design, so a correctly prepared dataset gets no 'context
+    frames not found ... run prepare_camvid.py' warning (it warned about frame -00004.png)."""
+    root = _prepared_root(tmp_path, "train", ["Seq05VD_f00000", "0006R0_f00029"],
+                          {"Seq05VD": range(0, 3), "0006R0": range(25, 30)},
+                          video_frames={"0006R0": 30})
+    with caplog.at_level(logging.WARNING):
+        ds = CamVid(root, "train", clip_len=5)  # causal: 4 before
+        CamVid(root, "train", clip_len=4, anchor="centre")  # 2 before, 1 after
+    assert not _context_warnings(caplog), _context_warnings(caplog)
+    (k,) = [k for k, (name, _, _) in enumerate(ds.items) if name == "Seq05VD_f00000"]
+    clip = from_clip_tensor(ds[k]["clip"])
+    assert (clip == 0).all()  # frame 0 repeated
+    (root / "frames" / "0006R0" / "000027.png").unlink()  # within the sequence: missing
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        CamVid(root, "train", clip_len=4, anchor="centre")
+    (msg,) = _context_warnings(caplog)
+    assert "1 of the 3 context frames" in msg and "000027.png" in msg, msg

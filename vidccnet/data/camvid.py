@@ -8,7 +8,8 @@ each labelled frame found by pixel matching). `<name>` encodes `<seq>_<index>`.
 A clip holds T context frames `frame_stride` apart ending at (causal) or centred on the labelled
 frame; only the labelled frame carries labels. Missing context frames are replaced by the
 nearest available frame towards the labelled one (so with no context frames at all the labelled
-frame is repeated), with one warning when the dataset is built.
+frame is repeated), with one warning when the dataset is built; frames before the sequence's
+start or past its video's end are padding by design, not missing.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class CamVid(Dataset):
         if not self.items:
             raise FileNotFoundError(
                 f"no CamVid images (*.png) in split {split!r} under '{self.root}'")
-        self.matches = self._load_matches()
+        self.matches, self.sequence_ends = self._load_matches()
         self._warn_unmatched_frames()
         self._warn_missing_context()
         if isinstance(crop_size, int):
@@ -137,13 +138,21 @@ class CamVid(Dataset):
         self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
                                    scale_range=tuple(scale_range)) if augment else None
 
-    def _load_matches(self) -> dict[str, int]:
+    def _load_matches(self) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """The matched index of each labelled frame, and the first and last frame index of each
+        sequence whose video the report describes (in the names' numbering)."""
         p = self.root / "frames" / "matches.json"
         if not p.is_file():
-            return {}
+            return {}, {}
         try:
             data = json.loads(p.read_text())
-            return {k: int(v["index"]) for k, v in data.get("matches", {}).items()}
+            matches = {k: int(v["index"]) for k, v in data.get("matches", {}).items()}
+            ends = {}
+            for seq, info in data.get("sequences", {}).items():
+                if "frames" in info:  # video frame = name index + index_offset
+                    first = -int(info.get("index_offset", 0))
+                    ends[seq] = (first, first + int(info["frames"]) - 1)
+            return matches, ends
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"'{p}' is not a matches report of scripts/prepare_camvid.py "
                              f"({exc}); run the script again or remove the file") from None
@@ -165,7 +174,7 @@ class CamVid(Dataset):
         that are not on disk (DataLoader workers each hold a copy of the dataset)."""
         wanted = [context_frame_path(self.root, seq, m + o)
                   for seq, m in map(self.sequence_index, (n for n, _, _ in self.items))
-                  for o in self.offsets if o != 0]
+                  for o in self.offsets if o != 0 and self._in_sequence(seq, m + o)]
         missing = [p for p in wanted if not p.is_file()]
         if missing:
             count = f"all {len(wanted)}" if len(missing) == len(wanted) else \
@@ -175,6 +184,13 @@ class CamVid(Dataset):
             logger.warning("CamVid %s: %s context frames of the clips not found (e.g. '%s'); "
                            "each is replaced by the nearest frame towards the labelled one. %s",
                            self.split, count, shown, _context_hint(shown.parent))
+
+    def _in_sequence(self, seq: str, index: int) -> bool:
+        """Whether frame `index` can exist: not before frame 0 (or the first frame of the
+        sequence's video) nor past its video's last frame, where matches.json records them.
+        Clips reaching beyond these ends are padded by design, not missing frames."""
+        first, last = self.sequence_ends.get(seq, (0, None))
+        return first <= index and (last is None or index <= last)
 
     def sequence_index(self, name: str) -> tuple[str, int]:
         """(sequence, 30 fps frame index) of a labelled frame: the pixel-matched index when
