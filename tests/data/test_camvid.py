@@ -567,3 +567,47 @@ def test_frames_beyond_a_sequences_ends_are_not_missing_context(tmp_path, caplog
         CamVid(root, "train", clip_len=4, anchor="centre")
     (msg,) = _context_warnings(caplog)
     assert "1 of the 3 context frames" in msg and "000027.png" in msg, msg
+
+
+def test_evaluation_reading_missing_frames_beyond_the_clip_warns_once(tmp_path, caplog):
+    """prepare_camvid's default context (4 before, 2 after) covers a causal clip of 5, so the
+    dataset is quiet when built; an evaluation with eval.clip_stride 4 also reads 3 frames after
+    the labelled one (the eval videos carry 8 before / 4 after): the missing one was padded
+    silently. Now one warning at the first such frame read, naming what to run; frames before
+    the sequence's start (Seq05VD_f00000) are padding, not missing."""
+    from vidccnet.engine.evaluate import plan_clips
+
+    root = _prepared_root(tmp_path, "test", ["0006R0_f00060", "Seq05VD_f00000"],
+                          {"0006R0": range(56, 63), "Seq05VD": range(0, 3)})
+    with caplog.at_level(logging.WARNING):
+        ds = CamVid(root, "test", clip_len=5)
+        videos = {v.name: v for v in ds.eval_videos()}
+        for v in videos.values():
+            for plan in plan_clips(v.labelled, v.num_frames, 5):  # the training clip
+                [v.load_frame(i) for i in plan.indices]
+        assert not _context_warnings(caplog), _context_warnings(caplog)
+        v = videos["0006R0_f00060"]
+        (plan,) = plan_clips(v.labelled, v.num_frames, 5, clip_stride=4)
+        frames = [v.load_frame(i) for i in plan.indices]  # 59 .. 63
+        [v.load_frame(i) for i in range(v.num_frames)]
+        [videos["Seq05VD_f00000"].load_frame(i) for i in range(8)]
+    assert [int(f[0, 0, 0]) for f in frames] == [59, 60, 61, 62, 62]  # 63 padded
+    (msg,) = _context_warnings(caplog)
+    assert "000063.png" in msg and "--context-before 8 --context-after 4" in msg, msg
+
+
+def test_the_stretch_warns_about_missing_frames_past_its_clips_when_read(tmp_path, caplog):
+    """The same for the consecutive 15 Hz stretch: its frames past the last labelled one's clip
+    are read by eval.clip_stride > 1 only; a missing one warns then, once."""
+    from vidccnet.engine.evaluate import plan_clips
+
+    _stretch_root(tmp_path)
+    (tmp_path / "frames" / "0016E5" / "007967.png").unlink()  # 4 after the last labelled
+    with caplog.at_level(logging.WARNING):
+        (s,) = CamVid(tmp_path, "val", clip_len=3).eval_videos()
+        for plan in plan_clips(s.labelled, s.num_frames, 3):
+            [s.load_frame(i) for i in plan.indices]
+        assert not _context_warnings(caplog), _context_warnings(caplog)
+        [s.load_frame(i) for i in range(s.num_frames)]
+    (msg,) = _context_warnings(caplog)
+    assert "007967.png" in msg and "+4 frames" in msg, msg

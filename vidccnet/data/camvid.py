@@ -133,6 +133,7 @@ class CamVid(Dataset):
         self.matches, self.sequence_ends = self._load_matches()
         self._warn_unmatched_frames()
         self._warn_missing_context()
+        self._eval_warned = False  # _warn_missing_eval_frame: once
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
         self.augment = ClipAugment(crop_size=tuple(crop_size) if crop_size else None,
@@ -184,6 +185,26 @@ class CamVid(Dataset):
             logger.warning("CamVid %s: %s context frames of the clips not found (e.g. '%s'); "
                            "each is replaced by the nearest frame towards the labelled one. %s",
                            self.split, count, shown, _context_hint(shown.parent))
+
+    def _warn_missing_eval_frame(self, seq: str, index: int, offset: int) -> None:
+        """One warning, at the first frame an evaluation reads that is missing and lies beyond
+        the clips checked when the dataset was built (`offset` from its labelled frame not in
+        the clip's): eval.clip_stride > 1 or an evaluator's longer clip reads such frames."""
+        if self._eval_warned or offset in self.offsets or not self._in_sequence(seq, index):
+            return
+        p = context_frame_path(self.root, seq, index)
+        if p.is_file():
+            return
+        self._eval_warned = True
+        before, after = self.eval_context()
+        stride = f" --frame-stride {self.frame_stride}" if self.frame_stride > 1 else ""
+        logger.warning("CamVid %s: the evaluation reads context frame '%s' (%+d frames from its "
+                       "labelled frame, outside the %d-frame clip checked when the dataset was "
+                       "built), which is not on disk; it and any others are replaced by the "
+                       "nearest frame towards the labelled one. Run scripts/prepare_camvid.py "
+                       "with --context-before %d --context-after %d%s to extract the whole "
+                       "evaluation context.", self.split, p, offset, self.clip_len, before,
+                       after, stride)
 
     def _in_sequence(self, seq: str, index: int) -> bool:
         """Whether frame `index` can exist: not before frame 0 (or the first frame of the
@@ -251,7 +272,9 @@ class CamVid(Dataset):
     def eval_context(self) -> tuple[int, int]:
         """(frames before, frames after) the labelled frame that eval videos carry, in units of
         `frame_stride`: what the clip needs, and at least 8 before / 4 after so an evaluator
-        with a longer clip or the other anchor still gets real context."""
+        with a longer clip or the other anchor still gets real context. That is more than
+        scripts/prepare_camvid.py extracts by default (4 / 2): reading a missing frame outside
+        the dataset's clip warns once (`_warn_missing_eval_frame`)."""
         return max(self.pos, 8), max(self.clip_len - 1 - self.pos, 4)
 
     def eval_videos(self, stretch: bool = True) -> list[EvalVideo]:
@@ -269,10 +292,14 @@ class CamVid(Dataset):
         offsets = [o * self.frame_stride for o in range(-before, after + 1)]
 
         def single(name: str, image: Path, annot: Path) -> EvalVideo:
+            seq, m = self.sequence_index(name)
+
+            def load_frame(i: int) -> np.ndarray:
+                self._warn_missing_eval_frame(seq, m + offsets[i], offsets[i])
+                return self._context_frames(name, image, [offsets[i]])[0]
+
             return EvalVideo(
-                name=name, num_frames=len(offsets),
-                load_frame=lambda i: self._context_frames(
-                    name, image, [offsets[i]])[0],
+                name=name, num_frames=len(offsets), load_frame=load_frame,
                 load_label=lambda i: _load_label(annot),
                 labelled=[before], consecutive=False)
 
@@ -316,6 +343,8 @@ class CamVid(Dataset):
             i = lo + j * s
             if i in by_index:  # the image its label was drawn on, as in training clips
                 return load_rgb(by_index[i][0])
+            offset = i - first if i < first else i - last if i > last else 0
+            self._warn_missing_eval_frame(STRETCH_SEQ, i, offset)
             p = context_frame_path(self.root, STRETCH_SEQ, i)
             while not p.is_file() and i != first:  # padding at the ends: nearest inwards
                 i += 1 if i < first else -1
