@@ -3,11 +3,13 @@
     from vidccnet.export import export_onnx
     export_onnx(model, "model.onnx")           # input "clip" (B, 3, T, H, W) -> "logits"
 
-`torch.onnx.export(model, (clip,), dynamo=True)` works on any vidccnet model: while it traces,
-`criss_cross_attention` runs the standard-op formulation of `vidccnet.ops.export` instead of
-the custom op (which has no ONNX translation). `export_onnx` adds what a deployment wants: an
-eval-mode float32 model, the named dimensions B, T, H, W kept symbolic, stable input / output
-names, an atomic write and an optional check against PyTorch with onnxruntime.
+`torch.onnx.export(model, (clip,), dynamo=True)` works on any vidccnet model where the exporter
+says it exports (torch 2.14; not 2.6 / 2.7): while it traces, `criss_cross_attention` runs the
+standard-op formulation of `vidccnet.ops.export` instead of the custom op (which has no ONNX
+translation). `export_onnx` switches to that formulation itself, on every torch, and adds what
+a deployment wants: an eval-mode float32 model, the named dimensions B, T, H, W kept symbolic,
+stable input / output names, an atomic write and an optional check against PyTorch with
+onnxruntime.
 
 Exported graphs accept B >= 1, T >= 1, H, W >= `MIN_SIZE`. The example clip of a dynamic
 export needs B >= 2 and T >= `MIN_FRAMES` (3): the exporter fixes a dimension of example size 1
@@ -25,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .ops.export import export_formulation
 
 __all__ = ["MIN_FRAMES", "MIN_OPSET", "MIN_SIZE", "compare_onnx", "dynamic_shapes", "export_onnx"]
 
@@ -106,7 +110,8 @@ def export_onnx(
     was_training = model.training
     module.eval()  # also puts `model` in eval mode
     try:
-        program = torch.onnx.export(module, (clip,), **kwargs)
+        with export_formulation():  # torch 2.6 / 2.7's exporter does not say that it exports
+            program = torch.onnx.export(module, (clip,), **kwargs)
     finally:
         model.train(was_training)
     for key, value in (metadata or {}).items():

@@ -6,7 +6,7 @@ import torch
 
 from vidccnet.nn import RecurrentCrissCrossAttention
 from vidccnet.ops import criss_cross_attention
-from vidccnet.ops.export import cca_export
+from vidccnet.ops.export import cca_export, exporting
 
 SHAPES = [  # (B, Cqk, Cv, T, H, W), including T, H, W = 1
     (1, 4, 5, 1, 7, 13),
@@ -90,3 +90,32 @@ def test_plain_torch_onnx_export_dynamic(tmp_path):
         got = session.run(None, {name: x.numpy()})[0]
         assert got.shape == ref.shape
         assert abs(got - ref).max() <= 1e-4, shape
+
+
+def test_export_onnx_where_the_exporter_does_not_say_it_exports(tmp_path, monkeypatch):
+    """torch 2.6 / 2.7's dynamo exporter leaves `torch.onnx.is_in_onnx_export()` False, so
+    the custom op reached the ONNX translation and failed ('No ONNX function found for
+    vidccnet.cca_fwd'). `export_onnx` switches the operator itself."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vidccnet.export import export_onnx
+
+    class Net(torch.nn.Module):  # clip (B, 3, T, H, W) -> logits, the attention inside
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 16, 1)
+            self.att = _Attention()
+
+        def forward(self, clip):
+            return self.att(self.conv(clip))
+
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: False)
+    torch.manual_seed(0)
+    model = Net().eval()
+    path = export_onnx(model, tmp_path / "m.onnx", example=(2, 3, 3, 16, 24), optimize=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 4, 16, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert abs(session.run(None, {"clip": x.numpy()})[0] - ref).max() <= 1e-4
+    assert not exporting()  # after the export the custom op runs again

@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .export import cca_export
+from .export import cca_export, exporting
 from .reference import _check_inputs, _check_scale, cca_reference, cca_reference_backward
 
 BACKENDS = ("auto", "reference", "triton")
@@ -127,7 +127,7 @@ def criss_cross_attention(
     two_d = q.dim() == 4
     if two_d:
         q, k, v = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
-    if torch.onnx.is_in_onnx_export():  # the custom op has no ONNX translation: standard ops
+    if exporting():  # the custom op has no ONNX translation: standard ops
         out = cca_export(q, k, v, scale)
         return out.squeeze(2) if two_d else out
     grads = tuple(x.requires_grad for x in (q, k, v)) if torch.is_grad_enabled() else None

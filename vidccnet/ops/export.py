@@ -4,7 +4,10 @@ The custom op `vidccnet::cca_fwd` (fused Triton kernels or the reference path) h
 translation. `cca_export` computes the same attention with einsum, a mask and one softmax:
 operators every ONNX runtime has, and no shape-dependent Python control flow, so `torch.export`
 keeps T, H and W symbolic. `criss_cross_attention` switches to it while `torch.onnx.export`
-traces a model, which is why `torch.onnx.export(model, clip, dynamo=True)` works unchanged.
+traces a model (`exporting()`), which is why `torch.onnx.export(model, clip, dynamo=True)` works
+unchanged where the exporter says it exports (`torch.onnx.is_in_onnx_export()`: torch 2.14; not
+torch 2.6 / 2.7, whose dynamo exporter leaves it False); `vidccnet.export.export_onnx` switches it
+itself (`export_formulation()`), on every torch.
 
 It materialises the (B, T, H, W, T + H + W - 2) attention map (CCNet's own layout), so it is
 meant for inference graphs, not for training.
@@ -12,8 +15,31 @@ meant for inference graphs, not for training.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+_FORCED = False  # inside export_formulation()
+
+
+@contextlib.contextmanager
+def export_formulation() -> Iterator[None]:
+    """Within it, `criss_cross_attention` runs `cca_export` (for an exporter that does not set
+    `torch.onnx.is_in_onnx_export()`)."""
+    global _FORCED
+    previous, _FORCED = _FORCED, True
+    try:
+        yield
+    finally:
+        _FORCED = previous
+
+
+def exporting() -> bool:
+    """Whether `criss_cross_attention` takes the standard-op formulation now: while
+    `torch.onnx.export` traces (where it says so) or inside `export_formulation()`."""
+    return _FORCED or torch.onnx.is_in_onnx_export()
 
 
 def cca_export(q: Tensor, k: Tensor, v: Tensor, scale: float = 1.0) -> Tensor:
