@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--example", type=int, nargs=4, metavar=("B", "T", "H", "W"), default=None,
                    help="example clip shape (default: 2, max(clip_len, 3), 64, 64)")
     p.add_argument("--no-optimize", action="store_true", help="skip the exporter's optimiser")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     return p.parse_args(argv)
 
@@ -71,6 +72,8 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UserError(f"--out must end in .onnx, got '{out}'")
     if out.exists() and (out.is_dir() or out.resolve() == ckpt.resolve()):
         raise UserError(f"--out '{out}' is a folder or the checkpoint itself")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out '{out}' exists; pass --overwrite to replace it")
     if msg := missing_folder(out, "--out") or unwritable(out, "--out"):
         raise UserError(msg)
     if args.example is not None and min(args.example) < 1:

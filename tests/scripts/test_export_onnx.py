@@ -67,6 +67,18 @@ def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, cas
     assert list(tmp_path.iterdir()) in ([], [src])  # nothing written
 
 
+def test_an_existing_out_file_is_kept_without_overwrite(script, ckpt, tmp_path, capsys):
+    """An existing --out was replaced without a word (convert_checkpoint.py and
+    segment_video.py's --overlay refuse theirs without --overwrite)."""
+    out = tmp_path / "model.onnx"
+    out.write_text("my important model")
+    assert script.main([str(ckpt), "--out", str(out)]) == 2
+    _one_line_error(capsys, "exists; pass --overwrite to replace it")
+    assert out.read_text() == "my important model"
+    args = script.parse_args([str(ckpt), "--out", str(out), "--overwrite"])
+    assert script.check_paths(args) == (ckpt, out)
+
+
 def test_an_out_folder_without_write_permission_is_refused(script, ckpt, tmp_path, capsys,
                                                             monkeypatch):
     """The same one line as every other script's (vidccnet.cli.unwritable), before anything is

@@ -118,3 +118,15 @@ def test_permission_denied_is_one_line(load_script, tmp_path, monkeypatch, capsy
                         f"runtime.output_dir={out}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Permission denied" in err[0] and str(out) in err[0], err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_names_only_what_train_py_takes(load_script, tmp_path, capsys) -> None:
+    """The error advised '--device cpu', which train.py refuses ('unrecognized arguments')."""
+    code = load_script("train.py").main([
+        "--config", str(REPO / "configs/synthetic_tiny.yaml"), "runtime.device=cuda",
+        f"runtime.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].endswith("use the cpu: runtime.device=cpu (evaluate.py and demo.py also take "
+                           "--device cpu)"), err

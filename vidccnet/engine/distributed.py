@@ -66,8 +66,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(
-                f"device {name!r} was requested but no CUDA device is available; use the cpu "
-                "(runtime.device=cpu, or --device cpu)"
+                f"device {name!r} was requested but no CUDA device is available; use the cpu: "
+                "runtime.device=cpu (evaluate.py and demo.py also take --device cpu)"
             )
         if name == "cuda":
             return torch.device("cuda", local_rank)
