@@ -808,3 +808,77 @@ def test_a_time_on_a_long_video_is_its_nearest_frame(fps):
             assert round_ties_down(seconds * fps) == expected, (frame, offset)
             assert nearest_frame(starts, seconds, fps) == expected, (frame, offset)
             assert parse_frame_bound(f"{seconds!r}s", fps) == expected, (frame, offset)
+
+
+def numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frames np.uint8 (n, H, W, 3) that carry their index in binary, one 16x16 block a bit
+    (white: 1, black: 0, on grey): read back by `frame_number` after any lossy codec."""
+    blocks = (h // 16) * (w // 16)
+    assert n <= 1 << blocks, f"{n} frames need more than {blocks} bits"
+    frames = np.full((n, h, w, 3), 128, np.uint8)
+    for i in range(n):
+        for b in range(blocks):
+            r, c = divmod(b, w // 16)
+            frames[i, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] = 255 if i >> b & 1 else 0
+    return frames
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The index a `numbered_frames` frame (H, W, 3) carries."""
+    h, w = frame.shape[:2]
+    bits = [frame[r * 16 + 4:r * 16 + 12, c * 16 + 4:c * 16 + 12].mean() > 128
+            for r in range(h // 16) for c in range(w // 16)]
+    return sum(1 << b for b, bit in enumerate(bits) if bit)
+
+
+def _shuffled(n: int, seed: int = 0) -> list[int]:
+    return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+
+@pytest.mark.parametrize("codec,options", [
+    ("libx264", None),  # write_video's defaults: B-frames
+    ("mpeg4", {"bf": "2", "g": "12"}),
+])
+def test_avi_with_b_frames_reads_the_frames_in_display_order(tmp_path, codec, options):
+    """AVI stores no presentation times: FFmpeg stamps each packet with its place in decode
+    order, so with B-frames the decoded frames carry shuffled timestamps. The reader took those
+    for display times (frames 0, error, error, 1, 3, ... for write_video's own H.264 .avi);
+    it now counts frames in output order: every frame, sequentially and at random."""
+    src = numbered_frames(30)
+    path = tmp_path / f"bf_{codec}.avi"
+    write_video(path, src, fps=25, codec=codec, options=options)
+    with open_video(path) as r:
+        assert (len(r), r.frames_lost) == (30, 0)
+        assert [frame_number(f) for f in r] == list(range(30))
+    with open_video(path) as r:
+        order = _shuffled(30)
+        assert [frame_number(r[i]) for i in order] == order
+
+
+@pytest.mark.parametrize("codec", ["mpeg2video", "mpeg1video"])
+def test_mpeg_program_stream_random_access_is_exact(tmp_path, codec):
+    """After a seek in an MPEG program stream (.mpg, .vob) FFmpeg's parser stamps the first
+    packets one frame late: random access returned frame 39 for 40 (mpeg2video, GOPs of 12,
+    B-frames). Every frame is the right one, in any order."""
+    src = numbered_frames(60)
+    path = tmp_path / f"{codec}.mpg"
+    write_video(path, src, fps=25, codec=codec, options={"bf": "2", "g": "12"})
+    with open_video(path) as r:
+        assert len(r) == 60
+        order = [40, 50, 13, 59, 0, 25, *_shuffled(60)]
+        assert [frame_number(r[i]) for i in order] == order
+
+
+def test_h264_in_an_mpeg_program_stream_is_read_whole(tmp_path):
+    """H.264 in MPEG-PS: only a few packets carry a timestamp. The index mixed the timed ones'
+    timestamps with the untimed ones' places and reported a 2-frame video; every frame now,
+    by sequential and by random access."""
+    src = numbered_frames(60)
+    path = tmp_path / "h264.mpg"
+    write_video(path, src, fps=25)
+    with open_video(path) as r:
+        assert (len(r), r.frames_lost) == (60, 0)
+        assert [frame_number(f) for f in r.read_all(strict=True)] == list(range(60))
+        order = _shuffled(60, seed=1)[:20]
+        assert [frame_number(r[i]) for i in order] == order
+

@@ -7,7 +7,11 @@ rotation tag is applied, `reader[i] -> np.uint8 (H, W, 3)` RGB, streaming iterat
 
 Random access with PyAV seeks to the keyframe at or before the wanted frame and decodes forward;
 the decoder position is kept, so sequential access (`reader[i]`, `reader[i + 1]`, ...) decodes
-each frame once.
+each frame once. Where a seek cannot be exact, a backward jump decodes from the file's start
+instead: AVI with B-frames (frames are counted in output order: AVI has no presentation times),
+MPEG program streams (.mpg, .vob: timestamps after a seek are a frame off) and streams whose
+packets lack timestamps (raw .h264, H.264 in .mpg). A decoded frame whose timestamp the index
+lacks is never matched to a nearby one.
 """
 
 from __future__ import annotations
@@ -203,9 +207,8 @@ class PyAVReader(VideoReader):
         cover art or a still may come first)."""
         file_size = p.stat().st_size
         streams = list(self._container.streams.video)
-        found: dict[int, tuple[list[tuple[int, bool]], list[bool]]] = {
+        found: dict[int, tuple[list[tuple[int | None, bool]], list[bool]]] = {
             s.index: ([], []) for s in streams}
-        untimed: set[int] = set()  # streams whose packets lack timestamps (raw .h264)
         discarded = dict.fromkeys(found, 0)  # cut off by an MP4 edit list: never shown
         count = 0
         try:
@@ -219,9 +222,7 @@ class PyAVReader(VideoReader):
                     continue
                 entries, corrupt = found[pkt.stream.index]
                 ts = pkt.pts if pkt.pts is not None else pkt.dts
-                if ts is None:
-                    untimed.add(pkt.stream.index)
-                entries.append((len(entries) if ts is None else int(ts), bool(pkt.is_keyframe)))
+                entries.append((None if ts is None else int(ts), bool(pkt.is_keyframe)))
                 corrupt.append(bool(pkt.is_corrupt))
                 count += 1
         except self._av.FFmpegError as e:
@@ -231,8 +232,20 @@ class PyAVReader(VideoReader):
                 corrupt.pop()
                 entries.pop()
         self._stream = max(streams, key=lambda v: self._main_video_rank(v, len(found[v.index][0])))
-        entries = sorted(found[self._stream.index][0])
-        self._timed = self._stream.index not in untimed  # else the index counts packets
+        entries = found[self._stream.index][0]
+        # packets without a timestamp (raw .h264; H.264 in MPEG-PS, where 57 of 60 lack one):
+        # the index counts every packet in decode order, timed or not
+        self._timed = all(ts is not None for ts, _ in entries)
+        entries = sorted(entries) if self._timed else [
+            (i, key) for i, (_, key) in enumerate(entries)]
+        formats = set(self._container.format.name.split(","))
+        # AVI stores no presentation times: FFmpeg stamps its packets in decode order, so
+        # with B-frames decoded frames carry shuffled timestamps; frames are counted instead
+        intra = all(key for _, key in entries)  # decode order is display order
+        self._by_count = not self._timed or ("avi" in formats and not intra)
+        # MPEG-PS: after a seek the parser stamps the first packets a frame late or half a
+        # frame off; decoding starts at the file's start there, as where frames are counted
+        self._seekable = not self._by_count and not formats & {"mpeg", "mpegvideo"}
         self._discarded = discarded[self._stream.index]
         self._pts = [e[0] for e in entries]
         self._pts_index = _first_indices(self._pts)
@@ -302,16 +315,18 @@ class PyAVReader(VideoReader):
     def __len__(self) -> int:
         return len(self._pts)
 
-    def _frame_index(self, frame) -> int:
+    def _frame_index(self, frame: Any) -> int | None:
+        """Index of a decoded ``frame``: its place in output order since the file's start where
+        timestamps do not tell it (``_by_count``: decoding always starts there), else that of
+        its timestamp; None where the timestamp is none of the index's (never a guess)."""
         ts = frame.pts if frame.pts is not None else frame.dts
-        if ts is None:
+        if self._by_count or (ts is None and self._run_from_start):
             return self._next
+        if ts is None:
+            return None
         if self._next < len(self._pts) and self._pts[self._next] == int(ts):
             return self._next  # the frame expected next (several frames may share a timestamp)
-        i = self._pts_index.get(int(ts))
-        if i is None:  # timestamp not in the packet index: nearest at or before
-            i = max(0, bisect.bisect_right(self._pts, int(ts)) - 1)
-        return i
+        return self._pts_index.get(int(ts))
 
     def _restart(self) -> None:
         """Decode from the start of the file. A container-level seek to 0 is exact on every
@@ -326,6 +341,7 @@ class PyAVReader(VideoReader):
         self._frames = self._container.decode(self._stream)
         self._next = 0
         self._from_start = True  # no earlier place to retry from
+        self._run_from_start = True  # the frames decoded now are counted from the file's start
 
     def _first_frame(self) -> np.ndarray:
         """Frame 0 (H, W, 3). Packets before the first decodable frame (a recording that starts
@@ -337,6 +353,10 @@ class PyAVReader(VideoReader):
             self._frames = None
             raise VideoReadError(self.path, f"no decodable video frame ({e or 'empty'})") from None
         skip = self._frame_index(frame)
+        if skip is None:
+            self._frames = None
+            raise VideoReadError(self.path, f"its first frame's timestamp ({frame.pts}) is none of "
+                                 "its packets': which frame it is is unknown")
         if skip > 0:
             logger.warning("%s: its first %d frames cannot be decoded (the recording starts "
                            "without a keyframe); the video starts at the next one", self.path,
@@ -352,8 +372,9 @@ class PyAVReader(VideoReader):
 
     def _seek(self, index: int, back: int = 0) -> None:
         """Decode from the keyframe at or before ``index``, or ``back`` keyframes earlier (a
-        stream seek can land past its target: MPEG-TS); the first keyframe: the file's start."""
-        pos = bisect.bisect_right(self._keyframes, index) - 1 - back
+        stream seek can land past its target: MPEG-TS); the first keyframe: the file's start,
+        where decoding always starts on a stream that cannot seek exactly (``_seekable``)."""
+        pos = bisect.bisect_right(self._keyframes, index) - 1 - back if self._seekable else 0
         if pos > 0:
             kf = self._keyframes[pos]
             try:
@@ -366,6 +387,7 @@ class PyAVReader(VideoReader):
             return
         self._frames = self._container.decode(self._stream)
         self._next = kf
+        self._run_from_start = False
 
     def _step_back(self, index: int, retries: Iterator[int]) -> bool:
         """After a seek that overshot ``index`` (or ended the stream): decode again from the next
@@ -378,9 +400,9 @@ class PyAVReader(VideoReader):
 
     def _decode_at(self, index: int) -> np.ndarray:
         self._from_start = False  # set when decoding restarts from the file's start
-        if self._frames is None or index < self._next or (
+        if self._frames is None or index < self._next or (self._seekable and (
             self._keyframes[bisect.bisect_right(self._keyframes, index) - 1] > self._next
-        ):
+        )):
             self._seek(index)
         retries = iter(SEEK_BACK)  # keyframes to step back when a seek overshoots (MPEG-TS)
         while True:
@@ -401,6 +423,14 @@ class PyAVReader(VideoReader):
                     self.path, f"corrupt data near frame {index} of {len(self)} ({e})"
                 ) from e
             i = self._frame_index(frame)
+            if i is None:  # the seek's timestamps are off (a demuxer's guess): from the start
+                if self._run_from_start:
+                    self._frames = None
+                    raise VideoReadError(
+                        self.path, f"a frame before frame {index} has a timestamp ({frame.pts}) "
+                        "none of the stream's packets has: which frame it is is unknown")
+                self._restart()
+                continue
             if i > index:
                 if self._step_back(index, retries):  # the seek landed after the target
                     continue
