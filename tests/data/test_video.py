@@ -882,3 +882,39 @@ def test_h264_in_an_mpeg_program_stream_is_read_whole(tmp_path):
         order = _shuffled(60, seed=1)[:20]
         assert [frame_number(r[i]) for i in order] == order
 
+
+@pytest.mark.parametrize("ext", ["mkv", "webm"])
+def test_audio_that_outlasts_the_video_is_not_lost_frames(tmp_path, ext):
+    """An MKV / WebM whose audio (4 s) outlasts its video (1 s, 30 frames): the container's
+    duration is the audio's, and the reader reported 90 of 120 frames lost (`strict` failed on
+    an intact file). The video stream's own DURATION tag says 1 s: nothing is lost."""
+    from fractions import Fraction
+
+    src = make_frames(30, 48, 64)
+    path = tmp_path / f"long_audio.{ext}"
+    vcodec, acodec = ("libvpx-vp9", "libopus") if ext == "webm" else ("libx264", "pcm_s16le")
+    if acodec not in av.codecs_available or vcodec not in av.codecs_available:
+        pytest.skip(f"{vcodec} or {acodec} not in this PyAV build")
+    with av.open(str(path), "w") as c:
+        v = c.add_stream(vcodec, rate=30)
+        v.height, v.width, v.pix_fmt = 48, 64, "yuv420p"
+        a = c.add_stream(acodec, rate=48000)
+        for f in src:
+            for pkt in v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in v.encode():
+            c.mux(pkt)
+        fmt, dtype = ("flt", np.float32) if acodec == "libopus" else ("s16", np.int16)
+        for k in range(200):  # 200 x 960 samples at 48 kHz: 4 s
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), dtype), format=fmt,
+                                               layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, k * 960, Fraction(1, 48000)
+            for pkt in a.encode(frame):
+                c.mux(pkt)
+        for pkt in a.encode():
+            c.mux(pkt)
+    with av.open(str(path)) as c:  # the file is what this test needs
+        assert c.duration / 1e6 > 3.5
+    with open_video(path) as r:
+        assert (len(r), r.frames_lost) == (30, 0)
+        assert len(r.read_all(strict=True)) == 30

@@ -299,8 +299,10 @@ class PyAVReader(VideoReader):
         duration = None
         if vs.duration is not None and vs.time_base is not None:
             duration = float(vs.duration * vs.time_base)
-        elif self._container.duration is not None:
-            duration = self._container.duration / 1e6
+        elif (tagged := _duration_tag(vs.metadata)) is not None:  # MKV / WebM
+            duration = tagged
+        elif len(self._container.streams) == 1 and self._container.duration is not None:
+            duration = self._container.duration / 1e6  # the longest stream's: the video's here
         if duration is None:
             return n
         # frames of the stated duration past the indexed ones (a truncated file), at the rate:
@@ -466,6 +468,13 @@ class PyAVReader(VideoReader):
         self._frames = None
         self._cache.clear()
         self._container.close()
+
+
+def _duration_tag(metadata: dict[str, str]) -> float | None:
+    """Seconds of a stream's DURATION tag (MKV / WebM write one per stream, '00:00:01.000000000');
+    None without a readable one."""
+    m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", str(metadata.get("DURATION", "")).strip())
+    return None if m is None else int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
 
 
 def _first_indices(timestamps: Sequence[int]) -> dict[int, int]:
