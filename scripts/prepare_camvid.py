@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="video frame = name index + N for sequence SEQ (repeatable)")
     ap.add_argument("--max-mad", type=float, default=20.0,
                     help="flag matches whose mean abs difference exceeds this")
-    ap.add_argument("--backend", default="av", choices=["av", "decord"])
+    ap.add_argument("--backend", default="av", choices=["av", "decord"],
+                    help="video reader: av (PyAV); decord is refused (wrong frames after seeks)")
     ap.add_argument("--report", default=None,
                     help="also write the report here (the dataset reads OUT/frames/matches.json)")
     ap.add_argument("--overwrite", action="store_true", help="rewrite existing frames")
@@ -309,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.frame_stride < 1:
         ap.error(f"--frame-stride must be >= 1, got {args.frame_stride}")
+    if args.backend == "decord":  # decord issues #54, #195, #365
+        return fail(PROG, ValueError(
+            "--backend decord is refused: after a seek decord returns other frames than those "
+            "asked for in many formats (MPEG-2, MPEG-4 with B-frames, HEVC, H.264 in AVI, "
+            "open-GOP H.264), which would be written as context frames; use --backend av"))
     # before any frame is matched: the folders are created, a file in the way fails late
     for option, path, inside in (("--out", args.out, "frames"), ("--report", args.report, "")):
         if path is not None and (blocking := file_above(Path(path) / inside)) is not None:

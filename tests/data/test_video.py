@@ -918,3 +918,20 @@ def test_audio_that_outlasts_the_video_is_not_lost_frames(tmp_path, ext):
     with open_video(path) as r:
         assert (len(r), r.frames_lost) == (30, 0)
         assert len(r.read_all(strict=True)) == 30
+
+
+def test_decord_warns_where_its_seeks_were_seen_to_return_other_frames(tmp_path, caplog):
+    """decord returns other frames than those asked for after a seek in MPEG-4 with B-frames
+    (and MPEG-2, HEVC, H.264 in AVI): it said nothing. Opening such a file with it logs a
+    warning that names the codec and points to PyAV; H.264 in MP4 gets none."""
+    pytest.importorskip("decord")
+    src = numbered_frames(24)
+    bad, good = tmp_path / "bf.avi", tmp_path / "good.mp4"
+    write_video(bad, src, fps=25, codec="mpeg4", options={"bf": "2", "g": "12"})
+    write_video(good, src, fps=25)
+    with caplog.at_level("WARNING", logger="vidccnet.data.video"):
+        open_video(good, backend="decord").close()
+        assert caplog.records == []
+        open_video(bad, backend="decord").close()
+    assert len(caplog.records) == 1
+    assert "mpeg4" in caplog.text and "backend='av'" in caplog.text

@@ -74,3 +74,18 @@ def test_an_output_below_a_file_is_refused_before_any_frame(load_script, segnet_
     assert rc == 2 and len(err) == 1, err
     assert f"{option} {target}: '{tmp_path / 'notes'}' is a file, not a folder" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_decord_backend_is_refused(load_script, segnet_and_frames, tmp_path, capsys):
+    """decord returns other frames than the ones asked for after a seek in many formats (MPEG-2
+    in MXF: context frames 5 before, or 2 after, the right one), and prepare_camvid wrote them
+    as context frames without a word: `--backend decord` is refused in one line, before any
+    frame is written."""
+    root, video = segnet_and_frames
+    argv = ["--segnet", str(root), "--videos", str(video), "--out", str(tmp_path / "o"),
+            "--backend", "decord"]
+    rc = load_script("prepare_camvid").main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "--backend decord" in err[0] and "--backend av" in err[0], err
+    assert not (tmp_path / "o").exists()
