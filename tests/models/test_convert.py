@@ -427,3 +427,15 @@ def test_a_file_that_is_no_pytorch_file_is_named_so_without_the_trust_hint(tmp_p
     with pytest.raises(ConversionError, match="not a PyTorch file") as info:
         read_source(path)
     assert "trust" not in str(info.value)
+
+
+def test_a_file_of_python_objects_is_one_plain_sentence(tmp_path) -> None:
+    """A pickled module: the error carried the first line of PyTorch's message, with terminal
+    escape codes and 'you have two options,' cut before the options."""
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(ConversionError) as info:
+        read_source(path)
+    msg = str(info.value)
+    assert "\x1b" not in msg and "two options" not in msg and "\n" not in msg, msg
+    assert "Python objects" in msg and msg.endswith("rerun with --trust-source"), msg

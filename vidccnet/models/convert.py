@@ -142,6 +142,8 @@ def read_source(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str,
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in first:  # PyTorch's first line says no more than that
+            first = "it holds Python objects besides tensors, which such a load refuses"
         if not trust:
             hint = (
                 "; if the file comes from a source you trust (e.g. the mmseg model zoo), rerun "
