@@ -7,8 +7,8 @@ setup(
     packages=find_packages(include=["vidccnet", "vidccnet.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4",
-        "torchvision>=0.19",
+        "torch>=2.6",
+        "torchvision>=0.21",
         "av>=12",
         "numpy",
         "einops",
