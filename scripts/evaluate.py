@@ -14,7 +14,8 @@ trained model uses its attention).
 Results go to ``--output`` (default: next to the checkpoint, ``eval_<split>/`` for a best.pt and
 ``eval_<stem>_<split>/`` for any other checkpoint, e.g. ``eval_last_val/`` for last.pt, with
 ``_attention_off`` appended for ``--attention-off``); plots an earlier evaluation left there are
-replaced or removed. Expected errors print one line on stderr and exit with code 2.
+replaced or removed, and a folder holding plots no evaluation wrote is refused (or
+``--no-plots``). Expected errors print one line on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -181,6 +182,12 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)
         had_report = (out / "eval.json").is_file()  # an earlier evaluation's folder
+        theirs = [] if had_report or args.no_plots else sorted(
+            p.name for p in [out / "class_iou.png", *out.glob("strip_*.png")] if p.is_file())
+        if theirs:
+            raise ValueError(
+                f"--output '{out}' holds plots no evaluation wrote there (no eval.json): "
+                f"{', '.join(theirs)}; choose another folder, or pass --no-plots")
         videos = build_val_videos(dataclasses.replace(
             cfg, eval=dataclasses.replace(cfg.eval, max_videos=None)), split)
         if cfg.eval.max_videos is not None and len(videos) > cfg.eval.max_videos:

@@ -802,6 +802,10 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monke
     mine.mkdir()
     for name in ("class_iou.png", "strip_figure3.png"):
         (mine / name).write_bytes(b"mine")
+    # ... nor to overwrite: with plots on it is refused before evaluating (it replaced them)
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(mine)]) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["class_iou.png", "strip_figure3.png"]
+    assert all(p.read_bytes() == b"mine" for p in mine.iterdir())
     assert script.main(["--checkpoint", str(ckpt), "--output", str(mine), "--no-plots"]) == 0
     assert sorted(p.name for p in mine.iterdir()) == ["class_iou.png", "eval.json",
                                                        "strip_figure3.png"]
