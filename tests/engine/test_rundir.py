@@ -57,6 +57,25 @@ def test_truncate_jsonl_keeps_the_lines_up_to_the_checkpoints_iteration(tmp_path
     assert not (tmp_path / "none.jsonl").exists()
 
 
+def test_truncate_jsonl_cut_short_keeps_the_log(tmp_path: Path, monkeypatch) -> None:
+    """The log was rewritten in place: a crash (disk full, a kill) mid-write lost its lines."""
+    log = tmp_path / "metrics.jsonl"
+    text = _lines(*LOG)
+    log.write_text(text)
+    real = Path.write_text
+
+    def disk_full(self, data, *args, **kwargs):
+        real(self, data[:10], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        truncate_jsonl(log, 3)
+    monkeypatch.undo()
+    assert log.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
 def test_earlier_logs_set_aside_go_back_in_place_of_the_failed_runs(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "run"

@@ -235,7 +235,13 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
                 keep.append(line)
         except (ValueError, AttributeError, TypeError):
             continue
-    path.write_text("".join(f"{line}\n" for line in keep))
+    tmp = path.with_name(f".{path.name}.tmp")  # same folder: os.replace is atomic
+    try:
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
