@@ -1253,6 +1253,19 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path: Path,
     assert [r["skipped"] for r in _read_jsonl(out / "metrics.jsonl")] == [0, 1]
 
 
+def test_deterministic_sets_cublas_workspace(tmp_path: Path, monkeypatch) -> None:
+    """cuBLAS is deterministic only with CUBLAS_WORKSPACE_CONFIG set (PyTorch's reproducibility
+    notes); runtime.deterministic=true did not set it, so GPU matmuls could differ run to run."""
+    import os
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    train(tiny_cfg(tmp_path / "run", "schedule.iterations=1", "runtime.deterministic=true"))
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's choice is kept
+    train(tiny_cfg(tmp_path / "run2", "schedule.iterations=1", "runtime.deterministic=true"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
 def test_resume_needs_no_backbone_file(tmp_path: Path) -> None:
     """last.pt replaces the ImageNet weights at once, yet a resume loaded the backbone file
     again and failed where it is gone (another node, a cleaned weights/, another cwd)."""

@@ -438,6 +438,8 @@ def _train(  # noqa: C901 - the loop, in order
     if rt.num_threads:
         torch.set_num_threads(rt.num_threads)
     if rt.deterministic:
+        # cuBLAS reads it when its handle is made, at the first matmul on the device: before that
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     if info.is_main:  # a run killed before its first checkpoint left them aside
         put_back_earlier_logs(Path(rt.output_dir))
