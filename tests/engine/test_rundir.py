@@ -153,6 +153,29 @@ def test_open_run_dir_fresh_start_and_resume(tmp_path: Path) -> None:
     assert not (out / "metrics.jsonl").exists()
 
 
+def test_a_resume_cut_short_while_writing_its_config_keeps_the_runs_config(
+        tmp_path: Path, monkeypatch) -> None:
+    """config.yaml was rewritten in place on resume: a crash (disk full, a kill) mid-write left
+    half a config, the file `--config RUN/config.yaml --resume` reads."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("config A")
+    (out / "last.pt").write_text("checkpoint")
+    real = Path.write_text
+
+    def disk_full(self, data, *args, **kwargs):
+        real(self, data[:3], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        open_run_dir(out, "config B", resume=True, finished=False, iteration=2, rerun_val=False,
+                     tensorboard=False)
+    monkeypatch.undo()
+    assert (out / "config.yaml").read_text() == "config A"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt"]
+
+
 def test_never_trained(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

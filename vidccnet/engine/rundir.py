@@ -181,7 +181,7 @@ def replace_earlier_run(out: Path, staged: Path, name: str, replaced: list[Path]
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    (out / "config.yaml").write_text(config_text)
+    write_atomic(out / "config.yaml", config_text)
     replaced.clear()
     os.replace(staged, out / name)
 
@@ -235,9 +235,15 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
                 keep.append(line)
         except (ValueError, AttributeError, TypeError):
             continue
-    tmp = path.with_name(f".{path.name}.tmp")  # same folder: os.replace is atomic
+    write_atomic(path, "".join(f"{line}\n" for line in keep))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``
+    (atomic there): a crash mid-write leaves the earlier file (or none) and no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text("".join(f"{line}\n" for line in keep))
+        tmp.write_text(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -276,7 +282,7 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
     # a fresh start replaces an earlier run there (runtime.overwrite)
     aside = None if resume else set_earlier_logs_aside(out)
     if not replaced and not finished:
-        (out / "config.yaml").write_text(config_text)
+        write_atomic(out / "config.yaml", config_text)
     if aside is not None:  # removed with the earlier checkpoints, at the first save
         replaced.append(aside)
     if resume:
