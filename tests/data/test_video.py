@@ -313,6 +313,26 @@ def test_truncated_file_yields_decodable_frames(tmp_path):
         open_video(tmp_path / "stub.avi")
 
 
+def test_a_cut_mkv_counts_the_frames_lost_after_it_at_the_videos_rate(tmp_path):
+    """An H.264 MKV (12 fps, 60 frames, B-frames) cut in the packet after frame 8's, before
+    the B-frames 5-7: the frames that decode are 0-4 and 8, whose average rate is 7.5 fps.
+    The reader estimated the frames lost after frame 8 at that rate: 31 of 37, where the
+    stream's 5 s hold 51 more frames at its 12 fps (frames 5-7 are a gap, not counted)."""
+    src = numbered_frames(60)
+    p = tmp_path / "full.mkv"
+    write_video(p, src, fps=12, codec="libx264")
+    with av.open(str(p)) as c:
+        packets = [(pkt.pts, pkt.pos, pkt.size) for pkt in c.demux(video=0) if pkt.size]
+    at = next(i for i, (pts, _, _) in enumerate(packets) if pts == 667)  # 8 / 12 s in ms
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(p.read_bytes()[:packets[at + 1][1] + 2])  # into the next packet
+    with open_video(cut) as r:
+        assert [frame_number(f) for f in r.read_all()] == [0, 1, 2, 3, 4, 8]
+        assert r.frames_lost == 51
+        with pytest.raises(VideoReadError, match="51 of the 57 frames"):
+            r.read_all(strict=True)
+
+
 def test_truncated_mp4_without_index(tmp_path):
     p = tmp_path / "full.mp4"
     write_video(p, make_frames(10, 48, 64), fps=10)

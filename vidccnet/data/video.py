@@ -305,13 +305,18 @@ class PyAVReader(VideoReader):
             duration = self._container.duration / 1e6  # the longest stream's: the video's here
         if duration is None:
             return n
-        # frames of the stated duration past the indexed ones (a truncated file), at the rate:
-        # gaps between indexed frames (a variable rate) are not counted as lost
+        # frames of the stated duration past the indexed ones (a truncated file), at the rate
+        # of the frames' usual step (a file cut among B-frames leaves a gap before its last
+        # frame, which lowers their average rate): gaps between indexed frames (a variable
+        # rate) are not counted as lost
         tb = vs.time_base
-        covered = n / self.fps if n < 2 or tb is None else max(  # the duration may count from
+        rate = self.fps
+        if n > 2 and tb is not None and (step := float(np.median(np.diff(self._pts)))) > 0:
+            rate = 1 / (step * float(tb))
+        covered = n / rate if n < 2 or tb is None else max(  # the duration may count from
             float((self._pts[-1] - self._pts[0]) * tb), float(self._pts[-1] * tb)  # 0 or from
-        ) + 1 / self.fps  # the first timestamp (MKV, MP4)
-        missing = int(round((duration - covered) * self.fps))
+        ) + 1 / rate  # the first timestamp (MKV, MP4)
+        missing = int(round((duration - covered) * rate))
         return n + missing if missing > 1 else n  # a duration-based estimate: 1 frame slack
 
     def __len__(self) -> int:
