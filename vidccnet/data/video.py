@@ -236,13 +236,15 @@ class PyAVReader(VideoReader):
         # packets without a timestamp (raw .h264; H.264 in MPEG-PS, where 57 of 60 lack one):
         # the index counts every packet in decode order, timed or not
         self._timed = all(ts is not None for ts, _ in entries)
+        formats = set(self._container.format.name.split(","))
+        # AVI stores no presentation times: where no parser restores them (H.264; MPEG-4
+        # Part 2's does) FFmpeg stamps packets in decode order, rising with the packets, and
+        # with B-frames decoded frames carry shuffled timestamps: frames are counted instead
+        rising = self._timed and all(a[0] <= b[0] for a, b in zip(entries, entries[1:]))
+        reorders = bool(getattr(self._stream.codec_context, "has_b_frames", 1))
+        self._by_count = not self._timed or ("avi" in formats and reorders and rising)
         entries = sorted(entries) if self._timed else [
             (i, key) for i, (_, key) in enumerate(entries)]
-        formats = set(self._container.format.name.split(","))
-        # AVI stores no presentation times: FFmpeg stamps its packets in decode order, so
-        # with B-frames decoded frames carry shuffled timestamps; frames are counted instead
-        intra = all(key for _, key in entries)  # decode order is display order
-        self._by_count = not self._timed or ("avi" in formats and not intra)
         # MPEG-PS: after a seek the parser stamps the first packets a frame late or half a
         # frame off; decoding starts at the file's start there, as where frames are counted
         self._seekable = not self._by_count and not formats & {"mpeg", "mpegvideo"}
@@ -431,11 +433,8 @@ class PyAVReader(VideoReader):
                 ) from e
             i = self._frame_index(frame)
             if i is None:  # the seek's timestamps are off (a demuxer's guess): from the start
-                if self._run_from_start:
-                    self._frames = None
-                    raise VideoReadError(
-                        self.path, f"a frame before frame {index} has a timestamp ({frame.pts}) "
-                        "none of the stream's packets has: which frame it is is unknown")
+                if self._run_from_start:  # the frame of a packet the index left out (cut short)
+                    continue
                 self._restart()
                 continue
             if i > index:
