@@ -39,15 +39,31 @@ AMP_HELP = (
 )
 
 
-def _remove_stale_plots(out: Path, written: dict) -> None:
-    """Delete the plots an earlier evaluation left in ``out`` that this one did not rewrite
-    (other plot names, or every plot after ``--no-plots``); other files are not touched. Call
-    it only when ``out`` held an earlier evaluation's eval.json (plots of a folder no evaluation
-    wrote are the user's)."""
+def _plots(out: Path) -> list[str]:
+    """Names of the files in ``out`` an evaluation's plots could have."""
+    return sorted(p.name for p in [out / "class_iou.png", *out.glob("strip_*.png")]
+                  if p.is_file())
+
+
+def _earlier_plots(out: Path) -> set[str]:
+    """The plots in ``out`` that an earlier evaluation wrote: those its eval.json lists under
+    ``files`` (every plot for an eval.json without that list; none without a readable one)."""
+    try:
+        files = json.loads((out / "eval.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(files, dict):
+        return set(_plots(out))
+    return {Path(str(p)).name for p in files.values()}
+
+
+def _remove_stale_plots(out: Path, earlier: set[str], written: dict) -> None:
+    """Delete the ``earlier`` evaluation's plots in ``out`` that this one did not rewrite
+    (other plot names, or every plot after ``--no-plots``); other files are the user's."""
     keep = {Path(p).name for p in written.values()}
-    for path in [out / "class_iou.png", *out.glob("strip_*.png")]:
-        if path.name not in keep and path.is_file():
-            path.unlink()
+    for name in _plots(out):
+        if name in earlier and name not in keep:
+            (out / name).unlink()
 
 
 def default_output(checkpoint: Path, split: str, attention_off: bool = False) -> Path:
@@ -181,13 +197,12 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         ablation: contextlib.AbstractContextManager = contextlib.nullcontext()
         if args.attention_off:
             ablation = _attention_off(model, train_cfg.model.recurrence)
-        had_report = (out / "eval.json").is_file()  # an earlier evaluation's folder
-        theirs = [] if had_report or args.no_plots else sorted(
-            p.name for p in [out / "class_iou.png", *out.glob("strip_*.png")] if p.is_file())
+        earlier = _earlier_plots(out)
+        theirs = [] if args.no_plots else [n for n in _plots(out) if n not in earlier]
         if theirs:
             raise ValueError(
-                f"--output '{out}' holds plots no evaluation wrote there (no eval.json): "
-                f"{', '.join(theirs)}; choose another folder, or pass --no-plots")
+                f"--output '{out}' holds plots no evaluation wrote there (its eval.json does "
+                f"not list them): {', '.join(theirs)}; choose another folder, or pass --no-plots")
         videos = build_val_videos(dataclasses.replace(
             cfg, eval=dataclasses.replace(cfg.eval, max_videos=None)), split)
         if cfg.eval.max_videos is not None and len(videos) > cfg.eval.max_videos:
@@ -215,8 +230,7 @@ def _evaluate(args: argparse.Namespace, expected: tuple[type[BaseException], ...
         if args.debug:
             raise
         return fail(PROG, exc)
-    if had_report:
-        _remove_stale_plots(out, report.get("files") or {})
+    _remove_stale_plots(out, earlier, report.get("files") or {})
     print(json.dumps({"eval_json": str(out / "eval.json"),
                       "mIoU": report["metrics"].get("mIoU")}))
     return 0

@@ -781,8 +781,11 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monke
                            "config": config_to_dict(cfg), "version": 1, "iteration": 0})
     out = tmp_path / "eval"
     out.mkdir()
-    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt", "eval.json"):
-        (out / name).write_bytes(b"old")  # an earlier evaluation's (its eval.json says so)
+    for name in ("class_iou.png", "strip_gone_video.png", "notes.txt"):
+        (out / name).write_bytes(b"old")  # an earlier evaluation's plots (its eval.json says so)
+    (out / "eval.json").write_text(json.dumps({"files": {
+        "class_iou": str(out / "class_iou.png"), "strip": str(out / "strip_gone_video.png"),
+        "eval_json": str(out / "eval.json")}}))
     script = load_script("evaluate.py")
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
@@ -809,6 +812,13 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monke
     assert script.main(["--checkpoint", str(ckpt), "--output", str(mine), "--no-plots"]) == 0
     assert sorted(p.name for p in mine.iterdir()) == ["class_iou.png", "eval.json",
                                                        "strip_figure3.png"]
+    # the eval.json that run wrote lists no plot: they are still the user's (a later run
+    # deleted them, and with plots on replaced them)
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(mine), "--no-plots"]) == 0
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(mine)]) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["class_iou.png", "eval.json",
+                                                       "strip_figure3.png"]
+    assert all(p.read_bytes() == b"mine" for p in mine.glob("*.png"))
 
 
 def test_evaluate_script_evaluates_every_video_unless_told(load_script, tmp_path: Path,
