@@ -172,6 +172,38 @@ def test_resume_with_weight_decay_to_or_from_zero(before: float, after: float) -
         assert decay[id(p)] == (after if p.ndim > 1 else 0.0), n
 
 
+def test_resume_of_a_run_saved_with_merged_groups_at_weight_decay_zero() -> None:
+    """Before the groups were keyed on decayed-or-not, a run with optim.norm_bias_decay false
+    and weight_decay 0 saved one group per learning-rate multiplier; its resume failed ('a
+    different number of parameter groups'). Each parameter gets its own momentum back."""
+    from vidccnet.engine.train import build_optimizer, configure_resumed_optimizer
+    from vidccnet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ccnet3d_resnet18", 3, head_channels=16)
+    cfg = load_config(REPO / "configs/synthetic_tiny.yaml", [
+        "optim.norm_bias_decay=false", "optim.weight_decay=0", "optim.gamma_lr_mult=10"])
+    from vidccnet.engine.optim import _lr_mult
+
+    named = list(model.named_parameters())
+    merged: dict[float, list] = {}  # the groups saved then: (lr mult, decay 0.0) -> parameters
+    for n, p in named:
+        merged.setdefault(_lr_mult(n, cfg.optim), []).append(p)
+    old = torch.optim.SGD([{"params": ps, "lr": cfg.optim.lr * m} for m, ps in merged.items()],
+                          lr=cfg.optim.lr, momentum=0.9, weight_decay=0.0)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    old.step()
+    saved = {id(p): old.state[p]["momentum_buffer"].clone() for p in model.parameters()}
+    new = build_optimizer(cfg, model)
+    assert len(new.param_groups) > len(old.param_groups) == 3  # q/k/v and gamma have a mult
+    lrs = [g["lr"] for g in new.param_groups]
+    configure_resumed_optimizer(new, old.state_dict(), list(model.parameters()))
+    for n, p in named:
+        assert torch.equal(new.state[p]["momentum_buffer"], saved[id(p)]), n
+    assert [g["lr"] for g in new.param_groups] == lrs
+
+
 def test_poly_warmup_schedule() -> None:
     f = PolyWarmup(total=100, power=0.9, warmup_iters=10, warmup_ratio=0.1)
     assert f(0) == pytest.approx(0.1)

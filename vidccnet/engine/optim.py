@@ -89,18 +89,43 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=start - 1)
 
 
-def configure_resumed_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+def configure_resumed_optimizer(optimizer: torch.optim.Optimizer, state: dict,
+                                params: list[nn.Parameter] | None = None) -> None:
     """Load a checkpoint's optimizer ``state`` (momentum buffers, step counts) but keep the
     hyper-parameters (lr, momentum, weight decay, ...) of the freshly built ``optimizer``, i.e.
     of the config the run is resumed with. Each group's configured lr becomes its
-    ``initial_lr``, the base of :func:`build_scheduler`.
+    ``initial_lr``, the base of :func:`build_scheduler`. ``params``, the model's parameters in
+    order, lets a state saved with one group per learning rate (runs with weight_decay 0 and
+    norm_bias_decay false, before the groups were keyed on decayed-or-not) load.
 
     Raises:
         ValueError / KeyError / TypeError: ``state`` does not fit ``optimizer`` (from
             ``load_state_dict``).
     """
     configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if params is not None and len(state["param_groups"]) != len(optimizer.param_groups):
+        state = _regrouped(state, optimizer, params)
     optimizer.load_state_dict(state)
     for group, hyper in zip(optimizer.param_groups, configured):
         group.update(hyper)
         group["initial_lr"] = hyper["lr"]
+
+
+def _regrouped(state: dict, optimizer: torch.optim.Optimizer, params: list) -> dict:
+    """``state`` with its parameter ids regrouped as ``optimizer``'s groups, where it was saved
+    with the groups of one learning rate merged (model order within each); else unchanged."""
+    position = {id(p): i for i, p in enumerate(params)}
+    merged: dict[float, list] = {}  # lr -> the optimizer's parameters, in model order
+    for g in optimizer.param_groups:
+        merged.setdefault(g["lr"], []).extend(g["params"])
+    merged = {lr: sorted(ps, key=lambda p: position[id(p)]) for lr, ps in merged.items()}
+    merged = dict(sorted(merged.items(), key=lambda kv: position[id(kv[1][0])]))
+    saved = state["param_groups"]
+    if [len(ps) for ps in merged.values()] != [len(g["params"]) for g in saved]:
+        return state  # another layout: load_state_dict says it does not fit
+    saved_id = {id(p): i for ps, g in zip(merged.values(), saved)
+                for p, i in zip(ps, g["params"])}
+    first = {lr: g for lr, g in zip(merged, saved)}
+    groups = [{**first[g["lr"]], "params": [saved_id[id(p)] for p in g["params"]]}
+              for g in optimizer.param_groups]
+    return {**state, "param_groups": groups}

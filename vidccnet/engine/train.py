@@ -517,7 +517,7 @@ def _train(  # noqa: C901 - the loop, in order
         _load_resumed_weights(core, ckpt, out / "last.pt", cfg)
         try:
             # the new config's lr / momentum / weight decay and schedule apply from here on
-            configure_resumed_optimizer(optimizer, ckpt["optimizer"])
+            configure_resumed_optimizer(optimizer, ckpt["optimizer"], list(core.parameters()))
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, ValueError, TypeError) as exc:
