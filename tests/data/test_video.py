@@ -984,3 +984,45 @@ def test_decord_warns_where_its_seeks_were_seen_to_return_other_frames(tmp_path,
         open_video(bad, backend="decord").close()
     assert len(caplog.records) == 1
     assert "mpeg4" in caplog.text and "backend='av'" in caplog.text
+
+
+def test_a_cut_30fps_mkv_counts_its_lost_frames_at_30fps(tmp_path):
+    """MKV stamps in ms: a 30 fps frame step is 33 or 34 ms, whose median (33) says 30.3 fps."""
+    p, cut = tmp_path / "full.mkv", tmp_path / "cut.mkv"
+    write_video(p, make_frames(900, 32, 48), fps=30, codec="libx264",
+                options={"bf": "0", "g": "30"})
+    with av.open(str(p)) as c:
+        pos, size = [(x.pos, x.size) for x in c.demux(video=0) if x.size][90]
+    cut.write_bytes(p.read_bytes()[:pos + size])  # frames 0-89 read back
+    with open_video(cut) as r:
+        assert len(r) == 90
+        assert r.frames_lost == 810  # the median step (33 ms) counted 818
+
+
+def test_a_cut_avi_without_b_frames_reads_its_last_frames_at_random(tmp_path):
+    """0bd216f made AVIs without B-frames seekable; a cut AVI has no index, its seek lands
+    past the keyframe, and the partial packet at the end raises."""
+    full, cut = tmp_path / "full.avi", tmp_path / "cut.avi"
+    write_video(full, numbered_frames(40), fps=25, codec="libx264",
+                options={"bf": "0", "g": "12"})
+    cut.write_bytes(full.read_bytes()[:_packets(full)[20][0] + 3])  # inside packet 20
+    with open_video(cut) as r:
+        assert len(r) == 20
+        assert [frame_number(r[i]) for i in (19, 0, 18)] == [19, 0, 18]
+
+
+def test_an_mpeg1_avi_with_b_frames_opens(tmp_path):
+    path = tmp_path / "m1.avi"
+    write_video(path, numbered_frames(30), fps=25, codec="mpeg1video",
+                options={"bf": "2", "g": "12"})
+    with open_video(path) as r:
+        assert [frame_number(f) for f in r] == list(range(30))
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_a_cut_avi_with_b_frames_reads_all_its_indexed_frames(tmp_path, codec):
+    full, cut = tmp_path / "full.avi", tmp_path / "cut.avi"
+    write_video(full, numbered_frames(40), fps=25, codec=codec, options={"bf": "2", "g": "12"})
+    cut.write_bytes(full.read_bytes()[:_packets(full)[20][0] + 3])  # inside packet 20
+    with open_video(cut) as r:
+        assert len(r.read_all()) == len(r)

@@ -205,7 +205,7 @@ class PyAVReader(VideoReader):
         """Demux (no decoding) to list frame timestamps and keyframes, in display order, of
         every video stream, and keep the main video's (``_main_video_rank``: a preview track,
         cover art or a still may come first)."""
-        file_size = p.stat().st_size
+        self._file_size = file_size = p.stat().st_size
         streams = list(self._container.streams.video)
         found: dict[int, tuple[list[tuple[int | None, bool]], list[bool]]] = {
             s.index: ([], []) for s in streams}
@@ -238,11 +238,14 @@ class PyAVReader(VideoReader):
         self._timed = all(ts is not None for ts, _ in entries)
         formats = set(self._container.format.name.split(","))
         # AVI stores no presentation times: where no parser restores them (H.264; MPEG-4
-        # Part 2's does) FFmpeg stamps packets in decode order, rising with the packets, and
-        # with B-frames decoded frames carry shuffled timestamps: frames are counted instead
+        # Part 2's and MPEG-2's do) FFmpeg stamps packets in decode order, rising with the
+        # packets, and with B-frames decoded frames carry shuffled timestamps; MPEG-1's parser
+        # stamps display times one frame off: frames are counted instead of both
         rising = self._timed and all(a[0] <= b[0] for a, b in zip(entries, entries[1:]))
         reorders = bool(getattr(self._stream.codec_context, "has_b_frames", 1))
-        self._by_count = not self._timed or ("avi" in formats and reorders and rising)
+        displayed = self._stream.codec_context.name in ("mpeg4", "mpeg2video")  # parser-timed
+        self._by_count = not self._timed or (
+            "avi" in formats and reorders and (rising or not displayed))
         entries = sorted(entries) if self._timed else [
             (i, key) for i, (_, key) in enumerate(entries)]
         # MPEG-PS: after a seek the parser stamps the first packets a frame late or half a
@@ -308,13 +311,14 @@ class PyAVReader(VideoReader):
         if duration is None:
             return n
         # frames of the stated duration past the indexed ones (a truncated file), at the rate
-        # of the frames' usual step (a file cut among B-frames leaves a gap before its last
-        # frame, which lowers their average rate): gaps between indexed frames (a variable
-        # rate) are not counted as lost
+        # of the frames' usual step, the mean of the steps up to 1.5x their median (a file cut
+        # among B-frames leaves a gap before its last frame, which lowers their average rate;
+        # millisecond stamps step 33 or 34 at 30 fps, whose median says 30.3): gaps between
+        # indexed frames (a variable rate) are not counted as lost
         tb = vs.time_base
         rate = self.fps
-        if n > 2 and tb is not None and (step := float(np.median(np.diff(self._pts)))) > 0:
-            rate = 1 / (step * float(tb))
+        if n > 2 and tb is not None and (med := float(np.median(d := np.diff(self._pts)))) > 0:
+            rate = 1 / (float(d[(d > 0) & (d <= 1.5 * med)].mean()) * float(tb))
         covered = n / rate if n < 2 or tb is None else max(  # the duration may count from
             float((self._pts[-1] - self._pts[0]) * tb), float(self._pts[-1] * tb)  # 0 or from
         ) + 1 / rate  # the first timestamp (MKV, MP4)
@@ -337,6 +341,18 @@ class PyAVReader(VideoReader):
             return self._next  # the frame expected next (several frames may share a timestamp)
         return self._pts_index.get(int(ts))
 
+    def _decoded(self) -> Iterator:
+        """Frames of the main video from the demuxer's position, without the partial packet
+        at the end of a cut file (the index leaves it out; fed to the decoder, it raises before
+        the frames the decoder still holds come out)."""
+        size = self._file_size
+        for pkt in self._container.demux(self._stream):
+            if pkt.size and pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > size:
+                continue
+            if pkt.size and pkt.is_corrupt and pkt.pos is not None and pkt.pos + pkt.size >= size:
+                continue
+            yield from pkt.decode()
+
     def _restart(self) -> None:
         """Decode from the start of the file. A container-level seek to 0 is exact on every
         container; a stream seek to the first timestamp lands past it on MPEG-TS."""
@@ -347,7 +363,7 @@ class PyAVReader(VideoReader):
             self._container.close()
             self._container = self._av.open(self.path)
             self._stream = self._container.streams[index]
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decoded()
         self._next = 0
         self._from_start = True  # no earlier place to retry from
         self._run_from_start = True  # the frames decoded now are counted from the file's start
@@ -394,7 +410,7 @@ class PyAVReader(VideoReader):
         if pos <= 0:
             self._restart()
             return
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decoded()
         self._next = kf
         self._run_from_start = False
 
