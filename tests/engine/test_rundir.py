@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,10 @@ def test_truncate_jsonl_cut_short_keeps_the_log(tmp_path: Path, monkeypatch) -> 
     log = tmp_path / "metrics.jsonl"
     text = _lines(*LOG)
     log.write_text(text)
-    real = Path.write_text
-
-    def disk_full(self, data, *args, **kwargs):
-        real(self, data[:10], *args, **kwargs)
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)  # the new log written, not yet on disk
     with pytest.raises(OSError, match="No space"):
         truncate_jsonl(log, 3)
     monkeypatch.undo()
@@ -161,18 +159,44 @@ def test_a_resume_cut_short_while_writing_its_config_keeps_the_runs_config(
     out.mkdir()
     (out / "config.yaml").write_text("config A")
     (out / "last.pt").write_text("checkpoint")
-    real = Path.write_text
-
-    def disk_full(self, data, *args, **kwargs):
-        real(self, data[:3], *args, **kwargs)
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)  # the new config written, not yet on disk
     with pytest.raises(OSError, match="No space"):
         open_run_dir(out, "config B", resume=True, finished=False, iteration=2, rerun_val=False,
                      tensorboard=False)
     monkeypatch.undo()
     assert (out / "config.yaml").read_text() == "config A"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt"]
+
+
+def test_the_runs_config_and_log_reach_the_disk_before_their_rename(
+        tmp_path: Path, monkeypatch) -> None:
+    """config.yaml and the truncated metrics.jsonl were renamed into place unsynced: after a
+    power cut the name could hold an empty file (checkpoints, written the same way, sync)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(_lines(*LOG))
+    done = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (done.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (done.append(Path(b).name), real_replace(a, b)))
+    open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
+                 tensorboard=False)
+    assert done == ["fsync", "config.yaml", "fsync", "metrics.jsonl"]
+
+
+def test_a_killed_config_or_log_rewrite_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
+    """A SIGKILL between writing and renaming config.yaml / metrics.jsonl left its temporary
+    file for good: only killed checkpoint saves were cleaned up."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_text("checkpoint")
+    for name in (".config.yaml.x1.tmp", ".metrics.jsonl.x2.tmp", ".last.pt.x3.tmp"):
+        (out / name).write_text("half")
+    open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
+                 tensorboard=False)
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt"]
 
 

@@ -64,10 +64,11 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def remove_killed_saves(folder: str | Path) -> list[Path]:
-    """Delete the temporary files (``.NAME.pt.*.tmp``) that ``save_checkpoint`` calls killed
-    by SIGKILL or a power cut left in ``folder``; returns them. A save that returns or raises
-    leaves none."""
-    stale = sorted(Path(folder).glob(".*.pt.*.tmp"))
+    """Delete the temporary files (``.NAME.pt.*.tmp``, ``.config.yaml.*.tmp``,
+    ``.metrics.jsonl.*.tmp``) that saves and rewrites of a run folder killed by SIGKILL or a
+    power cut left in ``folder``; returns them. A save that returns or raises leaves none."""
+    stale = sorted(p for pattern in (".*.pt.*.tmp", ".config.yaml.*.tmp", ".metrics.jsonl.*.tmp")
+                   for p in Path(folder).glob(pattern))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidccnet.cli import file_above, unwritable
+from vidccnet.writer import write_atomically
 
 from .checkpoint import CheckpointError, load_checkpoint, remove_killed_saves
 from .config import Config
@@ -239,15 +240,9 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``
-    (atomic there): a crash mid-write leaves the earlier file (or none) and no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` whole or not at all (:func:`vidccnet.writer.write_atomically`:
+    a temporary file, synced, renamed into place): a crash mid-write leaves the earlier file."""
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
