@@ -559,7 +559,7 @@ def collect(args: argparse.Namespace) -> list[dict]:
 
 def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict:
     from vidccnet.engine.report import write_json
-    from vidccnet.writer import write_atomically
+    from vidccnet.writer import write_text_atomically
 
     if not runs:
         raise UserError(f"no finished runs under {Path(args.runs_dir) / args.budget}; "
@@ -589,8 +589,7 @@ def report(args: argparse.Namespace, runs: list[dict], cost: list[dict]) -> dict
     table = markdown_table(summary, cost)
     if comparisons:
         table += "\n\n" + markdown_comparison(comparisons)
-    write_atomically(results / f"synthetic_study{suffix}.md",
-                     lambda f: f.write(f"{table}\n".encode()))
+    write_text_atomically(results / f"synthetic_study{suffix}.md", f"{table}\n")
     print(table)
     return doc
 

@@ -369,6 +369,11 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Non
         raise
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (:func:`write_atomically`)."""
+    write_atomically(path, lambda f: f.write(text.encode()))
+
+
 def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> None:
     """``fig.savefig`` in the format of ``path``'s extension, whole or not at all
     (:func:`write_atomically`): an interrupted save leaves no half picture."""

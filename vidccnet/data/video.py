@@ -139,6 +139,12 @@ def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
 SEEK_BACK = (1, 3, 1 << 30)  # keyframes a retry steps back (the last: the file's start)
 
 
+def _past_end(packet: Any, file_size: int) -> bool:
+    """Whether a demuxed packet runs past ``file_size`` bytes (the partial packet at the end of
+    a truncated file); False for a packet without a known position."""
+    return packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size
+
+
 class PyAVReader(VideoReader):
     """Video file reader on PyAV (FFmpeg). See the module docstring.
 
@@ -215,7 +221,7 @@ class PyAVReader(VideoReader):
             for pkt in self._container.demux(*streams):
                 if pkt.size == 0 or pkt.stream.index not in found:
                     continue
-                if pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > file_size:
+                if _past_end(pkt, file_size):
                     continue  # partial packet at the end of a truncated file
                 if getattr(pkt, "is_discard", False):  # decoded as a reference, never output
                     discarded[pkt.stream.index] += 1
@@ -347,9 +353,8 @@ class PyAVReader(VideoReader):
         the frames the decoder still holds come out)."""
         size = self._file_size
         for pkt in self._container.demux(self._stream):
-            if pkt.size and pkt.pos is not None and pkt.pos >= 0 and pkt.pos + pkt.size > size:
-                continue
-            if pkt.size and pkt.is_corrupt and pkt.pos is not None and pkt.pos + pkt.size >= size:
+            # past the end, or flagged corrupt and ending at the end (reaching its last byte)
+            if pkt.size and (_past_end(pkt, size) or pkt.is_corrupt and _past_end(pkt, size - 1)):
                 continue
             yield from pkt.decode()
 

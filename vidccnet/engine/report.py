@@ -30,7 +30,7 @@ from torch import nn
 from vidccnet.cli import plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
-from vidccnet.writer import save_figure, write_atomically
+from vidccnet.writer import save_figure, write_text_atomically
 
 __all__ = [
     "colorize",
@@ -150,9 +150,9 @@ def _why_unavailable(results: dict) -> list[str]:
 
 def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
     """Write ``to_jsonable(payload)`` as strict JSON, whole or not at all
-    (:func:`write_atomically`)."""
+    (:func:`vidccnet.writer.write_text_atomically`)."""
     text = json.dumps(to_jsonable(payload), indent=indent, allow_nan=False) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 def write_eval_json(

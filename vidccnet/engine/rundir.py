@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidccnet.cli import file_above, unwritable
-from vidccnet.writer import write_atomically
+from vidccnet.writer import write_text_atomically
 
 from .checkpoint import CheckpointError, load_checkpoint, remove_killed_saves
 from .config import Config
@@ -182,7 +182,7 @@ def replace_earlier_run(out: Path, staged: Path, name: str, replaced: list[Path]
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    write_atomic(out / "config.yaml", config_text)
+    write_text_atomically(out / "config.yaml", config_text)
     replaced.clear()
     os.replace(staged, out / name)
 
@@ -236,13 +236,7 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
                 keep.append(line)
         except (ValueError, AttributeError, TypeError):
             continue
-    write_atomic(path, "".join(f"{line}\n" for line in keep))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (:func:`vidccnet.writer.write_atomically`:
-    a temporary file, synced, renamed into place): a crash mid-write leaves the earlier file."""
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text_atomically(path, "".join(f"{line}\n" for line in keep))
 
 
 def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
@@ -277,7 +271,7 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
     # a fresh start replaces an earlier run there (runtime.overwrite)
     aside = None if resume else set_earlier_logs_aside(out)
     if not replaced and not finished:
-        write_atomic(out / "config.yaml", config_text)
+        write_text_atomically(out / "config.yaml", config_text)
     if aside is not None:  # removed with the earlier checkpoints, at the first save
         replaced.append(aside)
     if resume:
