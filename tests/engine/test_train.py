@@ -853,6 +853,45 @@ def test_evaluate_script_replaces_stale_plots(load_script, tmp_path: Path, monke
     assert all(p.read_bytes() == b"mine" for p in mine.glob("*.png"))
 
 
+def test_evaluate_script_killed_while_writing_leaves_no_unlisted_plot(
+        load_script, tmp_path: Path, monkeypatch) -> None:
+    """The plots were written before eval.json: an evaluation killed between them left a
+    strip under a new name that the earlier eval.json does not list, and every later run
+    refused the folder ("plots no evaluation wrote"). Killed at eval.json now, the earlier
+    report is left whole, and the next run replaces it."""
+    import vidccnet.engine.report as report
+    from vidccnet.engine.checkpoint import save_checkpoint
+    from vidccnet.engine.config import config_to_dict
+    from vidccnet.engine.train import build_model
+
+    cfg = tiny_cfg(tmp_path / "unused", "eval.vc_windows=[1]")
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": build_model(cfg, 7, pretrained=False).state_dict(),
+                           "config": config_to_dict(cfg), "version": 1, "iteration": 0})
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in ("class_iou.png", "strip_gone_video.png"):
+        (out / name).write_bytes(b"old")
+    (out / "eval.json").write_text(json.dumps({"files": {
+        "class_iou": str(out / "class_iou.png"), "strip": str(out / "strip_gone_video.png"),
+        "eval_json": str(out / "eval.json")}}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_eval_json", killed)
+    script = load_script("evaluate.py")
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    assert script.main(["--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    files = json.loads((out / "eval.json").read_text())["files"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(
+        Path(files[k]).name for k in ("class_iou", "strip"))
+    assert all(p.read_bytes() != b"old" for p in out.glob("*.png"))
+
+
 def test_evaluate_script_evaluates_every_video_unless_told(load_script, tmp_path: Path,
                                                            caplog) -> None:
     """The VSPW / folders recipes cap periodic validation (eval.max_videos: 50), and the cap

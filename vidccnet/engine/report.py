@@ -15,6 +15,7 @@ Plots use matplotlib's object API on an Agg canvas, so no global backend is chan
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import logging
 import math
@@ -30,9 +31,10 @@ from torch import nn
 from vidccnet.cli import plural
 from vidccnet.data.base import EvalVideo
 from vidccnet.engine.evaluate import Evaluator
-from vidccnet.writer import save_figure, write_text_atomically
+from vidccnet.writer import save_figure, write_atomically, write_text_atomically
 
 __all__ = [
+    "class_iou_figure",
     "colorize",
     "default_palette",
     "evaluate_and_report",
@@ -40,6 +42,7 @@ __all__ = [
     "plot_class_iou",
     "plot_video_strip",
     "to_jsonable",
+    "video_strip_figure",
     "write_eval_json",
 ]
 
@@ -222,15 +225,15 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def plot_class_iou(
-    path: str | Path,
+def class_iou_figure(
     iou: Sequence[float],
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
     miou: float | None = None,
-) -> Path:
-    """Horizontal per-class IoU bars (%) with the mIoU as a dashed line; NaN classes say n/a.
+) -> Any:
+    """A matplotlib figure: horizontal per-class IoU bars (%) with the mIoU as a dashed line;
+    NaN classes say n/a.
 
     ``miou`` (a fraction) is the line's figure, e.g. the report's (its rule may leave out
     classes with an IoU); default: the mean of the classes with an IoU."""
@@ -263,14 +266,10 @@ def plot_class_iou(
     ax.set_xlabel("IoU (%)")
     ax.set_title(title or "Per-class IoU")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
-    return path
+    return fig
 
 
-def plot_video_strip(
-    path: str | Path,
+def video_strip_figure(
     frames: Sequence[np.ndarray],
     gts: Sequence[np.ndarray],
     preds: Sequence[np.ndarray],
@@ -279,8 +278,9 @@ def plot_video_strip(
     frame_ids: Sequence[int] | None = None,
     ignore_index: int = 255,
     title: str | None = None,
-) -> Path:
-    """Rows: frames (H, W, 3) uint8, ground truth (H, W), prediction (H, W); one column a frame.
+) -> Any:
+    """A matplotlib figure. Rows: frames (H, W, 3) uint8, ground truth (H, W), prediction
+    (H, W); one column a frame.
 
     A legend lists the classes visible in the ground truth or the prediction.
     """
@@ -327,10 +327,30 @@ def plot_video_strip(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / (col_w * n + 1.8), 1))
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
     return path
+
+
+def plot_class_iou(path: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """:func:`class_iou_figure` saved to ``path`` (PNG, or the format of its extension)."""
+    return _save(class_iou_figure(*args, **kwargs), path)
+
+
+def plot_video_strip(path: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """:func:`video_strip_figure` saved to ``path`` (PNG, or the format of its extension)."""
+    return _save(video_strip_figure(*args, **kwargs), path)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def _strip_frames(video: EvalVideo, count: int) -> list[int]:
@@ -432,23 +452,22 @@ def evaluate_and_report(
             strip = (chosen, ids, [np.asarray(chosen.load_frame(i)) for i in ids],
                      [np.asarray(chosen.load_label(i)) for i in ids], [preds[i] for i in ids])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
+    # the plots too are drawn first, and written after eval.json, which lists them: a folder
+    # never holds a plot its eval.json does not list (evaluate.py refuses such a folder)
+    pictures: dict[str, tuple[Path, bytes]] = {}
     if plots:
-        files["class_iou"] = str(
-            plot_class_iou(out_dir / "class_iou.png", results["IoU"], names, palette,
-                           miou=results["mIoU"])
-        )
+        pictures["class_iou"] = (out_dir / "class_iou.png", _png(class_iou_figure(
+            results["IoU"], names, palette, miou=results["mIoU"])))
     if strip is not None:
         chosen, ids, frames, labels, predicted = strip
-        path = plot_video_strip(
-            out_dir / f"strip_{_safe_name(chosen.name)}.png", frames, labels, predicted,
-            palette, class_names=names, frame_ids=ids, ignore_index=evaluator.ignore_index,
-            title=chosen.name,
-        )
-        files["strip"] = str(path)
+        pictures["strip"] = (out_dir / f"strip_{_safe_name(chosen.name)}.png", _png(
+            video_strip_figure(frames, labels, predicted, palette, class_names=names,
+                               frame_ids=ids, ignore_index=evaluator.ignore_index,
+                               title=chosen.name)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {key: str(path) for key, (path, _) in pictures.items()}
     files["eval_json"] = str(out_dir / "eval.json")
-    return write_eval_json(
+    report = write_eval_json(
         out_dir / "eval.json",
         results,
         names,
@@ -459,3 +478,6 @@ def evaluate_and_report(
             "files": files,
         },
     )
+    for path, data in pictures.values():
+        write_atomically(path, lambda f, data=data: f.write(data))
+    return report
