@@ -431,3 +431,26 @@ def test_cca_reference_checks_its_inputs():
             cca_reference(q, q, v)
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         cca_reference(q[:, :, 0], q[:, :, 0], q[:, :, 0])
+
+
+def test_output_takes_in_place_ops():
+    """The output was a view of the op's internal buffer, so an in-place op on it (a residual
+    ``out += x``) raised autograd's "a view created inside a custom Function" error even where
+    nothing saved needed it. It is a tensor of its own now: with only v trained its output is
+    not saved, and an in-place op and a backward both work; where the backward needs it
+    (q or k trained), autograd's version check names the modification, as for torch's own ops."""
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 1, 4, 2, 3, 5, dtype=torch.float64).unbind(0)
+    v = torch.randn(1, 6, 2, 3, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 6, 2, 3, 5, dtype=torch.float64)
+    out = criss_cross_attention(q, k, v, backend="reference")
+    assert out._base is None
+    out.mul_(2).add_(x)
+    out.pow(2).sum().backward()
+    expected = torch.autograd.grad((2 * dense_cca(q, k, v)[0] + x).pow(2).sum(), v)[0]
+    torch.testing.assert_close(v.grad, expected)
+    q.requires_grad_(True)
+    out = criss_cross_attention(q, k, v, backend="reference")
+    out.add_(x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

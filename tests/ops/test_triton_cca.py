@@ -906,3 +906,23 @@ def test_gpu_kernels_run_on_the_inputs_device_not_the_current_one():
     dq, dk, dv = cca_backward(q, k, v, out, lse, go, 1.0)
     assert dq.device == dk.device == dv.device == q.device
     assert torch.cuda.current_device() == 0
+
+
+@needs_interpreter
+def test_outputs_are_tensors_that_take_in_place_ops():
+    """The op's output was a permuted view of the kernels' buffer: an in-place op on it raised
+    autograd's custom-Function view error. Outputs and gradients are channels-last-3d tensors
+    of their own; with only v trained the output is not saved, so the backward after an
+    in-place op on it is exact."""
+    from vidccnet.ops import criss_cross_attention
+
+    q, k, v, _ = _inputs(1, 8, 20, 2, 3, 5, torch.float32)
+    v.requires_grad_(True)
+    out = criss_cross_attention(q, k, v, backend="triton")
+    assert out._base is None and out.is_contiguous(memory_format=torch.channels_last_3d)
+    out.mul_(3).sum().backward()
+    grad_out = torch.full_like(out, 3.0)
+    _close(v.grad, dense_grads(q, k, v.detach(), grad_out, 1.0)[2], TOL[torch.float32], "dv")
+    dq, dk, dv = cca_backward(q, k, v.detach(), out, cca_forward(q, k, v.detach(), 1.0)[1],
+                              grad_out, 1.0)
+    assert all(g._base is None for g in (dq, dk, dv))

@@ -139,17 +139,17 @@ def criss_cross_attention(
 
 # --- torch.library custom op -------------------------------------------------------------------
 #
-# The Triton kernels work on channels-last storage: their outputs are (B, C, T, H, W) views of
-# (B, T, H, W, C) tensors (no copy back); the fake implementations give the same strides.
+# The Triton kernels work on channels-last storage: their outputs are (B, C, T, H, W) tensors in
+# torch.channels_last_3d (no copy back); the fake implementations give the same strides. Outputs
+# are tensors of their own, never views, so that in-place ops on them are allowed.
 
 
 def _like(x: Tensor, channels: int, backend: str, dtype: torch.dtype | None = None) -> Tensor:
     """An empty (B, channels, T, H, W) tensor with the strides the backend's outputs have."""
     B, _, T, H, W = x.shape
-    dtype = dtype or x.dtype
-    if backend == "triton":
-        return x.new_empty((B, T, H, W, channels), dtype=dtype).permute(0, 4, 1, 2, 3)
-    return x.new_empty((B, channels, T, H, W), dtype=dtype)
+    fmt = torch.channels_last_3d if backend == "triton" else torch.contiguous_format
+    return torch.empty((B, channels, T, H, W), dtype=dtype or x.dtype, device=x.device,
+                       memory_format=fmt)
 
 
 @torch.library.custom_op("vidccnet::cca_fwd", mutates_args=())
@@ -196,6 +196,8 @@ def _(q, k, v, out, lse, grad_out, scale, backend, need_q, need_k, need_v):
 def _setup_context(ctx, inputs, output):
     q, k, v, scale, backend = inputs
     out, lse = output
+    if not any(ctx.needs_input_grad[:2]):  # only dq / dk read it: out stays free to change
+        out = None
     ctx.save_for_backward(q, k, v, out, lse)
     ctx.scale, ctx.backend = scale, backend
     ctx.mark_non_differentiable(lse)
@@ -206,6 +208,8 @@ def _backward(ctx, grad_out, grad_lse):
     need_q, need_k, need_v = ctx.needs_input_grad[:3]
     if not (need_q or need_k or need_v):
         return None, None, None, None, None
+    if out is None:  # not saved: only dq / dk read it, and any tensor of its shape stands in
+        out = grad_out
     dq, dk, dv = cca_bwd_op(q, k, v, out, lse, grad_out, ctx.scale, ctx.backend,
                             bool(need_q), bool(need_k), bool(need_v))
     return (dq if need_q else None, dk if need_k else None, dv if need_v else None, None, None)

@@ -53,10 +53,10 @@ def _channels_first(x: Tensor, dtype: torch.dtype) -> Tensor:
     """
     B, T, H, W, C = x.shape
     src = x.to(dtype).view(B, T * H * W, C)
-    out = torch.empty(B, C, T * H * W, dtype=dtype, device=x.device)
+    out = torch.empty(B, C, T, H, W, dtype=dtype, device=x.device)  # a tensor, not a view
     for b in range(B):
-        out[b].copy_(src[b].t())
-    return out.view(B, C, T, H, W)
+        out[b].view(C, T * H * W).copy_(src[b].t())
+    return out
 
 
 def _passes(T: int, H: int, W: int) -> list[tuple[str, int, int]]:

@@ -13,7 +13,7 @@ set of whole rows, whatever the axis it walks along (the channel-major layout ma
 pass pull one 32-byte sector per 2-byte element). :func:`cca_forward` and :func:`cca_backward`
 take and return ``(B, C, T, H, W)`` tensors; inputs whose storage is already channels-last (a
 ``permute`` of a contiguous ``(B, T, H, W, C)`` tensor) are used without a copy, others are
-copied once, and the outputs are ``(B, C, T, H, W)`` views of channels-last storage.
+copied once, and the outputs are ``(B, C, T, H, W)`` tensors in ``torch.channels_last_3d``.
 
 Passes
 ------
@@ -742,9 +742,13 @@ def _cl(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 4, 1).contiguous()
 
 
-def _cf(x: Tensor) -> Tensor:
-    """(B, T, H, W, C) -> a (B, C, T, H, W) view."""
-    return x.permute(0, 4, 1, 2, 3)
+def _empty_cl(like: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """A new (B, C, T, H, W) tensor shaped as ``like`` in channels-last-3d storage (a tensor of
+    its own, not a view: in-place ops on the op's outputs are allowed), and its (B, T, H, W, C)
+    contiguous view for the kernels to write."""
+    x = torch.empty(like.shape, dtype=dtype or like.dtype, device=like.device,
+                    memory_format=torch.channels_last_3d)
+    return x, x.permute(0, 2, 3, 4, 1)
 
 
 def _dot_type(dtype: torch.dtype) -> Any:
@@ -961,22 +965,22 @@ def cca_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, 
         scale: multiplies the dot products before the softmax.
 
     Returns:
-        out: (B, Cv, T, H, W) in the input dtype (a view of channels-last storage); lse:
+        out: (B, Cv, T, H, W) in the input dtype (channels-last-3d storage); lse:
         (B, T, H, W) float32 log-sum-exp of the scaled energies over the ``T + H + W - 2``
         keys of each position.
     """
     _check_inputs(q, k, v)
     B, cqk, T, H, W = q.shape
     qc, kc, vc = _cl(q), _cl(k), _cl(v)  # (B, T, H, W, C)
-    out = torch.empty_like(vc)  # (B, T, H, W, Cv)
+    out, oc = _empty_cl(v)  # (B, Cv, T, H, W), (B, T, H, W, Cv)
     lse = torch.empty((B, T, H, W), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
-        return _cf(out), lse
+        return out, lse
     _check_shared_memory(q, v.shape[1])
     cnt = torch.zeros(B * T + 1, device=q.device, dtype=torch.int32)  # fused forward only
-    _launch(_forward_launches((qc, kc, vc, out, lse, cnt), float(scale),
+    _launch(_forward_launches((qc, kc, vc, oc, lse, cnt), float(scale),
                               (B, T, H, W, cqk, v.shape[1])))
-    return _cf(out), lse
+    return out, lse
 
 
 @_on_inputs_device
@@ -999,8 +1003,8 @@ def cca_backward(
         need: which of (dq, dk, dv) to compute; the others are returned as None.
 
     Returns:
-        dq, dk: (B, Cqk, T, H, W); dv: (B, Cv, T, H, W); in the input dtype, views of
-        channels-last storage. Deterministic (no atomics; fixed summation order: column, then
+        dq, dk: (B, Cqk, T, H, W); dv: (B, Cv, T, H, W); in the input dtype, in
+        channels-last-3d storage. Deterministic (no atomics; fixed summation order: column, then
         row with the time line fused in).
     """
     _check_inputs(q, k, v)
@@ -1017,7 +1021,7 @@ def cca_backward(
     qc, kc, vc = _cl(q), _cl(k), _cl(v)
     oc, doc = _cl(out.to(v.dtype)), _cl(grad_out.to(v.dtype))
     lse = lse.to(torch.float32).contiguous()
-    dq, dk, dv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+    (dq_, dq), (dk_, dk), (dv_, dv) = _empty_cl(q), _empty_cl(k), _empty_cl(v)
     # Column partials of dq, dk: in place, except for bf16 (fp32; see the module docstring).
     if q.dtype == torch.bfloat16:
         dqp = torch.empty(qc.shape, device=q.device, dtype=torch.float32) if need_dq else dq
@@ -1029,8 +1033,4 @@ def cca_backward(
         _check_shared_memory(q, v.shape[1], need)
         bufs = (qc, kc, vc, oc, doc, lse, delta, dqp, dkp, dq, dk, dv)
         _launch(_backward_launches(bufs, float(scale), (B, T, H, W, cqk, v.shape[1]), need))
-    return (
-        _cf(dq) if need_dq else None,
-        _cf(dk) if need_dk else None,
-        _cf(dv) if need_dv else None,
-    )
+    return dq_ if need_dq else None, dk_ if need_dk else None, dv_ if need_dv else None
