@@ -1,7 +1,8 @@
 """vidccnet: video semantic segmentation with 3D criss-cross attention (CCNet).
 
 Every position (t, h, w) of a clip attends over its time line, its row and its column
-(T + H + W - 2 keys, one softmax); two recurrent passes reach the whole (T, H, W) volume.
+(T + H + W - 2 keys, one softmax); recurrent passes spread the context: two reach every
+position that shares one of its coordinates (t, h or w), three the whole (T, H, W) volume.
 
 - ``vidccnet.ops.criss_cross_attention(q, k, v)``: the operator, (B, C, T, H, W) in and out
   (fused Triton kernels on CUDA, an exact PyTorch path elsewhere; a ``torch.library`` op).

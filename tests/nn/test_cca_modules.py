@@ -148,3 +148,30 @@ def test_identity_init_uses_gamma_init():
     r = RecurrentCrissCrossAttention(8, reduction=4, init="identity", gamma_init=-0.5)
     assert r.cca.gamma.item() == -0.5
     assert CrissCrossAttention3d(8, reduction=4, gamma_init=0.25).gamma.item() == 0.0  # ccnet
+
+
+@pytest.mark.parametrize("recurrence", [1, 2, 3])
+def test_recurrence_reach(recurrence):
+    """What the docs say R passes reach: the positions that differ from the query in at most R
+    of (t, h, w) (R = 2 is not the whole volume in 3D; R = 3 is)."""
+    torch.manual_seed(0)
+    m = RecurrentCrissCrossAttention(8, recurrence, reduction=4, init="identity").double()
+    x = torch.randn(1, 8, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    m(x)[0, :, 1, 2, 3].sum().backward()
+    reached = x.grad.abs().sum(1)[0] > 0  # (T, H, W)
+    t, h, w = torch.meshgrid(torch.arange(3), torch.arange(4), torch.arange(5), indexing="ij")
+    differ = (t != 1).long() + (h != 2).long() + (w != 3).long()
+    assert torch.equal(reached, differ <= recurrence)
+
+
+def test_attention_off_refuses_backward_across_it():
+    """A graph built on one side of the block and differentiated on the other would use the
+    other gamma: autograd refuses it (gamma is changed in place), no silent wrong gradient."""
+    m = RecurrentCrissCrossAttention(8, 2, 4, init="identity")
+    x = torch.randn(1, 8, 2, 3, 4, requires_grad=True)
+    y = m(x)
+    with attention_off(m):
+        z = m(x)
+    for out in (y, z):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()

@@ -113,7 +113,10 @@ def _pointwise(conv: nn.Conv3d, x: Tensor) -> Tensor:
 class RecurrentCrissCrossAttention(nn.Module):
     """One shared `CrissCrossAttention3d` applied `recurrence` times (RCCA).
 
-    With R = 2 every position gathers context from the whole (T, H, W) volume.
+    Each pass moves context along one axis of each key line, so after R passes a position has
+    context from every position that differs from it in at most R of (t, h, w): R = 2 reaches
+    its whole frame and every position sharing its row or column index, R = 3 the whole
+    (T, H, W) volume (per frame, R = 2 reaches the whole frame, as in CCNet).
     `temporal=False` runs per-frame 2D attention with the same parameters, so checkpoints are
     interchangeable between the two settings. `init` / `gamma_init`: see
     `CrissCrossAttention3d`.
@@ -152,7 +155,8 @@ class RecurrentCrissCrossAttention(nn.Module):
 def attention_off(model: nn.Module) -> Iterator[int]:
     """Within the block, every `CrissCrossAttention3d` of `model` has gamma = 0 (its output is
     its input: a test-time ablation of the attention). Yields the number of blocks switched
-    off; the trained gammas are restored on exit."""
+    off; the trained gammas are restored on exit. A forward run on one side of the block
+    cannot be differentiated on the other (autograd refuses: gamma is changed in place)."""
     blocks = [m for m in model.modules() if isinstance(m, CrissCrossAttention3d)]
     saved = [b.gamma.detach().clone() for b in blocks]
     try:
