@@ -454,3 +454,16 @@ def test_output_takes_in_place_ops():
     out.add_(x)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_refuses_float8_and_scale_that_is_not_a_number():
+    """float8 inputs were taken silently (a float8 output, no documented accuracy), and
+    scale='0.5' or scale=True passed as numbers."""
+    q = torch.randn(1, 4, 2, 3, 5)
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        x = q.to(dtype)
+        with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+            criss_cross_attention(x, x, x)
+    for scale in ("0.5", True):
+        with pytest.raises(TypeError, match="scale must be a number"):
+            criss_cross_attention(q, q, q, scale=scale)

@@ -926,3 +926,23 @@ def test_outputs_are_tensors_that_take_in_place_ops():
     dq, dk, dv = cca_backward(q, k, v.detach(), out, cca_forward(q, k, v.detach(), 1.0)[1],
                               grad_out, 1.0)
     assert all(g._base is None for g in (dq, dk, dv))
+
+
+def test_switch_variables_read_words_as_words(monkeypatch):
+    """VIDCCNET_CCA_FUSED_FORWARD=false (or off, no) switched the one-launch forward on, and
+    VIDCCNET_CCA_AUTOTUNE=off left autotuning on: only "0" counted as off. Both read 1 / true /
+    on / yes and 0 / false / off / no (any case); anything else is refused, naming the variable."""
+    for value, fused in (("1", True), ("TRUE", True), (" on ", True), ("yes", True),
+                         ("0", False), ("false", False), ("Off", False), ("no", False),
+                         ("", False)):
+        monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, value)
+        assert triton_cca.fused_forward_enabled() is fused, value
+    monkeypatch.delenv(triton_cca.FUSED_FORWARD_ENV)
+    assert not triton_cca.fused_forward_enabled()
+    monkeypatch.setattr(triton_cca, "_interpret_enabled", lambda: False)
+    for value, tuned in (("off", False), ("0", False), ("no", False), ("1", True), ("", True)):
+        monkeypatch.setenv(triton_cca.AUTOTUNE_ENV, value)
+        assert triton_cca._autotune_enabled() is tuned, value
+    monkeypatch.setenv(triton_cca.FUSED_FORWARD_ENV, "fast")
+    with pytest.raises(ValueError, match="VIDCCNET_CCA_FUSED_FORWARD='fast'.*1 or 0"):
+        triton_cca.fused_forward_enabled()

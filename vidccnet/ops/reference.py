@@ -310,14 +310,18 @@ class _ReferenceFunction(torch.autograd.Function):
         return (*grads, None)
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     """What every backend requires of q, k, v: tensors of one floating dtype and device, of
     shape (B, Cqk, [T,] H, W) / (B, Cv, [T,] H, W); B may be 0, no other dimension."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, "
+                            f"float32 or float64), got dtype {x.dtype}")
     shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
     if q.dim() not in (4, 5) or k.dim() != q.dim() or v.dim() != q.dim():
         raise ValueError(
@@ -337,6 +341,8 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
 
 
 def _check_scale(scale: float | Tensor) -> float:
+    if isinstance(scale, (str, bytes, bool)):
+        raise TypeError(f"scale must be a number, got {type(scale).__name__} {scale!r}")
     if isinstance(scale, Tensor) and scale.requires_grad:
         raise TypeError("scale must be a number: a tensor scale would get no gradient; to learn "
                         "a temperature, multiply q by it and pass scale=1")

@@ -500,15 +500,28 @@ def _bwd_kernel(
 _HELPER_FNS = (_fwd_line,)  # device functions called by the kernels
 _KERNEL_FNS = (_fwd_kernel, _fwd_fused_kernel, _bwd_kernel)
 _JIT_CACHE: dict[tuple[bool, bool], dict[str, Any]] = {}
-AUTOTUNE_ENV = "VIDCCNET_CCA_AUTOTUNE"  # "0": one config (GPU_CONFIGS[1]) on CUDA, no tuning
-FUSED_FORWARD_ENV = "VIDCCNET_CCA_FUSED_FORWARD"  # "1": the one-launch forward
+AUTOTUNE_ENV = "VIDCCNET_CCA_AUTOTUNE"  # off: one config (GPU_CONFIGS[1]) on CUDA, no tuning
+FUSED_FORWARD_ENV = "VIDCCNET_CCA_FUSED_FORWARD"  # on: the one-launch forward
+
+
+def _env_switch(name: str, default: bool) -> bool:
+    """The on / off environment variable ``name``: 1, true, on, yes or 0, false, off, no (any
+    case); unset or empty: ``default``; anything else is refused (ValueError)."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"${name}={os.environ[name]!r} is not a switch; set it to 1 or 0 "
+                     "(or unset it)")
 
 
 def fused_forward_enabled() -> bool:
     """Whether :func:`cca_forward` uses the one-launch kernel (``$VIDCCNET_CCA_FUSED_FORWARD``
-    set and not ``0``) rather than the two-launch default (faster on an H200, see the module
-    docstring)."""
-    return os.environ.get(FUSED_FORWARD_ENV, "0").strip() not in ("", "0")
+    on) rather than the two-launch default (faster on an H200, see the module docstring)."""
+    return _env_switch(FUSED_FORWARD_ENV, False)
 
 
 def jit_functions() -> dict[str, Any]:
@@ -559,8 +572,8 @@ def _stdlib_mode_matches(interpret: bool) -> bool:
 
 def _autotune_enabled() -> bool:
     """Whether the kernels are autotuned: compiled (not interpreted) and
-    ``$VIDCCNET_CCA_AUTOTUNE`` unset or not ``0``."""
-    return not _interpret_enabled() and os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+    ``$VIDCCNET_CCA_AUTOTUNE`` not switched off."""
+    return not _interpret_enabled() and _env_switch(AUTOTUNE_ENV, True)
 
 
 def _kernels() -> dict[str, Any]:
