@@ -406,6 +406,18 @@ def test_triton_chosen_by_the_env_var_names_it_when_it_cannot_run(monkeypatch):
         criss_cross_attention(q, k, v)
 
 
+def test_triton_chosen_by_the_env_var_names_it_for_inputs_it_does_not_take(monkeypatch):
+    """With VIDCCNET_CCA_BACKEND=triton, a float64 input got the kernels' own refusal, which
+    did not say that the variable had chosen them."""
+    import vidccnet.ops.cca as cca_mod
+
+    monkeypatch.setattr(cca_mod, "triton_status", lambda device: (True, ""))
+    monkeypatch.setenv("VIDCCNET_CCA_BACKEND", "triton")
+    with pytest.raises(ValueError, match="VIDCCNET_CCA_BACKEND=triton.*float64.*unset it"):
+        resolve_backend("auto", torch.device("cpu"), torch.float64, 4, (3, 4), 2, 5)
+    assert resolve_backend("auto", torch.device("cpu"), torch.float32, 4, (3, 4), 2, 5) == "triton"
+
+
 def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q, k, v, _ = _inputs((1, 4, 5, 2, 3, 4), torch.float32)

@@ -105,6 +105,13 @@ def resolve_backend(
                    else "use backend='reference'")
             chosen = f" (chosen by {ENV_VAR}=triton)" if from_env else ""
             raise RuntimeError(f"the triton backend{chosen} cannot run here: {why}; {way}")
+        H, W = frame if frame is not None else (None, None)
+        if from_env and dtype is not None and head_dim is not None and not _triton_module(
+                ).supports(dtype, head_dim, H, W, frames, v_channels):
+            raise ValueError(
+                f"{ENV_VAR}=triton chose the Triton kernels, which do not take these inputs "
+                f"(dtype {dtype}, Cqk {head_dim}, frame {H}x{W}; see triton_cca.supports); set "
+                f"{ENV_VAR}=reference or unset it")
     return backend
 
 
