@@ -37,7 +37,9 @@ class _Decoder(nn.Module):
 
 
 class RedChannelModel(_Decoder):
-    """Pointwise: class k where the red value is closest to k * STEP (sharp softmax).
+    """Pointwise: class k where the red value is closest to k * STEP; logits -|red - k * STEP|,
+    piecewise linear in red, so logits resized between two classes' pixels pick one of the two
+    (quadratic ones would pick a class in between).
 
     Pointwise, hence equivariant to flips, crops and translations. ``mute_even_calls`` makes the
     1st, 3rd, ... forward pass return uniform logits, so the other pass alone decides.
@@ -54,7 +56,7 @@ class RedChannelModel(_Decoder):
         assert not self.training, "the evaluator must call the model in eval mode"
         self.calls += 1
         v = self.red(clip).unsqueeze(1)  # (B, 1, T, H, W)
-        logits = -((v - self.centres.view(1, -1, 1, 1, 1)) ** 2) / 10.0  # (B, K, T, H, W)
+        logits = -(v - self.centres.view(1, -1, 1, 1, 1)).abs()  # (B, K, T, H, W)
         if self.mute and self.calls % 2 == 1:
             logits = torch.zeros_like(logits)
         return logits
@@ -601,3 +603,56 @@ def test_one_video_is_singular(caplog):
         r = ev.run(RedChannelModel(3), [encoded_video(labels, labels)])
     assert "of 1 video in" in caplog.text
     assert "4 labelled frames, 1 video," in format_table(r)
+
+
+def test_tta_merges_as_mmsegmentation():
+    """Test-time augmentation as mmsegmentation's inference: logits averaged over overlapping
+    tiles, resized to the frame (bilinear), then the softmax, and the probabilities averaged
+    over scales and flips; a scaled size is int(size * scale + 0.5) (mmcv). The evaluator took
+    the softmax per tile, resized probabilities, and rounded half to even (13 * 0.5 -> 6)."""
+    import torch.nn.functional as F
+
+    from vidccnet.engine.evaluate import _tile_starts
+
+    torch.manual_seed(0)
+    k, t, h, w = 5, 2, 13, 21
+    conv = nn.Conv3d(3, k, (1, 3, 3), padding=(0, 1, 1)).eval()  # zero padding: tiles differ
+    sizes = []
+
+    class Model(nn.Module):
+        def forward(self, clip):
+            sizes.append(tuple(clip.shape[-2:]))
+            return 4 * conv(clip)
+
+    def slide(x, crop):
+        _, _, _, hh, ww = x.shape
+        th, tw = min(crop, hh), min(crop, ww)
+        total = torch.zeros(1, k, t, hh, ww)
+        count = torch.zeros(1, 1, 1, hh, ww)
+        for y in _tile_starts(hh, th):
+            for x0 in _tile_starts(ww, tw):
+                total[..., y:y + th, x0:x0 + tw] += Model()(x[..., y:y + th, x0:x0 + tw])
+                count[..., y:y + th, x0:x0 + tw] += 1
+        return total / count
+
+    clip = torch.randn(1, 3, t, h, w)
+    scales, crop = (0.5, 1.0, 1.75), 9
+    probs = 0
+    for s in scales:
+        size = (int(h * s + 0.5), int(w * s + 0.5))
+        x = clip if size == (h, w) else F.interpolate(clip, size=(t, *size), mode="trilinear",
+                                                      align_corners=False)
+        for flipped in (False, True):
+            logits = slide(x.flip(-1) if flipped else x, crop)
+            logits = (logits.flip(-1) if flipped else logits)[0].transpose(0, 1)  # (T, K, ., .)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            probs = probs + logits.softmax(1)
+    expected = probs.argmax(1)  # (T, h, w)
+    reference_sizes = list(sizes)
+    sizes.clear()
+    ev = Evaluator(num_classes=k, clip_len=t, scales=scales, flip=True, crop_size=crop)
+    select = (torch.zeros(t, dtype=torch.long), torch.arange(t))
+    with torch.no_grad():
+        got = ev._predict(Model(), clip, select)
+    assert sizes == reference_sizes
+    assert torch.equal(got, expected), (got != expected).float().mean()

@@ -35,11 +35,12 @@ meters (per-pixel run lengths, see ``vidccnet.metrics.VideoConsistency``); nothi
 Test-time augmentation
 ----------------------
 
-For every scale the clip is resized (bilinear per frame), optionally also flipped left-right; for
+As mmsegmentation's inference: for every scale the clip is resized (bilinear per frame; the
+scaled size is ``int(size * scale + 0.5)``, as mmcv's), optionally also flipped left-right; for
 frames larger than ``crop_size`` the (scaled) clip is covered by overlapping tiles (stride 2/3 of
-the crop) whose softmax probabilities are averaged where they overlap. The probabilities of every
-(scale, flip) pass are resized back to the frame size (bilinear) and averaged; the prediction is
-their argmax. mVC / flicker are computed on the labelled frames of videos with
+the crop) whose logits are averaged where they overlap. The logits of every (scale, flip) pass
+are resized back to the frame size (bilinear), turned into softmax probabilities, and the
+probabilities of all passes averaged; the prediction is their argmax. mVC / flicker are computed on the labelled frames of videos with
 ``consecutive=True`` (VSPW videos, the CamVid 15 Hz stretch), in order.
 """
 
@@ -322,25 +323,24 @@ class Evaluator:
         self.stats["forward_passes"] = self.stats.get("forward_passes", 0) + 1
         return out.float()
 
-    def _tiled_probs(
+    def _tiled_logits(
         self, model: nn.Module, clip: torch.Tensor, select: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
-        """Softmax probabilities (N, K, h, w) of the selected (batch, position) pairs."""
+        """Logits (N, K, h, w) of the selected (batch, position) pairs, averaged over the
+        overlapping tiles (mmsegmentation's sliding inference)."""
         bsel, tsel = select
         _, _, _, h, w = clip.shape  # (B, 3, T, h, w)
         if self.crop_size is None or (h <= self.crop_size[0] and w <= self.crop_size[1]):
-            logits = self._forward(model, clip)  # (B, K, T, h, w)
-            return logits[bsel, :, tsel].softmax(dim=1)  # (N, K, h, w)
+            return self._forward(model, clip)[bsel, :, tsel]  # (N, K, h, w)
         th, tw = min(self.crop_size[0], h), min(self.crop_size[1], w)
-        probs = clip.new_zeros((bsel.numel(), self.num_classes, h, w))  # (N, K, h, w)
+        total = clip.new_zeros((bsel.numel(), self.num_classes, h, w))  # (N, K, h, w)
         count = clip.new_zeros((1, 1, h, w))
         for y in _tile_starts(h, th):
             for x in _tile_starts(w, tw):
                 tile = clip[..., y : y + th, x : x + tw]  # (B, 3, T, th, tw)
-                logits = self._forward(model, tile)  # (B, K, T, th, tw)
-                probs[..., y : y + th, x : x + tw] += logits[bsel, :, tsel].softmax(dim=1)
+                total[..., y : y + th, x : x + tw] += self._forward(model, tile)[bsel, :, tsel]
                 count[..., y : y + th, x : x + tw] += 1
-        return probs / count
+        return total / count
 
     @torch.inference_mode()
     def _predict(
@@ -351,17 +351,19 @@ class Evaluator:
         acc = None
         passes = 0
         for scale in self.scales:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))  # as mmcv
             scaled = clip
             if size != (h, w):
                 scaled = F.interpolate(clip, size=(t, *size), mode="trilinear", align_corners=False)
             for flipped in (False, True) if self.flip else (False,):
                 x = scaled.flip(-1) if flipped else scaled
-                probs = self._tiled_probs(model, x, select)  # (N, K, h', w')
+                logits = self._tiled_logits(model, x, select)  # (N, K, h', w')
                 if flipped:
-                    probs = probs.flip(-1)
+                    logits = logits.flip(-1)
                 if size != (h, w):
-                    probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+                    logits = F.interpolate(logits, size=(h, w), mode="bilinear",
+                                           align_corners=False)
+                probs = logits.softmax(dim=1)  # (N, K, H, W)
                 acc = probs if acc is None else acc + probs
                 passes += 1
         return (acc / passes).argmax(dim=1)  # (N, H, W)
