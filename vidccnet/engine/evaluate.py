@@ -40,8 +40,9 @@ scaled size is ``int(size * scale + 0.5)``, as mmcv's), optionally also flipped 
 frames larger than ``crop_size`` the (scaled) clip is covered by overlapping tiles (stride 2/3 of
 the crop) whose logits are averaged where they overlap. The logits of every (scale, flip) pass
 are resized back to the frame size (bilinear), turned into softmax probabilities, and the
-probabilities of all passes averaged; the prediction is their argmax. mVC / flicker are computed on the labelled frames of videos with
-``consecutive=True`` (VSPW videos, the CamVid 15 Hz stretch), in order.
+probabilities of all passes averaged; the prediction is their argmax. mVC / flicker are
+computed on the labelled frames of videos with ``consecutive=True`` (VSPW videos, the CamVid
+15 Hz stretch), in order.
 """
 
 from __future__ import annotations
