@@ -400,7 +400,10 @@ def evaluate_and_report(
         stream: where to write the terminal table (e.g. ``sys.stdout``); None logs it at INFO.
         **evaluator_kwargs: ``Evaluator`` arguments: ``clip_len`` (required), ``clip_stride``,
             ``anchor``, ``scales``, ``flip``, ``crop_size``, ``device``, ``amp``,
-            ``ignore_index``, ``vc_windows``, ``batch_size``, ``metric_convention``.
+            ``ignore_index``, ``vc_windows``, ``batch_size``, ``frame_stride``,
+            ``metric_convention`` (``Evaluator``'s default is "mmseg" whatever the data: pass
+            "vspw" for VSPW's official mIoU; ``scripts/evaluate.py`` picks it from the
+            dataset, ``vidccnet.engine.build.evaluator_kwargs``), ``vc_labelled_only``.
 
     Returns:
         The dict written to ``eval.json``: ``metrics`` (``Evaluator.run`` figures, NaN -> None),
