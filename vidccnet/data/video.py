@@ -250,13 +250,15 @@ class PyAVReader(VideoReader):
         rising = self._timed and all(a[0] <= b[0] for a, b in zip(entries, entries[1:]))
         reorders = bool(getattr(self._stream.codec_context, "has_b_frames", 1))
         displayed = self._stream.codec_context.name in ("mpeg4", "mpeg2video")  # parser-timed
-        self._by_count = not self._timed or (
+        # MPEG-PS: after a seek the parser stamps the first packets a frame late or half a
+        # frame off, and with B-frames it can give two packets one timestamp: decoding starts
+        # at the file's start there, and frames are counted
+        program_stream = bool(formats & {"mpeg", "mpegvideo"})
+        self._by_count = not self._timed or program_stream or (
             "avi" in formats and reorders and (rising or not displayed))
         entries = sorted(entries) if self._timed else [
             (i, key) for i, (_, key) in enumerate(entries)]
-        # MPEG-PS: after a seek the parser stamps the first packets a frame late or half a
-        # frame off; decoding starts at the file's start there, as where frames are counted
-        self._seekable = not self._by_count and not formats & {"mpeg", "mpegvideo"}
+        self._seekable = not self._by_count
         self._discarded = discarded[self._stream.index]
         self._pts = [e[0] for e in entries]
         self._pts_index = _first_indices(self._pts)
