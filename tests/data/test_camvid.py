@@ -470,6 +470,21 @@ def test_a_frame_stride_that_misses_the_stretch_spacing_evaluates_each_frame(tmp
     np.testing.assert_array_equal(v.load_frame(at - 2), seq_frames[7953])
 
 
+def test_the_stretch_with_frame_stride_2_needs_only_its_frames(tmp_path, caplog):
+    """prepare_camvid.py --frame-stride 2 extracts every 2nd frame: the stretch's check for its
+    context looked for every frame from the first labelled one to the last, so it fell back to
+    its labelled frames only (no context) and warned that frames were missing."""
+    seq_frames = _stretch_root(tmp_path)
+    for i in range(7952, 7972, 2):  # keep the odd frames: those a stride-2 stretch reads
+        (tmp_path / "frames" / "0016E5" / f"{i:06d}.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        (s,) = CamVid(tmp_path, "val", clip_len=3, frame_stride=2).eval_videos()
+    assert not [r for r in caplog.records if "missing" in r.message]
+    assert s.consecutive and list(s.labelled) == [8, 9, 10]  # 7959, 7961, 7963 from 7943
+    for j in range(4, s.num_frames):  # frames 7951 .. 7971, 2 apart (before: padding)
+        np.testing.assert_array_equal(s.load_frame(j), seq_frames[7943 + 2 * j])
+
+
 def test_prepare_camvid_rerun_with_a_wrong_index_offset_keeps_the_frames(
         load_script, camvid_raw, tmp_path, capsys):
     """A rerun whose --index-offset puts the names outside the video fails (one line, exit 2)

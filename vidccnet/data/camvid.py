@@ -319,9 +319,9 @@ class CamVid(Dataset):
         first, last = min(idx.values()), max(idx.values())
         by_index = {idx[name]: (image, annot) for name, image, annot in items}
         name = f"{STRETCH_SEQ}_{STRETCH_FIRST:05d}-{STRETCH_LAST:05d}"
-        have_frames = all(context_frame_path(self.root, STRETCH_SEQ, i).is_file()
-                          for i in range(first, last + 1))
         s = self.frame_stride
+        have_frames = all(context_frame_path(self.root, STRETCH_SEQ, i).is_file()
+                          for i in range(first, last + 1, s))  # those the clips read
         if have_frames and any((i - first) % s for i in by_index):
             logger.warning("CamVid: frame_stride %d does not divide the spacing of the %s "
                            "stretch's labelled frames: each is evaluated in its own clip (no "
