@@ -574,8 +574,12 @@ class DecordReader(VideoReader):
         """The frame shown ``seconds`` after the first one: the nearest start time in decord's
         index (exact on a variable-frame-rate video, where ``seconds * fps`` is not)."""
         if self._starts is None:
-            times = self._vr.get_frame_timestamp(list(range(len(self))))[:, 0]
-            self._starts = [float(t) - float(times[0]) for t in times]
+            times = np.asarray(self._vr.get_frame_timestamp(list(range(len(self))))[:, 0],
+                               dtype=np.float64)
+            if np.isfinite(times).all() and times[0] >= 0 and (np.diff(times) >= 0).all():
+                self._starts = [float(t - times[0]) for t in times]
+            else:  # AVI with B-frames: none for the first frames, then decode order
+                self._starts = [i / self.fps for i in range(len(self))]
         return nearest_frame(self._starts, seconds, self.fps)
 
     def _read(self, index: int) -> np.ndarray:
