@@ -1066,3 +1066,18 @@ def test_a_cut_avi_with_b_frames_reads_all_its_indexed_frames(tmp_path, codec):
     cut.write_bytes(full.read_bytes()[:_packets(full)[20][0] + 3])  # inside packet 20
     with open_video(cut) as r:
         assert len(r.read_all()) == len(r)
+
+
+def test_frames_from_the_cache_cannot_be_changed_in_place(tmp_path):
+    """The PyAV reader returns the frame it caches: a caller's in-place change (a[:] = 0)
+    changed what later reads of that frame returned. Its frames are read-only now."""
+    path = tmp_path / "v.mp4"
+    write_video(path, numbered_frames(12), fps=12)
+    with open_video(path) as r:
+        a = r[5]
+        with pytest.raises(ValueError, match="read-only"):
+            a[:] = 0
+        assert frame_number(r[5]) == 5
+        batch = r.get_batch([4, 5])
+        batch[:] = 0  # a batch is the caller's own array
+        assert frame_number(r[5]) == 5

@@ -204,7 +204,7 @@ class PyAVReader(VideoReader):
         first = self._first_frame()
         self.rotation = int(getattr(self._last_frame, "rotation", 0) or 0)
         first = _rotate(first, self.rotation)
-        self._cache[0] = first
+        self._put(0, first)
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def _index_packets(self, p: Path) -> None:
@@ -477,6 +477,7 @@ class PyAVReader(VideoReader):
         return _rotate(frame.to_ndarray(format="rgb24"), self.rotation)  # (H, W, 3)
 
     def _put(self, index: int, arr: np.ndarray) -> None:
+        arr.flags.writeable = False  # served again from the cache: the caller must not edit it
         self._cache[index] = arr
         self._cache.move_to_end(index)
         while len(self._cache) > self._cache_size:
@@ -529,7 +530,7 @@ def _probe(path: str) -> tuple[int, str, str]:
 
 # where decord's seeks returned the frames asked for (decord 0.6, measured with GOPs of 12 and
 # B-frames); elsewhere (MPEG-2, MPEG-4, HEVC, H.264 in AVI) they returned others, as in
-# decord issues #54, #195, #365. Open-GOP H.264 in MP4 is wrong too, but not told apart here.
+# decord issues #54, #195, #365. Open-GOP H.264 in MP4 / MKV is wrong too, not told apart here.
 _DECORD_SEEN_EXACT = ({"h264", "vp9"}, {"mov", "mp4", "matroska", "webm"})
 
 
@@ -558,8 +559,8 @@ class DecordReader(VideoReader):
         if codec and codec != "mjpeg" and not (  # mjpeg: every frame a keyframe
                 codec in codecs and formats & set(container.split(","))):
             logger.warning("%s: decord may return other frames than those asked for after a "
-                           "seek in %s video in %s (seen exact only for H.264 and VP9 in MP4 / "
-                           "MKV); use backend='av' (exact)", self.path, codec, container)
+                           "seek in %s video in %s (seen exact only for closed-GOP H.264 and VP9 "
+                           "in MP4 / MKV); use backend='av' (exact)", self.path, codec, container)
         first = self._read(0)
         if first.ndim != 3 or first.shape[2] != 3:  # seen for some rotated videos
             raise VideoReadError(path, f"decord returns frames of shape {tuple(first.shape)}, "
