@@ -874,6 +874,29 @@ def test_overwrite_refuses_a_folder_without_our_summary(tmp_path, names):
     with pytest.raises(OutputPathError, match="which this tool did not write"):
         check_paths(video, folder, overwrite=True)
 
+@pytest.mark.parametrize("extra", ["99.png", "000999.png", "000001.npz", "ov.mp4"])
+def test_overwrite_refuses_numbered_files_the_earlier_run_did_not_write(tmp_path, extra):
+    """Every file with an all-digit stem counted as a mask of the earlier run, and the overlay's
+    name as its overlay wherever that was written: --overwrite deleted a user's 99.png or
+    000999.png next to masks 0-2, and replaced a 000007.png. The earlier summary.json's frame
+    range, mask format and overlay place say which files are its own."""
+    from vidccnet.writer import OutputPathError, check_paths
+
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"video")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i:06d}.png").write_bytes(b"mask")
+    summary = {"frames": 3, "start": 0, "end": 3, "format": "png",
+               "overlay": str(tmp_path / "ov.mp4"), "overlay_in_output": False}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    check_paths(video, folder, overwrite=True)  # its own output only: replaced
+    (folder / extra).write_bytes(b"mine")
+    with pytest.raises(OutputPathError, match=f"holds {extra}, which this tool did not write"):
+        check_paths(video, folder, overwrite=True)
+
+
 def test_writer_imports_no_torch():
     import subprocess
     import sys

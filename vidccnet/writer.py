@@ -99,20 +99,33 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def _foreign_files(folder: Path) -> list[str]:
-    """Names in ``folder`` that are not an earlier output of this module: masks
-    (``000042.png`` / ``.npz``), its ``summary.json`` and the overlay video that summary names.
-    Without a readable summary.json (written last by every run) every name is foreign: frames
-    named ``000000.png`` or videos of the user's are not masks or an overlay."""
+    """Names in ``folder`` that are not an earlier output of this module, as its summary.json
+    (written last by every run) says: the masks of its frame range in its format
+    (``000042.png`` / ``.npz``), the overlay video where it was written into the folder, and
+    that summary.json. Without a readable summary.json every name is foreign: frames named
+    ``000000.png`` or videos of the user's are not masks or an overlay."""
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         summary = None
     if not isinstance(summary, dict) or "frames" not in summary:
         return sorted(p.name for p in folder.iterdir())
+    ours = {"summary.json"}
     overlay = summary.get("overlay")
-    ours = {"summary.json", Path(str(overlay)).name if overlay else None}
-    return sorted(p.name for p in folder.iterdir() if not p.is_file() or not (
-        p.name in ours or (p.suffix in (".png", ".npz") and p.stem.isdigit())))
+    if overlay and summary.get("overlay_in_output", True):  # (absent before it was recorded)
+        ours.add(Path(str(overlay)).name)
+    try:
+        start, end, fmt = int(summary["start"]), int(summary["end"]), str(summary["format"])
+        ours |= {f"{i:06d}.{fmt}" for i in range(start, end)}
+        numbered = False
+    except (KeyError, TypeError, ValueError):  # a summary from before these were recorded
+        numbered = True  # every numbered mask name counts as one
+
+    def is_ours(p: Path) -> bool:
+        return p.name in ours or (numbered and p.suffix in (".png", ".npz")
+                                  and p.stem.isdigit())
+
+    return sorted(p.name for p in folder.iterdir() if not p.is_file() or not is_ours(p))
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -802,6 +815,7 @@ def write_segmentation(
             "amp": segmenter.amp,
             "format": fmt,
             "overlay": str(overlay_path) if overlay_path is not None else None,
+            "overlay_in_output": overlay_path is not None and inside,
         }
         with open(tmp / "summary.json", "w") as f:
             json.dump(summary, f, indent=2)
