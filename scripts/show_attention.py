@@ -45,6 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pixel", type=int, nargs=2, required=True, metavar=("Y", "X"),
                    help="query pixel (row, column) in the video's frames")
     p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--clip-len", type=int, default=None, metavar="T",
                    help="frames per clip (default: from the checkpoint's config)")
     p.add_argument("--anchor", choices=("causal", "centre"), default="causal",
@@ -125,6 +126,12 @@ def run(args: argparse.Namespace) -> dict:
     for given, what in ((args.video, "the input video"), (args.checkpoint, "the checkpoint")):
         if out.resolve() == Path(given).resolve():
             raise ValueError(f"--out '{out}' is {what}; choose another file name")
+    source = Path(args.video).resolve()
+    if source.is_dir() and source in out.resolve().parents:
+        raise ValueError(f"--out '{out}' is inside the input folder '{args.video}', whose files "
+                         "are the video's frames; write the picture elsewhere")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out '{out}' exists; choose another name or pass --overwrite")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out '{out}' must end in .png (the picture is a PNG)")
     if args.clip_len is not None and not 1 <= args.clip_len <= MAX_CLIP_LEN:

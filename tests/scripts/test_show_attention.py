@@ -171,6 +171,30 @@ def test_out_never_replaces_an_input_and_is_a_readable_png(script, data, tmp_pat
     assert (tmp_path / "attn.PNG").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_out_never_lands_in_the_input_folder_nor_replaces_a_file_unasked(
+        script, data, tmp_path, capsys):
+    """--out inside the input frame folder replaced a frame (000003.png, the whole video then
+    refused for its size) or added a file that broke the folder; an existing picture was
+    replaced without a word. Both are refused; --overwrite replaces an existing picture."""
+    import shutil
+
+    folder = tmp_path / "frames"
+    shutil.copytree(data["folder"], folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    args = ["--checkpoint", data["ckpt3d"], "--frame", 1, "--pixel", 3, 4]
+    for out in (folder / "0003.png", folder / "attn.png"):
+        rc, _, err = run(script, capsys, folder, *args, "--out", out)
+        assert rc == 2 and "inside the input folder" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"mine")
+    rc, _, err = run(script, capsys, folder, *args, "--out", mine)
+    assert rc == 2 and "exists" in err and "--overwrite" in err, err
+    assert mine.read_bytes() == b"mine"
+    rc, _, err = run(script, capsys, folder, *args, "--out", mine, "--overwrite")
+    assert rc == 0 and mine.read_bytes().startswith(b"\x89PNG"), err
+
+
 def test_an_unwritable_out_is_refused_before_the_model_is_loaded(script, data, tmp_path,
                                                                   capsys, monkeypatch):
     """--out in a folder without write permission failed only when the picture was saved,
