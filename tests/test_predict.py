@@ -874,6 +874,17 @@ def test_overwrite_refuses_a_folder_without_our_summary(tmp_path, names):
     with pytest.raises(OutputPathError, match="which this tool did not write"):
         check_paths(video, folder, overwrite=True)
 
+def test_out_that_is_the_input_video_says_so(tmp_path):
+    """--out naming the input video itself was refused as a folder 'containing' the input."""
+    from vidccnet.writer import OutputPathError, check_paths
+
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"video")
+    with pytest.raises(OutputPathError, match="is the input video; write the masks elsewhere"):
+        check_paths(video, video, overwrite=True)
+    assert video.read_bytes() == b"video"
+
+
 @pytest.mark.parametrize("extra", ["99.png", "000999.png", "000001.npz", "ov.mp4"])
 def test_overwrite_refuses_numbered_files_the_earlier_run_did_not_write(tmp_path, extra):
     """Every file with an all-digit stem counted as a mask of the earlier run, and the overlay's

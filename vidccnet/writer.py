@@ -245,6 +245,8 @@ def check_paths(
             raise OutputPathError(
                 f"{o} '{out}' {where} the input folder '{source}'; write the masks elsewhere"
             )
+        if out_r == src_r:
+            raise OutputPathError(f"{o} '{out}' is the input video; write the masks elsewhere")
         if _is_within(src_r, out_r):
             raise OutputPathError(
                 f"{o} '{out}' contains the input '{source}', and the output replaces that "
