@@ -193,7 +193,7 @@ def test_ohem_keeps_the_right_pixels(min_kept):
     valid = (labels != 255).numpy()
     p = torch.softmax(logits.double(), 1).gather(1, labels.clamp(max=2)[:, None])[:, 0].numpy()
     n_valid = int(valid.sum())
-    n_easy_hard = int(((p < 0.7) & valid).sum())
+    n_easy_hard = int(((p <= 0.7) & valid).sum())
     expect = max(n_easy_hard, min(min_kept, n_valid))
     keep = ohem_mask(torch.from_numpy(p), torch.from_numpy(valid), 0.7, min_kept).numpy()
     assert keep.sum() == expect and not (keep & ~valid).any()
@@ -296,11 +296,15 @@ def test_cc_loss_terms_are_the_named_terms():
     assert len({t[n].item() for n in ("var", "dis", "reg")}) == 3  # distinct, not one copied
 
 
-def test_ohem_mask_keeps_only_pixels_strictly_below_the_threshold():
-    p = torch.tensor([0.7, 0.5, 0.9, 0.69, 0.3])
+def test_ohem_mask_keeps_pixels_at_most_at_the_threshold():
+    """As the official OhemCrossEntropy2d (pred <= threshold): a pixel at the threshold is kept
+    (it was dropped, so ohem_thresh=1.0 left out the pixels already certain)."""
+    p = torch.tensor([0.5, 0.25, 0.9, 0.49, 0.3])
     valid = torch.tensor([True, True, True, True, False])
-    keep = ohem_mask(p, valid, thresh=0.7, min_kept=0)
-    assert keep.tolist() == [False, True, False, True, False]
+    keep = ohem_mask(p, valid, thresh=0.5, min_kept=0)
+    assert keep.tolist() == [True, True, False, True, False]
+    keep = ohem_mask(torch.tensor([1.0, 0.5, 1.0, 0.9]), torch.ones(4, dtype=torch.bool), 1.0, 0)
+    assert keep.all()
 
 
 def test_segmentation_criterion_passes_its_options_on():

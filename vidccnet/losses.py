@@ -32,17 +32,18 @@ def _check_logits_labels(logits: Tensor, labels: Tensor, name: str) -> None:
 def ohem_mask(
     prob_true: Tensor, valid: Tensor, thresh: float = 0.7, min_kept: int = 100_000
 ) -> Tensor:
-    """OHEM pixel selection (CCNet): keep the valid pixels whose true-class probability is
-    below `thresh`, and at least the `min_kept` hardest valid pixels (lowest probability).
+    """OHEM pixel selection (CCNet): keep the valid pixels whose true-class probability is at
+    most `thresh` (as the official code), and at least the `min_kept` hardest valid pixels
+    (lowest probability).
 
     Args:
         prob_true: (...) probability of the true class (any values where not valid).
         valid: (...) bool, pixels with a label.
 
     Returns:
-        (...) bool mask; exactly `max(#{valid, p < thresh}, min(min_kept, #valid))` pixels.
+        (...) bool mask; exactly `max(#{valid, p <= thresh}, min(min_kept, #valid))` pixels.
     """
-    keep = valid & (prob_true < thresh)
+    keep = valid & (prob_true <= thresh)
     n_valid = int(valid.sum())
     k = min(int(min_kept), n_valid)
     if int(keep.sum()) >= k:
