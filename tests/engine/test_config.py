@@ -191,6 +191,8 @@ def test_bad_overrides(override: str, needle: str) -> None:
         ("eval.vc_windows=[]", "'eval.vc_windows' must be a non-empty list"),
         ("eval.max_videos=0", "'eval.max_videos' must be >= 1"),
         ("runtime.num_threads=0", "'runtime.num_threads' must be >= 1"),
+        ("runtime.output_dir=", "'runtime.output_dir' must name a folder"),  # an unset $VAR
+        ("loss.class_weights=[]", "'loss.class_weights' must be null or one weight a class"),
         ("runtime.num_threads=-1", "'runtime.num_threads' must be >= 1"),
         ("data.num_workers=-1", "'data.num_workers' must be >= 0"),
         (("optim.nesterov=true", "optim.momentum=0"), "'optim.nesterov' needs"),

@@ -278,6 +278,9 @@ class LossConfig:
         _require("loss.ohem_thresh", self.ohem_thresh,
                  _finite(self.ohem_thresh) and 0 < self.ohem_thresh <= 1, "in (0, 1]")
         _non_negative("loss.ohem_min_kept", self.ohem_min_kept)
+        if self.class_weights is not None and not self.class_weights:
+            raise ConfigError("config key 'loss.class_weights' must be null or one weight a "
+                              "class, got []; leave it out (null) for no class weights")
         for w in self.class_weights or ():
             _non_negative("loss.class_weights", w)
         if self.ignore_index != VOID_LABEL:  # the evaluator reads it too
@@ -382,6 +385,9 @@ class RuntimeConfig:
         _positive("runtime.log_interval", self.log_interval)
         _positive("runtime.ckpt_interval", self.ckpt_interval)
         _positive("runtime.num_threads", self.num_threads)
+        if not self.output_dir.strip():  # an unset $VAR: the run would fill the current folder
+            raise ConfigError("config key 'runtime.output_dir' must name a folder, got "
+                              f"{self.output_dir!r}; give the run's folder, e.g. runs/my_run")
 
 
 @dataclass(frozen=True)
