@@ -463,6 +463,26 @@ def test_resume_with_nothing_to_train_keeps_the_runs_config(tmp_path: Path, capl
     assert load_checkpoint(out / "last.pt")["iteration"] == 2
 
 
+def test_a_resume_that_fails_before_its_first_checkpoint_keeps_the_runs_config(
+        tmp_path: Path) -> None:
+    """config.yaml was rewritten as soon as a resume started: a resume that then failed (a
+    non-finite loss at lr 1e30) left a config.yaml of the failed settings next to the kept
+    last.pt, and the documented recovery, --config RUN/config.yaml --resume, failed again.
+    The resume writes it with its first checkpoint, as an overwrite run does."""
+    common = ("eval.interval=0", "eval.at_end=false", "data.kwargs.num_frames=2",
+              "runtime.ckpt_interval=100")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, *common, "schedule.iterations=2"))
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(tiny_cfg(out, *common, "schedule.iterations=4", "optim.lr=1e30"), resume=True)
+    assert (out / "config.yaml").read_text() == before
+    assert load_checkpoint(out / "last.pt")["iteration"] == 2
+    train(tiny_cfg(out, *common, "schedule.iterations=3"), resume=True)
+    assert "iterations: 3" in (out / "config.yaml").read_text()
+    assert load_checkpoint(out / "last.pt")["iteration"] == 3
+
+
 def test_a_failed_start_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
     """A resume or an overwrite with a config that cannot train (class weights for another
     class count) fails before it writes: the earlier run's config.yaml, metrics and

@@ -260,8 +260,9 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
     A fresh start (not ``resume``) sets an earlier run's logs aside; its checkpoints and
     evaluations (``runtime.overwrite``) stay, with its config.yaml, until this run comes to
     save its first checkpoint, so a run that fails before that leaves them as they were;
-    ``config_text`` is written now when there is no earlier run to replace (and the run is not
-    ``finished``: a resume with nothing to train). A resume from ``iteration`` drops the
+    ``config_text`` is written now by a fresh start with no earlier run to replace (a resume
+    writes it with its first checkpoint, so that config.yaml always describes ``last.pt``:
+    :func:`replace_earlier_run` with nothing to replace). A resume from ``iteration`` drops the
     ``metrics.jsonl`` lines logged after it (with ``rerun_val``, its validation too) and has
     TensorBoard purge the events from ``iteration + 1``."""
     replaced = [] if resume else earlier_results(out)
@@ -270,7 +271,7 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
         logger.info("removed %s, left by a killed save", ", ".join(p.name for p in stale))
     # a fresh start replaces an earlier run there (runtime.overwrite)
     aside = None if resume else set_earlier_logs_aside(out)
-    if not replaced and not finished:
+    if not replaced and not finished and not resume:
         write_text_atomically(out / "config.yaml", config_text)
     if aside is not None:  # removed with the earlier checkpoints, at the first save
         replaced.append(aside)

@@ -569,17 +569,22 @@ def _train(  # noqa: C901 - the loop, in order
             rerun_val=pending_val, tensorboard=rt.tensorboard)
     barrier()
 
+    config_pending = info.is_main and resume and not finished  # written with the first save
+
     def save(name: str, state: dict) -> None:
-        if not replaced:
+        nonlocal config_pending
+        if not replaced and not config_pending:
             save_checkpoint(out / name, state)
             return
-        # this run's first checkpoint replaces the earlier run: written aside first (a failed
-        # save keeps the earlier run; a `.*.pt.*.tmp` name, which the next start removes), then
-        # the earlier run goes (its config first), this run's config is written and the
-        # checkpoint moved in. Wherever this is cut, the folder holds one run's files.
+        # this run's first checkpoint replaces the earlier run (or, resumed, its config):
+        # written aside first (a failed save keeps the earlier run; a `.*.pt.*.tmp` name, which
+        # the next start removes), then the earlier run goes (its config first), this run's
+        # config is written and the checkpoint moved in. Wherever this is cut, the folder holds
+        # one run's files, and config.yaml describes last.pt.
         staged = out / f".{name}.staged.tmp"
         save_checkpoint(staged, state)
         replace_earlier_run(out, staged, name, replaced, config_text)
+        config_pending = False
 
     # validation
     evaluator = None
