@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -1420,6 +1421,16 @@ def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], out: str
         Path(out).write_text(json.dumps(result, default=str))
 
 
+def _ddp_worker_rank1_without_best(rank: int, world: int, port: int, overrides: list[str],
+                                   out: str) -> None:
+    """A resuming DDP rank; rank 1 reads no best.pt (a node where only last.pt was copied)."""
+    if rank == 1:
+        import vidccnet.engine.train as tr
+
+        tr.best_so_far = lambda recorded, path: recorded
+    _ddp_worker(rank, world, port, overrides, out, resume=True)
+
+
 def _no_dropout() -> None:
     # Dropout masks are drawn per process, so they cannot match between 1 and 2 processes.
     torch.nn.Dropout2d.forward = lambda self, x: x  # type: ignore[method-assign]
@@ -1484,6 +1495,39 @@ def test_ddp_two_processes_match_single_process(tmp_path: Path) -> None:
     ref = build_evaluator(ckpt_cfg, 7, torch.device("cpu")).run(model, videos)
     for key in ("mIoU", "pixel_acc", "fwIoU", "mVC_2"):
         assert ddp["val"][key] == pytest.approx(ref[key], abs=1e-9), key
+
+
+def test_ddp_resume_takes_rank_0s_best_miou(tmp_path: Path) -> None:
+    """Each rank took the best mIoU so far from its own disk: a node without best.pt (only
+    last.pt is copied between nodes) kept last.pt's, rank 0 took a newer best.pt's, they
+    disagreed on whether the next validation improved, and the checkpoint collectives hung.
+    Every rank uses rank 0's."""
+    import torch.multiprocessing as mp
+
+    from vidccnet.engine.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    overrides = TINY + DDP_COMMON + ["eval.interval=1", "runtime.ckpt_interval=1",
+                                     "eval.at_end=false", f"runtime.output_dir={out}"]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), overrides + ["schedule.iterations=1"],
+                                str(tmp_path / "a.json")), nprocs=2, join=True)
+    best = load_checkpoint(out / "best.pt")
+    best["metrics"]["mIoU"] = 0.99  # newer than last.pt's record: the run stopped between
+    save_checkpoint(out / "best.pt", best)
+    last = load_checkpoint(out / "last.pt")
+    last["train_state"]["best_mIoU"] = 0.0
+    save_checkpoint(out / "last.pt", last)
+    ctx = mp.spawn(_ddp_worker_rank1_without_best,
+                   args=(2, _free_port(), overrides + ["schedule.iterations=2"],
+                         str(tmp_path / "b.json")), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the resumed DDP run hung")
+    assert load_checkpoint(out / "best.pt")["metrics"]["mIoU"] == 0.99  # not replaced
+    assert load_checkpoint(out / "last.pt")["train_state"]["best_mIoU"] == 0.99
 
 
 def test_ddp_resume_logs_the_global_batchs_losses(tmp_path: Path) -> None:

@@ -529,7 +529,10 @@ def _train(  # noqa: C901 - the loop, in order
         epoch = int(ts.get("epoch", 0))
         clips_in_epoch = _resume_position(ts, ckpt, info.world_size, bs)
         skipped = int(ts.get("skipped", 0))
-        best_miou = best_so_far(ts.get("best_mIoU"), out / "best.pt")
+        # rank 0's: a node may lack best.pt (only last.pt is copied between nodes), and ranks
+        # that disagreed on whether a validation improved fell out of step in the checkpoint
+        # collectives (a hang)
+        best_miou = all_gather_objects(best_so_far(ts.get("best_mIoU"), out / "best.pt"))[0]
         rng = ckpt.get("rng")
         if isinstance(rng, list) and len(rng) == info.world_size:
             restore_rng_state(rng[info.rank])
