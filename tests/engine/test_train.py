@@ -1304,6 +1304,46 @@ def test_a_validation_rerun_after_a_resume_is_logged_once(tmp_path: Path) -> Non
     assert [r["iteration"] for r in vals] == [2], vals
 
 
+def test_a_validation_rerun_after_a_resume_is_in_tensorboard_once(tmp_path: Path) -> None:
+    """TensorBoard purged from the step after the checkpoint, so a validation the resume runs
+    again showed twice (val/mIoU steps [1, 2, 2]); purged from the checkpoint's step, its
+    training scalars there come back from metrics.jsonl."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import vidccnet.engine.train as tr
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.ckpt_interval=1", "eval.interval=1",
+                   "runtime.log_interval=1", "runtime.tensorboard=true", "eval.at_end=false")
+    real_save = tr.save_checkpoint
+
+    class _Died(Exception):
+        pass
+
+    def die_after_the_second_validation(path, state):
+        if (Path(path).name == "best.pt" and state["iteration"] == 2) or (
+                Path(path).name == "last.pt" and state["iteration"] == 2
+                and not state["train_state"]["val_pending"]):
+            raise _Died
+        real_save(path, state)
+
+    tr.save_checkpoint = die_after_the_second_validation
+    try:
+        with pytest.raises(_Died):
+            train(cfg)
+    finally:
+        tr.save_checkpoint = real_save
+    train(cfg, resume=True)
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/mIoU")] == [1, 2]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    logged = {r["iteration"]: r["loss"] for r in _read_jsonl(out / "metrics.jsonl")
+              if r["type"] == "train"}
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(
+        [logged[1], logged[2]], rel=1e-6)
+
+
 def test_clips_per_s_after_a_resume_between_log_lines(tmp_path: Path, monkeypatch) -> None:
     """The first log line after a resume between two log lines averages the losses of every
     step since the previous line, but only the resumed steps were timed: clips/s counted

@@ -239,6 +239,19 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
     write_text_atomically(path, "".join(f"{line}\n" for line in keep))
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` (unreadable lines and a missing file: none)."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
     """A SummaryWriter on ``path``; with ``purge_step``, readers drop the events logged at that
     step and after it by an earlier run (a resume from an earlier checkpoint)."""
@@ -264,7 +277,8 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
     writes it with its first checkpoint, so that config.yaml always describes ``last.pt``:
     :func:`replace_earlier_run` with nothing to replace). A resume from ``iteration`` drops the
     ``metrics.jsonl`` lines logged after it (with ``rerun_val``, its validation too) and has
-    TensorBoard purge the events from ``iteration + 1``."""
+    TensorBoard purge the events from ``iteration + 1`` (with ``rerun_val``, from
+    ``iteration``: the caller logs that iteration's kept training record again)."""
     replaced = [] if resume else earlier_results(out)
     out.mkdir(parents=True, exist_ok=True)
     if stale := remove_killed_saves(out):
@@ -279,5 +293,8 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
         truncate_jsonl(out / "metrics.jsonl", iteration, rerun_val=rerun_val)
     writer = None
     if tensorboard:
-        writer = open_tensorboard(out / "tb", purge_step=iteration + 1 if resume else None)
+        # a validation run again is purged too (the caller logs the kept training scalars of
+        # `iteration` again)
+        purge = (iteration if rerun_val else iteration + 1) if resume else None
+        writer = open_tensorboard(out / "tb", purge_step=purge)
     return JsonlWriter(out / "metrics.jsonl"), writer, replaced
