@@ -192,6 +192,12 @@ def test_bad_overrides(override: str, needle: str) -> None:
         ("eval.max_videos=0", "'eval.max_videos' must be >= 1"),
         ("runtime.num_threads=0", "'runtime.num_threads' must be >= 1"),
         ("runtime.output_dir=", "'runtime.output_dir' must name a folder"),  # an unset $VAR
+        # refused when the dataset was already built (a full scan on VSPW), as plain errors
+        ("model.recurrence=-1", "'model.recurrence' must be >= 0"),
+        ("model.shift_fraction=3", "'model.shift_fraction' must be in [0, 0.5]"),
+        ("model.attention_backend=foo", "'model.attention_backend' must be one of"),
+        ("data.anchor=center", "'data.anchor' must be one of causal, centre"),
+        ("eval.anchor=middle", "'eval.anchor' must be one of causal, centre"),
         ("loss.class_weights=[]", "'loss.class_weights' must be null or one weight a class"),
         ("runtime.num_threads=-1", "'runtime.num_threads' must be >= 1"),
         ("data.num_workers=-1", "'data.num_workers' must be >= 0"),
@@ -386,3 +392,14 @@ def test_camvid_2d_and_3d_recipes_mine_the_same_share_of_pixels() -> None:
         assert cfg.loss.ohem and tuple(cfg.data.crop_size) == (360, 480)
         per_frame[name] = cfg.loss.ohem_min_kept / cfg.data.batch_size  # 1 labelled frame/clip
     assert len(set(per_frame.values())) == 1, per_frame
+
+
+def test_config_choices_are_the_code_s() -> None:
+    """The anchors and backends the config accepts are those the data and the operator take."""
+    from vidccnet.data.clips import ANCHORS as CLIP_ANCHORS
+    from vidccnet.engine.config import ANCHORS
+    from vidccnet.ops.cca import BACKENDS
+
+    assert ANCHORS == CLIP_ANCHORS
+    for backend in BACKENDS:
+        load_config(None, [f"model.attention_backend={backend}"])

@@ -114,6 +114,9 @@ def _non_negative(key: str, value: Any) -> None:
     _require(key, value, _finite(value) and value >= 0, ">= 0")
 
 
+ANCHORS = ("causal", "centre")  # vidccnet.data.clips.ANCHORS (this module imports no torch)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build (passed to ``vidccnet.models.create_model``).
@@ -135,6 +138,14 @@ class ModelConfig:
     attention_backend: str = "auto"
     kwargs: dict = field(default_factory=dict)
     init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        _require("model.recurrence", self.recurrence,
+                 isinstance(self.recurrence, int) and self.recurrence >= 0, ">= 0")
+        _require("model.shift_fraction", self.shift_fraction,
+                 _finite(self.shift_fraction) and 0 <= self.shift_fraction <= 0.5, "in [0, 0.5]")
+        _choice("model.attention_backend", self.attention_backend,
+                ("auto", "reference", "triton"))
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,7 @@ class DataConfig:
     frame_short_side: int | None = None
 
     def __post_init__(self) -> None:
+        _choice("data.anchor", self.anchor, ANCHORS)
         _positive("data.clip_len", self.clip_len)
         _positive("data.frame_short_side", self.frame_short_side)
         _positive("data.frame_stride", self.frame_stride)
@@ -338,6 +350,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _choice("eval.metric_convention", self.metric_convention, ("auto", "vspw", "mmseg"))
+        if self.anchor is not None:
+            _choice("eval.anchor", self.anchor, ANCHORS)
         _non_negative("eval.interval", self.interval)
         for key in ("clip_len", "clip_stride", "max_videos"):
             _positive(f"eval.{key}", getattr(self, key))

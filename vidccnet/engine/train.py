@@ -553,8 +553,8 @@ def _train(  # noqa: C901 - the loop, in order
         if isinstance(rng, list) and len(rng) == info.world_size:
             restore_rng_state(rng[info.rank])
         else:
-            logger.warning("checkpoint RNG states do not match %d processes; reseeding",
-                           info.world_size)
+            logger.warning("checkpoint RNG states do not match %d process%s; reseeding",
+                           info.world_size, "" if info.world_size == 1 else "es")
             seed_everything(rt.seed, info.rank, iteration)
         if finished:
             logger.info("nothing to train: %s is already at iteration %d, schedule.iterations=%d; "
@@ -711,12 +711,13 @@ def _train(  # noqa: C901 - the loop, in order
     if info.is_main and not finished:
         n_params = sum(p.numel() for p in core.parameters())
         logger.info(
-            "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %d clips, "
-            "%d batches of %d per epoch, global batch %d; %d iterations (from %d); output %s",
+            "start: %smodel %s (%.2fM params) on %s%s, amp %s; data %s %s: %s, "
+            "%s of %d per epoch, global batch %d; %s (from %d); output %s",
             f"config {name}, " if name else "", cfg.model.name, n_params / 1e6, device,
             f" x {info.world_size} processes" if info.distributed else "", amp_name(amp_dtype),
-            cfg.data.name, cfg.data.train_split, len(train_set), batches_per_epoch, bs,
-            clips_per_step, total, iteration, out)
+            cfg.data.name, cfg.data.train_split, plural(len(train_set), "clip"),
+            f"{batches_per_epoch} batch{'' if batches_per_epoch == 1 else 'es'}", bs,
+            clips_per_step, plural(total, "iteration"), iteration, out)
         if cfg.schedule.warmup_iters > total:
             logger.warning("schedule.warmup_iters=%d is longer than the run (%s): the learning "
                            "rate never reaches optim.lr", cfg.schedule.warmup_iters,
