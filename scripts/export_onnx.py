@@ -87,6 +87,11 @@ def check_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"{', '.join(missing)} not installed: pip install -e '.[export]'")
+    import onnx
+
+    if args.opset is not None and args.opset > (newest := onnx.defs.onnx_opset_version()):
+        raise UserError(f"--opset {args.opset} is newer than the installed onnx knows "
+                        f"({newest}); use opset 18 to {newest}, or upgrade onnx")
     return ckpt, out
 
 

@@ -94,6 +94,9 @@ def export_onnx(
             f"opset {opset} is older than torch.onnx's exporter writes (its conversion to older "
             f"opsets fails and keeps {MIN_OPSET}); use opset {MIN_OPSET} or later"
         )
+    if opset is not None and int(opset) > (newest := _newest_opset()):
+        raise ValueError(f"opset {opset} is newer than the installed onnx knows ({newest}); "
+                         f"use opset {MIN_OPSET} to {newest}, or upgrade onnx")
     clip = _example_clip(example, dynamic)
     module = _ExportView(model)
     kwargs: dict[str, Any] = dict(
@@ -125,6 +128,13 @@ def export_onnx(
         raise
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+def _newest_opset() -> int:
+    """The newest ONNX opset the installed onnx package knows."""
+    import onnx
+
+    return int(onnx.defs.onnx_opset_version())
 
 
 def compare_onnx(

@@ -46,13 +46,15 @@ def _one_line_error(capsys, needle):
     ("small_dynamic_example", "or pass --static"),
     ("negative_tolerance", "--tolerance must be > 0"),
     ("old_opset", "use opset 18 or later"),
+    ("future_opset", "newer than the installed onnx"),  # wrote opset 18, exit 0, a traceback
 ])
 def test_expected_errors_are_one_line_exit_2(script, ckpt, tmp_path, capsys, case, needle):
     out = tmp_path / "model.onnx"
     src = ckpt
     extra = {"small_dynamic_example": ["--example", "1", "5", "64", "64"],
              "negative_tolerance": ["--tolerance", "-1"],
-             "old_opset": ["--opset", "9"]}.get(case, [])
+             "old_opset": ["--opset", "9"],
+             "future_opset": ["--opset", "99"]}.get(case, [])
     if case == "missing":
         src = tmp_path / "nope.pt"
     elif case == "corrupt":
@@ -144,6 +146,8 @@ def test_library_export_refuses_an_opset_the_exporter_cannot_write(tmp_path):
 
     with pytest.raises(ValueError, match=f"use opset {MIN_OPSET} or later"):
         export_onnx(torch.nn.Identity(), tmp_path / "m.onnx", opset=9)
+    with pytest.raises(ValueError, match="newer than the installed onnx"):
+        export_onnx(torch.nn.Identity(), tmp_path / "m.onnx", opset=99)
     assert not any(tmp_path.iterdir())
 
 
