@@ -142,6 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    for name, values in (("--variants", args.variants), ("--seeds", args.seeds or [])):
+        if twice := sorted({v for v in values if values.count(v) > 1}):
+            raise UserError(f"{name} names {', '.join(map(str, twice))} twice: each run would "
+                            "count more than once in the figures; give each once")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.eval_videos < 1:

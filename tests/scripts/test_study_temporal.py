@@ -42,6 +42,16 @@ def test_bad_variant_is_one_line_and_exit_2(load_script, capsys):
     assert len(err) == 1 and "unknown variant" in err[0]
 
 
+@pytest.mark.parametrize("argv", [["--variants", "cca2d", "cca3d", "cca3d"],
+                                  ["--seeds", "0", "0", "1"]])
+def test_a_variant_or_seed_given_twice_is_refused(load_script, capsys, argv):
+    """A repeated seed or variant was counted twice: 'seeds 8' from 4 runs, a Welch interval
+    a quarter as wide, and the same run trained twice (with --jobs 2, at once in one folder)."""
+    assert load_script("study_temporal").main(argv + ["--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twice" in err[0], err
+
+
 def test_every_variant_builds_with_the_same_parameters(load_script):
     from vidccnet.engine.config import load_config
     from vidccnet.engine.train import build_model
