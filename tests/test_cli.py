@@ -200,3 +200,10 @@ def test_unwritable_below_a_folder_without_search_permission_is_one_line(tmp_pat
                                            "choose a folder you can write to"), done.stdout
     finally:
         shutil.rmtree(base)
+
+
+def test_missing_folder_refuses_an_output_file_path_that_is_a_folder(tmp_path):
+    """--json DIR (an existing folder) passed the check; the benchmarks then failed with a
+    traceback in os.replace, three of them after the whole measurement."""
+    assert missing_folder(tmp_path, "--json") == (
+        f"--json {tmp_path}: it is a folder; name a file (inside it or elsewhere)")

@@ -143,7 +143,10 @@ def fail(prog: str, exc: BaseException) -> int:
 
 def missing_folder(path: str | Path | None, option: str) -> str | None:
     """The one-line error for an output `path` whose folder does not exist (None when it
-    exists or no path was given). Scripts check it before long work, not after it."""
+    exists or no path was given), or whose path is a folder. Scripts check it before long
+    work, not after it."""
+    if path is not None and Path(path).is_dir():
+        return f"{option} {path}: it is a folder; name a file (inside it or elsewhere)"
     if path is None or Path(path).resolve().parent.is_dir():
         return None
     blocking = file_above(path)
