@@ -146,8 +146,8 @@ def _load_segment_video() -> Any:
 
 def prepare_out(out: Path) -> None:
     """Remove the files an earlier demo wrote in ``out`` (the demo trains afresh), and mark
-    ``out`` as the demo's. Its checkpoints stay until the new training writes its first one
-    (``runtime.overwrite``), so an interrupted rerun keeps the earlier model. A folder whose
+    ``out`` as the demo's. Its checkpoints, config and logs stay until the new training writes
+    its first checkpoint (``runtime.overwrite``), so an interrupted rerun keeps the earlier run. A folder whose
     files the demo did not write is refused."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' exists and is not a folder; choose another path")
@@ -168,8 +168,8 @@ def prepare_out(out: Path) -> None:
     if found:
         log.info("replacing the earlier demo in %s (training starts afresh)", out)
     for p in found:
-        if p.name in ("best.pt", "last.pt"):  # the trainer replaces them with its first one
-            continue
+        if p.name in ("best.pt", "last.pt", "config.yaml", "metrics.jsonl", "tb"):
+            continue  # the trainer replaces them with its first checkpoint, or puts them back
         if p.is_dir():
             shutil.rmtree(p)
         else:

@@ -166,11 +166,16 @@ def test_a_rerun_keeps_the_earlier_model_until_it_has_a_new_one(load_script, tmp
     out = tmp_path / "demo"
     out.mkdir()
     (out / demo.DEMO_MARK).write_text("mark\n")
-    for name in ("best.pt", "last.pt", "demo_summary.json", "overlay.mp4"):
+    for name in ("best.pt", "last.pt", "demo_summary.json", "overlay.mp4", "config.yaml",
+                 "metrics.jsonl"):
         (out / name).write_bytes(b"earlier")
+    (out / "tb").mkdir()
     demo.prepare_out(out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([demo.DEMO_MARK, "best.pt",
-                                                             "last.pt"])
+    # the run's config and logs too: the trainer sets them aside and puts them back if the
+    # rerun stops before its first checkpoint (they were deleted here, and an interrupted rerun
+    # left the earlier best.pt next to the new run's metrics.jsonl and no config.yaml)
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        demo.DEMO_MARK, "best.pt", "last.pt", "config.yaml", "metrics.jsonl", "tb"])
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
