@@ -142,12 +142,12 @@ def test_open_run_dir_fresh_start_and_resume(tmp_path: Path) -> None:
                                   rerun_val=True, tensorboard=False)
     assert replaced == [] and not (out / ".last.pt.k1ll3d.tmp").exists()
     assert _iterations(out / "metrics.jsonl") == [("train", 1), ("train", 2)]
-    assert (out / "config.yaml").read_text() == "config B"
+    assert (out / "config.yaml").read_text() == "config A"  # a resume's: with its first save
     # a fresh start over it (runtime.overwrite): the earlier config stays until the first save
     _, _, replaced = open_run_dir(out, "config C", resume=False, finished=False, iteration=0,
                                   rerun_val=False, tensorboard=False)
     assert replaced == [out / "last.pt", out / EARLIER_LOGS]
-    assert (out / "config.yaml").read_text() == "config B"
+    assert (out / "config.yaml").read_text() == "config A"
     assert not (out / "metrics.jsonl").exists()
 
 
@@ -162,13 +162,15 @@ def test_a_resume_cut_short_while_writing_its_config_keeps_the_runs_config(
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
+    open_run_dir(out, "config B", resume=True, finished=False, iteration=2, rerun_val=False,
+                 tensorboard=False)  # a resume writes its config with its first checkpoint
+    (out / ".last.pt.staged.tmp").write_text("new checkpoint")
     monkeypatch.setattr(os, "fsync", disk_full)  # the new config written, not yet on disk
     with pytest.raises(OSError, match="No space"):
-        open_run_dir(out, "config B", resume=True, finished=False, iteration=2, rerun_val=False,
-                     tensorboard=False)
+        replace_earlier_run(out, out / ".last.pt.staged.tmp", "last.pt", [], "config B")
     monkeypatch.undo()
     assert (out / "config.yaml").read_text() == "config A"
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt"]
+    assert (out / "last.pt").read_text() == "checkpoint"
 
 
 def test_the_runs_config_and_log_reach_the_disk_before_their_rename(
@@ -184,7 +186,9 @@ def test_the_runs_config_and_log_reach_the_disk_before_their_rename(
     monkeypatch.setattr(os, "replace", lambda a, b: (done.append(Path(b).name), real_replace(a, b)))
     open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
                  tensorboard=False)
-    assert done == ["fsync", "config.yaml", "fsync", "metrics.jsonl"]
+    (out / ".last.pt.staged.tmp").write_text("new checkpoint")
+    replace_earlier_run(out, out / ".last.pt.staged.tmp", "last.pt", [], "config")
+    assert done == ["fsync", "metrics.jsonl", "fsync", "config.yaml", "last.pt"]
 
 
 def test_a_killed_config_or_log_rewrite_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
@@ -197,7 +201,7 @@ def test_a_killed_config_or_log_rewrite_leaves_no_temporary_file_behind(tmp_path
         (out / name).write_text("half")
     open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
                  tensorboard=False)
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
 
 
 def test_never_trained(tmp_path: Path) -> None:

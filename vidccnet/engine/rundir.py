@@ -175,8 +175,10 @@ def replace_earlier_run(out: Path, staged: Path, name: str, replaced: list[Path]
     """Put the run's first checkpoint, written to ``staged``, in place as ``out/name``: the
     earlier run goes (its config first: ``replaced``, emptied here), then this run's
     ``config_text`` is written and the checkpoint moved in. Wherever this is cut, the folder
-    holds one run's files."""
-    (out / "config.yaml").unlink(missing_ok=True)
+    holds one run's files. With nothing to replace (a resume's first checkpoint) the config is
+    replaced atomically, so a failed write keeps the run's own."""
+    if replaced:
+        (out / "config.yaml").unlink(missing_ok=True)
     for path in replaced:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
