@@ -147,8 +147,8 @@ def _load_segment_video() -> Any:
 def prepare_out(out: Path) -> None:
     """Remove the files an earlier demo wrote in ``out`` (the demo trains afresh), and mark
     ``out`` as the demo's. Its checkpoints, config and logs stay until the new training writes
-    its first checkpoint (``runtime.overwrite``), so an interrupted rerun keeps the earlier run. A folder whose
-    files the demo did not write is refused."""
+    its first checkpoint (``runtime.overwrite``), so an interrupted rerun keeps the earlier run.
+    A folder whose files the demo did not write is refused."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' exists and is not a folder; choose another path")
     if (blocking := file_above(out)) is not None:
