@@ -130,7 +130,7 @@ def test_the_first_checkpoint_replaces_the_earlier_run(tmp_path: Path) -> None:
 
 def test_open_run_dir_fresh_start_and_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    jsonl, writer, replaced = open_run_dir(out, "config A", resume=False, finished=False,
+    jsonl, writer, replaced = open_run_dir(out, "config A", resume=False,
                                            iteration=0, rerun_val=False, tensorboard=False)
     assert writer is None and replaced == []
     assert (out / "config.yaml").read_text() == "config A"
@@ -138,13 +138,13 @@ def test_open_run_dir_fresh_start_and_resume(tmp_path: Path) -> None:
         jsonl.write(record)
     (out / "last.pt").write_text("checkpoint")
     (out / ".last.pt.k1ll3d.tmp").write_text("half a checkpoint")
-    _, _, replaced = open_run_dir(out, "config B", resume=True, finished=False, iteration=2,
+    _, _, replaced = open_run_dir(out, "config B", resume=True, iteration=2,
                                   rerun_val=True, tensorboard=False)
     assert replaced == [] and not (out / ".last.pt.k1ll3d.tmp").exists()
     assert _iterations(out / "metrics.jsonl") == [("train", 1), ("train", 2)]
     assert (out / "config.yaml").read_text() == "config A"  # a resume's: with its first save
     # a fresh start over it (runtime.overwrite): the earlier config stays until the first save
-    _, _, replaced = open_run_dir(out, "config C", resume=False, finished=False, iteration=0,
+    _, _, replaced = open_run_dir(out, "config C", resume=False, iteration=0,
                                   rerun_val=False, tensorboard=False)
     assert replaced == [out / "last.pt", out / EARLIER_LOGS]
     assert (out / "config.yaml").read_text() == "config A"
@@ -162,7 +162,7 @@ def test_a_resume_cut_short_while_writing_its_config_keeps_the_runs_config(
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    open_run_dir(out, "config B", resume=True, finished=False, iteration=2, rerun_val=False,
+    open_run_dir(out, "config B", resume=True, iteration=2, rerun_val=False,
                  tensorboard=False)  # a resume writes its config with its first checkpoint
     (out / ".last.pt.staged.tmp").write_text("new checkpoint")
     monkeypatch.setattr(os, "fsync", disk_full)  # the new config written, not yet on disk
@@ -184,7 +184,7 @@ def test_the_runs_config_and_log_reach_the_disk_before_their_rename(
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (done.append("fsync"), real_fsync(fd)))
     monkeypatch.setattr(os, "replace", lambda a, b: (done.append(Path(b).name), real_replace(a, b)))
-    open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
+    open_run_dir(out, "config", resume=True, iteration=2, rerun_val=False,
                  tensorboard=False)
     (out / ".last.pt.staged.tmp").write_text("new checkpoint")
     replace_earlier_run(out, out / ".last.pt.staged.tmp", "last.pt", [], "config")
@@ -199,7 +199,7 @@ def test_a_killed_config_or_log_rewrite_leaves_no_temporary_file_behind(tmp_path
     (out / "last.pt").write_text("checkpoint")
     for name in (".config.yaml.x1.tmp", ".metrics.jsonl.x2.tmp", ".last.pt.x3.tmp"):
         (out / name).write_text("half")
-    open_run_dir(out, "config", resume=True, finished=False, iteration=2, rerun_val=False,
+    open_run_dir(out, "config", resume=True, iteration=2, rerun_val=False,
                  tensorboard=False)
     assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
 

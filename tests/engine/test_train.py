@@ -1275,29 +1275,36 @@ def test_nonfinite_gradients_skipped_when_configured(tmp_path: Path,
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_a_validation_rerun_after_a_resume_is_logged_once(tmp_path: Path) -> None:
-    """A run that died after a validation wrote its record but before the checkpoint after it
-    re-runs that validation on --resume; metrics.jsonl then held two records of it."""
+def _train_dying_at_a_save(cfg, dies) -> None:
+    """Train ``cfg`` until a checkpoint save for which ``dies(file name, state)`` holds: the run
+    dies there (before writing it), as a killed run would."""
     import vidccnet.engine.train as tr
 
-    out = tmp_path / "run"
-    cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.ckpt_interval=2", "eval.interval=2")
     real_save = tr.save_checkpoint
 
     class _Died(Exception):
         pass
 
-    def die_at_the_save_after_validation(path, state):
-        if Path(path).name == "last.pt" and not state["train_state"]["val_pending"]:
+    def save_or_die(path, state):
+        if dies(Path(path).name, state):
             raise _Died
         real_save(path, state)
 
-    tr.save_checkpoint = die_at_the_save_after_validation
+    tr.save_checkpoint = save_or_die
     try:
         with pytest.raises(_Died):
             train(cfg)
     finally:
         tr.save_checkpoint = real_save
+
+
+def test_a_validation_rerun_after_a_resume_is_logged_once(tmp_path: Path) -> None:
+    """A run that died after a validation wrote its record but before the checkpoint after it
+    re-runs that validation on --resume; metrics.jsonl then held two records of it."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.ckpt_interval=2", "eval.interval=2")
+    _train_dying_at_a_save(cfg, lambda name, state: name == "last.pt"
+                           and not state["train_state"]["val_pending"])
     assert [r["type"] for r in _read_jsonl(out / "metrics.jsonl")].count("val") == 1
     train(cfg, resume=True)
     vals = [r for r in _read_jsonl(out / "metrics.jsonl") if r["type"] == "val"]
@@ -1310,29 +1317,11 @@ def test_a_validation_rerun_after_a_resume_is_in_tensorboard_once(tmp_path: Path
     training scalars there come back from metrics.jsonl."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import vidccnet.engine.train as tr
-
     out = tmp_path / "run"
     cfg = tiny_cfg(out, "schedule.iterations=2", "runtime.ckpt_interval=1", "eval.interval=1",
                    "runtime.log_interval=1", "runtime.tensorboard=true", "eval.at_end=false")
-    real_save = tr.save_checkpoint
-
-    class _Died(Exception):
-        pass
-
-    def die_after_the_second_validation(path, state):
-        if (Path(path).name == "best.pt" and state["iteration"] == 2) or (
-                Path(path).name == "last.pt" and state["iteration"] == 2
-                and not state["train_state"]["val_pending"]):
-            raise _Died
-        real_save(path, state)
-
-    tr.save_checkpoint = die_after_the_second_validation
-    try:
-        with pytest.raises(_Died):
-            train(cfg)
-    finally:
-        tr.save_checkpoint = real_save
+    _train_dying_at_a_save(cfg, lambda name, state: state["iteration"] == 2 and (
+        name == "best.pt" or (name == "last.pt" and not state["train_state"]["val_pending"])))
     train(cfg, resume=True)
     events = EventAccumulator(str(out / "tb"))
     events.Reload()

@@ -223,12 +223,13 @@ class JsonlWriter:
             f.write(json.dumps(clean) + "\n")
 
 
-def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
+def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> list[dict]:
     """Drop lines logged after ``iteration`` (written after the checkpoint a resume starts from),
-    and with ``rerun_val`` the validation record of ``iteration``, which the resume runs again."""
+    and with ``rerun_val`` the validation record of ``iteration``, which the resume runs again;
+    returns the records kept."""
     if not path.exists():
-        return
-    keep = []
+        return []
+    keep, records = [], []
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
@@ -236,22 +237,26 @@ def truncate_jsonl(path: Path, iteration: int, rerun_val: bool = False) -> None:
             rerun = rerun_val and record.get("type") == "val"
             if at < iteration or (at == iteration and not rerun):
                 keep.append(line)
+                records.append(record)
         except (ValueError, AttributeError, TypeError):
             continue
     write_text_atomically(path, "".join(f"{line}\n" for line in keep))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (unreadable lines and a missing file: none)."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else ():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
     return records
+
+
+_NOT_LOSSES = ("type", "iteration", "epoch", "lr", "clips_per_s", "skipped", "gamma")
+
+
+def log_train_scalars(writer: Any, record: dict) -> None:
+    """A ``metrics.jsonl`` training record as TensorBoard scalars at its iteration."""
+    step = record["iteration"]
+    for k, v in record.items():
+        if k not in _NOT_LOSSES:
+            writer.add_scalar(f"train/{k}", v, step)
+    for k, v in (record.get("gamma") or {}).items():
+        writer.add_scalar(f"train/gamma/{k.removesuffix('.gamma')}", v, step)
+    writer.add_scalar("train/lr", record["lr"], step)
+    writer.add_scalar("train/clips_per_s", record["clips_per_s"], step)
 
 
 def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
@@ -265,7 +270,7 @@ def open_tensorboard(path: Path, purge_step: int | None = None) -> Any:
     return SummaryWriter(log_dir=str(path), purge_step=purge_step)
 
 
-def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, iteration: int,
+def open_run_dir(out: Path, config_text: str, *, resume: bool, iteration: int,
                  rerun_val: bool, tensorboard: bool) -> tuple[JsonlWriter, Any, list[Path]]:
     """Rank 0's set-up of the run folder ``out`` once the run has passed its checks; returns
     the ``metrics.jsonl`` writer, the SummaryWriter (None without ``tensorboard`` or when it is
@@ -280,23 +285,24 @@ def open_run_dir(out: Path, config_text: str, *, resume: bool, finished: bool, i
     :func:`replace_earlier_run` with nothing to replace). A resume from ``iteration`` drops the
     ``metrics.jsonl`` lines logged after it (with ``rerun_val``, its validation too) and has
     TensorBoard purge the events from ``iteration + 1`` (with ``rerun_val``, from
-    ``iteration``: the caller logs that iteration's kept training record again)."""
+    ``iteration``, and that iteration's kept training record is logged again)."""
     replaced = [] if resume else earlier_results(out)
     out.mkdir(parents=True, exist_ok=True)
     if stale := remove_killed_saves(out):
         logger.info("removed %s, left by a killed save", ", ".join(p.name for p in stale))
     # a fresh start replaces an earlier run there (runtime.overwrite)
     aside = None if resume else set_earlier_logs_aside(out)
-    if not replaced and not finished and not resume:
+    if not replaced and not resume:
         write_text_atomically(out / "config.yaml", config_text)
     if aside is not None:  # removed with the earlier checkpoints, at the first save
         replaced.append(aside)
-    if resume:
-        truncate_jsonl(out / "metrics.jsonl", iteration, rerun_val=rerun_val)
+    kept = truncate_jsonl(out / "metrics.jsonl", iteration, rerun_val=rerun_val) if resume else []
     writer = None
     if tensorboard:
-        # a validation run again is purged too (the caller logs the kept training scalars of
-        # `iteration` again)
+        # a validation run again is purged too, and the training scalars logged with it put back
         purge = (iteration if rerun_val else iteration + 1) if resume else None
         writer = open_tensorboard(out / "tb", purge_step=purge)
+        for record in kept if writer is not None and rerun_val else ():
+            if record.get("type") == "train" and record.get("iteration") == iteration:
+                log_train_scalars(writer, record)
     return JsonlWriter(out / "metrics.jsonl"), writer, replaced

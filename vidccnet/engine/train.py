@@ -86,11 +86,11 @@ from .rundir import (  # EARLIER_LOGS, never_trained: importable from here too (
     EARLIER_LOGS,
     JsonlWriter,
     best_so_far,
+    log_train_scalars,
     never_trained,
     open_run_dir,
     prepare_output_dir,
     put_back_earlier_logs,
-    read_jsonl,
     replace_earlier_run,
 )
 
@@ -146,21 +146,6 @@ def build_criterion(cfg: Config) -> nn.Module:
         ignore_index=lc.ignore_index,
         cc_kwargs=dict(lc.cc_kwargs) or None,
     )
-
-
-_NOT_LOSSES = ("type", "iteration", "epoch", "lr", "clips_per_s", "skipped", "gamma")
-
-
-def _log_train_scalars(writer: Any, record: dict) -> None:
-    """A ``metrics.jsonl`` training record as TensorBoard scalars at its iteration."""
-    step = record["iteration"]
-    for k, v in record.items():
-        if k not in _NOT_LOSSES:
-            writer.add_scalar(f"train/{k}", v, step)
-    for k, v in (record.get("gamma") or {}).items():
-        writer.add_scalar(f"train/gamma/{k.removesuffix('.gamma')}", v, step)
-    writer.add_scalar("train/lr", record["lr"], step)
-    writer.add_scalar("train/clips_per_s", record["clips_per_s"], step)
 
 
 def _attention_gammas(model: nn.Module) -> dict[str, float]:
@@ -584,12 +569,8 @@ def _train(  # noqa: C901 - the loop, in order
     jsonl, writer, replaced = JsonlWriter(None), None, []
     if info.is_main:
         jsonl, writer, replaced = open_run_dir(
-            out, config_text, resume=resume, finished=finished, iteration=iteration,
+            out, config_text, resume=resume, iteration=iteration,
             rerun_val=pending_val, tensorboard=rt.tensorboard)
-        if writer is not None and resume and pending_val:  # purged from `iteration`: put back
-            for record in read_jsonl(out / "metrics.jsonl"):
-                if record.get("type") == "train" and record.get("iteration") == iteration:
-                    _log_train_scalars(writer, record)
     barrier()
 
     config_pending = info.is_main and resume and not finished  # written with the first save
@@ -829,7 +810,7 @@ def _train(  # noqa: C901 - the loop, in order
                     record["gamma"] = gammas
                 jsonl.write(record)
                 if writer is not None:
-                    _log_train_scalars(writer, record)
+                    log_train_scalars(writer, record)
                 gamma_text = "/".join(f"{v:.3f}" for v in gammas.values())
                 loss_text = f"{last_loss:.4f}" if n_logged else (  # no step of it trained
                     f"- (all {steps_since_log} steps skipped: non-finite loss or gradients)")
